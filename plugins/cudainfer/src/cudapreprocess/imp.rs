@@ -1,0 +1,351 @@
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::preprocess::cpu;
+use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
+use crate::tensor_meta;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "cudapreprocess",
+        gst::DebugColorFlags::empty(),
+        Some("Frame to model tensor pre-processing"),
+    )
+});
+
+/// Used where neither the model nor a property says otherwise.
+const FALLBACK_PAD_VALUE: f32 = 114.0;
+
+/// Property values; "unset" (0, auto, empty, -1) means "as the model wants".
+#[derive(Debug, Clone)]
+struct Settings {
+    width: u32,
+    height: u32,
+    resize_mode: ResizeMode,
+    channel_order: ChannelOrder,
+    pixel_scale: f64,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    pad_value: i32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            width: 0,
+            height: 0,
+            resize_mode: ResizeMode::Auto,
+            channel_order: ChannelOrder::Auto,
+            pixel_scale: 0.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+            pad_value: -1,
+        }
+    }
+}
+
+impl Settings {
+    /// Merges the properties over what downstream said (if anything).
+    fn resolve(&self, learnt: Option<&InputSpec>) -> Result<InputSpec, String> {
+        let pick_u32 = |own: u32, from: Option<u32>| if own > 0 { Some(own) } else { from };
+        let (Some(width), Some(height)) = (
+            pick_u32(self.width, learnt.map(|s| s.width)),
+            pick_u32(self.height, learnt.map(|s| s.height)),
+        ) else {
+            return Err("cudapreprocess does not know the model's input size: link it to a trtinfer \
+                        that has a model (cudapreprocess ! trtinfer model=...), or set its width and height"
+                .into());
+        };
+        let triple = |own: &[f32], from: Option<[f32; 3]>, default: f32| -> Result<[f32; 3], String> {
+            match own.len() {
+                0 => Ok(from.unwrap_or([default; 3])),
+                1 => Ok([own[0]; 3]),
+                3 => Ok([own[0], own[1], own[2]]),
+                n => Err(format!("mean and std take 1 or 3 values, got {n}")),
+            }
+        };
+        let std = triple(&self.std, learnt.map(|s| s.std), 1.0)?;
+        if std.contains(&0.0) {
+            return Err("std must not be 0".into());
+        }
+        Ok(InputSpec {
+            width,
+            height,
+            channel_order: match (self.channel_order, learnt) {
+                (ChannelOrder::Auto, Some(l)) => l.channel_order,
+                (ChannelOrder::Auto, None) => ChannelOrder::Rgb,
+                (own, _) => own,
+            },
+            resize_mode: match (self.resize_mode, learnt) {
+                (ResizeMode::Auto, Some(l)) => l.resize_mode,
+                (ResizeMode::Auto, None) => ResizeMode::Letterbox,
+                (own, _) => own,
+            },
+            pixel_scale: if self.pixel_scale > 0.0 {
+                self.pixel_scale as f32
+            } else {
+                learnt.map_or(1.0, |l| l.pixel_scale)
+            },
+            mean: triple(&self.mean, learnt.map(|s| s.mean), 0.0)?,
+            std,
+            pad_value: if self.pad_value >= 0 {
+                self.pad_value as f32
+            } else {
+                learnt.map_or(FALLBACK_PAD_VALUE, |l| l.pad_value)
+            },
+        })
+    }
+}
+
+struct State {
+    info: gst_video::VideoInfo,
+    spec: InputSpec,
+}
+
+#[derive(Default)]
+pub struct CudaPreprocess {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for CudaPreprocess {
+    const NAME: &'static str = "GstCudaPreprocess";
+    type Type = super::CudaPreprocess;
+    type ParentType = gst_base::BaseTransform;
+}
+
+fn float_array(value: &glib::Value) -> Vec<f32> {
+    value
+        .get::<gst::Array>()
+        .expect("type checked upstream")
+        .iter()
+        .filter_map(|v| v.get::<f64>().ok().map(|f| f as f32).or_else(|| v.get::<f32>().ok()))
+        .collect()
+}
+
+impl ObjectImpl for CudaPreprocess {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
+            let float_spec = glib::ParamSpecDouble::builder("value").build();
+            vec![
+                glib::ParamSpecUInt::builder("width")
+                    .nick("Tensor width")
+                    .blurb("Width of the tensor in pixels; 0: as the model downstream wants")
+                    .maximum(16384)
+                    .default_value(0)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecUInt::builder("height")
+                    .nick("Tensor height")
+                    .blurb("Height of the tensor in pixels; 0: as the model downstream wants")
+                    .maximum(16384)
+                    .default_value(0)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("resize-mode", ResizeMode::Auto)
+                    .nick("Resize mode")
+                    .blurb("How the frame is fitted into the tensor")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("channel-order", ChannelOrder::Auto)
+                    .nick("Channel order")
+                    .blurb("Order of the colour planes in the tensor")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecDouble::builder("pixel-scale")
+                    .nick("Pixel scale")
+                    .blurb("Factor applied to 0..255 pixel values before mean and std (1/255 for 0..1 input); \
+                            0: as the model downstream wants")
+                    .minimum(0.0)
+                    .maximum(1000.0)
+                    .default_value(0.0)
+                    .flags(mutable_ready)
+                    .build(),
+                gst::ParamSpecArray::builder("mean")
+                    .nick("Mean")
+                    .blurb("Per-channel mean subtracted after scaling, 1 or 3 values in tensor channel order, \
+                            e.g. \"<0.485, 0.456, 0.406>\"; empty: as the model downstream wants")
+                    .element_spec(&float_spec)
+                    .flags(mutable_ready)
+                    .build(),
+                gst::ParamSpecArray::builder("std")
+                    .nick("Standard deviation")
+                    .blurb("Per-channel divisor applied after the mean, 1 or 3 values; empty: as the model downstream wants")
+                    .element_spec(&float_spec)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecInt::builder("pad-value")
+                    .nick("Pad value")
+                    .blurb("Pixel value (0..255, before normalisation) of the letterbox padding; -1: as the model downstream wants")
+                    .minimum(-1)
+                    .maximum(255)
+                    .default_value(-1)
+                    .flags(mutable_ready)
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "width" => s.width = value.get().expect("type checked upstream"),
+            "height" => s.height = value.get().expect("type checked upstream"),
+            "resize-mode" => s.resize_mode = value.get().expect("type checked upstream"),
+            "channel-order" => s.channel_order = value.get().expect("type checked upstream"),
+            "pixel-scale" => s.pixel_scale = value.get().expect("type checked upstream"),
+            "mean" => s.mean = float_array(value),
+            "std" => s.std = float_array(value),
+            "pad-value" => s.pad_value = value.get().expect("type checked upstream"),
+            _ => unreachable!("unknown property {}", pspec.name()),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        let array = |v: &[f32]| gst::Array::new(v.iter().map(|&f| f as f64)).to_value();
+        match pspec.name() {
+            "width" => s.width.to_value(),
+            "height" => s.height.to_value(),
+            "resize-mode" => s.resize_mode.to_value(),
+            "channel-order" => s.channel_order.to_value(),
+            "pixel-scale" => s.pixel_scale.to_value(),
+            "mean" => array(&s.mean),
+            "std" => array(&s.std),
+            "pad-value" => s.pad_value.to_value(),
+            _ => unreachable!("unknown property {}", pspec.name()),
+        }
+    }
+}
+
+impl GstObjectImpl for CudaPreprocess {}
+
+impl ElementImpl for CudaPreprocess {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Model input pre-processing",
+                "Filter/Converter/Video",
+                "Attaches a model-ready NCHW float32 tensor (resized, letterboxed, normalised) to each \
+                 frame; learns the model's input from a downstream trtinfer",
+                "gst-cudainfer developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst_video::VideoCapsBuilder::new()
+                .format_list(cpu::SUPPORTED_FORMATS.iter().copied())
+                .build();
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl CudaPreprocess {
+    /// Asks downstream (trtinfer) for the model's input spec.
+    fn learn_input_spec(&self) -> Option<InputSpec> {
+        let mut query = spec::new_input_spec_query();
+        if !self.obj().src_pad().peer_query(&mut query) {
+            gst::debug!(CAT, imp = self, "no element downstream answered the input-spec query");
+            return None;
+        }
+        let learnt = spec::parse_input_spec_answer(&query);
+        gst::debug!(CAT, imp = self, "downstream wants {:?}", learnt);
+        learnt
+    }
+}
+
+impl BaseTransformImpl for CudaPreprocess {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.state.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps).map_err(|_| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ["cannot handle caps {}: feed raw video in one of {:?}", incaps, cpu::SUPPORTED_FORMATS]
+            );
+            gst::loggable_error!(CAT, "invalid caps {}", incaps)
+        })?;
+        let learnt = self.learn_input_spec();
+        let settings = self.settings.lock().unwrap().clone();
+        let spec = settings.resolve(learnt.as_ref()).map_err(|e| {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
+            gst::loggable_error!(CAT, "{}", e)
+        })?;
+        gst::info!(CAT, imp = self, "{}x{} {:?} frames to tensor {:?}", info.width(), info.height(), info.format(), spec);
+        *self.state.lock().unwrap() = Some(State { info, spec });
+        Ok(())
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let tensor = {
+            let state = self.state.lock().unwrap();
+            let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info).map_err(|_| {
+                gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map the video frame for reading"]);
+                gst::FlowError::Error
+            })?;
+            cpu::preprocess(&frame, &state.spec).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                gst::FlowError::Error
+            })?
+        };
+        tensor_meta::attach(buf, Arc::new(tensor));
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_override_what_downstream_says() {
+        let learnt = InputSpec {
+            width: 416,
+            height: 416,
+            channel_order: ChannelOrder::Bgr,
+            resize_mode: ResizeMode::Letterbox,
+            pixel_scale: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            pad_value: 114.0,
+        };
+        let own = Settings {
+            width: 320,
+            channel_order: ChannelOrder::Rgb,
+            mean: vec![0.5],
+            ..Default::default()
+        };
+        let spec = own.resolve(Some(&learnt)).unwrap();
+        assert_eq!((spec.width, spec.height), (320, 416));
+        assert_eq!(spec.channel_order, ChannelOrder::Rgb);
+        assert_eq!(spec.mean, [0.5; 3]);
+        assert_eq!(spec.pad_value, 114.0);
+        let e = Settings::default().resolve(None).unwrap_err();
+        assert!(e.contains("set its width and height"), "{e}");
+    }
+}

@@ -1,0 +1,23 @@
+//! `cudapreprocess`: turns each video frame into a model-ready tensor
+//! (resize, letterbox, colour order, normalisation, NCHW float32) and
+//! attaches it as a meta; the frame itself passes through unchanged.
+//! The model's input spec is learnt from a downstream `trtinfer`;
+//! properties override it.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct CudaPreprocess(ObjectSubclass<imp::CudaPreprocess>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "cudapreprocess",
+        gst::Rank::NONE,
+        CudaPreprocess::static_type(),
+    )
+}

@@ -1,0 +1,34 @@
+//! Attaching shared Rust values to buffers through GStreamer custom metas
+//! (`gst_meta_register_custom`): a named meta whose structure holds one
+//! boxed, reference-counted value, so copying a buffer shares the value.
+
+use glib::value::FromValue;
+
+const FIELD: &str = "value";
+
+/// Registers `name` once; later calls are cheap no-ops.
+pub fn register(name: &str) {
+    if !gst::meta::CustomMeta::is_registered(name) {
+        gst::meta::CustomMeta::register(name, &[]);
+    }
+}
+
+/// Sets the value of the `name` meta on `buffer`, adding the meta if needed.
+pub fn set<V: Into<glib::Value> + Send>(buffer: &mut gst::BufferRef, name: &str, value: V) {
+    register(name);
+    if let Ok(mut meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, name) {
+        meta.mut_structure().set(FIELD, value);
+        return;
+    }
+    let mut meta = gst::meta::CustomMeta::add(buffer, name).expect("custom meta registered above");
+    meta.mut_structure().set(FIELD, value);
+}
+
+/// The value of the `name` meta on `buffer`, if present.
+pub fn get<V: for<'a> FromValue<'a> + 'static>(buffer: &gst::BufferRef, name: &str) -> Option<V> {
+    if !gst::meta::CustomMeta::is_registered(name) {
+        return None;
+    }
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, name).ok()?;
+    meta.structure().get::<V>(FIELD).ok()
+}

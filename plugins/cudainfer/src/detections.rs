@@ -1,0 +1,70 @@
+//! Detection results on buffers.
+//!
+//! For every object `trtinfer` adds a standard `GstVideoRegionOfInterestMeta`
+//! (roi type = label, box in frame pixels, ids 0..n-1 in order of descending
+//! confidence) with a `detection` parameter structure
+//! (`label`: string, `class-id`: uint, `confidence`: double), so any
+//! GStreamer program reads them with stock APIs. Rust applications get the
+//! whole result at once from [`FrameDetections::from_buffer`].
+
+use std::sync::Arc;
+
+use crate::custom_meta;
+
+const META_NAME: &str = "GstCudaInferDetectionsMeta";
+/// Name of the parameter structure on each region-of-interest meta.
+pub const DETECTION_PARAM: &str = "detection";
+
+/// One detected object, box in frame pixels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub class_id: u32,
+    pub label: String,
+    pub confidence: f32,
+    pub x: f32,
+    pub y: f32,
+    pub width: f32,
+    pub height: f32,
+}
+
+/// All detections of one frame, highest confidence first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FrameDetections {
+    /// Path of the model that produced them.
+    pub model: String,
+    pub detections: Vec<Detection>,
+}
+
+#[derive(Clone, Debug, glib::Boxed)]
+#[boxed_type(name = "GstCudaInferFrameDetections")]
+struct DetectionsHandle(Arc<FrameDetections>);
+
+impl FrameDetections {
+    /// The detections `trtinfer` attached to `buffer`.
+    pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Arc<FrameDetections>> {
+        custom_meta::get::<DetectionsHandle>(buffer, META_NAME).map(|h| h.0)
+    }
+
+    /// Attaches the result: one region-of-interest meta per object and the
+    /// whole result as the project's own meta.
+    pub fn attach(self, buffer: &mut gst::BufferRef) {
+        for (id, d) in self.detections.iter().enumerate() {
+            let rect = (
+                d.x.round().max(0.0) as u32,
+                d.y.round().max(0.0) as u32,
+                d.width.round().max(0.0) as u32,
+                d.height.round().max(0.0) as u32,
+            );
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.label, rect);
+            roi.set_id(id as i32);
+            roi.add_param(
+                gst::Structure::builder(DETECTION_PARAM)
+                    .field("label", &d.label)
+                    .field("class-id", d.class_id)
+                    .field("confidence", d.confidence as f64)
+                    .build(),
+            );
+        }
+        custom_meta::set(buffer, META_NAME, DetectionsHandle(Arc::new(self)));
+    }
+}

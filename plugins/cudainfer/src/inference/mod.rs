@@ -1,0 +1,233 @@
+//! Running a detection model on preprocessed tensors: model loading and
+//! validation, ONNX Runtime execution, decoding, NMS and mapping back to
+//! frame pixels. Independent of any element, so several elements (or a
+//! batcher) can drive it.
+
+pub mod runtime;
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use crate::detections::{Detection, FrameDetections};
+use crate::parsers::{self, nms, ModelShapes, ModelType, OutputParser};
+use crate::spec::InputSpec;
+use crate::tensor_meta::Tensor;
+use runtime::{Provider, ProviderOptions, RuntimeError};
+
+/// What a detector is made from (the element's settings).
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    pub model: PathBuf,
+    pub model_type: ModelType,
+    pub labels: Option<PathBuf>,
+    pub providers: Vec<Provider>,
+    pub device_id: i32,
+    pub ort_library: Option<PathBuf>,
+}
+
+/// Why a detector could not be made, by what the user has to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    ModelNotFound(String),
+    ModelUnreadable(String),
+    ModelMismatch(String),
+    Labels(String),
+    Runtime(RuntimeError),
+}
+
+impl LoadError {
+    pub fn to_error_message(&self) -> gst::ErrorMessage {
+        match self {
+            LoadError::ModelNotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ["{}", m]),
+            LoadError::ModelUnreadable(m) | LoadError::Labels(m) => {
+                gst::error_msg!(gst::ResourceError::OpenRead, ["{}", m])
+            }
+            LoadError::ModelMismatch(m) => gst::error_msg!(gst::LibraryError::Settings, ["{}", m]),
+            LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ["{}", e]),
+        }
+    }
+}
+
+pub struct Detector {
+    session: Session,
+    input_name: String,
+    parser: Box<dyn OutputParser>,
+    labels: Vec<String>,
+    active_provider: Provider,
+    model_name: String,
+}
+
+fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadError> {
+    match std::fs::File::open(path) {
+        Ok(_) if path.is_dir() => Err(LoadError::ModelUnreadable(format!(
+            "the {what} '{}' is a directory: set {property} to a file",
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::ModelNotFound(format!(
+            "the {what} '{}' does not exist: set {property} to an existing file",
+            path.display()
+        ))),
+        Err(e) => Err(LoadError::ModelUnreadable(format!(
+            "cannot read the {what} '{}': {e}. Check the file's permissions",
+            path.display()
+        ))),
+    }
+}
+
+fn tensor_shape(outlet: &ort::value::Outlet) -> Option<Vec<i64>> {
+    outlet.dtype().tensor_shape().map(|s| s.to_vec())
+}
+
+impl Detector {
+    /// Loads the model; `warn` receives non-fatal problems (a provider that
+    /// was skipped, a short label file).
+    pub fn load(config: &DetectorConfig, mut warn: impl FnMut(&str)) -> Result<Self, LoadError> {
+        check_readable(&config.model, "model file", "the model property")?;
+        let labels = match &config.labels {
+            Some(path) => {
+                check_readable(path, "labels file", "the labels property").map_err(|e| match e {
+                    LoadError::ModelNotFound(m) | LoadError::ModelUnreadable(m) => LoadError::Labels(m),
+                    other => other,
+                })?;
+                std::fs::read_to_string(path)
+                    .map_err(|e| LoadError::Labels(format!("cannot read '{}': {e}", path.display())))?
+                    .lines()
+                    .map(|l| l.trim().to_string())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+
+        let library = runtime::resolve_library(config.ort_library.as_deref());
+        let env = runtime::environment(&library).map_err(LoadError::Runtime)?;
+        let options = ProviderOptions {
+            device_id: config.device_id,
+        };
+        let (session, active_provider, skipped) =
+            runtime::create_session(&env, &config.model, &config.providers, &options).map_err(|e| match e {
+                RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
+                other => LoadError::Runtime(other),
+            })?;
+        for s in &skipped {
+            warn(s);
+        }
+
+        let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first()) else {
+            return Err(LoadError::ModelMismatch(format!(
+                "the model '{}' has no input or no output",
+                config.model.display()
+            )));
+        };
+        let input_name = input.name().to_string();
+        let shapes = match (tensor_shape(input), tensor_shape(output)) {
+            (Some(input), Some(output)) => ModelShapes { input, output },
+            _ => {
+                return Err(LoadError::ModelMismatch(format!(
+                    "the model '{}' does not take and return tensors",
+                    config.model.display()
+                )))
+            }
+        };
+        let family = config.model_type;
+        let parser = parsers::new_parser(family, &shapes).map_err(|e| {
+            LoadError::ModelMismatch(format!(
+                "the model '{}' does not fit model-type={}: {e}. Use a model of that family or set model-type",
+                config.model.display(),
+                glib::EnumValue::from_value(&glib::Value::from(family))
+                    .map(|(_, v)| v.nick())
+                    .unwrap_or("?")
+            ))
+        })?;
+        if !labels.is_empty() && labels.len() != parser.num_classes() {
+            warn(&format!(
+                "the labels file has {} names but the model predicts {} classes; unnamed classes are called class-<id>",
+                labels.len(),
+                parser.num_classes()
+            ));
+        }
+        Ok(Self {
+            session,
+            input_name,
+            parser,
+            labels,
+            active_provider,
+            model_name: config.model.display().to_string(),
+        })
+    }
+
+    pub fn input_spec(&self) -> &InputSpec {
+        self.parser.input_spec()
+    }
+
+    pub fn active_provider(&self) -> Provider {
+        self.active_provider
+    }
+
+    fn label(&self, class_id: u32) -> String {
+        self.labels
+            .get(class_id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("class-{class_id}"))
+    }
+
+    /// Runs the model on one tensor and returns the frame's detections.
+    pub fn detect(
+        &mut self,
+        tensor: &Tensor,
+        confidence_threshold: f32,
+        nms_threshold: f32,
+    ) -> Result<FrameDetections, String> {
+        let spec = self.parser.input_spec();
+        if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize) || tensor.channels != 3 {
+            return Err(format!(
+                "the tensor is {}x{}x{} but the model wants 3x{}x{}: remove the width/height overrides of cudapreprocess",
+                tensor.channels, tensor.height, tensor.width, spec.height, spec.width
+            ));
+        }
+        let data = tensor
+            .host_data()
+            .ok_or("the tensor is in GPU memory, which this provider cannot read")?;
+        let input = TensorRef::from_array_view((tensor.shape(), data)).map_err(|e| e.to_string())?;
+        let candidates = {
+            let outputs = self
+                .session
+                .run(ort::inputs![self.input_name.as_str() => input])
+                .map_err(|e| format!("inference failed: {e}"))?;
+            let (_, raw) = outputs[0]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("the model output is not float32: {e}"))?;
+            let raw = raw.get(..self.parser.output_len()).ok_or("the model output is too short")?;
+            self.parser.decode(raw, confidence_threshold)
+        };
+        let kept = nms::class_wise_nms(candidates, nms_threshold);
+
+        let t = &tensor.transform;
+        let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);
+        let detections = kept
+            .into_iter()
+            .filter_map(|c| {
+                let (x1, y1) = t.to_frame(c.x1, c.y1);
+                let (x2, y2) = t.to_frame(c.x2, c.y2);
+                let (x1, y1) = (x1.clamp(0.0, fw), y1.clamp(0.0, fh));
+                let (x2, y2) = (x2.clamp(0.0, fw), y2.clamp(0.0, fh));
+                (x2 > x1 && y2 > y1).then(|| Detection {
+                    class_id: c.class_id,
+                    label: self.label(c.class_id),
+                    confidence: c.confidence,
+                    x: x1,
+                    y: y1,
+                    width: x2 - x1,
+                    height: y2 - y1,
+                })
+            })
+            .collect();
+        Ok(FrameDetections {
+            model: self.model_name.clone(),
+            detections,
+        })
+    }
+}

@@ -1,0 +1,195 @@
+//! ONNX Runtime glue: finding and loading the shared library once per
+//! process, and building sessions on an ordered list of execution providers.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::Session;
+
+/// Oldest ONNX Runtime the `ort` crate accepts, and the one tested.
+pub const MIN_ORT_VERSION: &str = "1.17";
+pub const TESTED_ORT_VERSION: &str = "1.31.1";
+
+/// Where the library is looked for when neither the `ort-library` property
+/// nor `ORT_DYLIB_PATH` names it; the bare name goes through the dynamic
+/// linker's search (`LD_LIBRARY_PATH`, `ldconfig` cache).
+pub const SEARCHED_LOCATIONS: &[&str] = &[
+    "/usr/local/lib/libonnxruntime.so",
+    "/opt/onnxruntime/lib/libonnxruntime.so",
+    "libonnxruntime.so",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda => "cuda",
+            Provider::TensorRt => "tensorrt",
+        }
+    }
+}
+
+/// Parses a comma-separated, ordered provider list such as `cuda,cpu`.
+pub fn parse_providers(list: &str) -> Result<Vec<Provider>, String> {
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let p = match name.to_ascii_lowercase().as_str() {
+            "cpu" => Provider::Cpu,
+            "cuda" => Provider::Cuda,
+            "tensorrt" | "trt" => Provider::TensorRt,
+            _ => {
+                return Err(format!(
+                    "unknown execution provider '{name}': use a comma-separated list of tensorrt, cuda, cpu"
+                ))
+            }
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        return Err("the providers list is empty: set providers=cpu (or cuda, tensorrt)".into());
+    }
+    Ok(out)
+}
+
+/// What went wrong, by what the user has to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeError {
+    Library(String),
+    Model(String),
+    Provider(String),
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeError::Library(m) | RuntimeError::Model(m) | RuntimeError::Provider(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// The library to load: the explicit path, else `ORT_DYLIB_PATH`, else the
+/// first of [`SEARCHED_LOCATIONS`] that exists (the bare name last).
+pub fn resolve_library(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    SEARCHED_LOCATIONS
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_absolute() && p.exists())
+        .unwrap_or_else(|| PathBuf::from("libonnxruntime.so"))
+}
+
+/// ONNX Runtime allows one library and one environment per process.
+static ENVIRONMENT: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+/// Loads the library (first call) and returns the process-wide environment.
+pub fn environment(library: &Path) -> Result<Environment, RuntimeError> {
+    let mut guard = ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((loaded, env)) = guard.as_ref() {
+        if same_file(loaded, library) {
+            return Ok(env.clone());
+        }
+        return Err(RuntimeError::Library(format!(
+            "ONNX Runtime is already loaded from '{}' in this process, so '{}' cannot be loaded too: \
+             give every trtinfer the same ort-library",
+            loaded.display(),
+            library.display()
+        )));
+    }
+    let builder = ort::init_from(library).map_err(|e| {
+        RuntimeError::Library(format!(
+            "cannot use the ONNX Runtime library '{}': {e}. Install ONNX Runtime >= {MIN_ORT_VERSION} \
+             (tested: {TESTED_ORT_VERSION}; scripts/setup-deps.sh puts it in .ort/) and point the \
+             ort-library property or ORT_DYLIB_PATH at libonnxruntime.so",
+            library.display()
+        ))
+    })?;
+    let env = builder
+        .with_name("gst-cudainfer")
+        .build()
+        .map_err(|e| RuntimeError::Library(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    *guard = Some((library.to_path_buf(), env.clone()));
+    Ok(env)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Session options that select one provider.
+pub struct ProviderOptions {
+    pub device_id: i32,
+}
+
+fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProviderDispatch {
+    match provider {
+        Provider::Cpu => ep::CPU::default().build(),
+        Provider::Cuda => ep::CUDA::default()
+            .with_device_id(options.device_id)
+            .build()
+            .error_on_failure(),
+        Provider::TensorRt => ep::TensorRT::default()
+            .with_device_id(options.device_id)
+            .build()
+            .error_on_failure(),
+    }
+}
+
+/// Creates a session on the first provider of `providers` that works.
+/// Providers that fail are reported in the returned warnings; if none works
+/// the error lists every reason.
+pub fn create_session(
+    env: &Environment,
+    model: &Path,
+    providers: &[Provider],
+    options: &ProviderOptions,
+) -> Result<(Session, Provider, Vec<String>), RuntimeError> {
+    let mut failures = Vec::new();
+    for &provider in providers {
+        let attempt = Session::builder(env)
+            .and_then(|b| {
+                b.with_execution_providers([register(provider, options)])
+                    .map_err(ort::Error::from)
+            })
+            .and_then(|mut b| b.commit_from_file(model));
+        match attempt {
+            Ok(session) => return Ok((session, provider, failures)),
+            Err(e) => {
+                let msg = e.to_string();
+                // A broken model fails the same way on every provider.
+                if provider == Provider::Cpu || msg.contains("Load model") || msg.contains("protobuf") {
+                    return Err(RuntimeError::Model(format!(
+                        "ONNX Runtime cannot load the model '{}': {msg}. Check that it is a valid ONNX file",
+                        model.display()
+                    )));
+                }
+                failures.push(format!("{} provider unavailable: {msg}", provider.name()));
+            }
+        }
+    }
+    Err(RuntimeError::Provider(format!(
+        "no requested execution provider works ({}). Use an ONNX Runtime build with that provider \
+         (onnxruntime-gpu for cuda) or add cpu to providers",
+        failures.join("; ")
+    )))
+}

@@ -1,0 +1,41 @@
+//! gst-cudainfer: GStreamer elements for deep-learning inference on video.
+//!
+//! - `cudapreprocess` attaches a model-ready tensor to each frame;
+//! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
+//!   the detections (see [`detections`]).
+
+use gst::glib;
+
+mod cudapreprocess;
+mod custom_meta;
+pub mod detections;
+pub mod inference;
+pub mod parsers;
+pub mod preprocess;
+pub mod spec;
+pub mod tensor_meta;
+mod trtinfer;
+
+pub use detections::{Detection, FrameDetections};
+
+/// Caps feature of GStreamer's CUDA memory.
+pub const CUDA_MEMORY_FEATURE: &str = "memory:CUDAMemory";
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    spec::register_types();
+    cudapreprocess::register(plugin)?;
+    trtinfer::register(plugin)?;
+    Ok(())
+}
+
+gst::plugin_define!(
+    cudainfer,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("CARGO_PKG_VERSION")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    "2026-11-21"
+);

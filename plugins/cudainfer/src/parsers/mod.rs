@@ -1,0 +1,62 @@
+//! Model families: what input each wants (its preset) and how its raw output
+//! becomes detection candidates. Adding a family means adding a module here
+//! and a [`ModelType`] value; the `trtinfer` element does not change.
+
+pub mod nms;
+pub mod yolox;
+
+use crate::spec::InputSpec;
+
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstCudaInferModelType")]
+pub enum ModelType {
+    #[default]
+    #[enum_value(
+        name = "YOLOX: letterboxed BGR 0..255 input, [N, anchors, 5 + classes] output",
+        nick = "yolox"
+    )]
+    Yolox = 0,
+}
+
+/// One detection before NMS, in tensor pixel coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub class_id: u32,
+    pub confidence: f32,
+    pub x1: f32,
+    pub y1: f32,
+    pub x2: f32,
+    pub y2: f32,
+}
+
+/// Shapes of the model's first input and output as ONNX Runtime reports
+/// them (`-1` for a symbolic dimension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelShapes {
+    pub input: Vec<i64>,
+    pub output: Vec<i64>,
+}
+
+pub trait OutputParser: Send + Sync {
+    /// The input the model wants, from its family's preset and its shapes.
+    fn input_spec(&self) -> &InputSpec;
+    /// Number of classes the model predicts.
+    fn num_classes(&self) -> usize;
+    /// Decodes one image's output (batch item) into candidates whose
+    /// confidence exceeds `threshold`.
+    fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate>;
+    /// Number of f32 values one image's output has.
+    fn output_len(&self) -> usize;
+}
+
+/// Builds the parser for `model_type`, checking that the model's shapes fit
+/// the family. The error says what does not fit.
+pub fn new_parser(
+    model_type: ModelType,
+    shapes: &ModelShapes,
+) -> Result<Box<dyn OutputParser>, String> {
+    match model_type {
+        ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
+    }
+}

@@ -1,0 +1,169 @@
+//! YOLOX (Megvii) output decoding.
+//!
+//! Output rows are anchor points of the stride-8, 16 and 32 grids, in that
+//! order, row-major; each row is `[px, py, pw, ph, objectness, classes...]`,
+//! already sigmoid-activated. `cx = (px + gx) * s`, `w = exp(pw) * s`,
+//! score = objectness * class score, one candidate per class above threshold
+//! (class-wise NMS follows).
+
+use super::{Candidate, ModelShapes, OutputParser};
+use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+
+const STRIDES: [u32; 3] = [8, 16, 32];
+
+/// One anchor point: grid cell and stride.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    gx: f32,
+    gy: f32,
+    stride: f32,
+}
+
+pub struct YoloxParser {
+    spec: InputSpec,
+    anchors: Vec<Anchor>,
+    num_classes: usize,
+}
+
+fn fixed_dim(shape: &[i64], i: usize) -> Option<u32> {
+    shape.get(i).and_then(|&d| u32::try_from(d).ok()).filter(|&d| d > 0)
+}
+
+impl YoloxParser {
+    pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
+        let input = &shapes.input;
+        if input.len() != 4 || input[1] != 3 {
+            return Err(format!(
+                "yolox expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
+            ));
+        }
+        let (Some(height), Some(width)) = (fixed_dim(input, 2), fixed_dim(input, 3)) else {
+            return Err(format!(
+                "yolox needs a fixed input height and width, the model's input is {input:?}"
+            ));
+        };
+        if width % 32 != 0 || height % 32 != 0 {
+            return Err(format!(
+                "yolox needs input height and width that are multiples of 32, the model's are {height}x{width}"
+            ));
+        }
+        let anchors: Vec<Anchor> = STRIDES
+            .iter()
+            .flat_map(|&s| {
+                let (gw, gh) = (width / s, height / s);
+                (0..gh).flat_map(move |gy| {
+                    (0..gw).map(move |gx| Anchor {
+                        gx: gx as f32,
+                        gy: gy as f32,
+                        stride: s as f32,
+                    })
+                })
+            })
+            .collect();
+        let output = &shapes.output;
+        let rows = output.get(1).copied();
+        let cols = output.get(2).copied();
+        if output.len() != 3 || rows != Some(anchors.len() as i64) || cols.is_none_or(|c| c <= 5) {
+            return Err(format!(
+                "yolox with a {height}x{width} input has output [N, {}, 5 + classes], the model's output is {output:?}",
+                anchors.len()
+            ));
+        }
+        Ok(Self {
+            spec: InputSpec {
+                width,
+                height,
+                channel_order: ChannelOrder::Bgr,
+                resize_mode: ResizeMode::Letterbox,
+                pixel_scale: 1.0,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+                pad_value: 114.0,
+            },
+            num_classes: cols.unwrap_or(0) as usize - 5,
+            anchors,
+        })
+    }
+}
+
+impl OutputParser for YoloxParser {
+    fn input_spec(&self) -> &InputSpec {
+        &self.spec
+    }
+
+    fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    fn output_len(&self) -> usize {
+        self.anchors.len() * (5 + self.num_classes)
+    }
+
+    fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {
+        let row_len = 5 + self.num_classes;
+        let mut out = Vec::new();
+        for (row, anchor) in output.chunks_exact(row_len).zip(&self.anchors) {
+            let objectness = row[4];
+            // Class scores are at most 1, so a low objectness rules out the row.
+            if objectness <= threshold {
+                continue;
+            }
+            let cx = (row[0] + anchor.gx) * anchor.stride;
+            let cy = (row[1] + anchor.gy) * anchor.stride;
+            let w = row[2].exp() * anchor.stride;
+            let h = row[3].exp() * anchor.stride;
+            for (class_id, &class_score) in row[5..].iter().enumerate() {
+                let confidence = objectness * class_score;
+                if confidence > threshold {
+                    out.push(Candidate {
+                        class_id: class_id as u32,
+                        confidence,
+                        x1: cx - w / 2.0,
+                        y1: cy - h / 2.0,
+                        x2: cx + w / 2.0,
+                        y2: cy + h / 2.0,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes(input: [i64; 4], output: [i64; 3]) -> ModelShapes {
+        ModelShapes {
+            input: input.to_vec(),
+            output: output.to_vec(),
+        }
+    }
+
+    #[test]
+    fn decodes_a_row_on_the_stride_16_grid() {
+        let p = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 84, 7])).unwrap();
+        // 64x64: 8x8 anchors at stride 8, 4x4 at 16, 2x2 at 32.
+        let mut out = vec![0f32; 84 * 7];
+        let row = 64 + 4 + 1; // stride 16, gy = 1, gx = 1
+        out[row * 7..row * 7 + 7].copy_from_slice(&[0.5, 0.25, 0.0, (2f32).ln(), 0.9, 0.1, 0.8]);
+        let c = p.decode(&out, 0.3);
+        assert_eq!(c.len(), 1);
+        let c = c[0];
+        assert_eq!(c.class_id, 1);
+        assert!((c.confidence - 0.72).abs() < 1e-6);
+        // cx = 1.5 * 16 = 24, cy = 1.25 * 16 = 20, w = 16, h = 32
+        assert_eq!((c.x1, c.y1, c.x2, c.y2), (16.0, 4.0, 32.0, 36.0));
+    }
+
+    #[test]
+    fn rejects_models_that_do_not_fit() {
+        let e = YoloxParser::new(&shapes([1, 1, 64, 64], [1, 84, 7])).err().unwrap();
+        assert!(e.contains("[N, 3, H, W]"), "{e}");
+        let e = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 80, 7])).err().unwrap();
+        assert!(e.contains("output [N, 84, 5 + classes]"), "{e}");
+        let e = YoloxParser::new(&shapes([1, 3, -1, -1], [1, 84, 7])).err().unwrap();
+        assert!(e.contains("fixed input height and width"), "{e}");
+    }
+}

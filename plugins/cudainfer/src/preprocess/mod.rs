@@ -1,0 +1,147 @@
+//! Turning a video frame into a model input tensor: the geometry and colour
+//! maths shared by every implementation, and the CPU reference implementation.
+//!
+//! Definition (the GPU kernel implements the same one):
+//! - the frame is resized into a `content_width` x `content_height` region at
+//!   the top-left of the tensor (letterbox keeps the aspect ratio, stretch
+//!   fills the tensor); the rest is `pad_value`;
+//! - sampling is bilinear with half-pixel centres and edge clamping, like
+//!   OpenCV's `INTER_LINEAR`; YUV planes are interpolated before conversion,
+//!   chroma at its own resolution and siting;
+//! - YUV is converted with the frame's colour matrix and range;
+//! - each value is `(pixel * pixel_scale - mean[c]) / std[c]`, NCHW float32.
+
+pub mod cpu;
+
+use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::tensor_meta::FrameTransform;
+
+/// Where the frame lands in the tensor.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    pub content_width: u32,
+    pub content_height: u32,
+    pub transform: FrameTransform,
+}
+
+pub fn geometry(spec: &InputSpec, frame_width: u32, frame_height: u32) -> Geometry {
+    let (content_width, content_height) = match spec.resize_mode {
+        ResizeMode::Stretch => (spec.width, spec.height),
+        // Auto has been resolved by the time a frame arrives; letterbox is the
+        // safe reading of it.
+        ResizeMode::Letterbox | ResizeMode::Auto => {
+            let r = f64::min(
+                spec.width as f64 / frame_width as f64,
+                spec.height as f64 / frame_height as f64,
+            );
+            let w = ((frame_width as f64 * r) as u32).clamp(1, spec.width);
+            let h = ((frame_height as f64 * r) as u32).clamp(1, spec.height);
+            (w, h)
+        }
+    };
+    Geometry {
+        content_width,
+        content_height,
+        transform: FrameTransform {
+            scale_x: content_width as f32 / frame_width as f32,
+            scale_y: content_height as f32 / frame_height as f32,
+            offset_x: 0.0,
+            offset_y: 0.0,
+            frame_width,
+            frame_height,
+        },
+    }
+}
+
+/// Per-channel affine normalisation in tensor channel order:
+/// `value = pixel * gain[c] + bias[c]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalisation {
+    /// For each tensor channel, which of R (0), G (1), B (2) it holds.
+    pub source_channel: [usize; 3],
+    pub gain: [f32; 3],
+    pub bias: [f32; 3],
+}
+
+impl Normalisation {
+    pub fn new(spec: &InputSpec) -> Self {
+        let source_channel = match spec.channel_order {
+            ChannelOrder::Bgr => [2, 1, 0],
+            ChannelOrder::Rgb | ChannelOrder::Auto => [0, 1, 2],
+        };
+        let mut gain = [0.0; 3];
+        let mut bias = [0.0; 3];
+        for c in 0..3 {
+            gain[c] = spec.pixel_scale / spec.std[c];
+            bias[c] = -spec.mean[c] / spec.std[c];
+        }
+        Self {
+            source_channel,
+            gain,
+            bias,
+        }
+    }
+
+    /// The tensor value of the letterbox padding in channel `c`.
+    pub fn pad(&self, c: usize, pad_value: f32) -> f32 {
+        pad_value * self.gain[c] + self.bias[c]
+    }
+}
+
+/// YUV to RGB conversion for one colour matrix and range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YuvToRgb {
+    pub y_offset: f32,
+    pub y_gain: f32,
+    pub uv_gain: f32,
+    pub r_v: f32,
+    pub g_u: f32,
+    pub g_v: f32,
+    pub b_u: f32,
+}
+
+impl YuvToRgb {
+    /// `kr`, `kb`: the matrix's luma weights; `full_range`: 0..255 codes.
+    pub fn new(kr: f32, kb: f32, full_range: bool) -> Self {
+        let kg = 1.0 - kr - kb;
+        let (y_offset, y_gain, uv_gain) = if full_range {
+            (0.0, 1.0, 1.0)
+        } else {
+            (16.0, 255.0 / 219.0, 255.0 / 224.0)
+        };
+        Self {
+            y_offset,
+            y_gain,
+            uv_gain,
+            r_v: 2.0 * (1.0 - kr),
+            g_u: -2.0 * kb * (1.0 - kb) / kg,
+            g_v: -2.0 * kr * (1.0 - kr) / kg,
+            b_u: 2.0 * (1.0 - kb),
+        }
+    }
+
+    pub fn from_colorimetry(c: &gst_video::VideoColorimetry) -> Self {
+        use gst_video::VideoColorMatrix as M;
+        let (kr, kb) = match c.matrix() {
+            M::Bt709 => (0.2126, 0.0722),
+            M::Bt2020 => (0.2627, 0.0593),
+            M::Smpte240m => (0.212, 0.087),
+            M::Fcc => (0.30, 0.11),
+            _ => (0.299, 0.114),
+        };
+        Self::new(kr, kb, c.range() == gst_video::VideoColorRange::Range0_255)
+    }
+
+    /// Converts one sample (codes 0..255) to RGB on the 0..255 scale.
+    #[inline]
+    pub fn convert(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
+        let y = (y - self.y_offset) * self.y_gain;
+        let u = (u - 128.0) * self.uv_gain;
+        let v = (v - 128.0) * self.uv_gain;
+        [
+            (y + self.r_v * v).clamp(0.0, 255.0),
+            (y + self.g_u * u + self.g_v * v).clamp(0.0, 255.0),
+            (y + self.b_u * u).clamp(0.0, 255.0),
+        ]
+    }
+}

@@ -1,0 +1,74 @@
+//! The tensor `cudapreprocess` attaches to each frame, carried as a GStreamer
+//! custom meta named `GstCudaInferTensorMeta`.
+
+use std::sync::Arc;
+
+use crate::custom_meta;
+
+const META_NAME: &str = "GstCudaInferTensorMeta";
+
+/// Affine map between frame pixels and tensor pixels:
+/// `tensor = frame * scale + offset`, per axis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameTransform {
+    pub scale_x: f32,
+    pub scale_y: f32,
+    pub offset_x: f32,
+    pub offset_y: f32,
+    pub frame_width: u32,
+    pub frame_height: u32,
+}
+
+impl FrameTransform {
+    /// Maps a tensor-space point back to frame pixels.
+    pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
+        (
+            (x - self.offset_x) / self.scale_x,
+            (y - self.offset_y) / self.scale_y,
+        )
+    }
+}
+
+/// Where the tensor's values live.
+#[derive(Debug)]
+pub enum TensorStorage {
+    /// Host memory, used for system-memory video.
+    Host(Vec<f32>),
+}
+
+/// One model-ready input tensor, float32 NCHW with N = 1.
+#[derive(Debug)]
+pub struct Tensor {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub storage: TensorStorage,
+    pub transform: FrameTransform,
+}
+
+impl Tensor {
+    pub fn shape(&self) -> [usize; 4] {
+        [1, self.channels, self.height, self.width]
+    }
+
+    pub fn host_data(&self) -> Option<&[f32]> {
+        match &self.storage {
+            TensorStorage::Host(v) => Some(v),
+        }
+    }
+}
+
+#[derive(Clone, Debug, glib::Boxed)]
+#[boxed_type(name = "GstCudaInferTensor")]
+struct TensorHandle(Arc<Tensor>);
+
+/// Attaches `tensor` to `buffer`, replacing a tensor already there (a second
+/// cudapreprocess in the chain wins).
+pub fn attach(buffer: &mut gst::BufferRef, tensor: Arc<Tensor>) {
+    custom_meta::set(buffer, META_NAME, TensorHandle(tensor));
+}
+
+/// The tensor attached to `buffer`, if any.
+pub fn get(buffer: &gst::BufferRef) -> Option<Arc<Tensor>> {
+    custom_meta::get::<TensorHandle>(buffer, META_NAME).map(|h| h.0)
+}

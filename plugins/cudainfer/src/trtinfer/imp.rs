@@ -1,0 +1,292 @@
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::subclass::prelude::*;
+
+use crate::detections::FrameDetections;
+use crate::inference::runtime::{self, parse_providers};
+use crate::inference::{Detector, DetectorConfig};
+use crate::parsers::ModelType;
+use crate::{spec, tensor_meta};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new("trtinfer", gst::DebugColorFlags::empty(), Some("ONNX Runtime inference"))
+});
+
+const DEFAULT_CONFIDENCE: f64 = 0.3;
+const DEFAULT_NMS: f64 = 0.45;
+const DEFAULT_PROVIDERS: &str = "cpu";
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: Option<PathBuf>,
+    model_type: ModelType,
+    labels: Option<PathBuf>,
+    confidence_threshold: f64,
+    nms_threshold: f64,
+    providers: String,
+    device_id: i32,
+    ort_library: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            model: None,
+            model_type: ModelType::default(),
+            labels: None,
+            confidence_threshold: DEFAULT_CONFIDENCE,
+            nms_threshold: DEFAULT_NMS,
+            providers: DEFAULT_PROVIDERS.into(),
+            device_id: 0,
+            ort_library: None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct TrtInfer {
+    settings: Mutex<Settings>,
+    detector: Mutex<Option<Detector>>,
+    active_provider: Mutex<Option<&'static str>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for TrtInfer {
+    const NAME: &'static str = "GstTrtInfer";
+    type Type = super::TrtInfer;
+    type ParentType = gst_base::BaseTransform;
+}
+
+fn path_property(value: &glib::Value) -> Option<PathBuf> {
+    value
+        .get::<Option<String>>()
+        .expect("type checked upstream")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+}
+
+impl ObjectImpl for TrtInfer {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb("Path of the ONNX model file (required)")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("model-type", ModelType::default())
+                    .nick("Model type")
+                    .blurb("Model family: decides the input preset and how the output is decoded")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecString::builder("labels")
+                    .nick("Labels")
+                    .blurb("Text file with one class name per line, in class-id order; unset: class-<id>")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecDouble::builder("confidence-threshold")
+                    .nick("Confidence threshold")
+                    .blurb("Keep detections whose confidence (objectness x class score) is above this")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_CONFIDENCE)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("nms-threshold")
+                    .nick("NMS IoU threshold")
+                    .blurb("Class-wise non-maximum suppression drops a box overlapping a better one of its class by more than this IoU")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_NMS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecString::builder("providers")
+                    .nick("Execution providers")
+                    .blurb("Comma-separated ONNX Runtime execution providers to try in order: tensorrt, cuda, cpu. \
+                            The first that works is used (see active-provider); a provider that fails is logged as a warning")
+                    .default_value(Some(DEFAULT_PROVIDERS))
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecInt::builder("device-id")
+                    .nick("Device ID")
+                    .blurb("CUDA device for the cuda and tensorrt providers")
+                    .minimum(0)
+                    .maximum(i32::MAX)
+                    .default_value(0)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecString::builder("ort-library")
+                    .nick("ONNX Runtime library")
+                    .blurb("Path of libonnxruntime.so; unset: $ORT_DYLIB_PATH, then /usr/local/lib, \
+                            /opt/onnxruntime/lib, then the dynamic linker's search. One library per process")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecString::builder("active-provider")
+                    .nick("Active provider")
+                    .blurb("The execution provider in use once the model is loaded (empty before)")
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = self.settings.lock().unwrap();
+        match pspec.name() {
+            "model" => s.model = path_property(value),
+            "model-type" => s.model_type = value.get().expect("type checked upstream"),
+            "labels" => s.labels = path_property(value),
+            "confidence-threshold" => s.confidence_threshold = value.get().expect("type checked upstream"),
+            "nms-threshold" => s.nms_threshold = value.get().expect("type checked upstream"),
+            "providers" => {
+                s.providers = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_else(|| DEFAULT_PROVIDERS.into())
+            }
+            "device-id" => s.device_id = value.get().expect("type checked upstream"),
+            "ort-library" => s.ort_library = path_property(value),
+            _ => unreachable!("unknown property {}", pspec.name()),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = self.settings.lock().unwrap();
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string()).to_value();
+        match pspec.name() {
+            "model" => path(&s.model),
+            "model-type" => s.model_type.to_value(),
+            "labels" => path(&s.labels),
+            "confidence-threshold" => s.confidence_threshold.to_value(),
+            "nms-threshold" => s.nms_threshold.to_value(),
+            "providers" => s.providers.to_value(),
+            "device-id" => s.device_id.to_value(),
+            "ort-library" => path(&s.ort_library),
+            "active-provider" => self.active_provider.lock().unwrap().unwrap_or("").to_value(),
+            _ => unreachable!("unknown property {}", pspec.name()),
+        }
+    }
+}
+
+impl GstObjectImpl for TrtInfer {}
+
+impl ElementImpl for TrtInfer {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "ONNX Runtime detector",
+                "Filter/Analyzer/Video",
+                "Runs an ONNX detection model on the tensor attached by cudapreprocess and attaches \
+                 GstVideoRegionOfInterestMeta detections",
+                "gst-cudainfer developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let caps = gst::Caps::builder("video/x-raw").build();
+            let mut any_video = caps.clone();
+            any_video.merge(
+                gst::Caps::builder("video/x-raw")
+                    .features([crate::CUDA_MEMORY_FEATURE])
+                    .build(),
+            );
+            vec![
+                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &any_video).unwrap(),
+                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &any_video)
+                    .unwrap(),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+}
+
+impl BaseTransformImpl for TrtInfer {
+    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const PASSTHROUGH_ON_SAME_CAPS: bool = false;
+    const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
+
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(model) = settings.model.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ["no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)"]
+            ));
+        };
+        let providers = parse_providers(&settings.providers)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+        let config = DetectorConfig {
+            model,
+            model_type: settings.model_type,
+            labels: settings.labels.clone(),
+            providers,
+            device_id: settings.device_id,
+            ort_library: settings.ort_library.clone(),
+        };
+        let detector = Detector::load(&config, |w| gst::warning!(CAT, imp = self, "{}", w))
+            .map_err(|e| e.to_error_message())?;
+        let provider = detector.active_provider();
+        gst::info!(
+            CAT,
+            imp = self,
+            "loaded {} with the {} execution provider (library {}), input {:?}",
+            config.model.display(),
+            provider.name(),
+            runtime::resolve_library(config.ort_library.as_deref()).display(),
+            detector.input_spec()
+        );
+        *self.active_provider.lock().unwrap() = Some(provider.name());
+        *self.detector.lock().unwrap() = Some(detector);
+        self.obj().notify("active-provider");
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        *self.detector.lock().unwrap() = None;
+        Ok(())
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if direction == gst::PadDirection::Sink && spec::is_input_spec_query(query) {
+            if let Some(detector) = self.detector.lock().unwrap().as_ref() {
+                return spec::answer_input_spec_query(query, detector.input_spec());
+            }
+            return false;
+        }
+        BaseTransformImplExt::parent_query(self, direction, query)
+    }
+
+    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(tensor) = tensor_meta::get(buf) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ["the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)"]
+            );
+            return Err(gst::FlowError::Error);
+        };
+        let (confidence, nms) = {
+            let s = self.settings.lock().unwrap();
+            (s.confidence_threshold as f32, s.nms_threshold as f32)
+        };
+        let mut guard = self.detector.lock().unwrap();
+        let detector = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let detections: FrameDetections = detector.detect(&tensor, confidence, nms).map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+            gst::FlowError::Error
+        })?;
+        drop(guard);
+        gst::trace!(CAT, imp = self, "{} detections", detections.detections.len());
+        detections.attach(buf);
+        Ok(gst::FlowSuccess::Ok)
+    }
+}

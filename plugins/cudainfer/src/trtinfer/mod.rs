@@ -1,0 +1,16 @@
+//! `trtinfer`: runs an ONNX detection model on the tensor `cudapreprocess`
+//! attached to each frame and attaches the detections. The frame passes
+//! through unchanged.
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct TrtInfer(ObjectSubclass<imp::TrtInfer>) @extends gst_base::BaseTransform, gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(Some(plugin), "trtinfer", gst::Rank::NONE, TrtInfer::static_type())
+}
