@@ -37,7 +37,10 @@ pub enum ResizeMode {
         nick = "letterbox"
     )]
     Letterbox = 1,
-    #[enum_value(name = "Stretch: fill the tensor, aspect ratio not kept", nick = "stretch")]
+    #[enum_value(
+        name = "Stretch: fill the tensor, aspect ratio not kept",
+        nick = "stretch"
+    )]
     Stretch = 2,
 }
 
@@ -100,9 +103,7 @@ pub fn new_input_spec_query() -> gst::query::Custom<gst::Query> {
 /// Whether `query` is our input-spec query.
 pub fn is_input_spec_query(query: &gst::QueryRef) -> bool {
     match query.view() {
-        gst::QueryView::Custom(c) => c
-            .structure()
-            .is_some_and(|s| s.name() == INPUT_SPEC_QUERY),
+        gst::QueryView::Custom(c) => c.structure().is_some_and(|s| s.name() == INPUT_SPEC_QUERY),
         _ => false,
     }
 }

@@ -61,14 +61,15 @@ impl Settings {
                         that has a model (cudapreprocess ! trtinfer model=...), or set its width and height"
                 .into());
         };
-        let triple = |own: &[f32], from: Option<[f32; 3]>, default: f32| -> Result<[f32; 3], String> {
-            match own.len() {
-                0 => Ok(from.unwrap_or([default; 3])),
-                1 => Ok([own[0]; 3]),
-                3 => Ok([own[0], own[1], own[2]]),
-                n => Err(format!("mean and std take 1 or 3 values, got {n}")),
-            }
-        };
+        let triple =
+            |own: &[f32], from: Option<[f32; 3]>, default: f32| -> Result<[f32; 3], String> {
+                match own.len() {
+                    0 => Ok(from.unwrap_or([default; 3])),
+                    1 => Ok([own[0]; 3]),
+                    3 => Ok([own[0], own[1], own[2]]),
+                    n => Err(format!("mean and std take 1 or 3 values, got {n}")),
+                }
+            };
         let std = triple(&self.std, learnt.map(|s| s.std), 1.0)?;
         if std.contains(&0.0) {
             return Err("std must not be 0".into());
@@ -125,7 +126,12 @@ fn float_array(value: &glib::Value) -> Vec<f32> {
         .get::<gst::Array>()
         .expect("type checked upstream")
         .iter()
-        .filter_map(|v| v.get::<f64>().ok().map(|f| f as f32).or_else(|| v.get::<f32>().ok()))
+        .filter_map(|v| {
+            v.get::<f64>()
+                .ok()
+                .map(|f| f as f32)
+                .or_else(|| v.get::<f32>().ok())
+        })
         .collect()
 }
 
@@ -248,8 +254,20 @@ impl ElementImpl for CudaPreprocess {
                 .format_list(cpu::SUPPORTED_FORMATS.iter().copied())
                 .build();
             vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps).unwrap(),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &caps).unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &caps,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -261,7 +279,11 @@ impl CudaPreprocess {
     fn learn_input_spec(&self) -> Option<InputSpec> {
         let mut query = spec::new_input_spec_query();
         if !self.obj().src_pad().peer_query(&mut query) {
-            gst::debug!(CAT, imp = self, "no element downstream answered the input-spec query");
+            gst::debug!(
+                CAT,
+                imp = self,
+                "no element downstream answered the input-spec query"
+            );
             return None;
         }
         let learnt = spec::parse_input_spec_answer(&query);
@@ -271,7 +293,8 @@ impl CudaPreprocess {
 }
 
 impl BaseTransformImpl for CudaPreprocess {
-    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
     const PASSTHROUGH_ON_SAME_CAPS: bool = false;
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
@@ -285,7 +308,11 @@ impl BaseTransformImpl for CudaPreprocess {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
-                ["cannot handle caps {}: feed raw video in one of {:?}", incaps, cpu::SUPPORTED_FORMATS]
+                [
+                    "cannot handle caps {}: feed raw video in one of {:?}",
+                    incaps,
+                    cpu::SUPPORTED_FORMATS
+                ]
             );
             gst::loggable_error!(CAT, "invalid caps {}", incaps)
         })?;
@@ -295,7 +322,15 @@ impl BaseTransformImpl for CudaPreprocess {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
             gst::loggable_error!(CAT, "{}", e)
         })?;
-        gst::info!(CAT, imp = self, "{}x{} {:?} frames to tensor {:?}", info.width(), info.height(), info.format(), spec);
+        gst::info!(
+            CAT,
+            imp = self,
+            "{}x{} {:?} frames to tensor {:?}",
+            info.width(),
+            info.height(),
+            info.format(),
+            spec
+        );
         *self.state.lock().unwrap() = Some(State { info, spec });
         Ok(())
     }
@@ -304,10 +339,15 @@ impl BaseTransformImpl for CudaPreprocess {
         let tensor = {
             let state = self.state.lock().unwrap();
             let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info).map_err(|_| {
-                gst::element_imp_error!(self, gst::StreamError::Decode, ["cannot map the video frame for reading"]);
-                gst::FlowError::Error
-            })?;
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
+                .map_err(|_| {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Decode,
+                        ["cannot map the video frame for reading"]
+                    );
+                    gst::FlowError::Error
+                })?;
             cpu::preprocess(&frame, &state.spec).map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
                 gst::FlowError::Error

@@ -66,10 +66,12 @@ fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadErr
             path.display()
         ))),
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LoadError::ModelNotFound(format!(
-            "the {what} '{}' does not exist: set {property} to an existing file",
-            path.display()
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(LoadError::ModelNotFound(format!(
+                "the {what} '{}' does not exist: set {property} to an existing file",
+                path.display()
+            )))
+        }
         Err(e) => Err(LoadError::ModelUnreadable(format!(
             "cannot read the {what} '{}': {e}. Check the file's permissions",
             path.display()
@@ -88,12 +90,18 @@ impl Detector {
         check_readable(&config.model, "model file", "the model property")?;
         let labels = match &config.labels {
             Some(path) => {
-                check_readable(path, "labels file", "the labels property").map_err(|e| match e {
-                    LoadError::ModelNotFound(m) | LoadError::ModelUnreadable(m) => LoadError::Labels(m),
-                    other => other,
-                })?;
+                check_readable(path, "labels file", "the labels property").map_err(
+                    |e| match e {
+                        LoadError::ModelNotFound(m) | LoadError::ModelUnreadable(m) => {
+                            LoadError::Labels(m)
+                        }
+                        other => other,
+                    },
+                )?;
                 std::fs::read_to_string(path)
-                    .map_err(|e| LoadError::Labels(format!("cannot read '{}': {e}", path.display())))?
+                    .map_err(|e| {
+                        LoadError::Labels(format!("cannot read '{}': {e}", path.display()))
+                    })?
                     .lines()
                     .map(|l| l.trim().to_string())
                     .filter(|l| !l.is_empty())
@@ -108,15 +116,18 @@ impl Detector {
             device_id: config.device_id,
         };
         let (session, active_provider, skipped) =
-            runtime::create_session(&env, &config.model, &config.providers, &options).map_err(|e| match e {
-                RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
-                other => LoadError::Runtime(other),
-            })?;
+            runtime::create_session(&env, &config.model, &config.providers, &options).map_err(
+                |e| match e {
+                    RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
+                    other => LoadError::Runtime(other),
+                },
+            )?;
         for s in &skipped {
             warn(s);
         }
 
-        let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first()) else {
+        let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first())
+        else {
             return Err(LoadError::ModelMismatch(format!(
                 "the model '{}' has no input or no output",
                 config.model.display()
@@ -182,7 +193,9 @@ impl Detector {
         nms_threshold: f32,
     ) -> Result<FrameDetections, String> {
         let spec = self.parser.input_spec();
-        if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize) || tensor.channels != 3 {
+        if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize)
+            || tensor.channels != 3
+        {
             return Err(format!(
                 "the tensor is {}x{}x{} but the model wants 3x{}x{}: remove the width/height overrides of cudapreprocess",
                 tensor.channels, tensor.height, tensor.width, spec.height, spec.width
@@ -191,7 +204,8 @@ impl Detector {
         let data = tensor
             .host_data()
             .ok_or("the tensor is in GPU memory, which this provider cannot read")?;
-        let input = TensorRef::from_array_view((tensor.shape(), data)).map_err(|e| e.to_string())?;
+        let input =
+            TensorRef::from_array_view((tensor.shape(), data)).map_err(|e| e.to_string())?;
         let candidates = {
             let outputs = self
                 .session
@@ -200,7 +214,9 @@ impl Detector {
             let (_, raw) = outputs[0]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| format!("the model output is not float32: {e}"))?;
-            let raw = raw.get(..self.parser.output_len()).ok_or("the model output is too short")?;
+            let raw = raw
+                .get(..self.parser.output_len())
+                .ok_or("the model output is too short")?;
             self.parser.decode(raw, confidence_threshold)
         };
         let kept = nms::class_wise_nms(candidates, nms_threshold);

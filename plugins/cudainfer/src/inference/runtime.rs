@@ -121,10 +121,9 @@ pub fn environment(library: &Path) -> Result<Environment, RuntimeError> {
             library.display()
         ))
     })?;
-    let env = builder
-        .with_name("gst-cudainfer")
-        .build()
-        .map_err(|e| RuntimeError::Library(format!("cannot create the ONNX Runtime environment: {e}")))?;
+    let env = builder.with_name("gst-cudainfer").build().map_err(|e| {
+        RuntimeError::Library(format!("cannot create the ONNX Runtime environment: {e}"))
+    })?;
     *guard = Some((library.to_path_buf(), env.clone()));
     Ok(env)
 }
@@ -177,7 +176,10 @@ pub fn create_session(
             Err(e) => {
                 let msg = e.to_string();
                 // A broken model fails the same way on every provider.
-                if provider == Provider::Cpu || msg.contains("Load model") || msg.contains("protobuf") {
+                if provider == Provider::Cpu
+                    || msg.contains("Load model")
+                    || msg.contains("protobuf")
+                {
                     return Err(RuntimeError::Model(format!(
                         "ONNX Runtime cannot load the model '{}': {msg}. Check that it is a valid ONNX file",
                         model.display()

@@ -50,7 +50,12 @@ mod tests {
     #[test]
     fn suppresses_overlaps_within_a_class_only() {
         let kept = class_wise_nms(
-            vec![cand(0, 0.5, 1.0), cand(0, 0.9, 0.0), cand(1, 0.6, 0.0), cand(0, 0.4, 50.0)],
+            vec![
+                cand(0, 0.5, 1.0),
+                cand(0, 0.9, 0.0),
+                cand(1, 0.6, 0.0),
+                cand(0, 0.4, 50.0),
+            ],
             0.45,
         );
         let got: Vec<(u32, f32)> = kept.iter().map(|c| (c.class_id, c.confidence)).collect();

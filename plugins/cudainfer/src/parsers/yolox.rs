@@ -26,7 +26,10 @@ pub struct YoloxParser {
 }
 
 fn fixed_dim(shape: &[i64], i: usize) -> Option<u32> {
-    shape.get(i).and_then(|&d| u32::try_from(d).ok()).filter(|&d| d > 0)
+    shape
+        .get(i)
+        .and_then(|&d| u32::try_from(d).ok())
+        .filter(|&d| d > 0)
 }
 
 impl YoloxParser {
@@ -159,11 +162,17 @@ mod tests {
 
     #[test]
     fn rejects_models_that_do_not_fit() {
-        let e = YoloxParser::new(&shapes([1, 1, 64, 64], [1, 84, 7])).err().unwrap();
+        let e = YoloxParser::new(&shapes([1, 1, 64, 64], [1, 84, 7]))
+            .err()
+            .unwrap();
         assert!(e.contains("[N, 3, H, W]"), "{e}");
-        let e = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 80, 7])).err().unwrap();
+        let e = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 80, 7]))
+            .err()
+            .unwrap();
         assert!(e.contains("output [N, 84, 5 + classes]"), "{e}");
-        let e = YoloxParser::new(&shapes([1, 3, -1, -1], [1, 84, 7])).err().unwrap();
+        let e = YoloxParser::new(&shapes([1, 3, -1, -1], [1, 84, 7]))
+            .err()
+            .unwrap();
         assert!(e.contains("fixed input height and width"), "{e}");
     }
 }

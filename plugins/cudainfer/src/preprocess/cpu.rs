@@ -4,7 +4,7 @@
 use gst_video::prelude::*;
 use gst_video::VideoFormat;
 
-use super::{geometry, Normalisation, YuvToRgb};
+use super::{axis_filter, geometry, Normalisation, YuvToRgb};
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
 
@@ -20,75 +20,49 @@ pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
     VideoFormat::Rgbx,
 ];
 
-#[derive(Clone, Copy)]
-struct Plane<'a> {
+/// One colour component of a frame: samples `step` bytes apart, starting
+/// `offset` bytes into each row.
+struct Component<'a> {
     data: &'a [u8],
     stride: usize,
+    step: usize,
+    offset: usize,
+    width: usize,
+    height: usize,
+    /// The frame size in this component's samples (half for 4:2:0 chroma).
+    extent: (f64, f64),
+    /// Sampling-grid offset in samples (chroma siting).
+    grid_offset: (f64, f64),
 }
 
-impl Plane<'_> {
-    #[inline]
-    fn at(&self, x: usize, y: usize, bytes_per_pixel: usize, offset: usize) -> f32 {
-        self.data[y * self.stride + x * bytes_per_pixel + offset] as f32
+impl Component<'_> {
+    /// Resamples the component to `out_w` x `out_h`, separably: rows first,
+    /// then columns.
+    fn resample(&self, out_w: u32, out_h: u32) -> Vec<f32> {
+        let x_taps = axis_filter(out_w, self.width, self.extent.0, self.grid_offset.0);
+        let y_taps = axis_filter(out_h, self.height, self.extent.1, self.grid_offset.1);
+        let ow = out_w as usize;
+        let mut rows = vec![0f32; self.height * ow];
+        for (y, out_row) in rows.chunks_exact_mut(ow).enumerate() {
+            let row = &self.data[y * self.stride + self.offset..];
+            for (out, t) in out_row.iter_mut().zip(&x_taps) {
+                *out = t
+                    .range()
+                    .zip(&t.weights)
+                    .map(|(i, w)| row[i * self.step] as f32 * w)
+                    .sum();
+            }
+        }
+        let mut out = vec![0f32; ow * out_h as usize];
+        for (out_row, t) in out.chunks_exact_mut(ow).zip(&y_taps) {
+            for (i, w) in t.range().zip(&t.weights) {
+                for (o, v) in out_row.iter_mut().zip(&rows[i * ow..(i + 1) * ow]) {
+                    *o += v * w;
+                }
+            }
+        }
+        out
     }
-}
-
-/// One bilinear tap pair along an axis: `v = a*(1-w) + b*w`.
-#[derive(Clone, Copy, Debug)]
-struct Tap {
-    i0: usize,
-    i1: usize,
-    w: f32,
-}
-
-fn tap(pos: f32, len: usize) -> Tap {
-    let pos = pos.clamp(0.0, (len - 1) as f32);
-    let i0 = pos.floor() as usize;
-    Tap {
-        i0,
-        i1: (i0 + 1).min(len - 1),
-        w: pos - i0 as f32,
-    }
-}
-
-/// Source position (half-pixel centres) of each destination sample.
-fn source_positions(dst_len: u32, scale: f32) -> Vec<f32> {
-    (0..dst_len).map(|d| (d as f32 + 0.5) / scale - 0.5).collect()
-}
-
-/// Position on a half-resolution chroma plane of a luma position.
-#[inline]
-fn chroma_position(luma_pos: f32, cosited: bool) -> f32 {
-    if cosited {
-        luma_pos / 2.0
-    } else {
-        (luma_pos + 0.5) / 2.0 - 0.5
-    }
-}
-
-#[inline]
-fn bilinear(p: Plane, x: Tap, y: Tap, bpp: usize, off: usize) -> f32 {
-    let top = p.at(x.i0, y.i0, bpp, off) * (1.0 - x.w) + p.at(x.i1, y.i0, bpp, off) * x.w;
-    let bottom = p.at(x.i0, y.i1, bpp, off) * (1.0 - x.w) + p.at(x.i1, y.i1, bpp, off) * x.w;
-    top * (1.0 - y.w) + bottom * y.w
-}
-
-enum Source<'a> {
-    Packed {
-        plane: Plane<'a>,
-        bytes_per_pixel: usize,
-        rgb_offsets: [usize; 3],
-    },
-    Planar420 {
-        y: Plane<'a>,
-        u: Plane<'a>,
-        v: Plane<'a>,
-        /// 2 where U and V interleave in one plane (NV12), 1 for I420.
-        chroma_step: usize,
-        u_offset: usize,
-        v_offset: usize,
-        yuv: YuvToRgb,
-    },
 }
 
 fn packed_layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
@@ -103,106 +77,89 @@ fn packed_layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
 
 /// Builds the tensor for one mapped frame. Fails only for formats outside
 /// [`SUPPORTED_FORMATS`], which caps negotiation already excludes.
-pub fn preprocess(
-    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+pub fn preprocess<'f>(
+    frame: &'f gst_video::VideoFrameRef<&gst::BufferRef>,
     spec: &InputSpec,
 ) -> Result<Tensor, String> {
     let info = frame.info();
-    let (width, height) = (frame.width(), frame.height());
-    let plane = |i: u32| -> Result<Plane<'_>, String> {
-        Ok(Plane {
-            data: frame
-                .plane_data(i)
-                .map_err(|e| format!("cannot read plane {i}: {e}"))?,
-            stride: frame.plane_stride()[i as usize] as usize,
-        })
+    let (w, h) = (frame.width() as usize, frame.height() as usize);
+    let plane = |i: u32| -> Result<(&'f [u8], usize), String> {
+        let data = frame
+            .plane_data(i)
+            .map_err(|e| format!("cannot read plane {i}: {e}"))?;
+        Ok((data, frame.plane_stride()[i as usize] as usize))
     };
-    let source = match frame.format() {
-        VideoFormat::Nv12 => Source::Planar420 {
-            y: plane(0)?,
-            u: plane(1)?,
-            v: plane(1)?,
-            chroma_step: 2,
-            u_offset: 0,
-            v_offset: 1,
-            yuv: YuvToRgb::from_colorimetry(&info.colorimetry()),
-        },
-        VideoFormat::I420 => Source::Planar420 {
-            y: plane(0)?,
-            u: plane(1)?,
-            v: plane(2)?,
-            chroma_step: 1,
-            u_offset: 0,
-            v_offset: 0,
-            yuv: YuvToRgb::from_colorimetry(&info.colorimetry()),
-        },
+    let full = |(data, stride): (&'f [u8], usize), step, offset| Component {
+        data,
+        stride,
+        step,
+        offset,
+        width: w,
+        height: h,
+        extent: (w as f64, h as f64),
+        grid_offset: (0.0, 0.0),
+    };
+    let site = info.chroma_site();
+    let siting = |cosited: bool| if cosited { 0.25 } else { 0.0 };
+    let half = |(data, stride): (&'f [u8], usize), step, offset| Component {
+        data,
+        stride,
+        step,
+        offset,
+        width: w.div_ceil(2),
+        height: h.div_ceil(2),
+        extent: (w as f64 / 2.0, h as f64 / 2.0),
+        grid_offset: (
+            siting(site.contains(gst_video::VideoChromaSite::H_COSITED)),
+            siting(site.contains(gst_video::VideoChromaSite::V_COSITED)),
+        ),
+    };
+    // Components in R, G, B order for RGB formats, Y, U, V for YUV ones.
+    let (components, yuv) = match frame.format() {
+        VideoFormat::Nv12 => (
+            [
+                full(plane(0)?, 1, 0),
+                half(plane(1)?, 2, 0),
+                half(plane(1)?, 2, 1),
+            ],
+            Some(YuvToRgb::from_colorimetry(&info.colorimetry())),
+        ),
+        VideoFormat::I420 => (
+            [
+                full(plane(0)?, 1, 0),
+                half(plane(1)?, 1, 0),
+                half(plane(2)?, 1, 0),
+            ],
+            Some(YuvToRgb::from_colorimetry(&info.colorimetry())),
+        ),
         other => {
-            let (bytes_per_pixel, rgb_offsets) =
+            let (step, [r, g, b]) =
                 packed_layout(other).ok_or_else(|| format!("unsupported format {other:?}"))?;
-            Source::Packed {
-                plane: plane(0)?,
-                bytes_per_pixel,
-                rgb_offsets,
-            }
+            let p = plane(0)?;
+            ([full(p, step, r), full(p, step, g), full(p, step, b)], None)
         }
     };
 
-    let geom = geometry(spec, width, height);
+    let geom = geometry(spec, w as u32, h as u32);
+    let (cw, ch) = (geom.content_width, geom.content_height);
+    let [a, b, c] = components.map(|comp| comp.resample(cw, ch));
+
     let norm = Normalisation::new(spec);
     let (tw, th) = (spec.width as usize, spec.height as usize);
     let area = tw * th;
     let mut data = vec![0f32; 3 * area];
-    for c in 0..3 {
-        data[c * area..(c + 1) * area].fill(norm.pad(c, spec.pad_value));
+    for ch in 0..3 {
+        data[ch * area..(ch + 1) * area].fill(norm.pad(ch, spec.pad_value));
     }
-
-    let xs = source_positions(geom.content_width, geom.transform.scale_x);
-    let ys = source_positions(geom.content_height, geom.transform.scale_y);
-    let (w, h) = (width as usize, height as usize);
-    let x_taps: Vec<Tap> = xs.iter().map(|&p| tap(p, w)).collect();
-    let y_taps: Vec<Tap> = ys.iter().map(|&p| tap(p, h)).collect();
-    let site = info.chroma_site();
-    let h_cosited = site.contains(gst_video::VideoChromaSite::H_COSITED);
-    let v_cosited = site.contains(gst_video::VideoChromaSite::V_COSITED);
-    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-    let cx_taps: Vec<Tap> = xs
-        .iter()
-        .map(|&p| tap(chroma_position(p, h_cosited), cw))
-        .collect();
-    let cy_taps: Vec<Tap> = ys
-        .iter()
-        .map(|&p| tap(chroma_position(p, v_cosited), ch))
-        .collect();
-
-    for (ty, &yt) in y_taps.iter().enumerate() {
-        let row = ty * tw;
-        for (tx, &xt) in x_taps.iter().enumerate() {
-            let rgb = match &source {
-                Source::Packed {
-                    plane,
-                    bytes_per_pixel,
-                    rgb_offsets,
-                } => rgb_offsets.map(|off| bilinear(*plane, xt, yt, *bytes_per_pixel, off)),
-                Source::Planar420 {
-                    y,
-                    u,
-                    v,
-                    chroma_step,
-                    u_offset,
-                    v_offset,
-                    yuv,
-                } => {
-                    let (cxt, cyt) = (cx_taps[tx], cy_taps[ty]);
-                    yuv.convert(
-                        bilinear(*y, xt, yt, 1, 0),
-                        bilinear(*u, cxt, cyt, *chroma_step, *u_offset),
-                        bilinear(*v, cxt, cyt, *chroma_step, *v_offset),
-                    )
-                }
-            };
-            for c in 0..3 {
-                data[c * area + row + tx] = rgb[norm.source_channel[c]] * norm.gain[c] + norm.bias[c];
-            }
+    let cw = cw as usize;
+    for (i, ((&a, &b), &c)) in a.iter().zip(&b).zip(&c).enumerate() {
+        let rgb = match &yuv {
+            Some(conv) => conv.convert(a, b, c),
+            None => [a, b, c],
+        };
+        let at = (i / cw) * tw + i % cw;
+        for ch in 0..3 {
+            data[ch * area + at] = rgb[norm.source_channel[ch]] * norm.gain[ch] + norm.bias[ch];
         }
     }
 

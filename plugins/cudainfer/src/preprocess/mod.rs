@@ -5,13 +5,17 @@
 //! - the frame is resized into a `content_width` x `content_height` region at
 //!   the top-left of the tensor (letterbox keeps the aspect ratio, stretch
 //!   fills the tensor); the rest is `pad_value`;
-//! - sampling is bilinear with half-pixel centres and edge clamping, like
-//!   OpenCV's `INTER_LINEAR`; YUV planes are interpolated before conversion,
-//!   chroma at its own resolution and siting;
+//! - resampling uses the triangle (bilinear) filter, widened on downscale so
+//!   that every source pixel contributes (antialiasing, as PIL and
+//!   torchvision's `antialias=True` do); on upscale it is plain bilinear with
+//!   half-pixel centres. Each plane is resampled at its own resolution and
+//!   chroma siting, YUV before conversion (see [`axis_filter`]);
 //! - YUV is converted with the frame's colour matrix and range;
 //! - each value is `(pixel * pixel_scale - mean[c]) / std[c]`, NCHW float32.
 
 pub mod cpu;
+
+use std::ops::Range;
 
 use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
 use crate::tensor_meta::FrameTransform;
@@ -143,5 +147,104 @@ impl YuvToRgb {
             (y + self.g_u * u + self.g_v * v).clamp(0.0, 255.0),
             (y + self.b_u * u).clamp(0.0, 255.0),
         ]
+    }
+}
+
+/// The source pixels and weights that make one output sample along an axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AxisTaps {
+    pub first: usize,
+    pub weights: Vec<f32>,
+}
+
+impl AxisTaps {
+    pub fn range(&self) -> Range<usize> {
+        self.first..self.first + self.weights.len()
+    }
+}
+
+/// Triangle-filter taps for resampling a plane axis of `source_len` samples
+/// that spans `extent` sample widths of the output (the plane's share of the
+/// frame: `source_len` for luma, half the luma size for 4:2:0 chroma) to
+/// `output_len` samples. `offset` shifts the sampling grid in source samples:
+/// 0 for samples centred in their cell, 0.25 for chroma co-sited with the
+/// left (top) luma sample.
+pub fn axis_filter(output_len: u32, source_len: usize, extent: f64, offset: f64) -> Vec<AxisTaps> {
+    let scale = output_len as f64 / extent;
+    let filter_scale = (1.0 / scale).max(1.0);
+    (0..output_len)
+        .map(|d| {
+            // Continuous source coordinate of the output sample's centre,
+            // where source sample i covers [i, i + 1).
+            let centre = (d as f64 + 0.5) / scale + offset;
+            let first =
+                ((centre - filter_scale + 0.5).floor().max(0.0) as usize).min(source_len - 1);
+            let last = (((centre + filter_scale + 0.5).floor().max(0.0)) as usize)
+                .min(source_len)
+                .max(first + 1);
+            let mut weights: Vec<f32> = (first..last)
+                .map(|i| {
+                    let x = (i as f64 + 0.5 - centre) / filter_scale;
+                    (1.0 - x.abs()).max(0.0) as f32
+                })
+                .collect();
+            let sum: f32 = weights.iter().sum();
+            if sum > 0.0 {
+                weights.iter_mut().for_each(|w| *w /= sum);
+            } else {
+                // The centre is beyond the edge: take the edge sample.
+                let edge = if centre < 0.5 { 0 } else { weights.len() - 1 };
+                weights
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, w)| *w = (i == edge) as u8 as f32);
+            }
+            AxisTaps { first, weights }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upscale_is_half_pixel_bilinear() {
+        let taps = axis_filter(4, 2, 2.0, 0.0);
+        // Output centres at source 0.25, 0.75, 1.25, 1.75 (cell units):
+        // clamped to sample 0, then 3/4 + 1/4, 1/4 + 3/4, clamped to 1.
+        assert_eq!(
+            taps[0],
+            AxisTaps {
+                first: 0,
+                weights: vec![1.0]
+            }
+        );
+        assert_eq!(taps[1].range(), 0..2);
+        assert!((taps[1].weights[0] - 0.75).abs() < 1e-6);
+        assert!((taps[2].weights[1] - 0.75).abs() < 1e-6);
+        assert_eq!(
+            taps[3],
+            AxisTaps {
+                first: 1,
+                weights: vec![1.0]
+            }
+        );
+    }
+
+    #[test]
+    fn downscale_covers_every_source_sample() {
+        let taps = axis_filter(3, 12, 12.0, 0.0);
+        for t in &taps {
+            assert!(t.weights.len() >= 4, "{t:?}");
+            assert!((t.weights.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+        let mut covered = vec![false; 12];
+        for t in &taps {
+            for i in t.range() {
+                covered[i] = true;
+            }
+        }
+        assert!(covered.iter().all(|&c| c));
     }
 }

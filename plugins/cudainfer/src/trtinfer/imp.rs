@@ -13,7 +13,11 @@ use crate::parsers::ModelType;
 use crate::{spec, tensor_meta};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("trtinfer", gst::DebugColorFlags::empty(), Some("ONNX Runtime inference"))
+    gst::DebugCategory::new(
+        "trtinfer",
+        gst::DebugColorFlags::empty(),
+        Some("ONNX Runtime inference"),
+    )
 });
 
 const DEFAULT_CONFIDENCE: f64 = 0.3;
@@ -142,7 +146,9 @@ impl ObjectImpl for TrtInfer {
             "model" => s.model = path_property(value),
             "model-type" => s.model_type = value.get().expect("type checked upstream"),
             "labels" => s.labels = path_property(value),
-            "confidence-threshold" => s.confidence_threshold = value.get().expect("type checked upstream"),
+            "confidence-threshold" => {
+                s.confidence_threshold = value.get().expect("type checked upstream")
+            }
             "nms-threshold" => s.nms_threshold = value.get().expect("type checked upstream"),
             "providers" => {
                 s.providers = value
@@ -168,7 +174,12 @@ impl ObjectImpl for TrtInfer {
             "providers" => s.providers.to_value(),
             "device-id" => s.device_id.to_value(),
             "ort-library" => path(&s.ort_library),
-            "active-provider" => self.active_provider.lock().unwrap().unwrap_or("").to_value(),
+            "active-provider" => self
+                .active_provider
+                .lock()
+                .unwrap()
+                .unwrap_or("")
+                .to_value(),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -200,9 +211,20 @@ impl ElementImpl for TrtInfer {
                     .build(),
             );
             vec![
-                gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &any_video).unwrap(),
-                gst::PadTemplate::new("sink", gst::PadDirection::Sink, gst::PadPresence::Always, &any_video)
-                    .unwrap(),
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &any_video,
+                )
+                .unwrap(),
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &any_video,
+                )
+                .unwrap(),
             ]
         });
         TEMPLATES.as_ref()
@@ -210,7 +232,8 @@ impl ElementImpl for TrtInfer {
 }
 
 impl BaseTransformImpl for TrtInfer {
-    const MODE: gst_base::subclass::BaseTransformMode = gst_base::subclass::BaseTransformMode::AlwaysInPlace;
+    const MODE: gst_base::subclass::BaseTransformMode =
+        gst_base::subclass::BaseTransformMode::AlwaysInPlace;
     const PASSTHROUGH_ON_SAME_CAPS: bool = false;
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
@@ -280,12 +303,18 @@ impl BaseTransformImpl for TrtInfer {
         };
         let mut guard = self.detector.lock().unwrap();
         let detector = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let detections: FrameDetections = detector.detect(&tensor, confidence, nms).map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
-            gst::FlowError::Error
-        })?;
+        let detections: FrameDetections =
+            detector.detect(&tensor, confidence, nms).map_err(|e| {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                gst::FlowError::Error
+            })?;
         drop(guard);
-        gst::trace!(CAT, imp = self, "{} detections", detections.detections.len());
+        gst::trace!(
+            CAT,
+            imp = self,
+            "{} detections",
+            detections.detections.len()
+        );
         detections.attach(buf);
         Ok(gst::FlowSuccess::Ok)
     }

@@ -1,0 +1,180 @@
+//! Shared helpers of the integration tests: plugin set-up, test data
+//! location, running pipelines and collecting what comes out.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use gst::prelude::*;
+use gstcudainfer::FrameDetections;
+
+/// Registers the plugin and points ONNX Runtime at the checkout's `.ort/`
+/// copy (scripts/setup-deps.sh) unless `ORT_DYLIB_PATH` says otherwise.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+            let local = repo_root().join(".ort/libonnxruntime.so");
+            // SAFETY: runs once, before any thread of ours reads the environment.
+            unsafe { std::env::set_var("ORT_DYLIB_PATH", local) };
+        }
+        gst::init().unwrap();
+        gstcudainfer::plugin_register_static().unwrap();
+    });
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The shared test data: `$CUDAINFER_SHARED_DIR`, else `../shared` beside
+/// the checkout, else `/work/shared`.
+pub fn shared_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("CUDAINFER_SHARED_DIR").map(PathBuf::from),
+        Some(repo_root().join("../shared")),
+        Some(PathBuf::from("/work/shared")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("models/yolox_nano.onnx").exists())
+        .expect("test data not found: set CUDAINFER_SHARED_DIR to the folder holding models/ and media/")
+}
+
+pub fn model() -> String {
+    shared_dir()
+        .join("models/yolox_nano.onnx")
+        .display()
+        .to_string()
+}
+
+pub fn labels() -> String {
+    shared_dir()
+        .join("models/coco-labels.txt")
+        .display()
+        .to_string()
+}
+
+pub fn media(name: &str) -> String {
+    shared_dir().join("media").join(name).display().to_string()
+}
+
+/// What a pipeline run produced.
+pub struct Run {
+    pub buffers: Vec<gst::Buffer>,
+    /// The first error message: "<error> (<debug>)".
+    pub error: Option<String>,
+}
+
+impl Run {
+    pub fn detections(&self) -> Vec<std::sync::Arc<FrameDetections>> {
+        self.buffers
+            .iter()
+            .map(|b| FrameDetections::from_buffer(b).expect("every frame carries detections"))
+            .collect()
+    }
+
+    pub fn expect_error(&self) -> &str {
+        self.error
+            .as_deref()
+            .expect("the pipeline should have failed")
+    }
+}
+
+/// Runs `description`, whose last element must be `appsink name=sink`, to
+/// EOS or the first error, collecting the buffers.
+pub fn run(description: &str) -> Run {
+    init();
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let buffers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    if let Some(sink) = pipeline.by_name("sink") {
+        let sink = sink.downcast::<gst_app::AppSink>().unwrap();
+        sink.set_property("sync", false);
+        let store = buffers.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    store.lock().unwrap().push(sample.buffer_owned().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    let error = run_to_end(&pipeline);
+    let buffers = std::mem::take(&mut *buffers.lock().unwrap());
+    Run { buffers, error }
+}
+
+/// Plays `pipeline` to EOS or the first error and stops it; returns the error.
+pub fn run_to_end(pipeline: &gst::Pipeline) -> Option<String> {
+    let bus = pipeline.bus().unwrap();
+    let mut error = match pipeline.set_state(gst::State::Playing) {
+        Ok(_) => None,
+        Err(_) => Some(String::from("state change failed")),
+    };
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => {
+                error = Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+                break;
+            }
+            _ => {}
+        }
+    }
+    // A state-change failure also posts the element's error; prefer that.
+    if error.as_deref() == Some("state change failed") {
+        if let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[gst::MessageType::Error],
+        ) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                error = Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+            }
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    error
+}
+
+/// Intersection over union of two boxes given as (x1, y1, x2, y2).
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: [f32; 4]| (r[2] - r[0]) * (r[3] - r[1]);
+    inter / (area(a) + area(b) - inter)
+}
+
+/// One object of `dog.reference.json`.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub class_id: u32,
+    pub label: String,
+    pub confidence: f32,
+    pub bbox: [f32; 4],
+}
+
+pub fn reference_detections() -> Vec<Reference> {
+    let text = std::fs::read_to_string(media("dog.reference.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let f = |k: &str| d[k].as_f64().unwrap() as f32;
+            Reference {
+                class_id: d["class_id"].as_u64().unwrap() as u32,
+                label: d["label"].as_str().unwrap().to_string(),
+                confidence: f("confidence"),
+                bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
+            }
+        })
+        .collect()
+}
