@@ -32,21 +32,34 @@ struct Plane<'a> {
 impl Plane<'_> {
     /// The plane resampled at output sample (ox, oy) of an `out_w` x `out_h`
     /// grid that covers `extent` plane samples, grid shifted by `shift`.
-    fn sample(&self, ox: usize, oy: usize, out: (usize, usize), extent: (f64, f64), shift: (f64, f64)) -> f64 {
-        let axis = |o: usize, out_len: usize, extent: f64, shift: f64, len: usize| -> Vec<(usize, f64)> {
-            let scale = out_len as f64 / extent;
-            let support = (1.0 / scale).max(1.0);
-            let centre = (o as f64 + 0.5) / scale + shift;
-            let mut taps: Vec<(usize, f64)> = (0..len)
-                .map(|i| (i, (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0)))
-                .filter(|&(_, w)| w > 0.0)
-                .collect();
-            if taps.is_empty() {
-                // Beyond the edge: the edge sample.
-                taps.push((if centre < 0.5 { 0 } else { len - 1 }, 1.0));
-            }
-            taps
-        };
+    fn sample(
+        &self,
+        ox: usize,
+        oy: usize,
+        out: (usize, usize),
+        extent: (f64, f64),
+        shift: (f64, f64),
+    ) -> f64 {
+        let axis =
+            |o: usize, out_len: usize, extent: f64, shift: f64, len: usize| -> Vec<(usize, f64)> {
+                let scale = out_len as f64 / extent;
+                let support = (1.0 / scale).max(1.0);
+                let centre = (o as f64 + 0.5) / scale + shift;
+                let mut taps: Vec<(usize, f64)> = (0..len)
+                    .map(|i| {
+                        (
+                            i,
+                            (1.0 - ((i as f64 + 0.5 - centre) / support).abs()).max(0.0),
+                        )
+                    })
+                    .filter(|&(_, w)| w > 0.0)
+                    .collect();
+                if taps.is_empty() {
+                    // Beyond the edge: the edge sample.
+                    taps.push((if centre < 0.5 { 0 } else { len - 1 }, 1.0));
+                }
+                taps
+            };
         let xs = axis(ox, out.0, extent.0, shift.0, self.w);
         let ys = axis(oy, out.1, extent.1, shift.1, self.h);
         let (mut sum, mut weight) = (0.0, 0.0);
@@ -75,7 +88,10 @@ struct Case {
     pad: f64,
 }
 
-fn run_case(case: &Case, frame: gst::Buffer) -> (Vec<f32>, gstcudainfer::tensor_meta::FrameTransform) {
+fn run_case(
+    case: &Case,
+    frame: gst::Buffer,
+) -> (Vec<f32>, gstcudainfer::tensor_meta::FrameTransform) {
     common::init();
     let mut h = Harness::new("cudapreprocess");
     for (name, value) in case.properties {
@@ -93,8 +109,14 @@ fn content(case: &Case) -> (usize, usize) {
     if !case.letterbox {
         return case.tensor;
     }
-    let r = f64::min(case.tensor.0 as f64 / case.width as f64, case.tensor.1 as f64 / case.height as f64);
-    ((case.width as f64 * r) as usize, (case.height as f64 * r) as usize)
+    let r = f64::min(
+        case.tensor.0 as f64 / case.width as f64,
+        case.tensor.1 as f64 / case.height as f64,
+    );
+    (
+        (case.width as f64 * r) as usize,
+        (case.height as f64 * r) as usize,
+    )
 }
 
 /// Compares with `expected_rgb(x, y)` (0..255 RGB at content pixel x, y).
@@ -106,14 +128,21 @@ fn check(case: &Case, got: &[f32], expected_rgb: impl Fn(usize, usize) -> [f64; 
     for y in 0..th {
         for x in 0..tw {
             let inside = x < cw && y < ch;
-            let rgb = if inside { expected_rgb(x, y) } else { [case.pad; 3] };
+            let rgb = if inside {
+                expected_rgb(x, y)
+            } else {
+                [case.pad; 3]
+            };
             for c in 0..3 {
                 let want = (rgb[order[c]] * case.pixel_scale - case.mean[c]) / case.std[c];
                 let have = got[c * tw * th + y * tw + x] as f64;
                 // Compare on the 0..255 pixel scale.
                 let diff = (want - have).abs() * case.std[c] / case.pixel_scale;
                 max_diff = max_diff.max(diff);
-                assert!(diff < 0.02, "pixel ({x},{y}) channel {c}: want {want}, have {have}");
+                assert!(
+                    diff < 0.02,
+                    "pixel ({x},{y}) channel {c}: want {want}, have {have}"
+                );
             }
         }
     }
@@ -188,8 +217,17 @@ fn check_rgb(case: Case) {
     assert_eq!(transform.scale_y, ch as f32 / 479.0);
     let out = (cw, ch);
     let extent = (641.0, 479.0);
-    let plane = |offset| Plane { data: &pixels, stride, step: 3, offset, w: 641, h: 479 };
-    check(&case, &got, |x, y| [0, 1, 2].map(|o| plane(o).sample(x, y, out, extent, (0.0, 0.0))));
+    let plane = |offset| Plane {
+        data: &pixels,
+        stride,
+        step: 3,
+        offset,
+        w: 641,
+        h: 479,
+    };
+    check(&case, &got, |x, y| {
+        [0, 1, 2].map(|o| plane(o).sample(x, y, out, extent, (0.0, 0.0)))
+    });
 }
 
 fn check_nv12(case: Case) {
@@ -199,8 +237,22 @@ fn check_nv12(case: Case) {
     let bytes = noise(info.size(), 11);
     let (got, _) = run_case(&case, gst::Buffer::from_slice(bytes.clone()));
     let out = content(&case);
-    let luma = Plane { data: &bytes, stride: y_stride, step: 1, offset: 0, w: 641, h: 479 };
-    let chroma = |o| Plane { data: &bytes[uv_offset..], stride: uv_stride, step: 2, offset: o, w: 321, h: 240 };
+    let luma = Plane {
+        data: &bytes,
+        stride: y_stride,
+        step: 1,
+        offset: 0,
+        w: 641,
+        h: 479,
+    };
+    let chroma = |o| Plane {
+        data: &bytes[uv_offset..],
+        stride: uv_stride,
+        step: 2,
+        offset: o,
+        w: 321,
+        h: 240,
+    };
     // mpeg2 siting: chroma co-sited horizontally with the left luma sample.
     let (c_extent, c_shift) = ((320.5, 239.5), (0.25, 0.0));
     check(&case, &got, |x, y| {
@@ -248,6 +300,8 @@ fn frames_pass_through_unchanged() {
         h.element().unwrap().set_property_from_str(name, value);
     }
     h.set_src_caps_str(case.caps);
-    let out = h.push_and_pull(gst::Buffer::from_slice(pixels.clone())).unwrap();
+    let out = h
+        .push_and_pull(gst::Buffer::from_slice(pixels.clone()))
+        .unwrap();
     assert_eq!(out.map_readable().unwrap().as_slice(), &pixels[..]);
 }

@@ -292,6 +292,28 @@ impl CudaPreprocess {
     }
 }
 
+impl CudaPreprocess {
+    fn unsupported_caps_message(caps: &gst::CapsRef) -> String {
+        format!(
+            "cudapreprocess cannot handle {caps}: it takes raw video in system memory as {}. \
+             Put videoconvert before it",
+            cpu::SUPPORTED_FORMATS
+                .iter()
+                .map(|f| f.to_str().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    /// Whether `caps` describe raw video that no pad of ours accepts.
+    fn is_unsupported_raw_video(&self, caps: &gst::CapsRef) -> bool {
+        let template = self.obj().sink_pad().pad_template_caps();
+        !caps.is_empty()
+            && caps.iter().all(|s| s.name() == "video/x-raw")
+            && !caps.can_intersect(&template)
+    }
+}
+
 impl BaseTransformImpl for CudaPreprocess {
     const MODE: gst_base::subclass::BaseTransformMode =
         gst_base::subclass::BaseTransformMode::AlwaysInPlace;
@@ -303,23 +325,58 @@ impl BaseTransformImpl for CudaPreprocess {
         Ok(())
     }
 
+    fn sink_event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Caps(c) = event.view() {
+            if self.is_unsupported_raw_video(c.caps()) {
+                let msg = Self::unsupported_caps_message(c.caps());
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", msg));
+                return false;
+            }
+        }
+        self.parent_sink_event(event)
+    }
+
+    fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        let handled = BaseTransformImplExt::parent_query(self, direction, query);
+        // Upstream offering raw video we cannot take usually ends in a bare
+        // not-negotiated error; say why while we know it. A warning, since
+        // upstream may still try other caps.
+        if direction == gst::PadDirection::Sink {
+            let refused = match query.view() {
+                gst::QueryView::Caps(q) if q.result().is_some_and(|r| r.is_empty()) => {
+                    q.filter_owned()
+                }
+                gst::QueryView::AcceptCaps(q) if !q.result() => Some(q.caps_owned()),
+                _ => None,
+            };
+            if let Some(caps) = refused.filter(|c| self.is_unsupported_raw_video(c)) {
+                gst::element_imp_warning!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("{}", Self::unsupported_caps_message(&caps))
+                );
+            }
+        }
+        handled
+    }
+
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps).map_err(|_| {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
-                [
+                (
                     "cannot handle caps {}: feed raw video in one of {:?}",
                     incaps,
                     cpu::SUPPORTED_FORMATS
-                ]
+                )
             );
             gst::loggable_error!(CAT, "invalid caps {}", incaps)
         })?;
         let learnt = self.learn_input_spec();
         let settings = self.settings.lock().unwrap().clone();
         let spec = settings.resolve(learnt.as_ref()).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ["{}", e]);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
             gst::loggable_error!(CAT, "{}", e)
         })?;
         gst::info!(
@@ -344,12 +401,12 @@ impl BaseTransformImpl for CudaPreprocess {
                     gst::element_imp_error!(
                         self,
                         gst::StreamError::Decode,
-                        ["cannot map the video frame for reading"]
+                        ("cannot map the video frame for reading")
                     );
                     gst::FlowError::Error
                 })?;
             cpu::preprocess(&frame, &state.spec).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Format, ["{}", e]);
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                 gst::FlowError::Error
             })?
         };

@@ -40,12 +40,12 @@ pub enum LoadError {
 impl LoadError {
     pub fn to_error_message(&self) -> gst::ErrorMessage {
         match self {
-            LoadError::ModelNotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ["{}", m]),
+            LoadError::ModelNotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
             LoadError::ModelUnreadable(m) | LoadError::Labels(m) => {
-                gst::error_msg!(gst::ResourceError::OpenRead, ["{}", m])
+                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", m))
             }
-            LoadError::ModelMismatch(m) => gst::error_msg!(gst::LibraryError::Settings, ["{}", m]),
-            LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ["{}", e]),
+            LoadError::ModelMismatch(m) => gst::error_msg!(gst::LibraryError::Settings, ("{}", m)),
+            LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
         }
     }
 }

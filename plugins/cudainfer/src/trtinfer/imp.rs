@@ -242,11 +242,11 @@ impl BaseTransformImpl for TrtInfer {
         let Some(model) = settings.model.clone() else {
             return Err(gst::error_msg!(
                 gst::ResourceError::NotFound,
-                ["no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)"]
+                ("no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)")
             ));
         };
         let providers = parse_providers(&settings.providers)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ["{}", e]))?;
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
         let config = DetectorConfig {
             model,
             model_type: settings.model_type,
@@ -293,7 +293,7 @@ impl BaseTransformImpl for TrtInfer {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
-                ["the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)"]
+                ("the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)")
             );
             return Err(gst::FlowError::Error);
         };
@@ -305,7 +305,7 @@ impl BaseTransformImpl for TrtInfer {
         let detector = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
         let detections: FrameDetections =
             detector.detect(&tensor, confidence, nms).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ["{}", e]);
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
                 gst::FlowError::Error
             })?;
         drop(guard);

@@ -63,8 +63,10 @@ pub fn media(name: &str) -> String {
 /// What a pipeline run produced.
 pub struct Run {
     pub buffers: Vec<gst::Buffer>,
-    /// The first error message: "<error> (<debug>)".
+    /// The text of the first error message (not its debug detail).
     pub error: Option<String>,
+    /// Warning messages posted before the end.
+    pub warnings: Vec<String>,
 }
 
 impl Run {
@@ -105,13 +107,24 @@ pub fn run(description: &str) -> Run {
                 .build(),
         );
     }
-    let error = run_to_end(&pipeline);
+    let Ended { error, warnings } = run_to_end(&pipeline);
     let buffers = std::mem::take(&mut *buffers.lock().unwrap());
-    Run { buffers, error }
+    Run {
+        buffers,
+        error,
+        warnings,
+    }
 }
 
-/// Plays `pipeline` to EOS or the first error and stops it; returns the error.
-pub fn run_to_end(pipeline: &gst::Pipeline) -> Option<String> {
+/// How a pipeline run ended.
+pub struct Ended {
+    pub error: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Plays `pipeline` to EOS or the first error and stops it.
+pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
+    let mut warnings = Vec::new();
     let bus = pipeline.bus().unwrap();
     let mut error = match pipeline.set_state(gst::State::Playing) {
         Ok(_) => None,
@@ -121,9 +134,10 @@ pub fn run_to_end(pipeline: &gst::Pipeline) -> Option<String> {
         match msg.view() {
             gst::MessageView::Eos(_) => break,
             gst::MessageView::Error(e) => {
-                error = Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+                error = Some(e.error().to_string());
                 break;
             }
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
             _ => {}
         }
     }
@@ -134,12 +148,12 @@ pub fn run_to_end(pipeline: &gst::Pipeline) -> Option<String> {
             &[gst::MessageType::Error],
         ) {
             if let gst::MessageView::Error(e) = msg.view() {
-                error = Some(format!("{} ({})", e.error(), e.debug().unwrap_or_default()));
+                error = Some(e.error().to_string());
             }
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
-    error
+    Ended { error, warnings }
 }
 
 /// Intersection over union of two boxes given as (x1, y1, x2, y2).

@@ -1,0 +1,176 @@
+//! Every user error becomes an element error that says what is wrong and
+//! what to do.
+
+mod common;
+
+use common::*;
+
+fn data(name: &str) -> String {
+    format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn infer_error(trtinfer_properties: &str) -> String {
+    let run = run(&format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=320,height=240 ! cudapreprocess ! trtinfer {trtinfer_properties} ! appsink name=sink"
+    ));
+    run.expect_error().to_string()
+}
+
+fn assert_contains(message: &str, expected: &str) {
+    assert!(
+        message.contains(expected),
+        "expected '{expected}' in: {message}"
+    );
+}
+
+#[test]
+fn missing_model_file() {
+    let e = infer_error("model=/nonexistent/model.onnx");
+    assert_contains(
+        &e,
+        "the model file '/nonexistent/model.onnx' does not exist",
+    );
+    assert_contains(&e, "set the model property to an existing file");
+}
+
+#[test]
+fn no_model_set() {
+    assert_contains(&infer_error(""), "no model set: set the model property");
+}
+
+#[test]
+fn model_that_is_a_directory() {
+    assert_contains(
+        &infer_error(&format!("model={}", data(""))),
+        "is a directory",
+    );
+}
+
+#[test]
+fn model_that_is_not_onnx() {
+    let e = infer_error(&format!("model={}", data("make_models.py")));
+    assert_contains(&e, "ONNX Runtime cannot load the model");
+    assert_contains(&e, "Check that it is a valid ONNX file");
+}
+
+#[test]
+fn model_whose_input_does_not_fit_the_preset() {
+    let e = infer_error(&format!("model={}", data("gray_input.onnx")));
+    assert_contains(&e, "does not fit model-type=yolox");
+    assert_contains(
+        &e,
+        "yolox expects an NCHW image input [N, 3, H, W], the model's input is [1, 1, 64, 64]",
+    );
+}
+
+#[test]
+fn missing_labels_file() {
+    let e = infer_error(&format!("model={} labels=/nonexistent/labels.txt", model()));
+    assert_contains(
+        &e,
+        "the labels file '/nonexistent/labels.txt' does not exist",
+    );
+}
+
+#[test]
+fn unknown_provider() {
+    let e = infer_error(&format!("model={} providers=cuda,tpu", model()));
+    assert_contains(&e, "unknown execution provider 'tpu'");
+}
+
+#[test]
+fn cuda_provider_without_cuda() {
+    // The CPU build of ONNX Runtime (CI) has no CUDA provider: asking for it
+    // alone fails loudly instead of falling back to the CPU.
+    let e = infer_error(&format!("model={} providers=cuda", model()));
+    assert_contains(
+        &e,
+        "no requested execution provider works (cuda provider unavailable",
+    );
+    assert_contains(&e, "add cpu to providers");
+}
+
+#[test]
+fn explicit_fallback_to_cpu_is_reported() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=2 ! cudapreprocess ! trtinfer name=infer model={} providers=cuda,cpu ! fakesink",
+        model()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    use gst::prelude::*;
+    assert_eq!(run_to_end(&pipeline).error, None);
+    let infer = pipeline.by_name("infer").unwrap();
+    assert_eq!(infer.property::<String>("active-provider"), "cpu");
+}
+
+#[test]
+fn frame_without_tensor_meta() {
+    let run = run(&format!(
+        "videotestsrc num-buffers=1 ! trtinfer model={} ! appsink name=sink",
+        model()
+    ));
+    assert_contains(
+        run.expect_error(),
+        "the frame carries no tensor meta: put cudapreprocess before trtinfer",
+    );
+}
+
+#[test]
+fn preprocess_without_a_model_downstream() {
+    let run = run("videotestsrc num-buffers=1 ! cudapreprocess ! appsink name=sink");
+    assert_contains(
+        run.expect_error(),
+        "cudapreprocess does not know the model's input size",
+    );
+}
+
+#[test]
+fn caps_that_cannot_be_handled() {
+    // gst-launch refuses to link these already; an application that pushes
+    // them (appsrc here) gets our message.
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=64,height=64,framerate=30/1 \
+         ! cudapreprocess ! trtinfer model={} ! fakesink",
+        model()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    use gst::prelude::*;
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let mut buffer = gst::Buffer::from_slice(vec![0u8; 64 * 64]);
+    buffer.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
+    let _ = src.push_buffer(buffer);
+    let _ = src.end_of_stream();
+    let ended = run_to_end(&pipeline);
+    assert!(ended.error.is_some(), "GRAY8 must not negotiate");
+    let said_why = ended.warnings.iter().chain(&ended.error).any(|text| {
+        text.contains("cudapreprocess cannot handle video/x-raw, format=(string)GRAY8")
+            && text.contains("Put videoconvert before it")
+    });
+    assert!(
+        said_why,
+        "no message said why GRAY8 failed: {:?} {:?}",
+        ended.error, ended.warnings
+    );
+}
+
+#[test]
+fn tensor_of_the_wrong_size() {
+    let e = run(&format!(
+        "videotestsrc num-buffers=1 ! cudapreprocess width=320 height=320 ! trtinfer model={} ! appsink name=sink",
+        model()
+    ));
+    assert_contains(
+        e.expect_error(),
+        "the tensor is 3x320x320 but the model wants 3x416x416",
+    );
+}
