@@ -105,7 +105,7 @@ impl Settings {
 
 struct State {
     info: gst_video::VideoInfo,
-    spec: InputSpec,
+    preprocessor: cpu::CpuPreprocessor,
 }
 
 #[derive(Default)]
@@ -388,7 +388,11 @@ impl BaseTransformImpl for CudaPreprocess {
             info.format(),
             spec
         );
-        *self.state.lock().unwrap() = Some(State { info, spec });
+        let preprocessor = cpu::CpuPreprocessor::new(&info, &spec).map_err(|e| {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
+            gst::loggable_error!(CAT, "{}", e)
+        })?;
+        *self.state.lock().unwrap() = Some(State { info, preprocessor });
         Ok(())
     }
 
@@ -405,7 +409,7 @@ impl BaseTransformImpl for CudaPreprocess {
                     );
                     gst::FlowError::Error
                 })?;
-            cpu::preprocess(&frame, &state.spec).map_err(|e| {
+            state.preprocessor.run(&frame).map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                 gst::FlowError::Error
             })?

@@ -239,7 +239,7 @@ mod tests {
             assert!(t.weights.len() >= 4, "{t:?}");
             assert!((t.weights.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
-        let mut covered = vec![false; 12];
+        let mut covered = [false; 12];
         for t in &taps {
             for i in t.range() {
                 covered[i] = true;
