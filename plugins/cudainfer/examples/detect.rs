@@ -35,7 +35,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_downcast::<gst_app::AppSink>()
         .expect("appsink");
 
-    pipeline.set_state(gst::State::Playing)?;
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    let first_error = || {
+        bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(100),
+            &[gst::MessageType::Error],
+        )
+        .and_then(|msg| match msg.view() {
+            gst::MessageView::Error(e) => Some(format!(
+                "{}: {}",
+                e.src().map(|s| s.path_string()).unwrap_or_default(),
+                e.error()
+            )),
+            _ => None,
+        })
+    };
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let why = first_error().unwrap_or_else(|| "the pipeline failed to start".into());
+        pipeline.set_state(gst::State::Null)?;
+        return Err(why.into());
+    }
     let mut frame = 0u64;
     while let Ok(sample) = sink.pull_sample() {
         let buffer = sample.buffer().expect("samples carry buffers");
@@ -57,18 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         frame += 1;
     }
-    let bus = pipeline.bus().expect("pipelines have a bus");
-    let result = match bus.timed_pop_filtered(gst::ClockTime::ZERO, &[gst::MessageType::Error]) {
-        Some(msg) => match msg.view() {
-            gst::MessageView::Error(e) => Err(format!(
-                "{}: {}",
-                e.src().map(|s| s.path_string()).unwrap_or_default(),
-                e.error()
-            )),
-            _ => unreachable!(),
-        },
-        None => Ok(()),
-    };
+    let result = first_error().map_or(Ok(()), Err);
     pipeline.set_state(gst::State::Null)?;
     eprintln!("{frame} frames");
     result.map_err(Into::into)

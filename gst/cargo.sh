@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# meson's bridge to cargo (see ../meson.build and meson.build here).
+#
+#   cargo.sh build CARGO SOURCE_ROOT TARGET_DIR OUTPUT
+#       cargo build --release, then copies libgstcudainfer.so to OUTPUT
+#       (only when it changed).
+#   cargo.sh test CARGO SOURCE_ROOT TARGET_DIR [CARGO_TEST_ARGS...]
+#       cargo test --release --workspace, with ORT_DYLIB_PATH defaulting to
+#       SOURCE_ROOT/.ort/libonnxruntime.so (scripts/setup-deps.sh).
+set -euo pipefail
+[ $# -ge 4 ] || { echo "usage: $0 build|test CARGO SOURCE_ROOT TARGET_DIR ..." >&2; exit 2; }
+mode=$1 cargo=$2 src=$3 target_dir=$4
+shift 4
+
+case $mode in
+  build)
+    out=$1
+    shift
+    "$cargo" build --release --manifest-path "$src/Cargo.toml" --target-dir "$target_dir" "$@"
+    built="$target_dir/release/libgstcudainfer.so"
+    if ! cmp -s "$built" "$out"; then
+      # Copy then rename, so a process that has the old file open keeps it.
+      cp "$built" "$out.tmp"
+      mv -f "$out.tmp" "$out"
+    fi
+    ;;
+  test)
+    export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$src/.ort/libonnxruntime.so}"
+    exec "$cargo" test --release --workspace --manifest-path "$src/Cargo.toml" \
+      --target-dir "$target_dir" "$@"
+    ;;
+  *)
+    echo "$0: unknown mode '$mode' (build or test)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Checks what gst-inspect-1.0 shows of the plugin's elements: every property
+# in the "Element Properties:" section must have a description and a
+# "Default:", and numeric ones (integer, float, double, fraction) a "Range:".
+# The base-class properties name, parent and qos are exempt.
+#
+#   tests/inspect/check_inspect.sh [-p PLUGIN_DIR] [ELEMENT...]
+#
+# PLUGIN_DIR (the folder of libgstcudainfer.so) becomes GST_PLUGIN_PATH;
+# without it GST_PLUGIN_PATH is used as set, else <repo>/target/release.
+# ELEMENT defaults to cudapreprocess and trtinfer. Exits 1 on any problem,
+# naming the element and property.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+
+plugin_dir=""
+while getopts "p:h" opt; do
+  case $opt in
+    p) plugin_dir=$OPTARG ;;
+    h) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "usage: $0 [-p PLUGIN_DIR] [ELEMENT...]" >&2; exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+elements=("$@")
+[ ${#elements[@]} -gt 0 ] || elements=(cudapreprocess trtinfer)
+
+if [ -n "$plugin_dir" ]; then
+  export GST_PLUGIN_PATH="$plugin_dir"
+elif [ -z "${GST_PLUGIN_PATH:-}" ]; then
+  export GST_PLUGIN_PATH="$top/target/release"
+fi
+export GST_INSPECT_NO_COLORS=1 PAGER=cat
+
+command -v gst-inspect-1.0 >/dev/null || {
+  echo "gst-inspect-1.0 not found (Debian: apt-get install gstreamer1.0-tools)" >&2
+  exit 1
+}
+
+status=0
+for element in "${elements[@]}"; do
+  if ! out=$(gst-inspect-1.0 "$element" 2>&1); then
+    echo "FAIL $element: gst-inspect-1.0 cannot find it (GST_PLUGIN_PATH=$GST_PLUGIN_PATH):" >&2
+    printf '%s\n' "$out" | sed 's/^/  /' >&2
+    status=1
+    continue
+  fi
+
+  # The cudainfer plugin must come from GST_PLUGIN_PATH, not a stale install.
+  plugin=$(printf '%s\n' "$out" | awk '/^Plugin Details:/ {p=1} p && $1 == "Name" {print $2; exit}')
+  if [ "$plugin" = cudainfer ]; then
+    file=$(printf '%s\n' "$out" | awk '/^Plugin Details:/ {p=1} p && $1 == "Filename" {print $2; exit}')
+    from_path=0
+    IFS=: read -r -a dirs <<<"$GST_PLUGIN_PATH"
+    for d in "${dirs[@]}"; do
+      [ -n "$d" ] && [ -d "$d" ] || continue
+      case "$(realpath "$file")" in "$(realpath "$d")"/*) from_path=1 ;; esac
+    done
+    if [ $from_path -eq 0 ]; then
+      echo "FAIL $element: loaded from $file, not from GST_PLUGIN_PATH=$GST_PLUGIN_PATH" >&2
+      status=1
+    fi
+  fi
+
+  if ! printf '%s\n' "$out" | awk -v element="$element" '
+    function trim(s) { sub(/^[ \t]+/, "", s); sub(/[ \t]+$/, "", s); return s }
+    function problem(what) {
+      if (name == "name" || name == "parent" || name == "qos") {
+        printf "note %s: base-class property %s: %s (ignored)\n", element, name, what
+      } else {
+        printf "FAIL %s: property %s: %s\n", element, name, what > "/dev/stderr"
+        bad++
+      }
+    }
+    function flush() {
+      if (name == "") return
+      count++
+      if (desc == "" || desc == "(null)") problem("no description")
+      if (block !~ /Default:/) problem("no default shown")
+      if (block ~ /(^|[ \n])(Unsigned )?(Integer|Integer64|Long|Float|Double|Fraction)\. / && block !~ /Range:/)
+        problem("numeric but no range shown")
+      name = ""; desc = ""; block = ""
+    }
+    /^Element Properties:/ { inside = 1; seen = 1; next }
+    inside && /^[^ \t]/ { flush(); inside = 0; next }
+    inside && /^  [^ \t]/ {
+      flush()
+      line = substr($0, 3); pos = index(line, ":")
+      if (pos == 0) { name = trim(line); desc = "" }
+      else { name = trim(substr(line, 1, pos - 1)); desc = trim(substr(line, pos + 1)) }
+      next
+    }
+    inside && /^   / { block = block "\n" $0 }
+    END {
+      flush()
+      if (!seen) { printf "FAIL %s: no \"Element Properties:\" section\n", element > "/dev/stderr"; exit 1 }
+      if (count == 0) { printf "FAIL %s: no properties listed\n", element > "/dev/stderr"; exit 1 }
+      printf "%s %s: %d properties checked\n", (bad ? "FAIL" : "ok"), element, count
+      exit bad ? 1 : 0
+    }'; then
+    status=1
+  fi
+done
+exit $status
