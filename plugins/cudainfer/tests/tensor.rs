@@ -88,17 +88,22 @@ struct Case {
     pad: f64,
 }
 
-fn run_case(
-    case: &Case,
-    frame: gst::Buffer,
-) -> (Vec<f32>, gstcudainfer::tensor_meta::FrameTransform) {
+/// cudapreprocess configured for `case`, fed its caps.
+fn harness(case: &Case) -> Harness {
     common::init();
     let mut h = Harness::new("cudapreprocess");
     for (name, value) in case.properties {
         h.element().unwrap().set_property_from_str(name, value);
     }
     h.set_src_caps_str(case.caps);
-    let out = h.push_and_pull(frame).unwrap();
+    h
+}
+
+fn run_case(
+    case: &Case,
+    frame: gst::Buffer,
+) -> (Vec<f32>, gstcudainfer::tensor_meta::FrameTransform) {
+    let out = harness(case).push_and_pull(frame).unwrap();
     let tensor = gstcudainfer::tensor_meta::get(&out).expect("tensor meta");
     assert_eq!(tensor.shape(), [1, 3, case.tensor.1, case.tensor.0]);
     (tensor.host_data().unwrap().to_vec(), tensor.transform)
@@ -294,13 +299,7 @@ fn frames_pass_through_unchanged() {
     let case = yolox_like(RGB_CAPS);
     let info = video_info(case.caps);
     let pixels = noise(info.size(), 3);
-    common::init();
-    let mut h = Harness::new("cudapreprocess");
-    for (name, value) in case.properties {
-        h.element().unwrap().set_property_from_str(name, value);
-    }
-    h.set_src_caps_str(case.caps);
-    let out = h
+    let out = harness(&case)
         .push_and_pull(gst::Buffer::from_slice(pixels.clone()))
         .unwrap();
     assert_eq!(out.map_readable().unwrap().as_slice(), &pixels[..]);
