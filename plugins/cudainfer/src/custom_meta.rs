@@ -13,14 +13,15 @@ pub fn register(name: &str) {
     }
 }
 
-/// Sets the value of the `name` meta on `buffer`, adding the meta if needed.
+/// Sets the value of the `name` meta (registered at plugin load) on
+/// `buffer`, adding the meta if needed.
 pub fn set<V: Into<glib::Value> + Send>(buffer: &mut gst::BufferRef, name: &str, value: V) {
-    register(name);
     if let Ok(mut meta) = gst::meta::CustomMeta::from_mut_buffer(buffer, name) {
         meta.mut_structure().set(FIELD, value);
         return;
     }
-    let mut meta = gst::meta::CustomMeta::add(buffer, name).expect("custom meta registered above");
+    let mut meta = gst::meta::CustomMeta::add(buffer, name)
+        .expect("custom metas are registered at plugin load");
     meta.mut_structure().set(FIELD, value);
 }
 

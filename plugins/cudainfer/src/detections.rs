@@ -39,6 +39,11 @@ pub struct FrameDetections {
 #[boxed_type(name = "GstCudaInferFrameDetections")]
 struct DetectionsHandle(Arc<FrameDetections>);
 
+/// Registers the meta; called once, at plugin load.
+pub fn register() {
+    custom_meta::register(META_NAME);
+}
+
 impl FrameDetections {
     /// The detections `trtinfer` attached to `buffer`.
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Arc<FrameDetections>> {

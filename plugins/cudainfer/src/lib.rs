@@ -23,6 +23,8 @@ pub const CUDA_MEMORY_FEATURE: &str = "memory:CUDAMemory";
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
+    tensor_meta::register();
+    detections::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
     Ok(())

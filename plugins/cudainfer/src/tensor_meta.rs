@@ -62,6 +62,11 @@ impl Tensor {
 #[boxed_type(name = "GstCudaInferTensor")]
 struct TensorHandle(Arc<Tensor>);
 
+/// Registers the meta; called once, at plugin load.
+pub fn register() {
+    custom_meta::register(META_NAME);
+}
+
 /// Attaches `tensor` to `buffer`, replacing a tensor already there (a second
 /// cudapreprocess in the chain wins).
 pub fn attach(buffer: &mut gst::BufferRef, tensor: Arc<Tensor>) {

@@ -56,6 +56,7 @@ pub struct Detector {
     parser: Box<dyn OutputParser>,
     labels: Vec<String>,
     active_provider: Provider,
+    library: PathBuf,
     model_name: String,
 }
 
@@ -166,6 +167,7 @@ impl Detector {
             parser,
             labels,
             active_provider,
+            library,
             model_name: config.model.display().to_string(),
         })
     }
@@ -176,6 +178,11 @@ impl Detector {
 
     pub fn active_provider(&self) -> Provider {
         self.active_provider
+    }
+
+    /// The ONNX Runtime library the session runs on.
+    pub fn library(&self) -> &Path {
+        &self.library
     }
 
     fn label(&self, class_id: u32) -> String {

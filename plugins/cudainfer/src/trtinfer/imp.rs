@@ -7,7 +7,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use crate::detections::FrameDetections;
-use crate::inference::runtime::{self, parse_providers};
+use crate::inference::runtime::parse_providers;
 use crate::inference::{Detector, DetectorConfig};
 use crate::parsers::ModelType;
 use crate::{spec, tensor_meta};
@@ -264,7 +264,7 @@ impl BaseTransformImpl for TrtInfer {
             "loaded {} with the {} execution provider (library {}), input {:?}",
             config.model.display(),
             provider.name(),
-            runtime::resolve_library(config.ort_library.as_deref()).display(),
+            detector.library().display(),
             detector.input_spec()
         );
         *self.active_provider.lock().unwrap() = Some(provider.name());

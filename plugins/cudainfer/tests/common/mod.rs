@@ -126,11 +126,11 @@ pub struct Ended {
 pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
     let mut warnings = Vec::new();
     let bus = pipeline.bus().unwrap();
-    let mut error = match pipeline.set_state(gst::State::Playing) {
-        Ok(_) => None,
-        Err(_) => Some(String::from("state change failed")),
-    };
-    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+    // A failed start has posted its error already: read it without waiting.
+    let started = pipeline.set_state(gst::State::Playing).is_ok();
+    let wait = gst::ClockTime::from_seconds(if started { 120 } else { 1 });
+    let mut error = None;
+    for msg in bus.iter_timed(wait) {
         match msg.view() {
             gst::MessageView::Eos(_) => break,
             gst::MessageView::Error(e) => {
@@ -141,16 +141,8 @@ pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
             _ => {}
         }
     }
-    // A state-change failure also posts the element's error; prefer that.
-    if error.as_deref() == Some("state change failed") {
-        if let Some(msg) = bus.timed_pop_filtered(
-            gst::ClockTime::from_mseconds(100),
-            &[gst::MessageType::Error],
-        ) {
-            if let gst::MessageView::Error(e) = msg.view() {
-                error = Some(e.error().to_string());
-            }
-        }
+    if !started && error.is_none() {
+        error = Some("state change failed without an error message".into());
     }
     pipeline.set_state(gst::State::Null).unwrap();
     Ended { error, warnings }
