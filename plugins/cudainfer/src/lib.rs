@@ -6,6 +6,7 @@
 
 use gst::glib;
 
+pub mod cuda;
 mod cudapreprocess;
 mod custom_meta;
 pub mod detections;

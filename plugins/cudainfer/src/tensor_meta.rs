@@ -34,6 +34,8 @@ impl FrameTransform {
 pub enum TensorStorage {
     /// Host memory, used for system-memory video.
     Host(Vec<f32>),
+    /// GPU memory, used for CUDA-memory video.
+    Device(crate::cuda::DeviceTensor),
 }
 
 /// One model-ready input tensor, float32 NCHW with N = 1.
@@ -54,6 +56,15 @@ impl Tensor {
     pub fn host_data(&self) -> Option<&[f32]> {
         match &self.storage {
             TensorStorage::Host(v) => Some(v),
+            TensorStorage::Device(_) => None,
+        }
+    }
+
+    /// The values in host memory, copied from the GPU where they are there.
+    pub fn to_host(&self) -> Result<std::borrow::Cow<'_, [f32]>, String> {
+        match &self.storage {
+            TensorStorage::Host(v) => Ok(v.as_slice().into()),
+            TensorStorage::Device(d) => d.download().map(Into::into),
         }
     }
 }

@@ -127,40 +127,68 @@ fn preprocess_without_a_model_downstream() {
     );
 }
 
-#[test]
-fn caps_that_cannot_be_handled() {
-    // gst-launch refuses to link these already; an application that pushes
-    // them (appsrc here) gets our message.
-    init();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=64,height=64,framerate=30/1 \
-         ! cudapreprocess ! trtinfer model={} ! fakesink",
-        model()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+/// Runs `description`, whose appsrc `src` pushes one buffer of `size` zero
+/// bytes and ends the stream.
+fn run_with_one_buffer(description: &str, size: usize) -> Ended {
     use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
     let src = pipeline
         .by_name("src")
         .unwrap()
         .downcast::<gst_app::AppSrc>()
         .unwrap();
-    let mut buffer = gst::Buffer::from_slice(vec![0u8; 64 * 64]);
+    let mut buffer = gst::Buffer::from_slice(vec![0u8; size]);
     buffer.get_mut().unwrap().set_pts(gst::ClockTime::ZERO);
     let _ = src.push_buffer(buffer);
     let _ = src.end_of_stream();
-    let ended = run_to_end(&pipeline);
+    run_to_end(&pipeline)
+}
+
+#[test]
+fn caps_that_cannot_be_handled() {
+    // gst-launch refuses to link these already; an application that pushes
+    // them (appsrc here) gets our message.
+    let ended = run_with_one_buffer(
+        &format!(
+            "appsrc name=src format=time caps=video/x-raw,format=GRAY8,width=64,height=64,framerate=30/1 \
+             ! cudapreprocess ! trtinfer model={} ! fakesink",
+            model()
+        ),
+        64 * 64,
+    );
     assert!(ended.error.is_some(), "GRAY8 must not negotiate");
     let said_why = ended.warnings.iter().chain(&ended.error).any(|text| {
         text.contains("cudapreprocess cannot handle video/x-raw, format=(string)GRAY8")
-            && text.contains("Put videoconvert before it")
+            && text.contains("Put videoconvert (system memory) before it")
     });
     assert!(
         said_why,
         "no message said why GRAY8 failed: {:?} {:?}",
         ended.error, ended.warnings
     );
+}
+
+#[test]
+fn cuda_memory_caps() {
+    // Without a GPU (CI), CUDA caps fail at negotiation with the reason; with
+    // one, a frame that claims to be CUDA memory but is not is refused.
+    let ended = run_with_one_buffer(
+        "appsrc name=src format=time \
+         caps=video/x-raw(memory:CUDAMemory),format=NV12,width=64,height=48,framerate=30/1 \
+         ! cudapreprocess width=32 height=32 ! fakesink",
+        64 * 48 * 3 / 2,
+    );
+    let expected = if gstcudainfer::cuda::device::driver_present() {
+        "the caps say memory:CUDAMemory but the frame is not in CUDA memory"
+    } else {
+        "cudapreprocess cannot use CUDA memory: there is no CUDA driver on this machine \
+         (libcuda.so.1 not found). Without a GPU, decode to system memory"
+    };
+    assert_contains(&ended.error.expect("CUDA caps must fail here"), expected);
 }
 
 #[test]

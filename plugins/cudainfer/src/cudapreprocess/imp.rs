@@ -6,9 +6,13 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::preprocess::cpu;
+use crate::cuda::gst_cuda::{self, CudaContext};
+use crate::cuda::{self as gpu_mod, Gpu};
+use crate::preprocess::cpu::CpuPreprocessor;
+use crate::preprocess::cuda::CudaPreprocessor;
+use crate::preprocess::{Plan, SUPPORTED_FORMATS};
 use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
-use crate::tensor_meta;
+use crate::{tensor_meta, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -32,6 +36,7 @@ struct Settings {
     mean: Vec<f32>,
     std: Vec<f32>,
     pad_value: i32,
+    device_id: u32,
 }
 
 impl Default for Settings {
@@ -45,6 +50,7 @@ impl Default for Settings {
             mean: Vec::new(),
             std: Vec::new(),
             pad_value: -1,
+            device_id: 0,
         }
     }
 }
@@ -103,15 +109,23 @@ impl Settings {
     }
 }
 
+enum Backend {
+    Cpu(CpuPreprocessor),
+    Cuda(CudaPreprocessor, Arc<Gpu>),
+}
+
 struct State {
     info: gst_video::VideoInfo,
-    preprocessor: cpu::CpuPreprocessor,
+    backend: Backend,
 }
 
 #[derive(Default)]
 pub struct CudaPreprocess {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
+    /// The pipeline's `gst.cuda.context`: given to us, or made by us (the
+    /// device's primary context) when a CUDA element first asks.
+    cuda_context: Mutex<Option<CudaContext>>,
 }
 
 #[glib::object_subclass]
@@ -195,6 +209,13 @@ impl ObjectImpl for CudaPreprocess {
                     .default_value(-1)
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecUInt::builder("device-id")
+                    .nick("CUDA device")
+                    .blurb("GPU for CUDA-memory video. cudapreprocess gives the pipeline this device's primary \
+                            CUDA context (shared with the decoder and ONNX Runtime)")
+                    .default_value(0)
+                    .flags(mutable_ready)
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -211,6 +232,7 @@ impl ObjectImpl for CudaPreprocess {
             "mean" => s.mean = float_array(value),
             "std" => s.std = float_array(value),
             "pad-value" => s.pad_value = value.get().expect("type checked upstream"),
+            "device-id" => s.device_id = value.get().expect("type checked upstream"),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -227,6 +249,7 @@ impl ObjectImpl for CudaPreprocess {
             "mean" => array(&s.mean),
             "std" => array(&s.std),
             "pad-value" => s.pad_value.to_value(),
+            "device-id" => s.device_id.to_value(),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -250,9 +273,17 @@ impl ElementImpl for CudaPreprocess {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst_video::VideoCapsBuilder::new()
-                .format_list(cpu::SUPPORTED_FORMATS.iter().copied())
+            // CUDA memory first: a decoder that can keep frames on the GPU
+            // should.
+            let mut caps = gst_video::VideoCapsBuilder::new()
+                .features([CUDA_MEMORY_FEATURE])
+                .format_list(SUPPORTED_FORMATS.iter().copied())
                 .build();
+            caps.merge(
+                gst_video::VideoCapsBuilder::new()
+                    .format_list(SUPPORTED_FORMATS.iter().copied())
+                    .build(),
+            );
             vec![
                 gst::PadTemplate::new(
                     "src",
@@ -271,6 +302,21 @@ impl ElementImpl for CudaPreprocess {
             ]
         });
         TEMPLATES.as_ref()
+    }
+
+    fn set_context(&self, context: &gst::Context) {
+        if context.context_type() == gst_cuda::CONTEXT_TYPE {
+            if let Some(given) = CudaContext::from_gst_context(self.obj().upcast_ref(), context) {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "using the pipeline's CUDA context {:#x}",
+                    given.handle()
+                );
+                *self.cuda_context.lock().unwrap() = Some(given);
+            }
+        }
+        self.parent_set_context(context)
     }
 }
 
@@ -295,9 +341,9 @@ impl CudaPreprocess {
 impl CudaPreprocess {
     fn unsupported_caps_message(caps: &gst::CapsRef) -> String {
         format!(
-            "cudapreprocess cannot handle {caps}: it takes raw video in system memory as {}. \
-             Put videoconvert before it",
-            cpu::SUPPORTED_FORMATS
+            "cudapreprocess cannot handle {caps}: it takes raw video in system or CUDA memory as {}. \
+             Put videoconvert (system memory) before it",
+            SUPPORTED_FORMATS
                 .iter()
                 .map(|f| f.to_str().as_str())
                 .collect::<Vec<_>>()
@@ -311,6 +357,84 @@ impl CudaPreprocess {
         !caps.is_empty()
             && caps.iter().all(|s| s.name() == "video/x-raw")
             && !caps.can_intersect(&template)
+    }
+}
+
+/// Frames must live in the context our kernels and ONNX Runtime use.
+fn check_frame_context(frame: &gst_cuda::DeviceFrame, gpu: &Gpu) -> Result<(), String> {
+    if frame.context == gpu.cu_context() {
+        return Ok(());
+    }
+    Err(format!(
+        "the frame is in CUDA context {:#x}, not in the primary context of CUDA device {} ({:#x}) \
+         that cudapreprocess and ONNX Runtime work in. Let cudapreprocess provide the pipeline's \
+         gst.cuda.context (do not set one yourself), and set its device-id to the decoder's GPU",
+        frame.context,
+        gpu.ordinal(),
+        gpu.cu_context()
+    ))
+}
+
+impl CudaPreprocess {
+    /// The GPU for CUDA-memory input, with the pipeline's context made if
+    /// no CUDA element has asked for it yet.
+    fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, String> {
+        let gpu = gpu_mod::gpu(device_id as usize).map_err(|e| {
+            format!(
+                "cudapreprocess cannot use CUDA memory: {e}. Without a GPU, decode to system memory \
+                 (for example avdec_h264 ! videoconvert) before cudapreprocess"
+            )
+        })?;
+        self.ensure_cuda_context(&gpu)?;
+        Ok(gpu)
+    }
+
+    /// Makes the pipeline's CUDA context from `gpu`'s primary context
+    /// unless one was given, and tells the pipeline about it.
+    fn ensure_cuda_context(&self, gpu: &Gpu) -> Result<(), String> {
+        let mut guard = self.cuda_context.lock().unwrap();
+        if guard.is_some() {
+            return Ok(());
+        }
+        let context = CudaContext::wrap_primary(gpu)?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "providing the primary context {:#x} of CUDA device {} as the pipeline's gst.cuda.context",
+            gpu.cu_context(),
+            gpu.ordinal()
+        );
+        let gst_context = context.to_gst_context();
+        *guard = Some(context);
+        drop(guard);
+        if let Some(c) = gst_context {
+            let _ = self.obj().post_message(
+                gst::message::HaveContext::builder(c)
+                    .src(&*self.obj())
+                    .build(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Answers a `gst.cuda.context` query (a CUDA decoder asking, at its
+    /// NULL to READY), making the context on the first one. Without a GPU
+    /// it is not answered and the decoder works as it would without us.
+    fn answer_cuda_context_query(&self, query: &mut gst::QueryRef) -> bool {
+        if self.cuda_context.lock().unwrap().is_none() {
+            if !gpu_mod::device::driver_present() {
+                return false;
+            }
+            let device_id = self.settings.lock().unwrap().device_id as usize;
+            if let Err(e) = gpu_mod::gpu(device_id).and_then(|g| self.ensure_cuda_context(&g)) {
+                gst::warning!(CAT, imp = self, "cannot provide a CUDA context: {}", e);
+                return false;
+            }
+        }
+        let guard = self.cuda_context.lock().unwrap();
+        guard
+            .as_ref()
+            .is_some_and(|c| c.answer_query(self.obj().upcast_ref(), query))
     }
 }
 
@@ -337,6 +461,11 @@ impl BaseTransformImpl for CudaPreprocess {
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Context(q) = query.view_mut() {
+            if q.context_type() == gst_cuda::CONTEXT_TYPE && self.answer_cuda_context_query(query) {
+                return true;
+            }
+        }
         let handled = BaseTransformImplExt::parent_query(self, direction, query);
         // Upstream offering raw video we cannot take usually ends in a bare
         // not-negotiated error; say why while we know it. A warning, since
@@ -368,7 +497,7 @@ impl BaseTransformImpl for CudaPreprocess {
                 (
                     "cannot handle caps {}: feed raw video in one of {:?}",
                     incaps,
-                    cpu::SUPPORTED_FORMATS
+                    SUPPORTED_FORMATS
                 )
             );
             gst::loggable_error!(CAT, "invalid caps {}", incaps)
@@ -388,11 +517,27 @@ impl BaseTransformImpl for CudaPreprocess {
             info.format(),
             spec
         );
-        let preprocessor = cpu::CpuPreprocessor::new(&info, &spec).map_err(|e| {
+        let plan = Plan::new(&info, &spec).map_err(|e| {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
             gst::loggable_error!(CAT, "{}", e)
         })?;
-        *self.state.lock().unwrap() = Some(State { info, preprocessor });
+        let on_gpu = incaps
+            .features(0)
+            .is_some_and(|f| f.contains(CUDA_MEMORY_FEATURE));
+        let backend = if on_gpu {
+            let gpu = self.cuda_backend_gpu(settings.device_id).map_err(|e| {
+                gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
+                gst::loggable_error!(CAT, "{}", e)
+            })?;
+            let pre = CudaPreprocessor::new(gpu.clone(), plan).map_err(|e| {
+                gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
+                gst::loggable_error!(CAT, "{}", e)
+            })?;
+            Backend::Cuda(pre, gpu)
+        } else {
+            Backend::Cpu(CpuPreprocessor::new(plan))
+        };
+        *self.state.lock().unwrap() = Some(State { info, backend });
         Ok(())
     }
 
@@ -400,16 +545,18 @@ impl BaseTransformImpl for CudaPreprocess {
         let tensor = {
             let state = self.state.lock().unwrap();
             let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
-                .map_err(|_| {
-                    gst::element_imp_error!(
-                        self,
-                        gst::StreamError::Decode,
-                        ("cannot map the video frame for reading")
-                    );
-                    gst::FlowError::Error
-                })?;
-            state.preprocessor.run(&frame).map_err(|e| {
+            let result = match &state.backend {
+                Backend::Cpu(pre) => {
+                    let frame =
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
+                            .map_err(|_| "cannot map the video frame for reading".to_string());
+                    frame.and_then(|f| pre.run(&f))
+                }
+                Backend::Cuda(pre, gpu) => gst_cuda::device_frame(buf, &state.info)
+                    .and_then(|frame| check_frame_context(&frame, gpu).map(|()| frame))
+                    .and_then(|frame| pre.run(frame)),
+            };
+            result.map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
                 gst::FlowError::Error
             })?

@@ -3,6 +3,7 @@
 //! frame pixels. Independent of any element, so several elements (or a
 //! batcher) can drive it.
 
+pub mod device;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -10,11 +11,15 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use std::sync::Arc;
+
+use crate::cuda::{self, Gpu};
 use crate::detections::{Detection, FrameDetections};
-use crate::parsers::{self, nms, ModelShapes, ModelType, OutputParser};
+use crate::parsers::{self, nms, Candidate, ModelShapes, ModelType, OutputParser};
 use crate::spec::InputSpec;
-use crate::tensor_meta::Tensor;
-use runtime::{Provider, ProviderOptions, RuntimeError};
+use crate::tensor_meta::{Tensor, TensorStorage};
+use device::DeviceRunner;
+use runtime::{Provider, ProviderOptions, RuntimeError, TensorRtOptions};
 
 /// What a detector is made from (the element's settings).
 #[derive(Debug, Clone)]
@@ -25,6 +30,7 @@ pub struct DetectorConfig {
     pub providers: Vec<Provider>,
     pub device_id: i32,
     pub ort_library: Option<PathBuf>,
+    pub tensorrt: TensorRtOptions,
 }
 
 /// Why a detector could not be made, by what the user has to fix.
@@ -58,6 +64,10 @@ pub struct Detector {
     active_provider: Provider,
     library: PathBuf,
     model_name: String,
+    /// The GPU the session runs on (cuda and tensorrt providers).
+    gpu: Option<Arc<Gpu>>,
+    /// Made on the first tensor that is in GPU memory.
+    device_runner: Option<DeviceRunner>,
 }
 
 fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadError> {
@@ -113,8 +123,17 @@ impl Detector {
 
         let library = runtime::resolve_library(config.ort_library.as_deref());
         let env = runtime::environment(&library).map_err(LoadError::Runtime)?;
+        // GPU providers run on our stream, so that pre-processing, inference
+        // and decoding are ordered on the GPU without host waits. Without a
+        // CUDA driver there is no stream and ONNX Runtime reports the problem.
+        let wants_gpu = config.providers.iter().any(|p| *p != Provider::Cpu);
+        let gpu = wants_gpu
+            .then(|| cuda::gpu(config.device_id.max(0) as usize).ok())
+            .flatten();
         let options = ProviderOptions {
             device_id: config.device_id,
+            compute_stream: gpu.as_ref().map(|g| g.stream().cu_stream() as usize),
+            tensorrt: config.tensorrt.clone(),
         };
         let (session, active_provider, skipped) =
             runtime::create_session(&env, &config.model, &config.providers, &options).map_err(
@@ -169,6 +188,8 @@ impl Detector {
             active_provider,
             library,
             model_name: config.model.display().to_string(),
+            gpu: gpu.filter(|_| active_provider != Provider::Cpu),
+            device_runner: None,
         })
     }
 
@@ -192,6 +213,52 @@ impl Detector {
             .unwrap_or_else(|| format!("class-{class_id}"))
     }
 
+    /// Runs the model and decodes its output: on the GPU for a GPU tensor
+    /// and a GPU provider, else on the host (a GPU tensor given to the cpu
+    /// provider is copied to the host first).
+    fn candidates(&mut self, tensor: &Tensor, threshold: f32) -> Result<Vec<Candidate>, String> {
+        let device_tensor = match &tensor.storage {
+            TensorStorage::Device(d) => Some(d),
+            TensorStorage::Host(_) => None,
+        };
+        if let (Some(d), Some(gpu)) = (device_tensor, &self.gpu) {
+            if d.gpu().ordinal() != gpu.ordinal() {
+                return Err(format!(
+                    "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
+                     to cudapreprocess's device-id",
+                    d.gpu().ordinal(),
+                    gpu.ordinal()
+                ));
+            }
+            if let Some(decoding) = self.parser.device_decoding() {
+                if self.device_runner.is_none() {
+                    self.device_runner = Some(DeviceRunner::new(
+                        gpu.clone(),
+                        &self.session,
+                        &self.input_name,
+                        decoding,
+                    )?);
+                }
+                let runner = self.device_runner.as_mut().expect("made above");
+                return runner.run(&mut self.session, d, tensor.shape(), threshold);
+            }
+        }
+        let data = tensor.to_host()?;
+        let input =
+            TensorRef::from_array_view((tensor.shape(), &data[..])).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => input])
+            .map_err(|e| format!("inference failed: {e}"))?;
+        let (_, raw) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| format!("the model output is not float32: {e}"))?;
+        let raw = raw
+            .get(..self.parser.output_len())
+            .ok_or("the model output is too short")?;
+        Ok(self.parser.decode(raw, threshold))
+    }
+
     /// Runs the model on one tensor and returns the frame's detections.
     pub fn detect(
         &mut self,
@@ -208,24 +275,7 @@ impl Detector {
                 tensor.channels, tensor.height, tensor.width, spec.height, spec.width
             ));
         }
-        let data = tensor
-            .host_data()
-            .ok_or("the tensor is in GPU memory, which this provider cannot read")?;
-        let input =
-            TensorRef::from_array_view((tensor.shape(), data)).map_err(|e| e.to_string())?;
-        let candidates = {
-            let outputs = self
-                .session
-                .run(ort::inputs![self.input_name.as_str() => input])
-                .map_err(|e| format!("inference failed: {e}"))?;
-            let (_, raw) = outputs[0]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| format!("the model output is not float32: {e}"))?;
-            let raw = raw
-                .get(..self.parser.output_len())
-                .ok_or("the model output is too short")?;
-            self.parser.decode(raw, confidence_threshold)
-        };
+        let candidates = self.candidates(tensor, confidence_threshold)?;
         let kept = nms::class_wise_nms(candidates, nms_threshold);
 
         let t = &tensor.transform;

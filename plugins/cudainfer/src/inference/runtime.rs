@@ -135,22 +135,54 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// TensorRT provider settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TensorRtOptions {
+    /// Engine and timing caches go here; unset: built anew each start.
+    pub cache_dir: Option<PathBuf>,
+    pub fp16: bool,
+}
+
 /// Session options that select one provider.
 pub struct ProviderOptions {
     pub device_id: i32,
+    /// The `CUstream` GPU providers run on (ours), if there is a GPU.
+    pub compute_stream: Option<usize>,
+    pub tensorrt: TensorRtOptions,
 }
 
 fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProviderDispatch {
+    let stream = options.compute_stream.map(|s| s as *mut ());
     match provider {
         Provider::Cpu => ep::CPU::default().build(),
-        Provider::Cuda => ep::CUDA::default()
-            .with_device_id(options.device_id)
-            .build()
-            .error_on_failure(),
-        Provider::TensorRt => ep::TensorRT::default()
-            .with_device_id(options.device_id)
-            .build()
-            .error_on_failure(),
+        Provider::Cuda => {
+            let mut cuda = ep::CUDA::default().with_device_id(options.device_id);
+            if let Some(stream) = stream {
+                // SAFETY: the stream belongs to the process-wide Gpu, which
+                // is never dropped.
+                cuda = unsafe { cuda.with_compute_stream(stream) };
+            }
+            cuda.build().error_on_failure()
+        }
+        Provider::TensorRt => {
+            let trt = &options.tensorrt;
+            let mut tensorrt = ep::TensorRT::default()
+                .with_device_id(options.device_id)
+                .with_fp16(trt.fp16);
+            if let Some(dir) = &trt.cache_dir {
+                let dir = dir.display().to_string();
+                tensorrt = tensorrt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&dir)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&dir);
+            }
+            if let Some(stream) = stream {
+                // SAFETY: as for CUDA above.
+                tensorrt = unsafe { tensorrt.with_compute_stream(stream) };
+            }
+            tensorrt.build().error_on_failure()
+        }
     }
 }
 

@@ -48,6 +48,22 @@ pub trait OutputParser: Send + Sync {
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate>;
     /// Number of f32 values one image's output has.
     fn output_len(&self) -> usize;
+    /// How the GPU decodes this family's output, where it has a kernel for
+    /// it; `None` decodes on the host.
+    fn device_decoding(&self) -> Option<DeviceDecoding> {
+        None
+    }
+}
+
+/// What a family's GPU decoding kernel needs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceDecoding {
+    /// `cuda/kernels/yolox_decode.cu`: per output row, grid x, grid y and
+    /// stride.
+    Yolox {
+        anchors: Vec<[f32; 3]>,
+        num_classes: usize,
+    },
 }
 
 /// Builds the parser for `model_type`, checking that the model's shapes fit

@@ -6,7 +6,7 @@
 //! score = objectness * class score, one candidate per class above threshold
 //! (class-wise NMS follows).
 
-use super::{Candidate, ModelShapes, OutputParser};
+use super::{Candidate, DeviceDecoding, ModelShapes, OutputParser};
 use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
 
 const STRIDES: [u32; 3] = [8, 16, 32];
@@ -100,6 +100,17 @@ impl OutputParser for YoloxParser {
 
     fn output_len(&self) -> usize {
         self.anchors.len() * (5 + self.num_classes)
+    }
+
+    fn device_decoding(&self) -> Option<DeviceDecoding> {
+        Some(DeviceDecoding::Yolox {
+            anchors: self
+                .anchors
+                .iter()
+                .map(|a| [a.gx, a.gy, a.stride])
+                .collect(),
+            num_classes: self.num_classes,
+        })
     }
 
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {

@@ -14,11 +14,133 @@
 //! - each value is `(pixel * pixel_scale - mean[c]) / std[c]`, NCHW float32.
 
 pub mod cpu;
+pub mod cuda;
 
 use std::ops::Range;
 
+use gst_video::VideoFormat;
+
 use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
 use crate::tensor_meta::FrameTransform;
+
+/// Raw formats both implementations read (system or CUDA memory).
+pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
+    VideoFormat::Nv12,
+    VideoFormat::I420,
+    VideoFormat::Rgb,
+    VideoFormat::Bgr,
+    VideoFormat::Rgba,
+    VideoFormat::Bgrx,
+    VideoFormat::Bgra,
+    VideoFormat::Rgbx,
+];
+
+/// Where one colour component lives in a frame and how it is resampled:
+/// samples `step` bytes apart from byte `offset` in each row of plane
+/// `plane`, `height` rows, filtered with `x_taps` and `y_taps`.
+#[derive(Debug, Clone)]
+pub struct ComponentPlan {
+    pub plane: u32,
+    pub step: usize,
+    pub offset: usize,
+    pub height: usize,
+    pub x_taps: Vec<AxisTaps>,
+    pub y_taps: Vec<AxisTaps>,
+}
+
+impl ComponentPlan {
+    /// `size`: the component's samples; `extent`: the frame in those samples
+    /// (half the luma size for 4:2:0 chroma); `grid_offset`: chroma siting.
+    fn new(
+        (plane, step, offset): (u32, usize, usize),
+        size: (usize, usize),
+        extent: (f64, f64),
+        grid_offset: (f64, f64),
+        out: (u32, u32),
+    ) -> Self {
+        Self {
+            plane,
+            step,
+            offset,
+            height: size.1,
+            x_taps: axis_filter(out.0, size.0, extent.0, grid_offset.0),
+            y_taps: axis_filter(out.1, size.1, extent.1, grid_offset.1),
+        }
+    }
+}
+
+fn packed_layout(format: VideoFormat) -> Option<(usize, [usize; 3])> {
+    Some(match format {
+        VideoFormat::Rgb => (3, [0, 1, 2]),
+        VideoFormat::Bgr => (3, [2, 1, 0]),
+        VideoFormat::Rgba | VideoFormat::Rgbx => (4, [0, 1, 2]),
+        VideoFormat::Bgrx | VideoFormat::Bgra => (4, [2, 1, 0]),
+        _ => return None,
+    })
+}
+
+/// Everything that turns frames of one format and size into tensors of one
+/// spec, computed once per caps; the CPU and CUDA implementations execute it.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub spec: InputSpec,
+    pub geometry: Geometry,
+    pub norm: Normalisation,
+    /// Components in R, G, B order for RGB formats, Y, U, V for YUV ones.
+    pub components: [ComponentPlan; 3],
+    /// The conversion for YUV formats.
+    pub yuv: Option<YuvToRgb>,
+}
+
+impl Plan {
+    /// Fails only for formats outside [`SUPPORTED_FORMATS`].
+    pub fn new(info: &gst_video::VideoInfo, spec: &InputSpec) -> Result<Self, String> {
+        let (w, h) = (info.width() as usize, info.height() as usize);
+        let geometry = geometry(spec, w as u32, h as u32);
+        let out = (geometry.content_width, geometry.content_height);
+        let full =
+            |layout| ComponentPlan::new(layout, (w, h), (w as f64, h as f64), (0.0, 0.0), out);
+        let site = info.chroma_site();
+        let siting = |flag| if site.contains(flag) { 0.25 } else { 0.0 };
+        let half = |layout| {
+            ComponentPlan::new(
+                layout,
+                (w.div_ceil(2), h.div_ceil(2)),
+                (w as f64 / 2.0, h as f64 / 2.0),
+                (
+                    siting(gst_video::VideoChromaSite::H_COSITED),
+                    siting(gst_video::VideoChromaSite::V_COSITED),
+                ),
+                out,
+            )
+        };
+        let yuv = Some(YuvToRgb::from_colorimetry(&info.colorimetry()));
+        let (components, yuv) = match info.format() {
+            VideoFormat::Nv12 => ([full((0, 1, 0)), half((1, 2, 0)), half((1, 2, 1))], yuv),
+            VideoFormat::I420 => ([full((0, 1, 0)), half((1, 1, 0)), half((2, 1, 0))], yuv),
+            other => {
+                let (step, [r, g, b]) =
+                    packed_layout(other).ok_or_else(|| format!("unsupported format {other:?}"))?;
+                (
+                    [full((0, step, r)), full((0, step, g)), full((0, step, b))],
+                    None,
+                )
+            }
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            geometry,
+            norm: Normalisation::new(spec),
+            components,
+            yuv,
+        })
+    }
+
+    /// The tensor value of the letterbox padding, per tensor channel.
+    pub fn pad_values(&self) -> [f32; 3] {
+        std::array::from_fn(|c| self.norm.pad(c, self.spec.pad_value))
+    }
+}
 
 /// Where the frame lands in the tensor.
 #[derive(Debug, Clone, Copy, PartialEq)]

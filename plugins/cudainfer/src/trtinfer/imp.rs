@@ -7,7 +7,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use crate::detections::FrameDetections;
-use crate::inference::runtime::parse_providers;
+use crate::inference::runtime::{parse_providers, TensorRtOptions};
 use crate::inference::{Detector, DetectorConfig};
 use crate::parsers::ModelType;
 use crate::{spec, tensor_meta};
@@ -34,6 +34,8 @@ struct Settings {
     providers: String,
     device_id: i32,
     ort_library: Option<PathBuf>,
+    tensorrt_cache_dir: Option<PathBuf>,
+    tensorrt_fp16: bool,
 }
 
 impl Default for Settings {
@@ -47,6 +49,8 @@ impl Default for Settings {
             providers: DEFAULT_PROVIDERS.into(),
             device_id: 0,
             ort_library: None,
+            tensorrt_cache_dir: None,
+            tensorrt_fp16: false,
         }
     }
 }
@@ -130,6 +134,18 @@ impl ObjectImpl for TrtInfer {
                             /opt/onnxruntime/lib, then the dynamic linker's search. One library per process")
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecString::builder("tensorrt-cache-dir")
+                    .nick("TensorRT cache directory")
+                    .blurb("Directory for the tensorrt provider's engine and timing caches, so later starts \
+                            skip the engine build; unset: no cache")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecBoolean::builder("tensorrt-fp16")
+                    .nick("TensorRT fp16")
+                    .blurb("Let the tensorrt provider build fp16 engines (faster, slightly different results)")
+                    .default_value(false)
+                    .flags(mutable_ready)
+                    .build(),
                 glib::ParamSpecString::builder("active-provider")
                     .nick("Active provider")
                     .blurb("The execution provider in use once the model is loaded (empty before)")
@@ -158,6 +174,8 @@ impl ObjectImpl for TrtInfer {
             }
             "device-id" => s.device_id = value.get().expect("type checked upstream"),
             "ort-library" => s.ort_library = path_property(value),
+            "tensorrt-cache-dir" => s.tensorrt_cache_dir = path_property(value),
+            "tensorrt-fp16" => s.tensorrt_fp16 = value.get().expect("type checked upstream"),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -174,6 +192,8 @@ impl ObjectImpl for TrtInfer {
             "providers" => s.providers.to_value(),
             "device-id" => s.device_id.to_value(),
             "ort-library" => path(&s.ort_library),
+            "tensorrt-cache-dir" => path(&s.tensorrt_cache_dir),
+            "tensorrt-fp16" => s.tensorrt_fp16.to_value(),
             "active-provider" => self
                 .active_provider
                 .lock()
@@ -254,6 +274,10 @@ impl BaseTransformImpl for TrtInfer {
             providers,
             device_id: settings.device_id,
             ort_library: settings.ort_library.clone(),
+            tensorrt: TensorRtOptions {
+                cache_dir: settings.tensorrt_cache_dir.clone(),
+                fp16: settings.tensorrt_fp16,
+            },
         };
         let detector = Detector::load(&config, |w| gst::warning!(CAT, imp = self, "{}", w))
             .map_err(|e| e.to_error_message())?;

@@ -1,0 +1,132 @@
+//! The CUDA device: its primary context (the one ONNX Runtime's CUDA provider
+//! uses, so GStreamer is given the same one), one stream on which
+//! pre-processing, inference and output decoding are ordered, and our kernels.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::nvrtc::CompileOptions;
+
+const PREPROCESS_SOURCE: &str = include_str!("kernels/preprocess.cu");
+const YOLOX_DECODE_SOURCE: &str = include_str!("kernels/yolox_decode.cu");
+
+/// Our kernels, compiled for this device.
+pub struct Kernels {
+    pub preprocess: CudaFunction,
+    pub yolox_decode: CudaFunction,
+}
+
+pub struct Gpu {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    kernels: OnceLock<Result<Kernels, String>>,
+}
+
+/// One [`Gpu`] per device for the whole process: the primary context stays
+/// retained while GStreamer objects may still refer to it.
+static GPUS: Mutex<Vec<Arc<Gpu>>> = Mutex::new(Vec::new());
+
+/// Whether the CUDA driver library can be loaded (cheap, no GPU work).
+pub fn driver_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// The process's handle on CUDA device `ordinal`. The error says what is
+/// missing; callers add what the user should do instead.
+pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
+    let mut gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(g) = gpus.iter().find(|g| g.ordinal == ordinal) {
+        return Ok(g.clone());
+    }
+    if !driver_present() {
+        return Err("there is no CUDA driver on this machine (libcuda.so.1 not found)".into());
+    }
+    let ctx = CudaContext::new(ordinal).map_err(|e| {
+        let count = CudaContext::device_count().unwrap_or(0);
+        format!(
+            "CUDA device {ordinal} cannot be opened ({e}); this machine has {count} CUDA device(s)"
+        )
+    })?;
+    // One stream orders all our work, and ONNX Runtime runs on it too, so
+    // cudarc's per-buffer events would only add cost.
+    // SAFETY: no buffer of this context exists yet.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx
+        .new_stream()
+        .map_err(|e| format!("cannot create a CUDA stream on device {ordinal}: {e}"))?;
+    let gpu = Arc::new(Gpu {
+        ordinal,
+        ctx,
+        stream,
+        kernels: OnceLock::new(),
+    });
+    gpus.push(gpu.clone());
+    Ok(gpu)
+}
+
+impl Gpu {
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The raw primary context, for GStreamer and for comparing with the
+    /// context a frame's memory belongs to.
+    pub fn cu_context(&self) -> usize {
+        self.ctx.cu_ctx() as usize
+    }
+
+    pub fn cu_device(&self) -> i32 {
+        self.ctx.cu_device()
+    }
+
+    /// The kernels, compiled on first use.
+    pub fn kernels(&self) -> Result<&Kernels, String> {
+        self.kernels
+            .get_or_init(|| self.compile())
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn compile(&self) -> Result<Kernels, String> {
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err("the CUDA runtime compiler NVRTC (libnvrtc.so) is not installed; \
+                        install CUDA's nvrtc library (package cuda-nvrtc) so the kernels can be compiled"
+                .into());
+        }
+        let (major, minor) = self
+            .ctx
+            .compute_capability()
+            .map_err(|e| format!("cannot query the GPU: {e}"))?;
+        // NVRTC wants a 'static name; one per device and process.
+        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
+        let load = |source: &str, name: &str| -> Result<CudaFunction, String> {
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(
+                source,
+                CompileOptions {
+                    arch: Some(arch),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| format!("NVRTC cannot compile the {name} kernel: {e}"))?;
+            self.ctx
+                .load_module(ptx)
+                .and_then(|m| m.load_function(name))
+                .map_err(|e| format!("cannot load the {name} kernel: {e}"))
+        };
+        Ok(Kernels {
+            preprocess: load(PREPROCESS_SOURCE, "preprocess")?,
+            yolox_decode: load(YOLOX_DECODE_SOURCE, "yolox_decode")?,
+        })
+    }
+}

@@ -1,0 +1,238 @@
+//! The few functions of GStreamer's CUDA library (`libgstcuda-1.0`, from
+//! gst-plugins-bad 1.22) that we need, loaded at run time: no Rust bindings
+//! exist, and the plugin must load on machines without it.
+//!
+//! - the pipeline's CUDA context (`gst.cuda.context`), which we make wrap
+//!   the device's primary context, so the decoder, our kernels and ONNX
+//!   Runtime all work in one context;
+//! - reading the device address, pitch and context of a `GstCudaMemory`.
+
+use std::ffi::{c_int, c_void};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use glib::translate::*;
+
+use super::Gpu;
+
+/// `GST_MAP_CUDA`: `GST_MAP_FLAG_LAST << 1`; the map's data is then the
+/// `CUdeviceptr` instead of a host copy.
+const GST_MAP_CUDA: u32 = (gst::ffi::GST_MAP_FLAG_LAST as u32) << 1;
+
+pub const CONTEXT_TYPE: &str = "gst.cuda.context";
+
+type GBoolean = c_int;
+
+struct Library {
+    _lib: libloading::Library,
+    load_library: unsafe extern "C" fn() -> GBoolean,
+    context_new_wrapped: unsafe extern "C" fn(*mut c_void, c_int) -> *mut c_void,
+    context_get_handle: unsafe extern "C" fn(*mut c_void) -> *mut c_void,
+    context_new_cuda_context: unsafe extern "C" fn(*mut c_void) -> *mut gst::ffi::GstContext,
+    handle_context_query: unsafe extern "C" fn(
+        *mut gst::ffi::GstElement,
+        *mut gst::ffi::GstQuery,
+        *mut c_void,
+    ) -> GBoolean,
+    handle_set_context: unsafe extern "C" fn(
+        *mut gst::ffi::GstElement,
+        *mut gst::ffi::GstContext,
+        c_int,
+        *mut *mut c_void,
+    ) -> GBoolean,
+    is_cuda_memory: unsafe extern "C" fn(*mut gst::ffi::GstMemory) -> GBoolean,
+}
+
+const LIBRARY_NAME: &str = "libgstcuda-1.0.so.0";
+
+fn library() -> Result<&'static Library, String> {
+    static LIB: OnceLock<Result<Library, String>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        // SAFETY: loading a GStreamer library of the same installation; the
+        // symbols are the documented 1.22 API with the signatures above.
+        unsafe {
+            let lib = libloading::Library::new(LIBRARY_NAME).map_err(|e| {
+                format!("GStreamer's CUDA library {LIBRARY_NAME} is missing ({e}): install gst-plugins-bad 1.22 or later")
+            })?;
+            macro_rules! sym {
+                ($name:literal) => {
+                    *lib.get(concat!($name, "\0").as_bytes())
+                        .map_err(|e| format!("{LIBRARY_NAME} lacks {}: {e}", $name))?
+                };
+            }
+            let l = Library {
+                load_library: sym!("gst_cuda_load_library"),
+                context_new_wrapped: sym!("gst_cuda_context_new_wrapped"),
+                context_get_handle: sym!("gst_cuda_context_get_handle"),
+                context_new_cuda_context: sym!("gst_context_new_cuda_context"),
+                handle_context_query: sym!("gst_cuda_handle_context_query"),
+                handle_set_context: sym!("gst_cuda_handle_set_context"),
+                is_cuda_memory: sym!("gst_is_cuda_memory"),
+                _lib: lib,
+            };
+            if (l.load_library)() == 0 {
+                return Err(format!("{LIBRARY_NAME} cannot load the CUDA driver"));
+            }
+            Ok(l)
+        }
+    })
+    .as_ref()
+    .map_err(Clone::clone)
+}
+
+/// A reference to a `GstCudaContext`.
+pub struct CudaContext(NonNull<c_void>);
+
+// SAFETY: GstCudaContext is a GstObject, reference counted atomically and
+// documented as usable from any thread.
+unsafe impl Send for CudaContext {}
+unsafe impl Sync for CudaContext {}
+
+impl Drop for CudaContext {
+    fn drop(&mut self) {
+        // SAFETY: we own one reference.
+        unsafe { gst::ffi::gst_object_unref(self.0.as_ptr().cast()) }
+    }
+}
+
+impl CudaContext {
+    /// A GStreamer context object for `gpu`'s primary context.
+    pub fn wrap_primary(gpu: &Gpu) -> Result<Self, String> {
+        let lib = library()?;
+        // SAFETY: the primary context stays retained for the process (see
+        // device::GPUS); the wrapper does not destroy it.
+        let ptr =
+            unsafe { (lib.context_new_wrapped)(gpu.cu_context() as *mut c_void, gpu.cu_device()) };
+        NonNull::new(ptr)
+            .map(Self)
+            .ok_or_else(|| "GStreamer cannot wrap the CUDA primary context".into())
+    }
+
+    /// The context in a `gst.cuda.context` GstContext, if it is one.
+    pub fn from_gst_context(element: &gst::Element, context: &gst::Context) -> Option<Self> {
+        let lib = library().ok()?;
+        let mut out: *mut c_void = std::ptr::null_mut();
+        // SAFETY: valid element and context; `out` receives a new reference.
+        let found = unsafe {
+            (lib.handle_set_context)(
+                element.to_glib_none().0,
+                context.to_glib_none().0,
+                -1,
+                &mut out,
+            )
+        };
+        (found != 0).then(|| NonNull::new(out).map(Self)).flatten()
+    }
+
+    /// The raw `CUcontext`.
+    pub fn handle(&self) -> usize {
+        library().map_or(0, |lib| {
+            // SAFETY: a valid GstCudaContext.
+            unsafe { (lib.context_get_handle)(self.0.as_ptr()) as usize }
+        })
+    }
+
+    /// A `gst.cuda.context` GstContext holding this context.
+    pub fn to_gst_context(&self) -> Option<gst::Context> {
+        let lib = library().ok()?;
+        // SAFETY: returns a new, owned GstContext.
+        unsafe {
+            let ptr = (lib.context_new_cuda_context)(self.0.as_ptr());
+            (!ptr.is_null()).then(|| from_glib_full(ptr))
+        }
+    }
+
+    /// Answers a context query with this context; false if it is not a
+    /// CUDA context query.
+    pub fn answer_query(&self, element: &gst::Element, query: &mut gst::QueryRef) -> bool {
+        let Ok(lib) = library() else { return false };
+        // SAFETY: valid element, writable query and context.
+        unsafe {
+            (lib.handle_context_query)(
+                element.to_glib_none().0,
+                query.as_mut_ptr(),
+                self.0.as_ptr(),
+            ) != 0
+        }
+    }
+}
+
+/// The head of `GstCudaMemory` (gst/cuda/gstcudamemory.h, 1.22): the
+/// context pointer and the video info follow the `GstMemory`.
+#[repr(C)]
+struct CudaMemoryHead {
+    mem: gst::ffi::GstMemory,
+    context: *mut c_void,
+    info: gst_video::ffi::GstVideoInfo,
+}
+
+/// A frame in CUDA memory, read where it lies.
+pub struct DeviceFrame {
+    /// Keeps the memory alive while kernels read it.
+    pub memory: gst::Memory,
+    /// Device address of each plane.
+    pub planes: [u64; 4],
+    pub strides: [i32; 4],
+    /// The `CUcontext` the memory belongs to.
+    pub context: usize,
+}
+
+/// Locates the planes of `buffer`'s CUDA memory. The error says what is
+/// wrong with the buffer.
+pub fn device_frame(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<DeviceFrame, String> {
+    let lib = library()?;
+    if buffer.n_memory() != 1 {
+        return Err(format!(
+            "the frame has {} memory blocks; CUDA frames come as one (as nvh264dec makes them)",
+            buffer.n_memory()
+        ));
+    }
+    let memory = buffer.peek_memory(0).to_owned();
+    // SAFETY: a valid GstMemory.
+    if unsafe { (lib.is_cuda_memory)(memory.as_mut_ptr()) } == 0 {
+        return Err("the caps say memory:CUDAMemory but the frame is not in CUDA memory".into());
+    }
+    // SAFETY: it is a GstCudaMemory (checked above), whose layout starts with
+    // CudaMemoryHead; mapping with GST_MAP_CUDA returns the device address.
+    let (base, context, mem_info) = unsafe {
+        let head = memory.as_mut_ptr() as *const CudaMemoryHead;
+        let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
+        let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
+        if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
+            return Err("cannot map the CUDA memory of the frame".into());
+        }
+        let mut map = map.assume_init();
+        let base = map.data as u64;
+        gst::ffi::gst_memory_unmap(memory.as_mut_ptr(), &mut map);
+        let context = (lib.context_get_handle)((*head).context) as usize;
+        (
+            base,
+            context,
+            gst_video::VideoInfo::from_glib_none(&(*head).info as *const _),
+        )
+    };
+    // The buffer's video meta has the layout; the memory's own info is the
+    // fallback (GstCudaMemory always records it).
+    let (offsets, strides): (Vec<usize>, Vec<i32>) = match buffer.meta::<gst_video::VideoMeta>() {
+        Some(meta) => (meta.offset().to_vec(), meta.stride().to_vec()),
+        None => (mem_info.offset().to_vec(), mem_info.stride().to_vec()),
+    };
+    let n = info.n_planes() as usize;
+    if offsets.len() < n || strides.len() < n {
+        return Err("the frame's layout does not match its caps".into());
+    }
+    let mut frame = DeviceFrame {
+        memory,
+        planes: [0; 4],
+        strides: [0; 4],
+        context,
+    };
+    for p in 0..n {
+        frame.planes[p] = base + offsets[p] as u64;
+        frame.strides[p] = strides[p];
+    }
+    Ok(frame)
+}

@@ -1,0 +1,144 @@
+//! Device tensors: float32 buffers on the GPU, taken from a pool so that no
+//! allocation happens per frame, returned to it when the last reference to
+//! the tensor (its meta on the buffer, a batcher) goes.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr};
+
+use super::Gpu;
+
+type FreeList = Mutex<Vec<CudaSlice<f32>>>;
+
+/// Buffers of one length on one GPU.
+pub struct TensorPool {
+    gpu: Arc<Gpu>,
+    len: usize,
+    free: Arc<FreeList>,
+}
+
+impl TensorPool {
+    pub fn new(gpu: Arc<Gpu>, len: usize) -> Self {
+        Self {
+            gpu,
+            len,
+            free: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// A buffer from the pool, or a new one when all are in use.
+    pub fn take(&self) -> Result<PooledBuffer, String> {
+        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let slice = match reused {
+            Some(s) => s,
+            None => {
+                // SAFETY: every element is written by the kernel before use.
+                unsafe { self.gpu.stream().alloc::<f32>(self.len) }.map_err(|e| {
+                    format!(
+                        "cannot allocate {} bytes of GPU memory: {e}",
+                        self.len * std::mem::size_of::<f32>()
+                    )
+                })?
+            }
+        };
+        Ok(PooledBuffer {
+            slice: Some(slice),
+            home: Arc::downgrade(&self.free),
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+}
+
+/// A pool buffer; goes back to its pool on drop (or is freed if the pool is
+/// gone, after a caps change).
+pub struct PooledBuffer {
+    slice: Option<CudaSlice<f32>>,
+    home: Weak<FreeList>,
+}
+
+impl PooledBuffer {
+    pub fn slice(&self) -> &CudaSlice<f32> {
+        self.slice.as_ref().expect("present until drop")
+    }
+
+    pub fn slice_mut(&mut self) -> &mut CudaSlice<f32> {
+        self.slice.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let (Some(slice), Some(home)) = (self.slice.take(), self.home.upgrade()) {
+            home.lock().unwrap_or_else(|e| e.into_inner()).push(slice);
+        }
+    }
+}
+
+/// A tensor in GPU memory, written by work queued on the GPU's stream.
+/// `ready` completes when it is written; work on the same stream is ordered
+/// after it anyway. It holds the source frame until then, so that the
+/// decoder cannot reuse that memory while the kernel still reads it.
+pub struct DeviceTensor {
+    buffer: PooledBuffer,
+    gpu: Arc<Gpu>,
+    ready: CudaEvent,
+    source: Option<gst::Memory>,
+}
+
+impl std::fmt::Debug for DeviceTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTensor")
+            .field("gpu", &self.gpu.ordinal())
+            .field("len", &self.buffer.slice().len())
+            .finish()
+    }
+}
+
+impl DeviceTensor {
+    /// Wraps `buffer` once the work that fills it has been queued.
+    pub fn new(
+        buffer: PooledBuffer,
+        gpu: Arc<Gpu>,
+        source: Option<gst::Memory>,
+    ) -> Result<Self, String> {
+        let ready = gpu
+            .stream()
+            .record_event(None)
+            .map_err(|e| format!("cannot record a CUDA event: {e}"))?;
+        Ok(Self {
+            buffer,
+            gpu,
+            ready,
+            source,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// The device address of the first value.
+    pub fn device_ptr(&self) -> u64 {
+        let (ptr, _sync) = self.buffer.slice().device_ptr(self.gpu.stream());
+        ptr
+    }
+
+    /// Copies the values to host memory (waits for them).
+    pub fn download(&self) -> Result<Vec<f32>, String> {
+        self.gpu
+            .stream()
+            .clone_dtoh(self.buffer.slice())
+            .map_err(|e| format!("cannot copy the tensor from the GPU: {e}"))
+    }
+}
+
+impl Drop for DeviceTensor {
+    fn drop(&mut self) {
+        // The buffer and the frame may be reused once the kernel is done.
+        let _ = self.ready.synchronize();
+        self.source.take();
+    }
+}

@@ -1,0 +1,171 @@
+//! Inference on tensors in GPU memory: the input is bound to ONNX Runtime
+//! as device memory (no copy), the output stays on the GPU, where a kernel
+//! decodes it and drops what is under the confidence threshold; only the
+//! surviving candidates are copied to the host.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
+use ort::value::{Shape, TensorRefMut};
+
+use crate::cuda::{DeviceTensor, Gpu};
+use crate::parsers::{Candidate, DeviceDecoding};
+
+/// Floats per candidate record written by the decoding kernel.
+const RECORD: usize = 8;
+
+pub struct DeviceRunner {
+    gpu: Arc<Gpu>,
+    input_name: String,
+    memory_info: MemoryInfo<'static>,
+    binding: IoBinding,
+    anchors: CudaSlice<f32>,
+    rows: usize,
+    num_classes: usize,
+    candidates: CudaSlice<f32>,
+    count: CudaSlice<u32>,
+}
+
+impl DeviceRunner {
+    pub fn new(
+        gpu: Arc<Gpu>,
+        session: &Session,
+        input_name: &str,
+        decoding: DeviceDecoding,
+    ) -> Result<Self, String> {
+        gpu.kernels()?;
+        let DeviceDecoding::Yolox {
+            anchors,
+            num_classes,
+        } = decoding;
+        let memory_info = MemoryInfo::new(
+            AllocationDevice::CUDA,
+            gpu.ordinal() as i32,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )
+        .map_err(|e| format!("cannot describe CUDA memory to ONNX Runtime: {e}"))?;
+        let mut binding = session
+            .create_binding()
+            .map_err(|e| format!("cannot create an ONNX Runtime I/O binding: {e}"))?;
+        let output_name = session.outputs()[0].name().to_string();
+        // ONNX Runtime allocates the output on the GPU once and reuses it.
+        binding
+            .bind_output_to_device(output_name, &memory_info)
+            .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
+        let stream = gpu.stream();
+        let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
+        let flat: Vec<f32> = anchors.iter().flatten().copied().collect();
+        let rows = anchors.len();
+        let anchors = stream.clone_htod(&flat).map_err(alloc_error)?;
+        // Room for every (row, class) pair: nothing is ever dropped.
+        let candidates = stream
+            .alloc_zeros::<f32>(rows * num_classes * RECORD)
+            .map_err(alloc_error)?;
+        let count = stream.alloc_zeros::<u32>(1).map_err(alloc_error)?;
+        Ok(Self {
+            gpu,
+            input_name: input_name.to_string(),
+            memory_info,
+            binding,
+            anchors,
+            rows,
+            num_classes,
+            candidates,
+            count,
+        })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Runs the model on `tensor` ([1, 3, h, w]) and returns the candidates
+    /// above `threshold`, in output row and class order (as the host decoder
+    /// gives them).
+    pub fn run(
+        &mut self,
+        session: &mut Session,
+        tensor: &DeviceTensor,
+        shape: [usize; 4],
+        threshold: f32,
+    ) -> Result<Vec<Candidate>, String> {
+        // SAFETY: the tensor's buffer holds `shape` floats on this GPU and
+        // outlives the run (the caller holds it).
+        let input = unsafe {
+            TensorRefMut::<f32>::from_raw(
+                self.memory_info.clone(),
+                tensor.device_ptr() as usize as *mut _,
+                Shape::new(shape.map(|d| d as i64)),
+            )
+        }
+        .map_err(|e| format!("cannot wrap the GPU tensor for ONNX Runtime: {e}"))?;
+        self.binding
+            .bind_input(self.input_name.as_str(), &input)
+            .map_err(|e| format!("cannot bind the GPU tensor: {e}"))?;
+        let outputs = session
+            .run_binding(&self.binding)
+            .map_err(|e| format!("inference failed: {e}"))?;
+        let output_ptr = outputs[0]
+            .view()
+            .downcast::<ort::value::TensorValueType<f32>>()
+            .map_err(|e| format!("the model output is not float32: {e}"))?
+            .data_ptr() as u64;
+
+        let stream = self.gpu.stream().clone();
+        let kernel = &self.gpu.kernels()?.yolox_decode;
+        let copy_error = |e| format!("cannot read the decoded candidates: {e}");
+        stream.memset_zeros(&mut self.count).map_err(copy_error)?;
+        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
+        let capacity = (self.rows * self.num_classes) as u32;
+        let anchors = self.anchors.device_ptr(&stream).0;
+        let candidates = self.candidates.device_ptr(&stream).0;
+        let count = self.count.device_ptr(&stream).0;
+        // SAFETY: the output holds rows x (5 + classes) floats, the anchors
+        // rows x 3, the candidate buffer `capacity` records.
+        unsafe {
+            stream
+                .launch_builder(kernel)
+                .arg(&output_ptr)
+                .arg(&anchors)
+                .arg(&rows)
+                .arg(&classes)
+                .arg(&threshold)
+                .arg(&candidates)
+                .arg(&count)
+                .arg(&capacity)
+                .launch(LaunchConfig::for_num_elems(self.rows as u32))
+        }
+        .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
+        let n = (stream.clone_dtoh(&self.count).map_err(copy_error)?[0] as usize)
+            .min(capacity as usize);
+        drop(outputs);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let records = stream
+            .clone_dtoh(&self.candidates.slice(..n * RECORD))
+            .map_err(copy_error)?;
+        let mut out: Vec<(u32, Candidate)> = records
+            .chunks_exact(RECORD)
+            .map(|r| {
+                (
+                    r[6] as u32,
+                    Candidate {
+                        class_id: r[5] as u32,
+                        confidence: r[4],
+                        x1: r[0],
+                        y1: r[1],
+                        x2: r[2],
+                        y2: r[3],
+                    },
+                )
+            })
+            .collect();
+        // The kernel appends in whatever order threads finish.
+        out.sort_by_key(|(row, c)| (*row, c.class_id));
+        Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+}

@@ -1,0 +1,180 @@
+//! Executes a [`Plan`] on frames in CUDA memory with one kernel launch per
+//! frame (`cuda/kernels/preprocess.cu`). The filter tables are the CPU
+//! path's, uploaded once per caps, so both compute the same function.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+
+use super::{AxisTaps, Plan};
+use crate::cuda::gst_cuda::DeviceFrame;
+use crate::cuda::{DeviceTensor, Gpu, TensorPool};
+use crate::tensor_meta::{Tensor, TensorStorage};
+
+/// Mirrors `AxisTable` in preprocess.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct AxisTable {
+    first_at: i32,
+    count_at: i32,
+    weight_at: i32,
+    max_taps: i32,
+}
+
+/// Mirrors `Component` in preprocess.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct Component {
+    data: u64,
+    pitch: i32,
+    step: i32,
+    x: AxisTable,
+    y: AxisTable,
+}
+
+/// Mirrors `PreprocessParams` in preprocess.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct PreprocessParams {
+    comp: [Component; 3],
+    ints: u64,
+    floats: u64,
+    out: u64,
+    content_w: i32,
+    content_h: i32,
+    tensor_w: i32,
+    tensor_h: i32,
+    is_yuv: i32,
+    y_offset: f32,
+    y_gain: f32,
+    uv_gain: f32,
+    r_v: f32,
+    g_u: f32,
+    g_v: f32,
+    b_u: f32,
+    source_channel: [i32; 3],
+    gain: [f32; 3],
+    bias: [f32; 3],
+    pad: [f32; 3],
+}
+
+// SAFETY: plain old data with the C layout the kernel expects.
+unsafe impl cudarc::driver::DeviceRepr for PreprocessParams {}
+
+/// Filter tables of all axes, flattened for the kernel.
+#[derive(Default)]
+struct Tables {
+    ints: Vec<i32>,
+    floats: Vec<f32>,
+}
+
+impl Tables {
+    fn add(&mut self, taps: &[AxisTaps]) -> AxisTable {
+        let max_taps = taps.iter().map(|t| t.weights.len()).max().unwrap_or(1);
+        let table = AxisTable {
+            first_at: self.ints.len() as i32,
+            count_at: (self.ints.len() + taps.len()) as i32,
+            weight_at: self.floats.len() as i32,
+            max_taps: max_taps as i32,
+        };
+        self.ints.extend(taps.iter().map(|t| t.first as i32));
+        self.ints
+            .extend(taps.iter().map(|t| t.weights.len() as i32));
+        for t in taps {
+            self.floats.extend(&t.weights);
+            self.floats
+                .extend(std::iter::repeat_n(0.0, max_taps - t.weights.len()));
+        }
+        table
+    }
+}
+
+pub struct CudaPreprocessor {
+    plan: Plan,
+    params: PreprocessParams,
+    pool: TensorPool,
+    // Referenced by `params`; kept alive here.
+    _ints: CudaSlice<i32>,
+    _floats: CudaSlice<f32>,
+}
+
+impl CudaPreprocessor {
+    pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
+        gpu.kernels()?;
+        let mut tables = Tables::default();
+        let mut params = PreprocessParams::default();
+        for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
+            dst.step = c.step as i32;
+            dst.x = tables.add(&c.x_taps);
+            dst.y = tables.add(&c.y_taps);
+        }
+        let stream = gpu.stream();
+        let upload_error = |e| format!("cannot upload the filter tables to the GPU: {e}");
+        let ints = stream.clone_htod(&tables.ints).map_err(upload_error)?;
+        let floats = stream.clone_htod(&tables.floats).map_err(upload_error)?;
+        params.ints = ints.device_ptr(stream).0;
+        params.floats = floats.device_ptr(stream).0;
+        let spec = &plan.spec;
+        params.content_w = plan.geometry.content_width as i32;
+        params.content_h = plan.geometry.content_height as i32;
+        params.tensor_w = spec.width as i32;
+        params.tensor_h = spec.height as i32;
+        if let Some(yuv) = &plan.yuv {
+            params.is_yuv = 1;
+            params.y_offset = yuv.y_offset;
+            params.y_gain = yuv.y_gain;
+            params.uv_gain = yuv.uv_gain;
+            params.r_v = yuv.r_v;
+            params.g_u = yuv.g_u;
+            params.g_v = yuv.g_v;
+            params.b_u = yuv.b_u;
+        }
+        params.source_channel = plan.norm.source_channel.map(|c| c as i32);
+        params.gain = plan.norm.gain;
+        params.bias = plan.norm.bias;
+        params.pad = plan.pad_values();
+        let len = 3 * spec.width as usize * spec.height as usize;
+        Ok(Self {
+            pool: TensorPool::new(gpu, len),
+            plan,
+            params,
+            _ints: ints,
+            _floats: floats,
+        })
+    }
+
+    /// Queues the kernel for one frame; the tensor is ready on the GPU's
+    /// stream when the kernel is done (no host wait here).
+    pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, String> {
+        let gpu = self.pool.gpu();
+        let kernel = &gpu.kernels()?.preprocess;
+        let mut buffer = self.pool.take()?;
+        let stream = gpu.stream();
+        let mut params = self.params;
+        for (dst, c) in params.comp.iter_mut().zip(&self.plan.components) {
+            let plane = c.plane as usize;
+            dst.data = frame.planes[plane] + c.offset as u64;
+            dst.pitch = frame.strides[plane];
+        }
+        params.out = buffer.slice_mut().device_ptr(stream).0;
+        let (w, h) = (self.plan.spec.width, self.plan.spec.height);
+        let config = LaunchConfig {
+            grid_dim: (w.div_ceil(32), h.div_ceil(8), 1),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the parameters describe the mapped frame (alive in
+        // `frame.memory`, handed to the tensor) and a buffer of 3 * w * h
+        // floats; the tables live in `self`.
+        unsafe { stream.launch_builder(kernel).arg(&params).launch(config) }
+            .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
+        let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(frame.memory))?;
+        Ok(Tensor {
+            channels: 3,
+            height: h as usize,
+            width: w as usize,
+            storage: TensorStorage::Device(tensor),
+            transform: self.plan.geometry.transform,
+        })
+    }
+}
