@@ -17,7 +17,7 @@ use super::Gpu;
 
 /// `GST_MAP_CUDA`: `GST_MAP_FLAG_LAST << 1`; the map's data is then the
 /// `CUdeviceptr` instead of a host copy.
-const GST_MAP_CUDA: u32 = (gst::ffi::GST_MAP_FLAG_LAST as u32) << 1;
+const GST_MAP_CUDA: u32 = gst::ffi::GST_MAP_FLAG_LAST << 1;
 
 pub const CONTEXT_TYPE: &str = "gst.cuda.context";
 

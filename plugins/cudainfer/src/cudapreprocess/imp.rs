@@ -111,7 +111,7 @@ impl Settings {
 
 enum Backend {
     Cpu(CpuPreprocessor),
-    Cuda(CudaPreprocessor, Arc<Gpu>),
+    Cuda(Box<CudaPreprocessor>, Arc<Gpu>),
 }
 
 struct State {
@@ -533,7 +533,7 @@ impl BaseTransformImpl for CudaPreprocess {
                 gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
                 gst::loggable_error!(CAT, "{}", e)
             })?;
-            Backend::Cuda(pre, gpu)
+            Backend::Cuda(Box::new(pre), gpu)
         } else {
             Backend::Cpu(CpuPreprocessor::new(plan))
         };
