@@ -109,9 +109,11 @@ impl Settings {
     }
 }
 
+// One per element, made per caps: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Cpu(CpuPreprocessor),
-    Cuda(Box<CudaPreprocessor>, Arc<Gpu>),
+    Cuda(CudaPreprocessor, Arc<Gpu>),
 }
 
 struct State {
@@ -533,7 +535,7 @@ impl BaseTransformImpl for CudaPreprocess {
                 gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
                 gst::loggable_error!(CAT, "{}", e)
             })?;
-            Backend::Cuda(Box::new(pre), gpu)
+            Backend::Cuda(pre, gpu)
         } else {
             Backend::Cpu(CpuPreprocessor::new(plan))
         };
