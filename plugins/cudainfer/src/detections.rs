@@ -40,6 +40,13 @@ pub struct FrameDetections {
 struct DetectionsHandle(Arc<FrameDetections>);
 
 /// Registers the meta; called once, at plugin load.
+impl Detection {
+    /// The box as (x1, y1, x2, y2) in frame pixels.
+    pub fn corners(&self) -> [f32; 4] {
+        [self.x, self.y, self.x + self.width, self.y + self.height]
+    }
+}
+
 pub fn register() {
     custom_meta::register(META_NAME);
 }

@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use gstcudainfer::Detection;
 
-fn corners(d: &Detection) -> [f32; 4] {
-    [d.x, d.y, d.x + d.width, d.y + d.height]
-}
-
 /// The best same-class match of `reference` (after `map`) among `found`.
 fn best_match<'a>(
     found: &'a [Detection],
@@ -20,7 +16,7 @@ fn best_match<'a>(
     found
         .iter()
         .filter(|d| d.class_id == reference.class_id)
-        .map(|d| (d, iou(corners(d), expected)))
+        .map(|d| (d, iou(d.corners(), expected)))
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 

@@ -1,0 +1,330 @@
+//! Throughput, latency and PCIe traffic of the GPU pipeline beside
+//! decode-only, in one run on one machine.
+//!
+//!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,download]
+//!
+//! Modes (each with N concurrent branches, each branch decoding MEDIA K times):
+//! - `decode`:   filesrc ! qtdemux ! h264parse ! nvh264dec ! fakesink
+//! - `full`:     ... ! nvh264dec ! cudapreprocess ! trtinfer providers=cuda ! fakesink
+//! - `download`: ... ! nvh264dec ! cudadownload ! fakesink (what copying each
+//!   frame to the host costs on the bus, for comparison)
+//!
+//! fps counts frames between the first and the last frame reaching the
+//! sinks (model loading excluded). Latency is what cudapreprocess and trtinfer
+//! add to each frame (cudapreprocess sink pad to trtinfer src pad). PCIe
+//! traffic and GPU memory come from NVML, sampled every 20 ms: counters of
+//! the GPU, outside our code.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+/// NVML, loaded at run time (the driver ships it).
+struct Nvml {
+    _lib: libloading::Library,
+    device: *mut std::ffi::c_void,
+    pcie_throughput: unsafe extern "C" fn(*mut std::ffi::c_void, u32, *mut u32) -> i32,
+    memory_info: unsafe extern "C" fn(*mut std::ffi::c_void, *mut [u64; 3]) -> i32,
+}
+
+// SAFETY: NVML is thread-safe; the device handle is a plain token.
+unsafe impl Send for Nvml {}
+unsafe impl Sync for Nvml {}
+
+impl Nvml {
+    fn open() -> Option<Self> {
+        // SAFETY: NVML's documented C API.
+        unsafe {
+            let lib = libloading::Library::new("libnvidia-ml.so.1").ok()?;
+            let init: libloading::Symbol<unsafe extern "C" fn() -> i32> =
+                lib.get(b"nvmlInit_v2\0").ok()?;
+            let by_index: libloading::Symbol<
+                unsafe extern "C" fn(u32, *mut *mut std::ffi::c_void) -> i32,
+            > = lib.get(b"nvmlDeviceGetHandleByIndex_v2\0").ok()?;
+            if init() != 0 {
+                return None;
+            }
+            let mut device = std::ptr::null_mut();
+            if by_index(0, &mut device) != 0 {
+                return None;
+            }
+            let pcie_throughput = *lib.get(b"nvmlDeviceGetPcieThroughput\0").ok()?;
+            let memory_info = *lib.get(b"nvmlDeviceGetMemoryInfo\0").ok()?;
+            Some(Self {
+                _lib: lib,
+                device,
+                pcie_throughput,
+                memory_info,
+            })
+        }
+    }
+
+    /// (to the GPU, from the GPU) in KB/s over NVML's last 20 ms window.
+    fn pcie_kb_per_s(&self) -> (u32, u32) {
+        let (mut tx, mut rx) = (0, 0);
+        // SAFETY: valid handle; counter 0 is TX (GPU to host), 1 is RX.
+        unsafe {
+            (self.pcie_throughput)(self.device, 0, &mut tx);
+            (self.pcie_throughput)(self.device, 1, &mut rx);
+        }
+        (rx, tx)
+    }
+
+    fn used_memory_bytes(&self) -> u64 {
+        let mut m = [0u64; 3];
+        // SAFETY: nvmlMemory_t is { total, free, used }.
+        unsafe { (self.memory_info)(self.device, &mut m) };
+        m[2]
+    }
+}
+
+/// NVML samples integrated over a run.
+#[derive(Default, Clone, Copy)]
+struct BusTotals {
+    to_gpu_mb: f64,
+    from_gpu_mb: f64,
+    peak_memory_mib: f64,
+}
+
+fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BusTotals> {
+    std::thread::spawn(move || {
+        let mut totals = BusTotals::default();
+        let mut last = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+            let (rx, tx) = nvml.pcie_kb_per_s();
+            let dt = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            totals.to_gpu_mb += rx as f64 * dt / 1024.0;
+            totals.from_gpu_mb += tx as f64 * dt / 1024.0;
+            let used = nvml.used_memory_bytes() as f64 / (1024.0 * 1024.0);
+            totals.peak_memory_mib = totals.peak_memory_mib.max(used);
+        }
+        totals
+    })
+}
+
+struct Args {
+    media: String,
+    model: String,
+    streams: Vec<usize>,
+    loops: usize,
+    modes: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let mut it = std::env::args().skip(1);
+    let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] [--modes decode,full,download]";
+    let media = it.next().expect(usage);
+    let model = it.next().expect(usage);
+    let mut args = Args {
+        media,
+        model,
+        streams: vec![1],
+        loops: 1,
+        modes: vec!["decode".into(), "full".into(), "download".into()],
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().expect(usage);
+        match flag.as_str() {
+            "--streams" => {
+                args.streams = value.split(',').map(|v| v.parse().expect(usage)).collect()
+            }
+            "--loops" => args.loops = value.parse().expect(usage),
+            "--modes" => args.modes = value.split(',').map(str::to_string).collect(),
+            _ => panic!("{usage}"),
+        }
+    }
+    args
+}
+
+/// One branch's source: MEDIA decoded `loops` times in a row.
+fn source(media: &str, loops: usize, branch: usize) -> String {
+    let file = format!("filesrc location={media} ! qtdemux ! h264parse");
+    if loops == 1 {
+        return format!("{file} ! nvh264dec name=dec{branch}");
+    }
+    let parts: String = (0..loops)
+        .map(|_| format!(" {file} ! c{branch}."))
+        .collect();
+    format!("concat name=c{branch} ! nvh264dec name=dec{branch}{parts}")
+}
+
+fn branch(args: &Args, mode: &str, i: usize) -> String {
+    let tail = match mode {
+        "decode" => String::new(),
+        "full" => format!(
+            " ! cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
+            args.model
+        ),
+        "download" => " ! cudadownload".into(),
+        other => panic!("unknown mode {other}"),
+    };
+    format!(
+        "{}{tail} ! fakesink name=sink{i} sync=false",
+        source(&args.media, args.loops, i)
+    )
+}
+
+struct Result {
+    frames: u64,
+    seconds: f64,
+    latencies_ms: Vec<f64>,
+    bus: Option<BusTotals>,
+}
+
+/// Frame arrival times at the sinks: first, last, count.
+#[derive(Default)]
+struct Arrivals {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    frames: u64,
+}
+
+fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Result {
+    let description: Vec<String> = (0..streams).map(|i| branch(args, mode, i)).collect();
+    let pipeline = gst::parse::launch(&description.join("  "))
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let arrivals = Arc::new(Mutex::new(Arrivals::default()));
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..streams {
+        let sink = pipeline.by_name(&format!("sink{i}")).unwrap();
+        let a = arrivals.clone();
+        sink.static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let now = Instant::now();
+                let mut a = a.lock().unwrap();
+                a.first.get_or_insert(now);
+                a.last = Some(now);
+                a.frames += 1;
+                gst::PadProbeReturn::Ok
+            });
+        if mode == "full" {
+            // In-place elements keep order: a FIFO pairs entry and exit.
+            let entered = Arc::new(Mutex::new(VecDeque::new()));
+            let e = entered.clone();
+            let pre = pipeline.by_name(&format!("pre{i}")).unwrap();
+            pre.static_pad("sink")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    e.lock().unwrap().push_back(Instant::now());
+                    gst::PadProbeReturn::Ok
+                });
+            let l = latencies.clone();
+            let infer = pipeline.by_name(&format!("infer{i}")).unwrap();
+            infer
+                .static_pad("src")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    if let Some(t) = entered.lock().unwrap().pop_front() {
+                        l.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+        }
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = nvml.map(|n| sample_bus(n, stop.clone()));
+    pipeline.set_state(gst::State::Playing).expect("start");
+    let bus = pipeline.bus().unwrap();
+    let mut last_report = Instant::now();
+    loop {
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(500),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Eos(_)) => break,
+            Some(gst::MessageView::Error(e)) => {
+                panic!("{mode} x{streams}: {} ({:?})", e.error(), e.debug())
+            }
+            _ => {}
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            last_report = Instant::now();
+            eprintln!(
+                "  {mode} x{streams}: {} frames",
+                arrivals.lock().unwrap().frames
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let bus_totals = sampler.map(|s| s.join().unwrap());
+    pipeline.set_state(gst::State::Null).unwrap();
+    let a = arrivals.lock().unwrap();
+    let seconds = match (a.first, a.last) {
+        (Some(f), Some(l)) => (l - f).as_secs_f64(),
+        _ => 0.0,
+    };
+    let latencies_ms = std::mem::take(&mut *latencies.lock().unwrap());
+    Result {
+        frames: a.frames,
+        seconds,
+        latencies_ms,
+        bus: bus_totals,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let args = parse_args();
+    gst::init().unwrap();
+    gstcudainfer::plugin_register_static().unwrap();
+    let nvml = Nvml::open().map(Arc::new);
+    if nvml.is_none() {
+        eprintln!("NVML not available: no PCIe or memory columns");
+    }
+    println!(
+        "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &streams in &args.streams {
+        let mut decode_fps = None;
+        for mode in &args.modes {
+            eprintln!("running {mode} with {streams} stream(s)...");
+            let r = run(&args, mode, streams, nvml.clone());
+            // Frames between the first and the last arrival.
+            let fps = (r.frames.saturating_sub(1)) as f64 / r.seconds.max(1e-9);
+            if mode == "decode" {
+                decode_fps = Some(fps);
+            }
+            let mut lat = r.latencies_ms.clone();
+            lat.sort_by(f64::total_cmp);
+            let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
+            let (to, from, mem) = r.bus.map_or(("".into(), "".into(), "".into()), |b| {
+                (
+                    format!("{:.3}", b.to_gpu_mb / r.frames as f64),
+                    format!("{:.3}", b.from_gpu_mb / r.frames as f64),
+                    format!("{:.0}", b.peak_memory_mib),
+                )
+            });
+            let ms = |p| {
+                if lat.is_empty() {
+                    "".into()
+                } else {
+                    format!("{:.2}", percentile(&lat, p))
+                }
+            };
+            println!(
+                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {to} | {from} | {mem} |",
+                r.frames,
+                r.seconds,
+                ms(0.5),
+                ms(0.99),
+            );
+        }
+    }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The GPU check, run on the GPU machine under ../shared/gpu/run.sh:
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-check.sh [LOOPS]
+# Writes logs under $OUT (or /tmp/gpu-check) and prints a verdict table last.
+set -u
+out=${OUT:-/tmp/gpu-check}
+mkdir -p "$out"
+loops=${1:-4}
+export CUDAINFER_SHARED_DIR=$GPU_DATA
+models=$GPU_DATA/models
+media=$GPU_DATA/media
+verdicts=()
+verdict() { verdicts+=("| $1 | $2 | $3 |"); }
+
+nvidia-smi --query-gpu=name,driver_version,pcie.link.gen.current,pcie.link.width.current --format=csv > "$out/gpu.txt" 2>&1
+
+# 1. The elements load, and nvh264dec keeps frames on the GPU through both.
+gst-inspect-1.0 cudapreprocess > "$out/inspect-cudapreprocess.txt" 2>&1
+gst-inspect-1.0 trtinfer > "$out/inspect-trtinfer.txt" 2>&1
+GST_DEBUG=cudapreprocess:4,trtinfer:4,nvh264dec:4 gst-launch-1.0 -q \
+  filesrc location="$media/dog_1080p.mp4" ! qtdemux ! h264parse ! nvh264dec ! \
+  cudapreprocess ! trtinfer model="$models/yolox_nano.onnx" providers=cuda ! fakesink \
+  > "$out/launch.txt" 2>&1
+rc=$?
+ctx=$(grep -c "as the pipeline's gst.cuda.context" "$out/launch.txt")
+prov=$(grep -o "with the cuda execution provider" "$out/launch.txt" | head -1)
+caps=$(grep -o "memory:CUDAMemory" "$out/launch.txt" | head -1)
+verdict "gst-launch nvh264dec ! cudapreprocess ! trtinfer providers=cuda" \
+  "$([ $rc = 0 ] && [ "$ctx" -ge 1 ] && [ -n "$prov" ] && echo PASS || echo FAIL)" \
+  "rc=$rc, primary context shared: $ctx, provider: ${prov:-none}, ${caps:-no CUDA caps seen}"
+
+# 2. CUDA path against CPU path on the same decoded frames.
+"$GPU_APP/gpu-tests" --test-threads=1 --nocapture > "$out/gpu-tests.txt" 2>&1
+rc=$?
+while read -r line; do
+  name=$(echo "$line" | awk '{print $2}')
+  verdict "$name" "$([ $rc = 0 ] && echo PASS || echo FAIL)" "${line#VERDICT $name }"
+done < <(grep "^VERDICT" "$out/gpu-tests.txt")
+[ $rc = 0 ] || verdict "gpu-tests" FAIL "see gpu-tests.txt: $(grep -m1 -E 'panicked|FAILED' "$out/gpu-tests.txt")"
+
+# 3. Throughput, latency and PCIe traffic, decode-only beside the full
+#    pipeline and a per-frame download, in one run.
+nvidia-smi dmon -s t -d 1 > "$out/dmon.txt" 2>&1 &
+dmon=$!
+"$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
+  --loops "$loops" --modes decode,full,download > "$out/bench.md" 2> "$out/bench.log"
+rc=$?
+kill $dmon 2>/dev/null
+verdict "pipeline_bench noise_1080p x$loops" "$([ $rc = 0 ] && echo PASS || echo FAIL)" "table below"
+
+echo
+echo "## GPU check ($(head -2 "$out/gpu.txt" | tail -1))"
+echo "| check | verdict | detail |"
+echo "|---|---|---|"
+printf '%s\n' "${verdicts[@]}"
+echo
+cat "$out/bench.md"
+[ $rc = 0 ] || tail -5 "$out/bench.log"
