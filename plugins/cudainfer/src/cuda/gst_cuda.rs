@@ -166,10 +166,28 @@ struct CudaMemoryHead {
     info: gst_video::ffi::GstVideoInfo,
 }
 
+/// CUDA memory mapped for reading on the device; unmapped on drop, which
+/// must wait until no kernel reads it any more.
+pub struct MappedCudaMemory {
+    memory: gst::Memory,
+    map: gst::ffi::GstMapInfo,
+}
+
+// SAFETY: the map info only refers to the memory, which is thread-safe.
+unsafe impl Send for MappedCudaMemory {}
+unsafe impl Sync for MappedCudaMemory {}
+
+impl Drop for MappedCudaMemory {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `device_frame` and not unmapped since.
+        unsafe { gst::ffi::gst_memory_unmap(self.memory.as_mut_ptr(), &mut self.map) }
+    }
+}
+
 /// A frame in CUDA memory, read where it lies.
 pub struct DeviceFrame {
-    /// Keeps the memory alive while kernels read it.
-    pub memory: gst::Memory,
+    /// Keeps the memory mapped while kernels read it.
+    pub memory: MappedCudaMemory,
     /// Device address of each plane.
     pub planes: [u64; 4],
     pub strides: [i32; 4],
@@ -197,22 +215,18 @@ pub fn device_frame(
     }
     // SAFETY: it is a GstCudaMemory (checked above), whose layout starts with
     // CudaMemoryHead; mapping with GST_MAP_CUDA returns the device address.
-    let (base, context, mem_info) = unsafe {
+    let (mapped, base, context, mem_info) = unsafe {
         let head = memory.as_mut_ptr() as *const CudaMemoryHead;
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
         if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
             return Err("cannot map the CUDA memory of the frame".into());
         }
-        let mut map = map.assume_init();
+        let map = map.assume_init();
         let base = map.data as u64;
-        gst::ffi::gst_memory_unmap(memory.as_mut_ptr(), &mut map);
         let context = (lib.context_get_handle)((*head).context) as usize;
-        (
-            base,
-            context,
-            gst_video::VideoInfo::from_glib_none(&(*head).info as *const _),
-        )
+        let info = gst_video::VideoInfo::from_glib_none(&(*head).info as *const _);
+        (MappedCudaMemory { memory, map }, base, context, info)
     };
     // The buffer's video meta has the layout; the memory's own info is the
     // fallback (GstCudaMemory always records it).
@@ -225,7 +239,7 @@ pub fn device_frame(
         return Err("the frame's layout does not match its caps".into());
     }
     let mut frame = DeviceFrame {
-        memory,
+        memory: mapped,
         planes: [0; 4],
         strides: [0; 4],
         context,

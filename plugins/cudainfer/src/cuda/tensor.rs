@@ -79,13 +79,13 @@ impl Drop for PooledBuffer {
 
 /// A tensor in GPU memory, written by work queued on the GPU's stream.
 /// `ready` completes when it is written; work on the same stream is ordered
-/// after it anyway. It holds the source frame until then, so that the
-/// decoder cannot reuse that memory while the kernel still reads it.
+/// after it anyway. It keeps the source frame mapped until then, so that
+/// the decoder cannot reuse that memory while the kernel still reads it.
 pub struct DeviceTensor {
     buffer: PooledBuffer,
     gpu: Arc<Gpu>,
     ready: CudaEvent,
-    source: Option<gst::Memory>,
+    source: Option<super::gst_cuda::MappedCudaMemory>,
 }
 
 impl std::fmt::Debug for DeviceTensor {
@@ -102,7 +102,7 @@ impl DeviceTensor {
     pub fn new(
         buffer: PooledBuffer,
         gpu: Arc<Gpu>,
-        source: Option<gst::Memory>,
+        source: Option<super::gst_cuda::MappedCudaMemory>,
     ) -> Result<Self, String> {
         let ready = gpu
             .stream()

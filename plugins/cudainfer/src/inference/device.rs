@@ -9,6 +9,7 @@ use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{Shape, TensorRefMut};
+use ort::AsPointer;
 
 use crate::cuda::{DeviceTensor, Gpu};
 use crate::parsers::{Candidate, DeviceDecoding};
@@ -18,7 +19,7 @@ const RECORD: usize = 8;
 
 pub struct DeviceRunner {
     gpu: Arc<Gpu>,
-    input_name: String,
+    input_name_c: std::ffi::CString,
     memory_info: MemoryInfo<'static>,
     binding: IoBinding,
     anchors: CudaSlice<f32>,
@@ -67,7 +68,8 @@ impl DeviceRunner {
         let count = stream.alloc_zeros::<u32>(1).map_err(alloc_error)?;
         Ok(Self {
             gpu,
-            input_name: input_name.to_string(),
+            input_name_c: std::ffi::CString::new(input_name)
+                .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
             memory_info,
             binding,
             anchors,
@@ -82,6 +84,32 @@ impl DeviceRunner {
         &self.gpu
     }
 
+    /// Binds the borrowed device tensor as the input, through the C API:
+    /// `IoBinding::bind_input` copies borrowed tensors (to guard against
+    /// aliasing), and that device-to-device copy runs on CUDA's legacy
+    /// default stream, which waits for the decoder's work and deadlocks
+    /// inside nvh264dec's streaming thread. `input` must outlive the run.
+    fn bind_input(&mut self, input: &TensorRefMut<'_, f32>) -> Result<(), String> {
+        let api = ort::api();
+        // SAFETY: valid binding, NUL-terminated name and value; ONNX Runtime
+        // keeps its own reference to the value's tensor description.
+        unsafe {
+            let status = (api.BindInput)(
+                self.binding.ptr().cast_mut(),
+                self.input_name_c.as_ptr(),
+                input.ptr(),
+            );
+            if status.0.is_null() {
+                return Ok(());
+            }
+            let message = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0))
+                .to_string_lossy()
+                .into_owned();
+            (api.ReleaseStatus)(status.0);
+            Err(format!("cannot bind the GPU tensor: {message}"))
+        }
+    }
+
     /// Runs the model on `tensor` ([1, 3, h, w]) and returns the candidates
     /// above `threshold`, in output row and class order (as the host decoder
     /// gives them).
@@ -92,19 +120,18 @@ impl DeviceRunner {
         shape: [usize; 4],
         threshold: f32,
     ) -> Result<Vec<Candidate>, String> {
+        let ptr = tensor.device_ptr();
         // SAFETY: the tensor's buffer holds `shape` floats on this GPU and
         // outlives the run (the caller holds it).
         let input = unsafe {
             TensorRefMut::<f32>::from_raw(
                 self.memory_info.clone(),
-                tensor.device_ptr() as usize as *mut _,
+                ptr as usize as *mut _,
                 Shape::new(shape.map(|d| d as i64)),
             )
         }
         .map_err(|e| format!("cannot wrap the GPU tensor for ONNX Runtime: {e}"))?;
-        self.binding
-            .bind_input(self.input_name.as_str(), &input)
-            .map_err(|e| format!("cannot bind the GPU tensor: {e}"))?;
+        self.bind_input(&input)?;
         let outputs = session
             .run_binding(&self.binding)
             .map_err(|e| format!("inference failed: {e}"))?;

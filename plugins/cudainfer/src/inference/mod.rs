@@ -66,8 +66,9 @@ pub struct Detector {
     model_name: String,
     /// The GPU the session runs on (cuda and tensorrt providers).
     gpu: Option<Arc<Gpu>>,
-    /// Made on the first tensor that is in GPU memory.
-    device_runner: Option<DeviceRunner>,
+    /// Runs GPU tensors on GPU providers; made at load, before any frame
+    /// (the error says why GPU tensors cannot be run).
+    device_runner: Option<Result<DeviceRunner, String>>,
 }
 
 fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadError> {
@@ -180,6 +181,16 @@ impl Detector {
                 parser.num_classes()
             ));
         }
+        let gpu = gpu.filter(|_| active_provider != Provider::Cpu);
+        let device_runner = match (&gpu, parser.device_decoding()) {
+            (Some(gpu), Some(decoding)) => Some(DeviceRunner::new(
+                gpu.clone(),
+                &session,
+                &input_name,
+                decoding,
+            )),
+            _ => None,
+        };
         Ok(Self {
             session,
             input_name,
@@ -188,8 +199,8 @@ impl Detector {
             active_provider,
             library,
             model_name: config.model.display().to_string(),
-            gpu: gpu.filter(|_| active_provider != Provider::Cpu),
-            device_runner: None,
+            gpu,
+            device_runner,
         })
     }
 
@@ -230,16 +241,8 @@ impl Detector {
                     gpu.ordinal()
                 ));
             }
-            if let Some(decoding) = self.parser.device_decoding() {
-                if self.device_runner.is_none() {
-                    self.device_runner = Some(DeviceRunner::new(
-                        gpu.clone(),
-                        &self.session,
-                        &self.input_name,
-                        decoding,
-                    )?);
-                }
-                let runner = self.device_runner.as_mut().expect("made above");
+            if let Some(runner) = &mut self.device_runner {
+                let runner = runner.as_mut().map_err(|e| e.clone())?;
                 return runner.run(&mut self.session, d, tensor.shape(), threshold);
             }
         }
