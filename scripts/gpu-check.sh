@@ -35,7 +35,7 @@ rc=$?
 while read -r line; do
   name=$(echo "$line" | awk '{print $2}')
   verdict "$name" "$([ $rc = 0 ] && echo PASS || echo FAIL)" "${line#VERDICT $name }"
-done < <(grep "^VERDICT" "$out/gpu-tests.txt")
+done < <(grep -o "VERDICT.*" "$out/gpu-tests.txt")
 [ $rc = 0 ] || verdict "gpu-tests" FAIL "see gpu-tests.txt: $(grep -m1 -E 'panicked|FAILED' "$out/gpu-tests.txt")"
 
 # 3. Throughput, latency and PCIe traffic, decode-only beside the full
@@ -43,7 +43,7 @@ done < <(grep "^VERDICT" "$out/gpu-tests.txt")
 nvidia-smi dmon -s t -d 1 > "$out/dmon.txt" 2>&1 &
 dmon=$!
 "$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
-  --loops "$loops" --modes decode,full,download > "$out/bench.md" 2> "$out/bench.log"
+  --loops "$loops" --modes decode,full,full-queued,download > "$out/bench.md" 2> "$out/bench.log"
 rc=$?
 kill $dmon 2>/dev/null
 verdict "pipeline_bench noise_1080p x$loops" "$([ $rc = 0 ] && echo PASS || echo FAIL)" "table below"

@@ -1,11 +1,13 @@
 //! Throughput, latency and PCIe traffic of the GPU pipeline beside
 //! decode-only, in one run on one machine.
 //!
-//!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,download]
+//!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download]
 //!
 //! Modes (each with N concurrent branches, each branch decoding MEDIA K times):
 //! - `decode`:   filesrc ! qtdemux ! h264parse ! nvh264dec ! fakesink
 //! - `full`:     ... ! nvh264dec ! cudapreprocess ! trtinfer providers=cuda ! fakesink
+//! - `full-queued`: the same with a queue after the decoder, so decoding
+//!   overlaps inference
 //! - `download`: ... ! nvh264dec ! cudadownload ! fakesink (what copying each
 //!   frame to the host costs on the bus, for comparison)
 //!
@@ -89,22 +91,46 @@ struct BusTotals {
     peak_memory_mib: f64,
 }
 
-fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BusTotals> {
+/// One NVML sample: when, what it covers (seconds), KB/s each way, memory.
+struct BusSample {
+    at: Instant,
+    dt: f64,
+    to_gpu: u32,
+    from_gpu: u32,
+    used_mib: f64,
+}
+
+fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<BusSample>> {
     std::thread::spawn(move || {
-        let mut totals = BusTotals::default();
+        let mut samples = Vec::new();
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
-            let (rx, tx) = nvml.pcie_kb_per_s();
-            let dt = last.elapsed().as_secs_f64();
-            last = Instant::now();
-            totals.to_gpu_mb += rx as f64 * dt / 1024.0;
-            totals.from_gpu_mb += tx as f64 * dt / 1024.0;
-            let used = nvml.used_memory_bytes() as f64 / (1024.0 * 1024.0);
-            totals.peak_memory_mib = totals.peak_memory_mib.max(used);
+            let (to_gpu, from_gpu) = nvml.pcie_kb_per_s();
+            let at = Instant::now();
+            samples.push(BusSample {
+                at,
+                dt: (at - last).as_secs_f64(),
+                to_gpu,
+                from_gpu,
+                used_mib: nvml.used_memory_bytes() as f64 / (1024.0 * 1024.0),
+            });
+            last = at;
         }
-        totals
+        samples
     })
+}
+
+/// Traffic while frames flowed (model loading and start-up excluded, as
+/// for fps).
+fn integrate(samples: &[BusSample], first: Instant, last: Instant) -> BusTotals {
+    let mut t = BusTotals::default();
+    for s in samples.iter().filter(|s| s.at > first && s.at <= last) {
+        t.to_gpu_mb += s.to_gpu as f64 * s.dt / 1024.0;
+        t.from_gpu_mb += s.from_gpu as f64 * s.dt / 1024.0;
+        t.peak_memory_mib = t.peak_memory_mib.max(s.used_mib);
+    }
+    t
 }
 
 struct Args {
@@ -117,7 +143,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
-    let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] [--modes decode,full,download]";
+    let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] [--modes decode,full,full-queued,download]";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
     let mut args = Args {
@@ -125,7 +151,9 @@ fn parse_args() -> Args {
         model,
         streams: vec![1],
         loops: 1,
-        modes: vec!["decode".into(), "full".into(), "download".into()],
+        modes: ["decode", "full", "full-queued", "download"]
+            .map(String::from)
+            .to_vec(),
     };
     while let Some(flag) = it.next() {
         let value = it.next().expect(usage);
@@ -141,32 +169,26 @@ fn parse_args() -> Args {
     args
 }
 
-/// One branch's source: MEDIA decoded `loops` times in a row.
-fn source(media: &str, loops: usize, branch: usize) -> String {
-    let file = format!("filesrc location={media} ! qtdemux ! h264parse");
-    if loops == 1 {
-        return format!("{file} ! nvh264dec name=dec{branch}");
-    }
-    let parts: String = (0..loops)
-        .map(|_| format!(" {file} ! c{branch}."))
-        .collect();
-    format!("concat name=c{branch} ! nvh264dec name=dec{branch}{parts}")
-}
-
+/// One branch: MEDIA decoded `loops` times in a row (concat), then `tail`.
 fn branch(args: &Args, mode: &str, i: usize) -> String {
-    let tail = match mode {
-        "decode" => String::new(),
-        "full" => format!(
-            " ! cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
+    let tail =
+        match mode {
+            "decode" => String::new(),
+            "full" | "full-queued" => {
+                format!(
+            "{} ! cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
+            if mode.starts_with("full") { "" } else { " ! queue" },
             args.model
-        ),
-        "download" => " ! cudadownload".into(),
-        other => panic!("unknown mode {other}"),
-    };
-    format!(
-        "{}{tail} ! fakesink name=sink{i} sync=false",
-        source(&args.media, args.loops, i)
-    )
+        )
+            }
+            "download" => " ! cudadownload ! video/x-raw".into(),
+            other => panic!("unknown mode {other}"),
+        };
+    let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
+    let files: String = (0..args.loops)
+        .map(|_| format!(" {file} ! c{i}."))
+        .collect();
+    format!("concat name=c{i} ! nvh264dec{tail} ! fakesink name=sink{i} sync=false{files}")
 }
 
 struct Result {
@@ -205,7 +227,7 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Resu
                 a.frames += 1;
                 gst::PadProbeReturn::Ok
             });
-        if mode == "full" {
+        if mode.starts_with("full") {
             // In-place elements keep order: a FIFO pairs entry and exit.
             let entered = Arc::new(Mutex::new(VecDeque::new()));
             let e = entered.clone();
@@ -256,12 +278,12 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Resu
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let bus_totals = sampler.map(|s| s.join().unwrap());
+    let samples = sampler.map(|s| s.join().unwrap());
     pipeline.set_state(gst::State::Null).unwrap();
     let a = arrivals.lock().unwrap();
-    let seconds = match (a.first, a.last) {
-        (Some(f), Some(l)) => (l - f).as_secs_f64(),
-        _ => 0.0,
+    let (seconds, bus_totals) = match (a.first, a.last) {
+        (Some(f), Some(l)) => ((l - f).as_secs_f64(), samples.map(|s| integrate(&s, f, l))),
+        _ => (0.0, None),
     };
     let latencies_ms = std::mem::take(&mut *latencies.lock().unwrap());
     Result {
@@ -298,6 +320,7 @@ fn main() {
             let r = run(&args, mode, streams, nvml.clone());
             // Frames between the first and the last arrival.
             let fps = (r.frames.saturating_sub(1)) as f64 / r.seconds.max(1e-9);
+            let per_frame = (r.frames.saturating_sub(1)).max(1) as f64;
             if mode == "decode" {
                 decode_fps = Some(fps);
             }
@@ -306,8 +329,8 @@ fn main() {
             let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
             let (to, from, mem) = r.bus.map_or(("".into(), "".into(), "".into()), |b| {
                 (
-                    format!("{:.3}", b.to_gpu_mb / r.frames as f64),
-                    format!("{:.3}", b.from_gpu_mb / r.frames as f64),
+                    format!("{:.3}", b.to_gpu_mb / per_frame),
+                    format!("{:.3}", b.from_gpu_mb / per_frame),
                     format!("{:.0}", b.peak_memory_mib),
                 )
             });

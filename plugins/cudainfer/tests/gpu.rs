@@ -49,7 +49,7 @@ fn on_both_paths<T: Send + 'static>(
     let pipeline = gst::parse::launch(&format!(
         "filesrc location={clip} ! qtdemux ! h264parse ! nvh264dec ! tee name=t \
          t. ! {queue} ! {gpu_branch} ! appsink name=gpu sync=false \
-         t. ! {queue} ! cudadownload ! {cpu_branch} ! appsink name=cpu sync=false",
+         t. ! {queue} ! cudadownload ! video/x-raw ! {cpu_branch} ! appsink name=cpu sync=false",
         clip = media(clip)
     ))
     .unwrap()

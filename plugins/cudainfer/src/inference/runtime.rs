@@ -156,7 +156,10 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
     match provider {
         Provider::Cpu => ep::CPU::default().build(),
         Provider::Cuda => {
-            let mut cuda = ep::CUDA::default().with_device_id(options.device_id);
+            // Full fp32 (no TF32): the GPU gives the CPU path's detections.
+            let mut cuda = ep::CUDA::default()
+                .with_device_id(options.device_id)
+                .with_tf32(false);
             if let Some(stream) = stream {
                 // SAFETY: the stream belongs to the process-wide Gpu, which
                 // is never dropped.
