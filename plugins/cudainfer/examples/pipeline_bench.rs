@@ -169,26 +169,26 @@ fn parse_args() -> Args {
     args
 }
 
-/// One branch: MEDIA decoded `loops` times in a row (concat), then `tail`.
+/// One branch: MEDIA decoded `loops` times in a row (concat), then the
+/// mode's elements.
 fn branch(args: &Args, mode: &str, i: usize) -> String {
-    let tail =
-        match mode {
-            "decode" => String::new(),
-            "full" | "full-queued" => {
-                format!(
-            "{} ! cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
-            if mode.starts_with("full") { "" } else { " ! queue" },
-            args.model
-        )
-            }
-            "download" => " ! cudadownload ! video/x-raw".into(),
-            other => panic!("unknown mode {other}"),
-        };
+    let infer = format!(
+        "cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
+        args.model
+    );
+    let tail = match mode {
+        "decode" => String::new(),
+        "full" => format!(" ! {infer}"),
+        "full-queued" => format!(" ! queue ! {infer}"),
+        "download" => " ! cudadownload ! video/x-raw".into(),
+        other => panic!("unknown mode {other}"),
+    };
+    let sink = format!("fakesink name=sink{i} sync=false");
     let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
     let files: String = (0..args.loops)
         .map(|_| format!(" {file} ! c{i}."))
         .collect();
-    format!("concat name=c{i} ! nvh264dec{tail} ! fakesink name=sink{i} sync=false{files}")
+    format!("concat name=c{i} ! nvh264dec{tail} ! {sink}{files}")
 }
 
 struct Result {
