@@ -191,7 +191,7 @@ fn branch(args: &Args, mode: &str, i: usize) -> String {
     format!("concat name=c{i} ! nvh264dec{tail} ! {sink}{files}")
 }
 
-struct Result {
+struct RunResult {
     frames: u64,
     seconds: f64,
     latencies_ms: Vec<f64>,
@@ -206,7 +206,7 @@ struct Arrivals {
     frames: u64,
 }
 
-fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Result {
+fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunResult {
     let description: Vec<String> = (0..streams).map(|i| branch(args, mode, i)).collect();
     let pipeline = gst::parse::launch(&description.join("  "))
         .expect("pipeline")
@@ -286,7 +286,7 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Resu
         _ => (0.0, None),
     };
     let latencies_ms = std::mem::take(&mut *latencies.lock().unwrap());
-    Result {
+    RunResult {
         frames: a.frames,
         seconds,
         latencies_ms,
@@ -294,11 +294,10 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> Resu
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+/// The `p` quantile of sorted values, if there are any.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * p).round() as usize])
 }
 
 fn main() {
@@ -324,7 +323,7 @@ fn main() {
             if mode == "decode" {
                 decode_fps = Some(fps);
             }
-            let mut lat = r.latencies_ms.clone();
+            let mut lat = r.latencies_ms;
             lat.sort_by(f64::total_cmp);
             let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
             let (to, from, mem) = r.bus.map_or(("".into(), "".into(), "".into()), |b| {
@@ -334,13 +333,7 @@ fn main() {
                     format!("{:.0}", b.peak_memory_mib),
                 )
             });
-            let ms = |p| {
-                if lat.is_empty() {
-                    "".into()
-                } else {
-                    format!("{:.2}", percentile(&lat, p))
-                }
-            };
+            let ms = |p| percentile(&lat, p).map_or(String::new(), |v| format!("{v:.2}"));
             println!(
                 "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {to} | {from} | {mem} |",
                 r.frames,

@@ -39,7 +39,6 @@ pub struct FrameDetections {
 #[boxed_type(name = "GstCudaInferFrameDetections")]
 struct DetectionsHandle(Arc<FrameDetections>);
 
-/// Registers the meta; called once, at plugin load.
 impl Detection {
     /// The box as (x1, y1, x2, y2) in frame pixels.
     pub fn corners(&self) -> [f32; 4] {
@@ -47,6 +46,7 @@ impl Detection {
     }
 }
 
+/// Registers the meta; called once, at plugin load.
 pub fn register() {
     custom_meta::register(META_NAME);
 }

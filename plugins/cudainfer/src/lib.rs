@@ -22,6 +22,21 @@ pub use detections::{Detection, FrameDetections};
 /// Caps feature of GStreamer's CUDA memory.
 pub const CUDA_MEMORY_FEATURE: &str = "memory:CUDAMemory";
 
+/// Always-present `sink` and `src` pads with the same caps: both elements
+/// pass the frame through.
+fn pass_through_pad_templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [
+        ("src", gst::PadDirection::Src),
+        ("sink", gst::PadDirection::Sink),
+    ]
+    .into_iter()
+    .map(|(name, direction)| {
+        gst::PadTemplate::new(name, direction, gst::PadPresence::Always, caps)
+            .expect("valid template")
+    })
+    .collect()
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
     tensor_meta::register();

@@ -71,10 +71,6 @@ impl Gpu {
         self.ordinal
     }
 
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
-
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }

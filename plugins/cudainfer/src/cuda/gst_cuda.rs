@@ -215,8 +215,8 @@ pub fn device_frame(
     }
     // SAFETY: it is a GstCudaMemory (checked above), whose layout starts with
     // CudaMemoryHead; mapping with GST_MAP_CUDA returns the device address.
-    let (mapped, base, context, mem_info) = unsafe {
-        let head = memory.as_mut_ptr() as *const CudaMemoryHead;
+    let head = memory.as_mut_ptr() as *const CudaMemoryHead;
+    let (mapped, base, context) = unsafe {
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
         if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
@@ -225,14 +225,18 @@ pub fn device_frame(
         let map = map.assume_init();
         let base = map.data as u64;
         let context = (lib.context_get_handle)((*head).context) as usize;
-        let info = gst_video::VideoInfo::from_glib_none(&(*head).info as *const _);
-        (MappedCudaMemory { memory, map }, base, context, info)
+        (MappedCudaMemory { memory, map }, base, context)
     };
     // The buffer's video meta has the layout; the memory's own info is the
     // fallback (GstCudaMemory always records it).
     let (offsets, strides): (Vec<usize>, Vec<i32>) = match buffer.meta::<gst_video::VideoMeta>() {
         Some(meta) => (meta.offset().to_vec(), meta.stride().to_vec()),
-        None => (mem_info.offset().to_vec(), mem_info.stride().to_vec()),
+        None => {
+            // SAFETY: the memory (held by `mapped`) is a GstCudaMemory.
+            let mem_info =
+                unsafe { gst_video::VideoInfo::from_glib_none(&(*head).info as *const _) };
+            (mem_info.offset().to_vec(), mem_info.stride().to_vec())
+        }
     };
     let n = info.n_planes() as usize;
     if offsets.len() < n || strides.len() < n {

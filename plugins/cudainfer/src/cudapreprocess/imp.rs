@@ -113,7 +113,7 @@ impl Settings {
 #[allow(clippy::large_enum_variant)]
 enum Backend {
     Cpu(CpuPreprocessor),
-    Cuda(CudaPreprocessor, Arc<Gpu>),
+    Cuda(CudaPreprocessor),
 }
 
 struct State {
@@ -286,22 +286,7 @@ impl ElementImpl for CudaPreprocess {
                     .format_list(SUPPORTED_FORMATS.iter().copied())
                     .build(),
             );
-            vec![
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &caps,
-                )
-                .unwrap(),
-            ]
+            crate::pass_through_pad_templates(&caps)
         });
         TEMPLATES.as_ref()
     }
@@ -338,9 +323,7 @@ impl CudaPreprocess {
         gst::debug!(CAT, imp = self, "downstream wants {:?}", learnt);
         learnt
     }
-}
 
-impl CudaPreprocess {
     fn unsupported_caps_message(caps: &gst::CapsRef) -> String {
         format!(
             "cudapreprocess cannot handle {caps}: it takes raw video in system or CUDA memory as {}. \
@@ -360,24 +343,13 @@ impl CudaPreprocess {
             && caps.iter().all(|s| s.name() == "video/x-raw")
             && !caps.can_intersect(&template)
     }
-}
 
-/// Frames must live in the context our kernels and ONNX Runtime use.
-fn check_frame_context(frame: &gst_cuda::DeviceFrame, gpu: &Gpu) -> Result<(), String> {
-    if frame.context == gpu.cu_context() {
-        return Ok(());
+    /// Posts `e` as an element error of `domain` and returns it for the log.
+    fn caps_failed<T: gst::MessageErrorDomain>(&self, domain: T, e: &str) -> gst::LoggableError {
+        gst::element_imp_error!(self, domain, ("{}", e));
+        gst::loggable_error!(CAT, "{}", e)
     }
-    Err(format!(
-        "the frame is in CUDA context {:#x}, not in the primary context of CUDA device {} ({:#x}) \
-         that cudapreprocess and ONNX Runtime work in. Let cudapreprocess provide the pipeline's \
-         gst.cuda.context (do not set one yourself), and set its device-id to the decoder's GPU",
-        frame.context,
-        gpu.ordinal(),
-        gpu.cu_context()
-    ))
-}
 
-impl CudaPreprocess {
     /// The GPU for CUDA-memory input, with the pipeline's context made if
     /// no CUDA element has asked for it yet.
     fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, String> {
@@ -492,24 +464,15 @@ impl BaseTransformImpl for CudaPreprocess {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let negotiation = |e: String| self.caps_failed(gst::CoreError::Negotiation, &e);
         let info = gst_video::VideoInfo::from_caps(incaps).map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                (
-                    "cannot handle caps {}: feed raw video in one of {:?}",
-                    incaps,
-                    SUPPORTED_FORMATS
-                )
-            );
-            gst::loggable_error!(CAT, "invalid caps {}", incaps)
+            negotiation(format!(
+                "cannot handle caps {incaps}: feed raw video in one of {SUPPORTED_FORMATS:?}"
+            ))
         })?;
         let learnt = self.learn_input_spec();
         let settings = self.settings.lock().unwrap().clone();
-        let spec = settings.resolve(learnt.as_ref()).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
-            gst::loggable_error!(CAT, "{}", e)
-        })?;
+        let spec = settings.resolve(learnt.as_ref()).map_err(negotiation)?;
         gst::info!(
             CAT,
             imp = self,
@@ -519,23 +482,16 @@ impl BaseTransformImpl for CudaPreprocess {
             info.format(),
             spec
         );
-        let plan = Plan::new(&info, &spec).map_err(|e| {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{}", e));
-            gst::loggable_error!(CAT, "{}", e)
-        })?;
+        let plan = Plan::new(&info, &spec).map_err(negotiation)?;
         let on_gpu = incaps
             .features(0)
             .is_some_and(|f| f.contains(CUDA_MEMORY_FEATURE));
         let backend = if on_gpu {
-            let gpu = self.cuda_backend_gpu(settings.device_id).map_err(|e| {
-                gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
-                gst::loggable_error!(CAT, "{}", e)
-            })?;
-            let pre = CudaPreprocessor::new(gpu.clone(), plan).map_err(|e| {
-                gst::element_imp_error!(self, gst::LibraryError::Init, ("{}", e));
-                gst::loggable_error!(CAT, "{}", e)
-            })?;
-            Backend::Cuda(pre, gpu)
+            let pre = self
+                .cuda_backend_gpu(settings.device_id)
+                .and_then(|gpu| CudaPreprocessor::new(gpu, plan))
+                .map_err(|e| self.caps_failed(gst::LibraryError::Init, &e))?;
+            Backend::Cuda(pre)
         } else {
             Backend::Cpu(CpuPreprocessor::new(plan))
         };
@@ -554,9 +510,9 @@ impl BaseTransformImpl for CudaPreprocess {
                             .map_err(|_| "cannot map the video frame for reading".to_string());
                     frame.and_then(|f| pre.run(&f))
                 }
-                Backend::Cuda(pre, gpu) => gst_cuda::device_frame(buf, &state.info)
-                    .and_then(|frame| check_frame_context(&frame, gpu).map(|()| frame))
-                    .and_then(|frame| pre.run(frame)),
+                Backend::Cuda(pre) => {
+                    gst_cuda::device_frame(buf, &state.info).and_then(|frame| pre.run(frame))
+                }
             };
             result.map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));

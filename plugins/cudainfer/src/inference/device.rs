@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{Shape, TensorRefMut};
@@ -19,6 +19,7 @@ const RECORD: usize = 8;
 
 pub struct DeviceRunner {
     gpu: Arc<Gpu>,
+    decode_kernel: CudaFunction,
     input_name_c: std::ffi::CString,
     memory_info: MemoryInfo<'static>,
     binding: IoBinding,
@@ -36,7 +37,7 @@ impl DeviceRunner {
         input_name: &str,
         decoding: DeviceDecoding,
     ) -> Result<Self, String> {
-        gpu.kernels()?;
+        let decode_kernel = gpu.kernels()?.yolox_decode.clone();
         let DeviceDecoding::Yolox {
             anchors,
             num_classes,
@@ -68,6 +69,7 @@ impl DeviceRunner {
         let count = stream.alloc_zeros::<u32>(1).map_err(alloc_error)?;
         Ok(Self {
             gpu,
+            decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
                 .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
             memory_info,
@@ -78,10 +80,6 @@ impl DeviceRunner {
             candidates,
             count,
         })
-    }
-
-    pub fn gpu(&self) -> &Arc<Gpu> {
-        &self.gpu
     }
 
     /// Binds the borrowed device tensor as the input, through the C API:
@@ -142,7 +140,6 @@ impl DeviceRunner {
             .data_ptr() as u64;
 
         let stream = self.gpu.stream().clone();
-        let kernel = &self.gpu.kernels()?.yolox_decode;
         let copy_error = |e| format!("cannot read the decoded candidates: {e}");
         stream.memset_zeros(&mut self.count).map_err(copy_error)?;
         let (rows, classes) = (self.rows as i32, self.num_classes as i32);
@@ -154,7 +151,7 @@ impl DeviceRunner {
         // rows x 3, the candidate buffer `capacity` records.
         unsafe {
             stream
-                .launch_builder(kernel)
+                .launch_builder(&self.decode_kernel)
                 .arg(&output_ptr)
                 .arg(&anchors)
                 .arg(&rows)

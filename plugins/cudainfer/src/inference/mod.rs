@@ -7,11 +7,10 @@ pub mod device;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ort::session::Session;
 use ort::value::TensorRef;
-
-use std::sync::Arc;
 
 use crate::cuda::{self, Gpu};
 use crate::detections::{Detection, FrameDetections};

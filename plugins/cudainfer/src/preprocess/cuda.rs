@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::{AxisTaps, Plan};
 use crate::cuda::gst_cuda::DeviceFrame;
@@ -91,6 +91,7 @@ impl Tables {
 
 pub struct CudaPreprocessor {
     plan: Plan,
+    kernel: CudaFunction,
     params: PreprocessParams,
     pool: TensorPool,
     // Referenced by `params`; kept alive here.
@@ -100,7 +101,7 @@ pub struct CudaPreprocessor {
 
 impl CudaPreprocessor {
     pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
-        gpu.kernels()?;
+        let kernel = gpu.kernels()?.preprocess.clone();
         let mut tables = Tables::default();
         let mut params = PreprocessParams::default();
         for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
@@ -137,17 +138,34 @@ impl CudaPreprocessor {
         Ok(Self {
             pool: TensorPool::new(gpu, len),
             plan,
+            kernel,
             params,
             _ints: ints,
             _floats: floats,
         })
     }
 
+    /// Frames must live in the context our kernels and ONNX Runtime use.
+    fn check_context(&self, frame: &DeviceFrame) -> Result<(), String> {
+        let gpu = self.pool.gpu();
+        if frame.context == gpu.cu_context() {
+            return Ok(());
+        }
+        Err(format!(
+            "the frame is in CUDA context {:#x}, not in the primary context of CUDA device {} ({:#x}) \
+             that cudapreprocess and ONNX Runtime work in. Let cudapreprocess provide the pipeline's \
+             gst.cuda.context (do not set one yourself), and set its device-id to the decoder's GPU",
+            frame.context,
+            gpu.ordinal(),
+            gpu.cu_context()
+        ))
+    }
+
     /// Queues the kernel for one frame; the tensor is ready on the GPU's
     /// stream when the kernel is done (no host wait here).
     pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, String> {
+        self.check_context(&frame)?;
         let gpu = self.pool.gpu();
-        let kernel = &gpu.kernels()?.preprocess;
         let mut buffer = self.pool.take()?;
         let stream = gpu.stream();
         let mut params = self.params;
@@ -166,8 +184,13 @@ impl CudaPreprocessor {
         // SAFETY: the parameters describe the mapped frame (alive in
         // `frame.memory`, handed to the tensor) and a buffer of 3 * w * h
         // floats; the tables live in `self`.
-        unsafe { stream.launch_builder(kernel).arg(&params).launch(config) }
-            .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
+        unsafe {
+            stream
+                .launch_builder(&self.kernel)
+                .arg(&params)
+                .launch(config)
+        }
+        .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
         let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(frame.memory))?;
         Ok(Tensor {
             channels: 3,

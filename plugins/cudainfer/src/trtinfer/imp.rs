@@ -230,22 +230,7 @@ impl ElementImpl for TrtInfer {
                     .features([crate::CUDA_MEMORY_FEATURE])
                     .build(),
             );
-            vec![
-                gst::PadTemplate::new(
-                    "src",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Always,
-                    &any_video,
-                )
-                .unwrap(),
-                gst::PadTemplate::new(
-                    "sink",
-                    gst::PadDirection::Sink,
-                    gst::PadPresence::Always,
-                    &any_video,
-                )
-                .unwrap(),
-            ]
+            crate::pass_through_pad_templates(&any_video)
         });
         TEMPLATES.as_ref()
     }
