@@ -120,6 +120,11 @@ impl DeviceTensor {
         &self.gpu
     }
 
+    /// The values on the GPU.
+    pub fn slice(&self) -> &CudaSlice<f32> {
+        self.buffer.slice()
+    }
+
     /// The device address of the first value.
     pub fn device_ptr(&self) -> u64 {
         let (ptr, _sync) = self.buffer.slice().device_ptr(self.gpu.stream());

@@ -28,6 +28,8 @@ pub struct DeviceRunner {
     num_classes: usize,
     candidates: CudaSlice<f32>,
     count: CudaSlice<u32>,
+    /// Where several tensors are gathered into one batch.
+    batch: Option<CudaSlice<f32>>,
 }
 
 impl DeviceRunner {
@@ -79,6 +81,7 @@ impl DeviceRunner {
             num_classes,
             candidates,
             count,
+            batch: None,
         })
     }
 
@@ -111,16 +114,42 @@ impl DeviceRunner {
     /// Runs the model on `tensor` ([1, 3, h, w]) and returns the candidates
     /// above `threshold`, in output row and class order (as the host decoder
     /// gives them).
+    /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
+    /// and returns each one's candidates above its threshold, in output row
+    /// and class order (as the host decoder gives them). One tensor is read
+    /// in place; several are first gathered on the GPU into one batch.
     pub fn run(
         &mut self,
         session: &mut Session,
-        tensor: &DeviceTensor,
-        shape: [usize; 4],
-        threshold: f32,
-    ) -> Result<Vec<Candidate>, String> {
-        let ptr = tensor.device_ptr();
-        // SAFETY: the tensor's buffer holds `shape` floats on this GPU and
-        // outlives the run (the caller holds it).
+        tensors: &[&DeviceTensor],
+        item_shape: [usize; 4],
+        thresholds: &[f32],
+    ) -> Result<Vec<Vec<Candidate>>, String> {
+        let stream = self.gpu.stream().clone();
+        let item_len: usize = item_shape.iter().product();
+        let ptr = match tensors {
+            [one] => one.device_ptr(),
+            many => {
+                let needed = item_len * many.len();
+                if self.batch.as_ref().is_none_or(|b| b.len() < needed) {
+                    // SAFETY: filled below before use.
+                    self.batch = Some(unsafe { stream.alloc::<f32>(needed) }.map_err(|e| {
+                        format!("cannot allocate GPU memory for a batch of {}: {e}", many.len())
+                    })?);
+                }
+                let batch = self.batch.as_mut().expect("allocated above");
+                for (i, t) in many.iter().enumerate() {
+                    stream
+                        .memcpy_dtod(t.slice(), &mut batch.slice_mut(i * item_len..(i + 1) * item_len))
+                        .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
+                }
+                batch.device_ptr(&stream).0
+            }
+        };
+        let mut shape = item_shape;
+        shape[0] = tensors.len();
+        // SAFETY: `ptr` holds `shape` floats on this GPU (a tensor the
+        // caller holds, or our batch buffer) for the whole run.
         let input = unsafe {
             TensorRefMut::<f32>::from_raw(
                 self.memory_info.clone(),
@@ -138,7 +167,20 @@ impl DeviceRunner {
             .downcast::<ort::value::TensorValueType<f32>>()
             .map_err(|e| format!("the model output is not float32: {e}"))?
             .data_ptr() as u64;
+        // The binding keeps the output alive until the next run.
+        drop(outputs);
+        let item_out_bytes =
+            (self.rows * (5 + self.num_classes) * std::mem::size_of::<f32>()) as u64;
+        thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| self.decode(output_ptr + i as u64 * item_out_bytes, t))
+            .collect()
+    }
 
+    /// Decodes one image's output at `output_ptr` on the GPU and copies the
+    /// survivors to the host.
+    fn decode(&mut self, output_ptr: u64, threshold: f32) -> Result<Vec<Candidate>, String> {
         let stream = self.gpu.stream().clone();
         let copy_error = |e| format!("cannot read the decoded candidates: {e}");
         stream.memset_zeros(&mut self.count).map_err(copy_error)?;
@@ -165,7 +207,6 @@ impl DeviceRunner {
         .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
         let n = (stream.clone_dtoh(&self.count).map_err(copy_error)?[0] as usize)
             .min(capacity as usize);
-        drop(outputs);
         if n == 0 {
             return Ok(Vec::new());
         }

@@ -3,6 +3,7 @@
 //! frame pixels. Independent of any element, so several elements (or a
 //! batcher) can drive it.
 
+pub mod batcher;
 pub mod device;
 pub mod runtime;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use ort::session::Session;
 use ort::value::TensorRef;
 
-use crate::cuda::{self, Gpu};
+use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Detection, FrameDetections};
 use crate::parsers::{self, nms, Candidate, ModelShapes, ModelType, OutputParser};
 use crate::spec::InputSpec;
@@ -21,7 +22,7 @@ use device::DeviceRunner;
 use runtime::{Provider, ProviderOptions, RuntimeError, TensorRtOptions};
 
 /// What a detector is made from (the element's settings).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DetectorConfig {
     pub model: PathBuf,
     pub model_type: ModelType,
@@ -68,6 +69,7 @@ pub struct Detector {
     /// Runs GPU tensors on GPU providers; made at load, before any frame
     /// (the error says why GPU tensors cannot be run).
     device_runner: Option<Result<DeviceRunner, String>>,
+    max_batch: usize,
 }
 
 fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadError> {
@@ -154,6 +156,10 @@ impl Detector {
             )));
         };
         let input_name = input.name().to_string();
+        let max_batch = match tensor_shape(input).and_then(|s| s.first().copied()) {
+            Some(n) if n > 0 => n as usize,
+            _ => usize::MAX,
+        };
         let shapes = match (tensor_shape(input), tensor_shape(output)) {
             (Some(input), Some(output)) => ModelShapes { input, output },
             _ => {
@@ -200,6 +206,7 @@ impl Detector {
             model_name: config.model.display().to_string(),
             gpu,
             device_runner,
+            max_batch,
         })
     }
 
@@ -223,51 +230,13 @@ impl Detector {
             .unwrap_or_else(|| format!("class-{class_id}"))
     }
 
-    /// Runs the model and decodes its output: on the GPU for a GPU tensor
-    /// and a GPU provider, else on the host (a GPU tensor given to the cpu
-    /// provider is copied to the host first).
-    fn candidates(&mut self, tensor: &Tensor, threshold: f32) -> Result<Vec<Candidate>, String> {
-        let device_tensor = match &tensor.storage {
-            TensorStorage::Device(d) => Some(d),
-            TensorStorage::Host(_) => None,
-        };
-        if let (Some(d), Some(gpu)) = (device_tensor, &self.gpu) {
-            if d.gpu().ordinal() != gpu.ordinal() {
-                return Err(format!(
-                    "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
-                     to cudapreprocess's device-id",
-                    d.gpu().ordinal(),
-                    gpu.ordinal()
-                ));
-            }
-            if let Some(runner) = &mut self.device_runner {
-                let runner = runner.as_mut().map_err(|e| e.clone())?;
-                return runner.run(&mut self.session, d, tensor.shape(), threshold);
-            }
-        }
-        let data = tensor.to_host()?;
-        let input =
-            TensorRef::from_array_view((tensor.shape(), &data[..])).map_err(|e| e.to_string())?;
-        let outputs = self
-            .session
-            .run(ort::inputs![self.input_name.as_str() => input])
-            .map_err(|e| format!("inference failed: {e}"))?;
-        let (_, raw) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| format!("the model output is not float32: {e}"))?;
-        let raw = raw
-            .get(..self.parser.output_len())
-            .ok_or("the model output is too short")?;
-        Ok(self.parser.decode(raw, threshold))
+    /// Most frames the model takes in one run: 1 for a fixed batch
+    /// dimension, else unbounded.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
     }
 
-    /// Runs the model on one tensor and returns the frame's detections.
-    pub fn detect(
-        &mut self,
-        tensor: &Tensor,
-        confidence_threshold: f32,
-        nms_threshold: f32,
-    ) -> Result<FrameDetections, String> {
+    fn check_tensor(&self, tensor: &Tensor) -> Result<(), String> {
         let spec = self.parser.input_spec();
         if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize)
             || tensor.channels != 3
@@ -277,9 +246,108 @@ impl Detector {
                 tensor.channels, tensor.height, tensor.width, spec.height, spec.width
             ));
         }
-        let candidates = self.candidates(tensor, confidence_threshold)?;
-        let kept = nms::class_wise_nms(candidates, nms_threshold);
+        Ok(())
+    }
 
+    /// Runs the model once on `tensors` (all in the same memory, at most
+    /// [`Self::max_batch`]) and decodes each item's output with its own
+    /// threshold: on the GPU for GPU tensors and a GPU provider, else on the
+    /// host (GPU tensors given to the cpu provider are copied to the host).
+    fn candidates(
+        &mut self,
+        tensors: &[&Tensor],
+        thresholds: &[f32],
+    ) -> Result<Vec<Vec<Candidate>>, String> {
+        let device_tensors: Option<Vec<&DeviceTensor>> = tensors
+            .iter()
+            .map(|t| match &t.storage {
+                TensorStorage::Device(d) => Some(d),
+                TensorStorage::Host(_) => None,
+            })
+            .collect();
+        if let (Some(devices), Some(gpu)) = (&device_tensors, &self.gpu) {
+            if let Some(other) = devices.iter().find(|d| d.gpu().ordinal() != gpu.ordinal()) {
+                return Err(format!(
+                    "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
+                     to cudapreprocess's device-id",
+                    other.gpu().ordinal(),
+                    gpu.ordinal()
+                ));
+            }
+            if let Some(runner) = &mut self.device_runner {
+                let runner = runner.as_mut().map_err(|e| e.clone())?;
+                return runner.run(&mut self.session, devices, tensors[0].shape(), thresholds);
+            }
+        }
+        let item_len: usize = tensors[0].shape().iter().product();
+        let mut data = Vec::with_capacity(item_len * tensors.len());
+        for t in tensors {
+            data.extend_from_slice(&t.to_host()?);
+        }
+        let mut shape = tensors[0].shape();
+        shape[0] = tensors.len();
+        let input = TensorRef::from_array_view((shape, &data[..])).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => input])
+            .map_err(|e| format!("inference failed: {e}"))?;
+        let (_, raw) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| format!("the model output is not float32: {e}"))?;
+        let item_out = self.parser.output_len();
+        if raw.len() < item_out * tensors.len() {
+            return Err("the model output is too short".into());
+        }
+        Ok(thresholds
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| self.parser.decode(&raw[i * item_out..(i + 1) * item_out], t))
+            .collect())
+    }
+
+    /// Runs the model on one tensor and returns the frame's detections.
+    pub fn detect(
+        &mut self,
+        tensor: &Tensor,
+        confidence_threshold: f32,
+        nms_threshold: f32,
+    ) -> Result<FrameDetections, String> {
+        self.detect_batch(&[tensor], &[(confidence_threshold, nms_threshold)])
+            .pop()
+            .expect("one result per tensor")
+    }
+
+    /// Runs the model once on several frames' tensors (same memory and
+    /// size, at most [`Self::max_batch`]); `thresholds` are each frame's
+    /// (confidence, NMS IoU). One result per tensor, in order.
+    pub fn detect_batch(
+        &mut self,
+        tensors: &[&Tensor],
+        thresholds: &[(f32, f32)],
+    ) -> Vec<Result<FrameDetections, String>> {
+        if let Some(e) = tensors.iter().find_map(|t| self.check_tensor(t).err()) {
+            return tensors.iter().map(|_| Err(e.clone())).collect();
+        }
+        let confidence: Vec<f32> = thresholds.iter().map(|t| t.0).collect();
+        match self.candidates(tensors, &confidence) {
+            Ok(all) => all
+                .into_iter()
+                .zip(tensors)
+                .zip(thresholds)
+                .map(|((c, t), (_, nms))| Ok(self.to_frame_detections(c, t, *nms)))
+                .collect(),
+            Err(e) => tensors.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
+    /// NMS, then boxes mapped to frame pixels and clipped to the frame.
+    fn to_frame_detections(
+        &self,
+        candidates: Vec<Candidate>,
+        tensor: &Tensor,
+        nms_threshold: f32,
+    ) -> FrameDetections {
+        let kept = nms::class_wise_nms(candidates, nms_threshold);
         let t = &tensor.transform;
         let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);
         let detections = kept
@@ -300,9 +368,9 @@ impl Detector {
                 })
             })
             .collect();
-        Ok(FrameDetections {
+        FrameDetections {
             model: self.model_name.clone(),
             detections,
-        })
+        }
     }
 }

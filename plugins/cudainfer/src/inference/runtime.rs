@@ -21,7 +21,7 @@ pub const SEARCHED_LOCATIONS: &[&str] = &[
     "libonnxruntime.so",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Provider {
     Cpu,
     Cuda,
@@ -136,7 +136,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// TensorRT provider settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct TensorRtOptions {
     /// Engine and timing caches go here; unset: built anew each start.
     pub cache_dir: Option<PathBuf>,

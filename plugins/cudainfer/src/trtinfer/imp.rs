@@ -1,14 +1,18 @@
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
+use std::sync::mpsc::TryRecvError;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::detections::FrameDetections;
+use crate::inference::batcher::{self, BatchKey, Batcher, Reply};
 use crate::inference::runtime::{parse_providers, TensorRtOptions};
-use crate::inference::{Detector, DetectorConfig};
+use crate::inference::DetectorConfig;
 use crate::parsers::ModelType;
 use crate::{spec, tensor_meta};
 
@@ -23,6 +27,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_CONFIDENCE: f64 = 0.3;
 const DEFAULT_NMS: f64 = 0.45;
 const DEFAULT_PROVIDERS: &str = "cpu";
+const DEFAULT_MAX_BATCH: u32 = 8;
+const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
+const DEFAULT_IN_FLIGHT: u32 = 4;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -36,6 +43,10 @@ struct Settings {
     ort_library: Option<PathBuf>,
     tensorrt_cache_dir: Option<PathBuf>,
     tensorrt_fp16: bool,
+    batch_group: String,
+    max_batch_size: u32,
+    batch_timeout_ms: u32,
+    max_frames_in_flight: u32,
 }
 
 impl Default for Settings {
@@ -51,14 +62,29 @@ impl Default for Settings {
             ort_library: None,
             tensorrt_cache_dir: None,
             tensorrt_fp16: false,
+            batch_group: String::new(),
+            max_batch_size: DEFAULT_MAX_BATCH,
+            batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
+            max_frames_in_flight: DEFAULT_IN_FLIGHT,
         }
     }
+}
+
+/// While started: the shared batcher and what this stream has in it.
+struct State {
+    batcher: Arc<Batcher>,
+    /// Frames submitted and not yet pushed, oldest first.
+    pending: VecDeque<(gst::Buffer, Reply)>,
+    confidence: f32,
+    nms: f32,
+    budget: Duration,
+    max_in_flight: usize,
 }
 
 #[derive(Default)]
 pub struct TrtInfer {
     settings: Mutex<Settings>,
-    detector: Mutex<Option<Detector>>,
+    state: Mutex<Option<State>>,
     active_provider: Mutex<Option<&'static str>>,
 }
 
@@ -146,6 +172,44 @@ impl ObjectImpl for TrtInfer {
                     .default_value(false)
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecString::builder("batch-group")
+                    .nick("Batch group")
+                    .blurb("trtinfer elements with the same model, providers, GPU and batch-group share one \
+                            session and batch their frames together; give groups different names to keep them apart")
+                    .default_value(Some(""))
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-batch-size")
+                    .nick("Maximum batch size")
+                    .blurb("Most frames (from all streams of the group) run through the model at once; \
+                            a model with a fixed batch dimension runs one at a time (with a warning)")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_MAX_BATCH)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecUInt::builder("batch-timeout")
+                    .nick("Batch timeout (ms)")
+                    .blurb("Longest a frame waits for others to fill its batch, in milliseconds; \
+                            the latency budget batching adds")
+                    .maximum(10_000)
+                    .default_value(DEFAULT_BATCH_TIMEOUT_MS)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-frames-in-flight")
+                    .nick("Maximum frames in flight")
+                    .blurb("Frames of this stream that may be queued for inference before the element waits \
+                            for the oldest; output order is kept")
+                    .minimum(1)
+                    .maximum(256)
+                    .default_value(DEFAULT_IN_FLIGHT)
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecUInt::builder("largest-batch")
+                    .nick("Largest batch")
+                    .blurb("The most frames the shared session has run at once so far (0 before the first)")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecString::builder("active-provider")
                     .nick("Active provider")
                     .blurb("The execution provider in use once the model is loaded (empty before)")
@@ -176,6 +240,17 @@ impl ObjectImpl for TrtInfer {
             "ort-library" => s.ort_library = path_property(value),
             "tensorrt-cache-dir" => s.tensorrt_cache_dir = path_property(value),
             "tensorrt-fp16" => s.tensorrt_fp16 = value.get().expect("type checked upstream"),
+            "batch-group" => {
+                s.batch_group = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "max-batch-size" => s.max_batch_size = value.get().expect("type checked upstream"),
+            "batch-timeout" => s.batch_timeout_ms = value.get().expect("type checked upstream"),
+            "max-frames-in-flight" => {
+                s.max_frames_in_flight = value.get().expect("type checked upstream")
+            }
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -194,6 +269,17 @@ impl ObjectImpl for TrtInfer {
             "ort-library" => path(&s.ort_library),
             "tensorrt-cache-dir" => path(&s.tensorrt_cache_dir),
             "tensorrt-fp16" => s.tensorrt_fp16.to_value(),
+            "batch-group" => s.batch_group.to_value(),
+            "max-batch-size" => s.max_batch_size.to_value(),
+            "batch-timeout" => s.batch_timeout_ms.to_value(),
+            "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
+            "largest-batch" => (self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or(0, |s| s.batcher.largest_batch()) as u32)
+                .to_value(),
             "active-provider" => self
                 .active_provider
                 .lock()
@@ -264,41 +350,87 @@ impl BaseTransformImpl for TrtInfer {
                 fp16: settings.tensorrt_fp16,
             },
         };
-        let detector = Detector::load(&config, |w| gst::warning!(CAT, imp = self, "{}", w))
-            .map_err(|e| e.to_error_message())?;
-        let provider = detector.active_provider();
+        let key = BatchKey {
+            config,
+            group: settings.batch_group.clone(),
+        };
+        let batcher = batcher::shared(&key, settings.max_batch_size as usize, |w| {
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
+        })
+        .map_err(|e| e.to_error_message())?;
+        let info = &batcher.info;
         gst::info!(
             CAT,
             imp = self,
-            "loaded {} with the {} execution provider (library {}), input {:?}",
-            config.model.display(),
-            provider.name(),
-            detector.library().display(),
-            detector.input_spec()
+            "{} with the {} execution provider (library {}), input {:?}, batches of up to {}",
+            key.config.model.display(),
+            info.active_provider.name(),
+            info.library.display(),
+            info.input_spec,
+            info.max_batch_size
         );
-        *self.active_provider.lock().unwrap() = Some(provider.name());
-        *self.detector.lock().unwrap() = Some(detector);
+        *self.active_provider.lock().unwrap() = Some(info.active_provider.name());
+        *self.state.lock().unwrap() = Some(State {
+            batcher,
+            pending: VecDeque::new(),
+            confidence: settings.confidence_threshold as f32,
+            nms: settings.nms_threshold as f32,
+            budget: Duration::from_millis(settings.batch_timeout_ms as u64),
+            max_in_flight: settings.max_frames_in_flight as usize,
+        });
         self.obj().notify("active-provider");
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.detector.lock().unwrap() = None;
+        *self.state.lock().unwrap() = None;
         Ok(())
+    }
+
+    fn sink_event(&self, event: gst::Event) -> bool {
+        match event.view() {
+            // Flushed frames are dropped; their results go nowhere.
+            gst::EventView::FlushStop(_) => {
+                if let Some(state) = self.state.lock().unwrap().as_mut() {
+                    state.pending.clear();
+                }
+            }
+            // Serialized events stay behind the frames before them.
+            _ if event.is_serialized() => {
+                if self.drain().is_err() {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        self.parent_sink_event(event)
     }
 
     fn query(&self, direction: gst::PadDirection, query: &mut gst::QueryRef) -> bool {
         if direction == gst::PadDirection::Sink && spec::is_input_spec_query(query) {
-            if let Some(detector) = self.detector.lock().unwrap().as_ref() {
-                return spec::answer_input_spec_query(query, detector.input_spec());
+            if let Some(state) = self.state.lock().unwrap().as_ref() {
+                return spec::answer_input_spec_query(query, &state.batcher.info.input_spec);
             }
             return false;
         }
-        BaseTransformImplExt::parent_query(self, direction, query)
+        let handled = BaseTransformImplExt::parent_query(self, direction, query);
+        if let (true, gst::QueryViewMut::Latency(q)) = (handled, query.view_mut()) {
+            // A frame may wait up to the batch timeout for its batch.
+            let added = gst::ClockTime::from_mseconds(
+                self.settings.lock().unwrap().batch_timeout_ms as u64,
+            );
+            let (live, min, max) = q.result();
+            q.set(live, min + added, max.map(|m| m + added));
+        }
+        handled
     }
 
-    fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(tensor) = tensor_meta::get(buf) else {
+    fn submit_input_buffer(
+        &self,
+        _is_discont: bool,
+        inbuf: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(tensor) = tensor_meta::get(&inbuf) else {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -306,25 +438,70 @@ impl BaseTransformImpl for TrtInfer {
             );
             return Err(gst::FlowError::Error);
         };
-        let (confidence, nms) = {
-            let s = self.settings.lock().unwrap();
-            (s.confidence_threshold as f32, s.nms_threshold as f32)
+        let mut guard = self.state.lock().unwrap();
+        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
+        let reply = state
+            .batcher
+            .submit(tensor, state.confidence, state.nms, state.budget);
+        state.pending.push_back((inbuf, reply));
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn generate_output(
+        &self,
+    ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
+        use gst_base::subclass::base_transform::GenerateOutputSuccess;
+        // Waits for the oldest frame only when this stream has its maximum
+        // in flight; otherwise hands out what is done.
+        Ok(match self.next_done(false)? {
+            Some(buffer) => GenerateOutputSuccess::Buffer(buffer),
+            None => GenerateOutputSuccess::NoOutput,
+        })
+    }
+}
+
+impl TrtInfer {
+    /// The oldest pending frame with its detections attached, if it is done
+    /// (or `wait`, or the stream has its maximum in flight).
+    fn next_done(&self, wait: bool) -> Result<Option<gst::Buffer>, gst::FlowError> {
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            return Ok(None);
         };
-        let mut guard = self.detector.lock().unwrap();
-        let detector = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let detections: FrameDetections =
-            detector.detect(&tensor, confidence, nms).map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
-                gst::FlowError::Error
-            })?;
+        let Some((_, reply)) = state.pending.front() else {
+            return Ok(None);
+        };
+        let result = if wait || state.pending.len() >= state.max_in_flight {
+            reply.recv().map_err(|_| TryRecvError::Disconnected)
+        } else {
+            reply.try_recv()
+        };
+        let result = match result {
+            Err(TryRecvError::Empty) => return Ok(None),
+            Err(TryRecvError::Disconnected) => Err("the batching thread stopped".to_string()),
+            Ok(r) => r,
+        };
+        let (mut buffer, _) = state.pending.pop_front().expect("front exists");
         drop(guard);
+        let detections = result.map_err(|e| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
+            gst::FlowError::Error
+        })?;
         gst::trace!(
             CAT,
             imp = self,
             "{} detections",
             detections.detections.len()
         );
-        detections.attach(buf);
-        Ok(gst::FlowSuccess::Ok)
+        detections.attach(buffer.make_mut());
+        Ok(Some(buffer))
+    }
+
+    /// Pushes every pending frame, in order, waiting for each.
+    fn drain(&self) -> Result<(), gst::FlowError> {
+        while let Some(buffer) = self.next_done(true)? {
+            self.obj().src_pad().push(buffer)?;
+        }
+        Ok(())
     }
 }

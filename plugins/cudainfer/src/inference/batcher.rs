@@ -1,0 +1,238 @@
+//! Batching across streams without a muxer: every `trtinfer` that loads the
+//! same model with the same providers on the same GPU (and `batch-group`)
+//! shares one [`Batcher`]: one ONNX Runtime session and one worker thread.
+//! Streams submit frames' tensors; the worker gathers them into one batch
+//! until it is full (`max-batch-size`, and what the model takes) or the
+//! oldest frame's latency budget (`batch-timeout`) is spent, runs the model
+//! once and hands each frame its result. A stream that stalls or leaves only
+//! makes the batches smaller.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{Detector, DetectorConfig, LoadError};
+use crate::detections::FrameDetections;
+use crate::tensor_meta::{Tensor, TensorStorage};
+
+/// What makes elements share a batcher.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BatchKey {
+    pub config: DetectorConfig,
+    pub group: String,
+}
+
+/// A frame's result, delivered once.
+pub type Reply = mpsc::Receiver<Result<FrameDetections, String>>;
+
+struct Job {
+    tensor: Arc<Tensor>,
+    confidence: f32,
+    nms: f32,
+    deadline: Instant,
+    reply: mpsc::SyncSender<Result<FrameDetections, String>>,
+}
+
+impl Job {
+    /// Tensors that can share one model run: same memory and size.
+    fn fits_with(&self, other: &Job) -> bool {
+        let on_gpu = |t: &Tensor| matches!(t.storage, TensorStorage::Device(_));
+        self.tensor.shape() == other.tensor.shape()
+            && on_gpu(&self.tensor) == on_gpu(&other.tensor)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    max_batch_size: usize,
+    largest_batch: AtomicUsize,
+}
+
+pub struct Batcher {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+    /// What the loaded model is, for the elements to show.
+    pub info: ModelInfo,
+}
+
+/// Facts about the shared session.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub input_spec: crate::spec::InputSpec,
+    pub active_provider: super::runtime::Provider,
+    pub library: std::path::PathBuf,
+    /// Frames per run: the smaller of what was asked and what the model
+    /// takes.
+    pub max_batch_size: usize,
+}
+
+static BATCHERS: Mutex<Option<HashMap<BatchKey, Weak<Batcher>>>> = Mutex::new(None);
+
+/// The batcher for `key`, made (loading the model) if no element holds one.
+/// `max_batch_size` applies when it is made; `warn` gets non-fatal problems.
+pub fn shared(
+    key: &BatchKey,
+    max_batch_size: usize,
+    mut warn: impl FnMut(&str),
+) -> Result<Arc<Batcher>, LoadError> {
+    let mut guard = BATCHERS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    if let Some(existing) = map.get(key).and_then(Weak::upgrade) {
+        if existing.info.max_batch_size != max_batch_size {
+            warn(&format!(
+                "this trtinfer shares the session of '{}' (batch-group '{}'), which batches up to {} frames; \
+                 its max-batch-size={} is not used",
+                key.config.model.display(),
+                key.group,
+                existing.info.max_batch_size,
+                max_batch_size
+            ));
+        }
+        return Ok(existing);
+    }
+    let detector = Detector::load(&key.config, &mut warn)?;
+    let model_limit = detector.max_batch();
+    if model_limit < max_batch_size {
+        warn(&format!(
+            "the model '{}' takes {} frame(s) per run (fixed batch dimension), so frames are not batched; \
+             export it with a dynamic batch dimension to batch up to max-batch-size={}",
+            key.config.model.display(),
+            model_limit,
+            max_batch_size
+        ));
+    }
+    let info = ModelInfo {
+        input_spec: detector.input_spec().clone(),
+        active_provider: detector.active_provider(),
+        library: detector.library().to_path_buf(),
+        max_batch_size: max_batch_size.min(model_limit).max(1),
+    };
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue::default()),
+        wake: Condvar::new(),
+        max_batch_size: info.max_batch_size,
+        largest_batch: AtomicUsize::new(0),
+    });
+    let worker_shared = shared.clone();
+    let worker = std::thread::Builder::new()
+        .name("trtinfer-batch".into())
+        .spawn(move || run_batches(detector, &worker_shared))
+        .map_err(|e| {
+            LoadError::Runtime(super::runtime::RuntimeError::Provider(format!(
+                "cannot start the batching thread: {e}"
+            )))
+        })?;
+    let batcher = Arc::new(Batcher {
+        shared,
+        worker: Some(worker),
+        info,
+    });
+    map.retain(|_, w| w.strong_count() > 0);
+    map.insert(key.clone(), Arc::downgrade(&batcher));
+    Ok(batcher)
+}
+
+impl Batcher {
+    /// Queues one frame's tensor; its result arrives on the returned
+    /// receiver at most about `budget` plus one model run later.
+    pub fn submit(&self, tensor: Arc<Tensor>, confidence: f32, nms: f32, budget: Duration) -> Reply {
+        let (reply, receiver) = mpsc::sync_channel(1);
+        let job = Job {
+            tensor,
+            confidence,
+            nms,
+            deadline: Instant::now() + budget,
+            reply,
+        };
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .jobs
+            .push_back(job);
+        self.shared.wake.notify_one();
+        receiver
+    }
+
+    /// The most frames run at once so far.
+    pub fn largest_batch(&self) -> usize {
+        self.shared.largest_batch.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop = true;
+        self.shared.wake.notify_one();
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// The next batch: waits for a first job, then until the batch is full or
+/// the earliest deadline among the jobs that fit with it has passed.
+/// `None` once stopped and empty.
+fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
+    let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if queue.jobs.is_empty() {
+            if queue.stop {
+                return None;
+            }
+            queue = shared.wake.wait(queue).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let first = &queue.jobs[0];
+        let fitting: Vec<usize> = (0..queue.jobs.len())
+            .filter(|&i| queue.jobs[i].fits_with(first))
+            .take(shared.max_batch_size)
+            .collect();
+        let deadline = fitting
+            .iter()
+            .map(|&i| queue.jobs[i].deadline)
+            .min()
+            .expect("the first job fits with itself");
+        let now = Instant::now();
+        if fitting.len() >= shared.max_batch_size || now >= deadline || queue.stop {
+            let mut batch = Vec::with_capacity(fitting.len());
+            for (taken, i) in fitting.into_iter().enumerate() {
+                batch.push(queue.jobs.remove(i - taken).expect("index in range"));
+            }
+            return Some(batch);
+        }
+        queue = shared
+            .wake
+            .wait_timeout(queue, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+}
+
+fn run_batches(mut detector: Detector, shared: &Shared) {
+    while let Some(batch) = next_batch(shared) {
+        let tensors: Vec<&Tensor> = batch.iter().map(|j| j.tensor.as_ref()).collect();
+        let thresholds: Vec<(f32, f32)> = batch.iter().map(|j| (j.confidence, j.nms)).collect();
+        shared
+            .largest_batch
+            .fetch_max(batch.len(), Ordering::Relaxed);
+        let results = detector.detect_batch(&tensors, &thresholds);
+        for (job, result) in batch.iter().zip(results) {
+            // A stream that flushed or stopped no longer listens.
+            let _ = job.reply.send(result);
+        }
+    }
+}
