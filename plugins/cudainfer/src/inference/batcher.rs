@@ -39,8 +39,7 @@ impl Job {
     /// Tensors that can share one model run: same memory and size.
     fn fits_with(&self, other: &Job) -> bool {
         let on_gpu = |t: &Tensor| matches!(t.storage, TensorStorage::Device(_));
-        self.tensor.shape() == other.tensor.shape()
-            && on_gpu(&self.tensor) == on_gpu(&other.tensor)
+        self.tensor.shape() == other.tensor.shape() && on_gpu(&self.tensor) == on_gpu(&other.tensor)
     }
 }
 
@@ -144,7 +143,13 @@ pub fn shared(
 impl Batcher {
     /// Queues one frame's tensor; its result arrives on the returned
     /// receiver at most about `budget` plus one model run later.
-    pub fn submit(&self, tensor: Arc<Tensor>, confidence: f32, nms: f32, budget: Duration) -> Reply {
+    pub fn submit(
+        &self,
+        tensor: Arc<Tensor>,
+        confidence: f32,
+        nms: f32,
+        budget: Duration,
+    ) -> Reply {
         let (reply, receiver) = mpsc::sync_channel(1);
         let job = Job {
             tensor,

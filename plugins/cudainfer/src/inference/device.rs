@@ -134,13 +134,19 @@ impl DeviceRunner {
                 if self.batch.as_ref().is_none_or(|b| b.len() < needed) {
                     // SAFETY: filled below before use.
                     self.batch = Some(unsafe { stream.alloc::<f32>(needed) }.map_err(|e| {
-                        format!("cannot allocate GPU memory for a batch of {}: {e}", many.len())
+                        format!(
+                            "cannot allocate GPU memory for a batch of {}: {e}",
+                            many.len()
+                        )
                     })?);
                 }
                 let batch = self.batch.as_mut().expect("allocated above");
                 for (i, t) in many.iter().enumerate() {
                     stream
-                        .memcpy_dtod(t.slice(), &mut batch.slice_mut(i * item_len..(i + 1) * item_len))
+                        .memcpy_dtod(
+                            t.slice(),
+                            &mut batch.slice_mut(i * item_len..(i + 1) * item_len),
+                        )
                         .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
                 }
                 batch.device_ptr(&stream).0

@@ -301,7 +301,10 @@ impl Detector {
         Ok(thresholds
             .iter()
             .enumerate()
-            .map(|(i, &t)| self.parser.decode(&raw[i * item_out..(i + 1) * item_out], t))
+            .map(|(i, &t)| {
+                self.parser
+                    .decode(&raw[i * item_out..(i + 1) * item_out], t)
+            })
             .collect())
     }
 

@@ -1,6 +1,5 @@
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::mpsc::TryRecvError;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -10,7 +9,8 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::inference::batcher::{self, BatchKey, Batcher, Reply};
+use super::in_flight::{Deliver, InFlight};
+use crate::inference::batcher::{self, BatchKey, Batcher};
 use crate::inference::runtime::{parse_providers, TensorRtOptions};
 use crate::inference::DetectorConfig;
 use crate::parsers::ModelType;
@@ -73,12 +73,11 @@ impl Default for Settings {
 /// While started: the shared batcher and what this stream has in it.
 struct State {
     batcher: Arc<Batcher>,
-    /// Frames submitted and not yet pushed, oldest first.
-    pending: VecDeque<(gst::Buffer, Reply)>,
+    /// This stream's frames waiting for their results.
+    in_flight: Arc<InFlight>,
     confidence: f32,
     nms: f32,
     budget: Duration,
-    max_in_flight: usize,
 }
 
 #[derive(Default)]
@@ -86,6 +85,8 @@ pub struct TrtInfer {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     active_provider: Mutex<Option<&'static str>>,
+    /// largest-batch of the last run, readable after stop.
+    last_largest_batch: AtomicUsize,
 }
 
 #[glib::object_subclass]
@@ -273,12 +274,10 @@ impl ObjectImpl for TrtInfer {
             "max-batch-size" => s.max_batch_size.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
-            "largest-batch" => (self
-                .state
-                .lock()
-                .unwrap()
-                .as_ref()
-                .map_or(0, |s| s.batcher.largest_batch()) as u32)
+            "largest-batch" => (self.state.lock().unwrap().as_ref().map_or_else(
+                || self.last_largest_batch.load(Ordering::Relaxed),
+                |s| s.batcher.largest_batch(),
+            ) as u32)
                 .to_value(),
             "active-provider" => self
                 .active_provider
@@ -370,38 +369,64 @@ impl BaseTransformImpl for TrtInfer {
             info.max_batch_size
         );
         *self.active_provider.lock().unwrap() = Some(info.active_provider.name());
+        let element = self.obj().downgrade();
+        let deliver: Deliver = Box::new(move |mut buffer, result| {
+            let Some(element) = element.upgrade() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            match result {
+                Ok(detections) => {
+                    gst::trace!(
+                        CAT,
+                        obj = element,
+                        "{} detections",
+                        detections.detections.len()
+                    );
+                    detections.attach(buffer.make_mut());
+                    element.src_pad().push(buffer)
+                }
+                Err(e) => {
+                    gst::element_error!(element, gst::StreamError::Failed, ("{}", e));
+                    Err(gst::FlowError::Error)
+                }
+            }
+        });
         *self.state.lock().unwrap() = Some(State {
             batcher,
-            pending: VecDeque::new(),
+            in_flight: Arc::new(InFlight::start(
+                settings.max_frames_in_flight as usize,
+                deliver,
+            )),
             confidence: settings.confidence_threshold as f32,
             nms: settings.nms_threshold as f32,
             budget: Duration::from_millis(settings.batch_timeout_ms as u64),
-            max_in_flight: settings.max_frames_in_flight as usize,
         });
         self.obj().notify("active-provider");
         Ok(())
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
-        *self.state.lock().unwrap() = None;
+        // Dropped outside the lock: the output thread is joined.
+        let state = self.state.lock().unwrap().take();
+        if let Some(state) = &state {
+            self.last_largest_batch
+                .store(state.batcher.largest_batch(), Ordering::Relaxed);
+        }
+        drop(state);
         Ok(())
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        match event.view() {
-            // Flushed frames are dropped; their results go nowhere.
-            gst::EventView::FlushStop(_) => {
-                if let Some(state) = self.state.lock().unwrap().as_mut() {
-                    state.pending.clear();
+        if let Some(in_flight) = self.in_flight() {
+            match event.view() {
+                gst::EventView::FlushStart(_) => in_flight.set_flushing(true),
+                gst::EventView::FlushStop(_) => in_flight.set_flushing(false),
+                // Serialized events stay behind the frames before them.
+                _ if event.is_serialized() => {
+                    let _ = in_flight.drain();
                 }
+                _ => {}
             }
-            // Serialized events stay behind the frames before them.
-            _ if event.is_serialized() => {
-                if self.drain().is_err() {
-                    return false;
-                }
-            }
-            _ => {}
         }
         self.parent_sink_event(event)
     }
@@ -438,70 +463,31 @@ impl BaseTransformImpl for TrtInfer {
             );
             return Err(gst::FlowError::Error);
         };
-        let mut guard = self.state.lock().unwrap();
-        let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
-        let reply = state
-            .batcher
-            .submit(tensor, state.confidence, state.nms, state.budget);
-        state.pending.push_back((inbuf, reply));
-        Ok(gst::FlowSuccess::Ok)
+        let (reply, in_flight) = {
+            let guard = self.state.lock().unwrap();
+            let state = guard.as_ref().ok_or(gst::FlowError::Flushing)?;
+            let reply = state
+                .batcher
+                .submit(tensor, state.confidence, state.nms, state.budget);
+            (reply, state.in_flight.clone())
+        };
+        in_flight.submit(inbuf, reply)
     }
 
     fn generate_output(
         &self,
     ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
-        use gst_base::subclass::base_transform::GenerateOutputSuccess;
-        // Waits for the oldest frame only when this stream has its maximum
-        // in flight; otherwise hands out what is done.
-        Ok(match self.next_done(false)? {
-            Some(buffer) => GenerateOutputSuccess::Buffer(buffer),
-            None => GenerateOutputSuccess::NoOutput,
-        })
+        // Results are pushed by the in-flight thread, in order.
+        Ok(gst_base::subclass::base_transform::GenerateOutputSuccess::NoOutput)
     }
 }
 
 impl TrtInfer {
-    /// The oldest pending frame with its detections attached, if it is done
-    /// (or `wait`, or the stream has its maximum in flight).
-    fn next_done(&self, wait: bool) -> Result<Option<gst::Buffer>, gst::FlowError> {
-        let mut guard = self.state.lock().unwrap();
-        let Some(state) = guard.as_mut() else {
-            return Ok(None);
-        };
-        let Some((_, reply)) = state.pending.front() else {
-            return Ok(None);
-        };
-        let result = if wait || state.pending.len() >= state.max_in_flight {
-            reply.recv().map_err(|_| TryRecvError::Disconnected)
-        } else {
-            reply.try_recv()
-        };
-        let result = match result {
-            Err(TryRecvError::Empty) => return Ok(None),
-            Err(TryRecvError::Disconnected) => Err("the batching thread stopped".to_string()),
-            Ok(r) => r,
-        };
-        let (mut buffer, _) = state.pending.pop_front().expect("front exists");
-        drop(guard);
-        let detections = result.map_err(|e| {
-            gst::element_imp_error!(self, gst::StreamError::Failed, ("{}", e));
-            gst::FlowError::Error
-        })?;
-        gst::trace!(
-            CAT,
-            imp = self,
-            "{} detections",
-            detections.detections.len()
-        );
-        detections.attach(buffer.make_mut());
-        Ok(Some(buffer))
-    }
-
-    /// Pushes every pending frame, in order, waiting for each.
-    fn drain(&self) -> Result<(), gst::FlowError> {
-        while let Some(buffer) = self.next_done(true)? {
-            self.obj().src_pad().push(buffer)?;
-        }
-        Ok(())
+    fn in_flight(&self) -> Option<Arc<InFlight>> {
+        self.state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| s.in_flight.clone())
     }
 }

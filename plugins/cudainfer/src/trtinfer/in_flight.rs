@@ -1,0 +1,167 @@
+//! Frames in flight: a stream's frames wait for their results here, at most
+//! `max` of them, while the streaming thread goes on to the next frame; one
+//! thread per element hands the results downstream in the frames' order as
+//! soon as each is ready, so a stream never holds a finished frame back
+//! waiting for its next input (a stalled or prerolling stream included).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use crate::detections::FrameDetections;
+use crate::inference::batcher::Reply;
+
+/// Attaches a frame's result and pushes it downstream.
+pub type Deliver = Box<
+    dyn Fn(gst::Buffer, Result<FrameDetections, String>) -> Result<gst::FlowSuccess, gst::FlowError>
+        + Send,
+>;
+
+struct Queue {
+    frames: VecDeque<(gst::Buffer, Reply)>,
+    /// A frame taken from `frames` is being delivered.
+    busy: bool,
+    flushing: bool,
+    stop: bool,
+    /// The last downstream flow; an error is returned to upstream.
+    flow: Result<gst::FlowSuccess, gst::FlowError>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+    max: usize,
+}
+
+pub struct InFlight {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl InFlight {
+    pub fn start(max: usize, deliver: Deliver) -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue {
+                frames: VecDeque::new(),
+                busy: false,
+                flushing: false,
+                stop: false,
+                flow: Ok(gst::FlowSuccess::Ok),
+            }),
+            changed: Condvar::new(),
+            max: max.max(1),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("trtinfer-out".into())
+            .spawn(move || deliver_in_order(&worker, deliver))
+            .expect("a thread can be started");
+        Self {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame whose result will arrive on `reply`; waits while the
+    /// stream has its maximum in flight. Returns downstream's last error.
+    pub fn submit(
+        &self,
+        buffer: gst::Buffer,
+        reply: Reply,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut q = self.lock();
+        while q.frames.len() + q.busy as usize >= self.shared.max && !q.flushing && q.flow.is_ok() {
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if q.flushing {
+            return Err(gst::FlowError::Flushing);
+        }
+        q.flow?;
+        q.frames.push_back((buffer, reply));
+        self.shared.changed.notify_all();
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Waits until every queued frame has been pushed (before an event that
+    /// must follow them). Returns downstream's last error.
+    pub fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut q = self.lock();
+        while (!q.frames.is_empty() || q.busy) && !q.flushing && q.flow.is_ok() {
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        q.flow
+    }
+
+    /// Flush start drops the queued frames and wakes every waiter; flush
+    /// stop lets frames in again.
+    pub fn set_flushing(&self, flushing: bool) {
+        let mut q = self.lock();
+        q.flushing = flushing;
+        q.frames.clear();
+        q.flow = if flushing {
+            Err(gst::FlowError::Flushing)
+        } else {
+            Ok(gst::FlowSuccess::Ok)
+        };
+        self.shared.changed.notify_all();
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        {
+            let mut q = self.lock();
+            q.stop = true;
+            q.frames.clear();
+        }
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn deliver_in_order(shared: &Shared, deliver: Deliver) {
+    loop {
+        let (buffer, reply) = {
+            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if q.stop {
+                    return;
+                }
+                if let Some(front) = q.frames.pop_front() {
+                    q.busy = true;
+                    break front;
+                }
+                q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let result = reply
+            .recv()
+            .unwrap_or_else(|_| Err("the batching thread stopped".into()));
+        let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        // A flush or stop while we waited drops the frame.
+        if !q.flushing && !q.stop {
+            drop(q);
+            let flow = deliver(buffer, result);
+            q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !q.flushing {
+                q.flow = flow;
+            }
+        }
+        q.busy = false;
+        shared.changed.notify_all();
+    }
+}

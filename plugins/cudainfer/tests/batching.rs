@@ -1,0 +1,270 @@
+//! Batching across streams on the CPU path: several branches of one
+//! pipeline, each `appsrc ! cudapreprocess ! trtinfer ! appsink`, share one
+//! session. Frames are real (the first frames of dog_1080p.mp4).
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+use gstcudainfer::FrameDetections;
+
+const FRAMES: usize = 12;
+
+fn dynbatch_model() -> String {
+    shared_dir()
+        .join("models/yolox_nano_dynbatch.onnx")
+        .display()
+        .to_string()
+}
+
+/// The first `FRAMES` frames of dog_1080p.mp4, decoded to NV12, and their caps.
+fn frames() -> (gst::Caps, Vec<gst::Buffer>) {
+    let mut run = run(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! identity eos-after={FRAMES} \
+         ! videoconvert ! video/x-raw,format=NV12 ! appsink name=sink",
+        media("dog_1080p.mp4")
+    ));
+    assert_eq!(run.error, None);
+    let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Nv12, 1920, 1080)
+        .fps(gst::Fraction::new(30, 1))
+        .build()
+        .unwrap()
+        .to_caps()
+        .unwrap();
+    // The decoder may let a few more through before the EOS.
+    assert!(run.buffers.len() >= FRAMES);
+    run.buffers.truncate(FRAMES);
+    (caps, run.buffers)
+}
+
+/// What each branch's sink received: (pts, detections), in arrival order.
+type Received = Arc<Mutex<HashMap<usize, Vec<(u64, Arc<FrameDetections>)>>>>;
+
+/// A pipeline of `branches` branches with `trtinfer` settings `infer`; the
+/// appsrcs are `src<i>`, the appsinks `sink<i>` (collected into the map).
+fn branches(branches: usize, infer: &str) -> (gst::Pipeline, Received) {
+    init();
+    let description: Vec<String> = (0..branches)
+        .map(|i| {
+            format!(
+                "appsrc name=src{i} format=time ! cudapreprocess ! trtinfer name=infer{i} {infer} \
+                 ! appsink name=sink{i} sync=false"
+            )
+        })
+        .collect();
+    let pipeline = gst::parse::launch(&description.join(" "))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let received: Received = Arc::default();
+    for i in 0..branches {
+        let sink = pipeline
+            .by_name(&format!("sink{i}"))
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let store = received.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let buffer = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = buffer.buffer().unwrap();
+                    let d = FrameDetections::from_buffer(buffer).expect("detections");
+                    store
+                        .lock()
+                        .unwrap()
+                        .entry(i)
+                        .or_default()
+                        .push((buffer.pts().unwrap().nseconds(), d));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    (pipeline, received)
+}
+
+/// Feeds `frames` (with their own timestamps) into appsrc `name` and ends
+/// its stream if `eos`.
+fn feed(pipeline: &gst::Pipeline, name: &str, caps: &gst::Caps, frames: &[gst::Buffer], eos: bool) {
+    let src = pipeline
+        .by_name(name)
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(caps));
+    for f in frames {
+        let _ = src.push_buffer(f.copy());
+    }
+    if eos {
+        let _ = src.end_of_stream();
+    }
+}
+
+fn same_detections(a: &FrameDetections, b: &FrameDetections) -> bool {
+    a.detections.len() == b.detections.len()
+        && a.detections.iter().zip(&b.detections).all(|(x, y)| {
+            x.class_id == y.class_id
+                && (x.confidence - y.confidence).abs() < 1e-3
+                && iou(x.corners(), y.corners()) > 0.99
+        })
+}
+
+#[test]
+fn batched_results_equal_unbatched_ones_in_order() {
+    let (caps, frames) = frames();
+    let model = dynbatch_model();
+
+    let (single, one) = branches(
+        1,
+        &format!("model={model} max-batch-size=1 max-frames-in-flight=1"),
+    );
+    feed(&single, "src0", &caps, &frames, true);
+    assert_eq!(run_to_end(&single).error, None);
+    let reference = one.lock().unwrap().remove(&0).unwrap();
+    assert_eq!(reference.len(), FRAMES);
+
+    let (batched, received) = branches(
+        3,
+        &format!("model={model} max-batch-size=8 batch-timeout=200 max-frames-in-flight=4"),
+    );
+    for i in 0..3 {
+        feed(&batched, &format!("src{i}"), &caps, &frames, true);
+    }
+    assert_eq!(run_to_end(&batched).error, None);
+    let largest: u32 = batched.by_name("infer0").unwrap().property("largest-batch");
+    assert!(largest > 1, "the three streams were never batched together");
+
+    let received = received.lock().unwrap();
+    for i in 0..3 {
+        let got = &received[&i];
+        assert_eq!(got.len(), FRAMES, "branch {i} lost frames");
+        for ((pts, d), (ref_pts, r)) in got.iter().zip(&reference) {
+            assert_eq!(pts, ref_pts, "branch {i}: frames out of order");
+            assert!(
+                same_detections(d, r),
+                "branch {i} at {pts}: batched {d:?} unbatched {r:?}"
+            );
+        }
+    }
+    println!("largest batch: {largest}");
+}
+
+#[test]
+fn a_fixed_batch_model_runs_one_frame_at_a_time_and_says_so() {
+    let (caps, frames) = frames();
+    let (pipeline, received) = branches(2, &format!("model={} max-batch-size=4", model()));
+    for i in 0..2 {
+        feed(&pipeline, &format!("src{i}"), &caps, &frames[..4], true);
+    }
+    let ended = run_to_end(&pipeline);
+    assert_eq!(ended.error, None);
+    assert!(
+        ended
+            .warnings
+            .iter()
+            .any(|w| w.contains("takes 1 frame(s) per run (fixed batch dimension)")),
+        "no warning: {:?}",
+        ended.warnings
+    );
+    let largest: u32 = pipeline
+        .by_name("infer0")
+        .unwrap()
+        .property("largest-batch");
+    assert_eq!(largest, 1);
+    assert_eq!(received.lock().unwrap()[&1].len(), 4);
+}
+
+#[test]
+fn a_stalled_stream_does_not_hold_back_the_others() {
+    let (caps, frames) = frames();
+    let (pipeline, received) = branches(
+        2,
+        &format!(
+            "model={} max-batch-size=8 batch-timeout=20",
+            dynbatch_model()
+        ),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    // Branch 0 sends one frame and then nothing, not even EOS.
+    feed(&pipeline, "src0", &caps, &frames[..1], false);
+    feed(&pipeline, "src1", &caps, &frames, true);
+    let done = || received.lock().unwrap().get(&1).map_or(0, Vec::len) == FRAMES;
+    // A guard against hanging, not a timing: the frames need a few seconds.
+    for _ in 0..600 {
+        if done() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stalled_got = received.lock().unwrap().get(&0).map_or(0, Vec::len);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        done(),
+        "the running branch was held back by the stalled one"
+    );
+    assert!(stalled_got <= 1);
+}
+
+#[test]
+fn branches_join_and_leave_while_playing() {
+    let (caps, frames) = frames();
+    let model = dynbatch_model();
+    let infer = format!("model={model} max-batch-size=8 batch-timeout=20");
+    let (pipeline, received) = branches(1, &infer);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    feed(&pipeline, "src0", &caps, &frames[..FRAMES / 2], false);
+
+    // A second branch joins while the first is playing, runs to its EOS and
+    // is removed; the first then goes on.
+    let joined = gst::parse::bin_from_description(
+        &format!("appsrc name=src1 format=time ! cudapreprocess ! trtinfer {infer} ! appsink name=sink1 sync=false"),
+        false,
+    )
+    .unwrap();
+    let sink1 = joined
+        .by_name("sink1")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let count = Arc::new(Mutex::new(0usize));
+    let c = count.clone();
+    sink1.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |s| {
+                s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                *c.lock().unwrap() += 1;
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                let _ = tx.send(());
+            })
+            .build(),
+    );
+    pipeline.add(&joined).unwrap();
+    joined.sync_state_with_parent().unwrap();
+    feed(&pipeline, "src1", &caps, &frames, true);
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the joined branch reaches its EOS");
+    joined.set_state(gst::State::Null).unwrap();
+    pipeline.remove(&joined).unwrap();
+    assert_eq!(
+        *count.lock().unwrap(),
+        FRAMES,
+        "the joined branch lost frames"
+    );
+
+    feed(&pipeline, "src0", &caps, &frames[FRAMES / 2..], true);
+    assert_eq!(run_to_end(&pipeline).error, None);
+    let got = received.lock().unwrap().remove(&0).unwrap();
+    assert_eq!(got.len(), FRAMES, "the first branch lost frames");
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "frames out of order"
+    );
+}
