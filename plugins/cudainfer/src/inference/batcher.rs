@@ -2,10 +2,12 @@
 //! same model with the same providers on the same GPU (and `batch-group`)
 //! shares one [`Batcher`]: one ONNX Runtime session and one worker thread.
 //! Streams submit frames' tensors; the worker gathers them into one batch
-//! until it is full (`max-batch-size`, and what the model takes) or the
-//! oldest frame's latency budget (`batch-timeout`) is spent, runs the model
-//! once and hands each frame its result. A stream that stalls or leaves only
-//! makes the batches smaller.
+//! until it is full (`max-batch-size`, and what the model takes), the
+//! oldest frame's latency budget (`batch-timeout`) is spent, or no member
+//! stream can add a frame (each waits for results or has ended), then runs
+//! the model once and hands each frame its result. A stream that stalls
+//! delays a batch by at most the budget; one that leaves only makes the
+//! batches smaller.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,10 +45,28 @@ impl Job {
     }
 }
 
+/// Whether a member stream can still add frames to the forming batch.
+#[derive(Default, Clone, Copy)]
+struct MemberState {
+    /// Waiting for results before it may submit more.
+    waiting: bool,
+    /// At end of stream: submits nothing until new data.
+    ended: bool,
+}
+
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
+    members: HashMap<u64, MemberState>,
+    next_member: u64,
     stop: bool,
+}
+
+impl Queue {
+    /// No member can add a frame, so waiting for more is pointless.
+    fn members_held(&self) -> bool {
+        self.members.values().all(|m| m.waiting || m.ended)
+    }
 }
 
 struct Shared {
@@ -98,7 +118,7 @@ pub fn shared(
         }
         return Ok(existing);
     }
-    let detector = Detector::load(&key.config, &mut warn)?;
+    let mut detector = Detector::load(&key.config, &mut warn)?;
     let model_limit = detector.max_batch();
     if model_limit < max_batch_size {
         warn(&format!(
@@ -115,6 +135,9 @@ pub fn shared(
         library: detector.library().to_path_buf(),
         max_batch_size: max_batch_size.min(model_limit).max(1),
     };
+    detector
+        .warm_up(info.max_batch_size)
+        .map_err(|e| LoadError::Runtime(super::runtime::RuntimeError::Provider(e)))?;
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
@@ -140,11 +163,65 @@ pub fn shared(
     Ok(batcher)
 }
 
+/// A stream's place in a batcher: what the batcher knows of whether the
+/// stream can add frames. Leaves the batcher when dropped.
+pub struct Membership {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Membership {
+    fn update(&self, change: impl FnOnce(&mut MemberState)) {
+        let mut queue = self.shared.lock();
+        if let Some(state) = queue.members.get_mut(&self.id) {
+            change(state);
+        }
+        self.shared.wake.notify_one();
+    }
+
+    /// The stream waits for results before it submits again.
+    pub fn set_waiting(&self, waiting: bool) {
+        self.update(|m| m.waiting = waiting);
+    }
+
+    /// The stream reached its end (or starts again).
+    pub fn set_ended(&self, ended: bool) {
+        self.update(|m| m.ended = ended);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.shared.lock().members.remove(&self.id);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl Batcher {
-    /// Queues one frame's tensor; its result arrives on the returned
-    /// receiver at most about `budget` plus one model run later.
+    /// Registers a stream that will submit frames.
+    pub fn join(&self) -> Membership {
+        let mut queue = self.shared.lock();
+        let id = queue.next_member;
+        queue.next_member += 1;
+        queue.members.insert(id, MemberState::default());
+        Membership {
+            shared: self.shared.clone(),
+            id,
+        }
+    }
+
+    /// Queues one frame's tensor from `member`'s stream; its result arrives
+    /// on the returned receiver at most about `budget` plus one model run
+    /// later.
     pub fn submit(
         &self,
+        member: &Membership,
         tensor: Arc<Tensor>,
         confidence: f32,
         nms: f32,
@@ -158,12 +235,11 @@ impl Batcher {
             deadline: Instant::now() + budget,
             reply,
         };
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .jobs
-            .push_back(job);
+        let mut queue = self.shared.lock();
+        queue.jobs.push_back(job);
+        if let Some(state) = queue.members.get_mut(&member.id) {
+            state.ended = false;
+        }
         self.shared.wake.notify_one();
         receiver
     }
@@ -176,11 +252,7 @@ impl Batcher {
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        self.shared
-            .queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop = true;
+        self.shared.lock().stop = true;
         self.shared.wake.notify_one();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
@@ -188,11 +260,11 @@ impl Drop for Batcher {
     }
 }
 
-/// The next batch: waits for a first job, then until the batch is full or
-/// the earliest deadline among the jobs that fit with it has passed.
-/// `None` once stopped and empty.
+/// The next batch: waits for a first job, then until the batch is full,
+/// the earliest deadline among the jobs that fit with it has passed, or no
+/// member can add a frame. `None` once stopped and empty.
 fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
-    let mut queue = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+    let mut queue = shared.lock();
     loop {
         if queue.jobs.is_empty() {
             if queue.stop {
@@ -212,7 +284,11 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
             .min()
             .expect("the first job fits with itself");
         let now = Instant::now();
-        if fitting.len() >= shared.max_batch_size || now >= deadline || queue.stop {
+        if fitting.len() >= shared.max_batch_size
+            || now >= deadline
+            || queue.members_held()
+            || queue.stop
+        {
             let mut batch = Vec::with_capacity(fitting.len());
             for (taken, i) in fitting.into_iter().enumerate() {
                 batch.push(queue.jobs.remove(i - taken).expect("index in range"));

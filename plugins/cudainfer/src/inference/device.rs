@@ -111,9 +111,6 @@ impl DeviceRunner {
         }
     }
 
-    /// Runs the model on `tensor` ([1, 3, h, w]) and returns the candidates
-    /// above `threshold`, in output row and class order (as the host decoder
-    /// gives them).
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
     /// and returns each one's candidates above its threshold, in output row
     /// and class order (as the host decoder gives them). One tensor is read
@@ -125,22 +122,12 @@ impl DeviceRunner {
         item_shape: [usize; 4],
         thresholds: &[f32],
     ) -> Result<Vec<Vec<Candidate>>, String> {
-        let stream = self.gpu.stream().clone();
         let item_len: usize = item_shape.iter().product();
-        let ptr = match tensors {
+        let input = match tensors {
             [one] => one.device_ptr(),
             many => {
-                let needed = item_len * many.len();
-                if self.batch.as_ref().is_none_or(|b| b.len() < needed) {
-                    // SAFETY: filled below before use.
-                    self.batch = Some(unsafe { stream.alloc::<f32>(needed) }.map_err(|e| {
-                        format!(
-                            "cannot allocate GPU memory for a batch of {}: {e}",
-                            many.len()
-                        )
-                    })?);
-                }
-                let batch = self.batch.as_mut().expect("allocated above");
+                let stream = self.gpu.stream().clone();
+                let batch = self.batch_buffer(item_len * many.len())?;
                 for (i, t) in many.iter().enumerate() {
                     stream
                         .memcpy_dtod(
@@ -149,17 +136,70 @@ impl DeviceRunner {
                         )
                         .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
                 }
-                batch.device_ptr(&stream).0
+                let ptr = batch.device_ptr(&stream).0;
+                ptr
             }
         };
         let mut shape = item_shape;
         shape[0] = tensors.len();
-        // SAFETY: `ptr` holds `shape` floats on this GPU (a tensor the
+        let output = self.infer(session, input, shape)?;
+        self.decode(output, thresholds)
+    }
+
+    /// Runs the model once for every batch size up to `max_batch`, so that
+    /// no frame pays for the per-shape set-up (cuDNN's algorithm search,
+    /// TensorRT's profiles) that the first run of a new batch size does.
+    pub fn warm_up(
+        &mut self,
+        session: &mut Session,
+        item_shape: [usize; 4],
+        max_batch: usize,
+    ) -> Result<(), String> {
+        let item_len: usize = item_shape.iter().product();
+        let stream = self.gpu.stream().clone();
+        let zeros = {
+            let batch = self.batch_buffer(item_len * max_batch)?;
+            stream
+                .memset_zeros(batch)
+                .map_err(|e| format!("cannot clear the warm-up batch: {e}"))?;
+            batch.device_ptr(&stream).0
+        };
+        for size in 1..=max_batch {
+            let mut shape = item_shape;
+            shape[0] = size;
+            self.infer(session, zeros, shape)?;
+        }
+        stream
+            .synchronize()
+            .map_err(|e| format!("the warm-up runs failed: {e}"))
+    }
+
+    /// The gathering buffer, grown to hold at least `len` floats.
+    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<f32>, String> {
+        if self.batch.as_ref().is_none_or(|b| b.len() < len) {
+            // SAFETY: callers fill what they use before the model reads it.
+            let buffer = unsafe { self.gpu.stream().alloc::<f32>(len) }
+                .map_err(|e| format!("cannot allocate GPU memory for a batch: {e}"))?;
+            self.batch = Some(buffer);
+        }
+        Ok(self.batch.as_mut().expect("allocated above"))
+    }
+
+    /// Runs the model on `shape` floats at device address `input`; returns
+    /// the device address of the output, which the binding keeps until the
+    /// next run.
+    fn infer(
+        &mut self,
+        session: &mut Session,
+        input: u64,
+        shape: [usize; 4],
+    ) -> Result<u64, String> {
+        // SAFETY: `input` holds `shape` floats on this GPU (a tensor the
         // caller holds, or our batch buffer) for the whole run.
         let input = unsafe {
             TensorRefMut::<f32>::from_raw(
                 self.memory_info.clone(),
-                ptr as usize as *mut _,
+                input as usize as *mut _,
                 Shape::new(shape.map(|d| d as i64)),
             )
         }
@@ -168,75 +208,90 @@ impl DeviceRunner {
         let outputs = session
             .run_binding(&self.binding)
             .map_err(|e| format!("inference failed: {e}"))?;
-        let output_ptr = outputs[0]
+        let output = outputs[0]
             .view()
             .downcast::<ort::value::TensorValueType<f32>>()
             .map_err(|e| format!("the model output is not float32: {e}"))?
             .data_ptr() as u64;
-        // The binding keeps the output alive until the next run.
-        drop(outputs);
-        let item_out_bytes =
-            (self.rows * (5 + self.num_classes) * std::mem::size_of::<f32>()) as u64;
-        thresholds
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| self.decode(output_ptr + i as u64 * item_out_bytes, t))
-            .collect()
+        Ok(output)
     }
 
-    /// Decodes one image's output at `output_ptr` on the GPU and copies the
-    /// survivors to the host.
-    fn decode(&mut self, output_ptr: u64, threshold: f32) -> Result<Vec<Candidate>, String> {
+    /// Decodes the batch's output at `output_ptr` on the GPU, keeping what
+    /// is above the lowest threshold, copies the survivors to the host (two
+    /// copies per batch, not per image), then applies each image's own
+    /// threshold.
+    fn decode(
+        &mut self,
+        output_ptr: u64,
+        thresholds: &[f32],
+    ) -> Result<Vec<Vec<Candidate>>, String> {
         let stream = self.gpu.stream().clone();
         let copy_error = |e| format!("cannot read the decoded candidates: {e}");
-        stream.memset_zeros(&mut self.count).map_err(copy_error)?;
-        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
-        let capacity = (self.rows * self.num_classes) as u32;
-        let anchors = self.anchors.device_ptr(&stream).0;
-        let candidates = self.candidates.device_ptr(&stream).0;
-        let count = self.count.device_ptr(&stream).0;
-        // SAFETY: the output holds rows x (5 + classes) floats, the anchors
-        // rows x 3, the candidate buffer `capacity` records.
-        unsafe {
-            stream
-                .launch_builder(&self.decode_kernel)
-                .arg(&output_ptr)
-                .arg(&anchors)
-                .arg(&rows)
-                .arg(&classes)
-                .arg(&threshold)
-                .arg(&candidates)
-                .arg(&count)
-                .arg(&capacity)
-                .launch(LaunchConfig::for_num_elems(self.rows as u32))
+        let lowest = thresholds.iter().copied().fold(f32::INFINITY, f32::min);
+        let n = loop {
+            stream.memset_zeros(&mut self.count).map_err(copy_error)?;
+            let (rows, classes) = (self.rows as i32, self.num_classes as i32);
+            let capacity = (self.candidates.len() / RECORD) as u32;
+            let anchors = self.anchors.device_ptr(&stream).0;
+            let candidates = self.candidates.device_ptr(&stream).0;
+            let count = self.count.device_ptr(&stream).0;
+            let mut config = LaunchConfig::for_num_elems(self.rows as u32);
+            config.grid_dim.1 = thresholds.len() as u32;
+            // SAFETY: the output holds images x rows x (5 + classes) floats,
+            // the anchors rows x 3, the candidate buffer `capacity` records.
+            unsafe {
+                stream
+                    .launch_builder(&self.decode_kernel)
+                    .arg(&output_ptr)
+                    .arg(&anchors)
+                    .arg(&rows)
+                    .arg(&classes)
+                    .arg(&lowest)
+                    .arg(&candidates)
+                    .arg(&count)
+                    .arg(&capacity)
+                    .launch(config)
+            }
+            .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
+            let n = stream.clone_dtoh(&self.count).map_err(copy_error)?[0] as usize;
+            if n <= capacity as usize {
+                break n;
+            }
+            // More survivors than room (a very low threshold on a batch):
+            // grow and decode again, so nothing is dropped.
+            self.candidates = stream
+                .alloc_zeros::<f32>(n * RECORD)
+                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
+        };
+        let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); thresholds.len()];
+        if n > 0 {
+            let records = stream
+                .clone_dtoh(&self.candidates.slice(..n * RECORD))
+                .map_err(copy_error)?;
+            for r in records.chunks_exact(RECORD) {
+                let image = r[7] as usize;
+                if r[4] > thresholds[image] {
+                    per_image[image].push((
+                        r[6] as u32,
+                        Candidate {
+                            class_id: r[5] as u32,
+                            confidence: r[4],
+                            x1: r[0],
+                            y1: r[1],
+                            x2: r[2],
+                            y2: r[3],
+                        },
+                    ));
+                }
+            }
         }
-        .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
-        let n = (stream.clone_dtoh(&self.count).map_err(copy_error)?[0] as usize)
-            .min(capacity as usize);
-        if n == 0 {
-            return Ok(Vec::new());
-        }
-        let records = stream
-            .clone_dtoh(&self.candidates.slice(..n * RECORD))
-            .map_err(copy_error)?;
-        let mut out: Vec<(u32, Candidate)> = records
-            .chunks_exact(RECORD)
-            .map(|r| {
-                (
-                    r[6] as u32,
-                    Candidate {
-                        class_id: r[5] as u32,
-                        confidence: r[4],
-                        x1: r[0],
-                        y1: r[1],
-                        x2: r[2],
-                        y2: r[3],
-                    },
-                )
+        Ok(per_image
+            .into_iter()
+            .map(|mut image| {
+                // The kernel appends in whatever order threads finish.
+                image.sort_by_key(|(row, c)| (*row, c.class_id));
+                image.into_iter().map(|(_, c)| c).collect()
             })
-            .collect();
-        // The kernel appends in whatever order threads finish.
-        out.sort_by_key(|(row, c)| (*row, c.class_id));
-        Ok(out.into_iter().map(|(_, c)| c).collect())
+            .collect())
     }
 }

@@ -236,6 +236,18 @@ impl Detector {
         self.max_batch
     }
 
+    /// Prepares GPU inference for every batch size up to `max_batch`, so
+    /// that frames do not pay for a new batch size's set-up. Nothing to do
+    /// on the host path.
+    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), String> {
+        let Some(Ok(runner)) = &mut self.device_runner else {
+            return Ok(());
+        };
+        let spec = self.parser.input_spec();
+        let item_shape = [1, 3, spec.height as usize, spec.width as usize];
+        runner.warm_up(&mut self.session, item_shape, max_batch)
+    }
+
     fn check_tensor(&self, tensor: &Tensor) -> Result<(), String> {
         let spec = self.parser.input_spec();
         if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize)

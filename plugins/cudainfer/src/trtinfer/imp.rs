@@ -10,7 +10,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::in_flight::{Deliver, InFlight};
-use crate::inference::batcher::{self, BatchKey, Batcher};
+use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
 use crate::inference::runtime::{parse_providers, TensorRtOptions};
 use crate::inference::DetectorConfig;
 use crate::parsers::ModelType;
@@ -27,9 +27,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_CONFIDENCE: f64 = 0.3;
 const DEFAULT_NMS: f64 = 0.45;
 const DEFAULT_PROVIDERS: &str = "cpu";
-const DEFAULT_MAX_BATCH: u32 = 8;
+const DEFAULT_MAX_BATCH: u32 = 16;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
-const DEFAULT_IN_FLIGHT: u32 = 4;
+const DEFAULT_IN_FLIGHT: u32 = 16;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -73,6 +73,8 @@ impl Default for Settings {
 /// While started: the shared batcher and what this stream has in it.
 struct State {
     batcher: Arc<Batcher>,
+    /// This stream as the batcher sees it.
+    membership: Arc<Membership>,
     /// This stream's frames waiting for their results.
     in_flight: Arc<InFlight>,
     confidence: f32,
@@ -391,11 +393,18 @@ impl BaseTransformImpl for TrtInfer {
                 }
             }
         });
+        let membership = Arc::new(batcher.join());
+        let waiting = {
+            let membership = membership.clone();
+            Box::new(move |waiting| membership.set_waiting(waiting))
+        };
         *self.state.lock().unwrap() = Some(State {
             batcher,
+            membership,
             in_flight: Arc::new(InFlight::start(
                 settings.max_frames_in_flight as usize,
                 deliver,
+                waiting,
             )),
             confidence: settings.confidence_threshold as f32,
             nms: settings.nms_threshold as f32,
@@ -417,12 +426,25 @@ impl BaseTransformImpl for TrtInfer {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let Some(in_flight) = self.in_flight() {
+        let stream = self
+            .state
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|s| (s.in_flight.clone(), s.membership.clone()));
+        if let Some((in_flight, membership)) = stream {
             match event.view() {
                 gst::EventView::FlushStart(_) => in_flight.set_flushing(true),
-                gst::EventView::FlushStop(_) => in_flight.set_flushing(false),
-                // Serialized events stay behind the frames before them.
+                gst::EventView::FlushStop(_) => {
+                    in_flight.set_flushing(false);
+                    membership.set_ended(false);
+                }
+                // Serialized events stay behind the frames before them; at
+                // the end the batcher stops waiting for this stream first.
                 _ if event.is_serialized() => {
+                    if event.type_() == gst::EventType::Eos {
+                        membership.set_ended(true);
+                    }
                     let _ = in_flight.drain();
                 }
                 _ => {}
@@ -466,9 +488,13 @@ impl BaseTransformImpl for TrtInfer {
         let (reply, in_flight) = {
             let guard = self.state.lock().unwrap();
             let state = guard.as_ref().ok_or(gst::FlowError::Flushing)?;
-            let reply = state
-                .batcher
-                .submit(tensor, state.confidence, state.nms, state.budget);
+            let reply = state.batcher.submit(
+                &state.membership,
+                tensor,
+                state.confidence,
+                state.nms,
+                state.budget,
+            );
             (reply, state.in_flight.clone())
         };
         in_flight.submit(inbuf, reply)
@@ -479,15 +505,5 @@ impl BaseTransformImpl for TrtInfer {
     ) -> Result<gst_base::subclass::base_transform::GenerateOutputSuccess, gst::FlowError> {
         // Results are pushed by the in-flight thread, in order.
         Ok(gst_base::subclass::base_transform::GenerateOutputSuccess::NoOutput)
-    }
-}
-
-impl TrtInfer {
-    fn in_flight(&self) -> Option<Arc<InFlight>> {
-        self.state
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|s| s.in_flight.clone())
     }
 }

@@ -33,13 +33,18 @@ struct Shared {
     max: usize,
 }
 
+/// Told when the stream starts (true) and stops (false) waiting for room,
+/// so the batcher need not wait for frames that cannot come.
+pub type Waiting = Box<dyn Fn(bool) + Send + Sync>;
+
 pub struct InFlight {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    waiting: Waiting,
 }
 
 impl InFlight {
-    pub fn start(max: usize, deliver: Deliver) -> Self {
+    pub fn start(max: usize, deliver: Deliver, waiting: Waiting) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
@@ -59,6 +64,7 @@ impl InFlight {
         Self {
             shared,
             thread: Some(thread),
+            waiting,
         }
     }
 
@@ -74,12 +80,17 @@ impl InFlight {
         reply: Reply,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut q = self.lock();
-        while q.frames.len() + q.busy as usize >= self.shared.max && !q.flushing && q.flow.is_ok() {
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
+        let full = |q: &Queue| q.frames.len() + q.busy as usize >= self.shared.max;
+        if full(&q) {
+            (self.waiting)(true);
+            while full(&q) && !q.flushing && q.flow.is_ok() {
+                q = self
+                    .shared
+                    .changed
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            (self.waiting)(false);
         }
         if q.flushing {
             return Err(gst::FlowError::Flushing);
@@ -94,12 +105,17 @@ impl InFlight {
     /// must follow them). Returns downstream's last error.
     pub fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let mut q = self.lock();
-        while (!q.frames.is_empty() || q.busy) && !q.flushing && q.flow.is_ok() {
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
+        let pending = |q: &Queue| !q.frames.is_empty() || q.busy;
+        if pending(&q) {
+            (self.waiting)(true);
+            while pending(&q) && !q.flushing && q.flow.is_ok() {
+                q = self
+                    .shared
+                    .changed
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            (self.waiting)(false);
         }
         q.flow
     }

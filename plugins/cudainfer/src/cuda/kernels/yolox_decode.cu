@@ -1,11 +1,13 @@
 // YOLOX output decoding and confidence filtering on the GPU, the same
-// arithmetic as src/parsers/yolox.rs: one thread per anchor row; every
-// (row, class) whose objectness x class score exceeds the threshold becomes
-// a candidate record [x1, y1, x2, y2, confidence, class, row, 0] appended at
-// an atomic counter, so only survivors are copied to the host.
+// arithmetic as src/parsers/yolox.rs: one thread per anchor row of each
+// image of a batch (blockIdx.y); every (row, class) whose objectness x class
+// score exceeds the threshold becomes a candidate record
+// [x1, y1, x2, y2, confidence, class, row, image] appended at one atomic
+// counter for the whole batch, so only survivors are copied to the host, in
+// one copy per batch.
 
 extern "C" __global__ void yolox_decode(
-    const float* output,     // [rows, 5 + classes]
+    const float* output,     // [images, rows, 5 + classes]
     const float* anchors,    // [rows, 3]: grid x, grid y, stride
     int rows,
     int classes,
@@ -17,7 +19,8 @@ extern "C" __global__ void yolox_decode(
     if (r >= rows) {
         return;
     }
-    const float* row = output + (size_t)r * (5 + classes);
+    const int image = blockIdx.y;
+    const float* row = output + ((size_t)image * rows + r) * (5 + classes);
     const float objectness = row[4];
     // Class scores are at most 1, so a low objectness rules out the row.
     if (objectness <= threshold) {
@@ -43,7 +46,7 @@ extern "C" __global__ void yolox_decode(
                 c[4] = confidence;
                 c[5] = (float)k;
                 c[6] = (float)r;
-                c[7] = 0.0f;
+                c[7] = (float)image;
             }
         }
     }
