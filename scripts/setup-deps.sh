@@ -13,6 +13,7 @@ apt_packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  fonts-dejavu-core
 )
 missing=()
 for p in "${apt_packages[@]}"; do
