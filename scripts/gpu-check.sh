@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The GPU check, run on the GPU machine under ../shared/gpu/run.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-check.sh [LOOPS]
-# Writes logs under $OUT (or /tmp/gpu-check) and prints a verdict table last.
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-check.sh [LOOPS] [STREAMS] [TRTINFER_PROPS]
+# e.g. gpu-check.sh 3 1,2,4,8,16,32 "max-batch-size=32"
+# Writes logs and the fps plot under $OUT (or /tmp/gpu-check) and prints a
+# verdict table and the benchmark table last.
 set -u
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
-loops=${1:-4}
+loops=${1:-3}
+streams=${2:-1,2,4,8,16,32}
+infer_props=${3:-}
 export CUDAINFER_SHARED_DIR=$GPU_DATA
 models=$GPU_DATA/models
 media=$GPU_DATA/media
@@ -38,15 +42,17 @@ while read -r line; do
 done < <(grep -o "VERDICT.*" "$out/gpu-tests.txt")
 [ $rc = 0 ] || verdict "gpu-tests" FAIL "see gpu-tests.txt: $(grep -m1 -E 'panicked|FAILED' "$out/gpu-tests.txt")"
 
-# 3. Throughput, latency and PCIe traffic, decode-only beside the full
-#    pipeline and a per-frame download, in one run.
-nvidia-smi dmon -s t -d 1 > "$out/dmon.txt" 2>&1 &
+# 3. Throughput and latency against N concurrent streams, decode-only and
+#    the full pipeline for each N in one run, with the plot.
+nvidia-smi dmon -s um -d 1 > "$out/dmon.txt" 2>&1 &
 dmon=$!
 "$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
-  --loops "$loops" --modes decode,full,full-queued,download > "$out/bench.md" 2> "$out/bench.log"
+  --loops "$loops" --streams "$streams" --modes decode,full --infer "$infer_props" \
+  --plot "$out/fps-vs-streams.png" > "$out/bench.md" 2> "$out/bench.log"
 rc=$?
 kill $dmon 2>/dev/null
-verdict "pipeline_bench noise_1080p x$loops" "$([ $rc = 0 ] && echo PASS || echo FAIL)" "table below"
+verdict "pipeline_bench noise_1080p x$loops, N=$streams, trtinfer $infer_props" \
+  "$([ $rc = 0 ] && echo PASS || echo FAIL)" "table below, plot fps-vs-streams.png"
 
 echo
 echo "## GPU check ($(head -2 "$out/gpu.txt" | tail -1))"

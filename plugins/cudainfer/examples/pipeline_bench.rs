@@ -2,6 +2,10 @@
 //! decode-only, in one run on one machine.
 //!
 //!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download]
+//!                  [--infer "PROP=VALUE ..."] [--plot FILE.png]
+//!
+//! `--infer` adds properties to every trtinfer (say `max-batch-size=32`);
+//! `--plot` writes aggregate fps against N for each mode as a PNG.
 //!
 //! Modes (each with N concurrent branches, each branch decoding MEDIA K times):
 //! - `decode`:   filesrc ! qtdemux ! h264parse ! nvh264dec ! fakesink
@@ -23,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
+
+#[path = "common/fps_plot.rs"]
+mod fps_plot;
 
 /// NVML, loaded at run time (the driver ships it).
 struct Nvml {
@@ -139,11 +146,14 @@ struct Args {
     streams: Vec<usize>,
     loops: usize,
     modes: Vec<String>,
+    infer_properties: String,
+    plot: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
-    let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] [--modes decode,full,full-queued,download]";
+    let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] \
+                 [--modes decode,full,full-queued,download] [--infer \"PROP=VALUE ...\"] [--plot FILE.png]";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
     let mut args = Args {
@@ -154,6 +164,8 @@ fn parse_args() -> Args {
         modes: ["decode", "full", "full-queued", "download"]
             .map(String::from)
             .to_vec(),
+        infer_properties: String::new(),
+        plot: None,
     };
     while let Some(flag) = it.next() {
         let value = it.next().expect(usage);
@@ -163,6 +175,8 @@ fn parse_args() -> Args {
             }
             "--loops" => args.loops = value.parse().expect(usage),
             "--modes" => args.modes = value.split(',').map(str::to_string).collect(),
+            "--infer" => args.infer_properties = value,
+            "--plot" => args.plot = Some(value.into()),
             _ => panic!("{usage}"),
         }
     }
@@ -173,8 +187,8 @@ fn parse_args() -> Args {
 /// mode's elements.
 fn branch(args: &Args, mode: &str, i: usize) -> String {
     let infer = format!(
-        "cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda",
-        args.model
+        "cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda {}",
+        args.model, args.infer_properties
     );
     let tail = match mode {
         "decode" => String::new(),
@@ -196,6 +210,8 @@ struct RunResult {
     seconds: f64,
     latencies_ms: Vec<f64>,
     bus: Option<BusTotals>,
+    /// trtinfer's largest-batch, where there is a trtinfer.
+    largest_batch: Option<u32>,
 }
 
 /// Frame arrival times at the sinks: first, last, count.
@@ -279,6 +295,9 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunR
     }
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.map(|s| s.join().unwrap());
+    let largest_batch = pipeline
+        .by_name("infer0")
+        .map(|infer| infer.property::<u32>("largest-batch"));
     pipeline.set_state(gst::State::Null).unwrap();
     let a = arrivals.lock().unwrap();
     let (seconds, bus_totals) = match (a.first, a.last) {
@@ -291,6 +310,7 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunR
         seconds,
         latencies_ms,
         bus: bus_totals,
+        largest_batch,
     }
 }
 
@@ -309,13 +329,19 @@ fn main() {
         eprintln!("NVML not available: no PCIe or memory columns");
     }
     println!(
-        "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB |"
+        "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &streams in &args.streams {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let runs = args.streams.len() * args.modes.len();
+    let mut fps_by_mode: Vec<(String, Vec<(u32, f64)>)> =
+        args.modes.iter().map(|m| (m.clone(), Vec::new())).collect();
+    for (n, &streams) in args.streams.iter().enumerate() {
         let mut decode_fps = None;
-        for mode in &args.modes {
-            eprintln!("running {mode} with {streams} stream(s)...");
+        for (m, mode) in args.modes.iter().enumerate() {
+            eprintln!(
+                "[{}/{runs}] {mode} with {streams} stream(s)...",
+                n * args.modes.len() + m + 1
+            );
             let r = run(&args, mode, streams, nvml.clone());
             // Frames between the first and the last arrival.
             let fps = (r.frames.saturating_sub(1)) as f64 / r.seconds.max(1e-9);
@@ -323,6 +349,7 @@ fn main() {
             if mode == "decode" {
                 decode_fps = Some(fps);
             }
+            fps_by_mode[m].1.push((streams as u32, fps));
             let mut lat = r.latencies_ms;
             lat.sort_by(f64::total_cmp);
             let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
@@ -334,13 +361,47 @@ fn main() {
                 )
             });
             let ms = |p| percentile(&lat, p).map_or(String::new(), |v| format!("{v:.2}"));
+            let batch = r.largest_batch.map_or(String::new(), |b| b.to_string());
             println!(
-                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {to} | {from} | {mem} |",
+                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {batch} | {to} | {from} | {mem} |",
                 r.frames,
                 r.seconds,
                 ms(0.5),
                 ms(0.99),
             );
         }
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<fps_plot::Series> = fps_by_mode
+            .iter()
+            .map(|(mode, points)| fps_plot::Series {
+                label: mode_label(mode),
+                points: points.clone(),
+            })
+            .collect();
+        let title = format!(
+            "{} on one GPU: aggregate fps against concurrent streams",
+            std::path::Path::new(&args.media)
+                .file_name()
+                .map_or(args.media.clone(), |f| f.to_string_lossy().into_owned())
+        );
+        match fps_plot::write_png(path, &title, &series) {
+            Ok(()) => eprintln!("plot written to {}", path.display()),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// What a mode's line is called in the plot.
+fn mode_label(mode: &str) -> &str {
+    match mode {
+        "decode" => "decode only (nvh264dec ! fakesink)",
+        "full" => "nvh264dec ! cudapreprocess ! trtinfer",
+        "full-queued" => "nvh264dec ! queue ! cudapreprocess ! trtinfer",
+        "download" => "nvh264dec ! cudadownload",
+        other => other,
     }
 }

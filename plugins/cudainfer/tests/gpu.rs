@@ -177,27 +177,10 @@ fn cuda_detections_equal_cpu_detections() {
         &infer("cpu"),
         |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries detections"),
         move |gpu, cpu| {
-            let (g, c) = (&gpu.detections, &cpu.detections);
-            assert_eq!(
-                g.len(),
-                c.len(),
-                "different detections: GPU {g:?} CPU {c:?}"
-            );
+            let best = same_objects(&gpu, &cpu);
             let mut s = s.lock().unwrap();
-            for d in g {
-                let best = c
-                    .iter()
-                    .filter(|o| o.class_id == d.class_id)
-                    .map(|o| iou(d.corners(), o.corners()))
-                    .fold(0.0, f32::max);
-                assert!(
-                    best >= 0.95,
-                    "{} on the GPU matches the CPU path at IoU {best}: GPU {g:?} CPU {c:?}",
-                    d.label
-                );
-                s.0 = s.0.min(best);
-                s.1 += 1;
-            }
+            s.0 = s.0.min(best);
+            s.1 += gpu.detections.len();
         },
     );
     let (min_iou, detections) = *stats.lock().unwrap();
@@ -206,4 +189,112 @@ fn cuda_detections_equal_cpu_detections() {
     );
     assert_eq!(frames, 300, "every frame of dog_1080p.mp4 is compared");
     assert!(detections >= 900, "dog, bicycle and car in every frame");
+}
+
+/// Asserts that `gpu` found the objects `cpu` found (same count, each GPU
+/// box matching a CPU box of its class at IoU >= 0.95); returns the lowest
+/// IoU.
+fn same_objects(gpu: &FrameDetections, cpu: &FrameDetections) -> f32 {
+    let (g, c) = (&gpu.detections, &cpu.detections);
+    assert_eq!(
+        g.len(),
+        c.len(),
+        "different detections: GPU {g:?} CPU {c:?}"
+    );
+    let mut lowest = f32::MAX;
+    for d in g {
+        let best = c
+            .iter()
+            .filter(|o| o.class_id == d.class_id)
+            .map(|o| iou(d.corners(), o.corners()))
+            .fold(0.0, f32::max);
+        assert!(
+            best >= 0.95,
+            "{} on the GPU matches the CPU path at IoU {best}: GPU {g:?} CPU {c:?}",
+            d.label
+        );
+        lowest = lowest.min(best);
+    }
+    lowest
+}
+
+#[test]
+fn batched_gpu_streams_equal_the_unbatched_cpu_path() {
+    if !gpu_available() {
+        return;
+    }
+    const STREAMS: usize = 4;
+    let clip = media("dog_1080p.mp4");
+    let model = shared_dir().join("models/yolox_nano_dynbatch.onnx");
+    let decode = format!("filesrc location={clip} ! qtdemux ! h264parse ! nvh264dec");
+    let infer = format!("trtinfer model={}", model.display());
+    let mut description: Vec<String> = (0..STREAMS)
+        .map(|i| {
+            format!(
+                "{decode} ! cudapreprocess ! {infer} name=infer{i} providers=cuda max-batch-size=8 \
+                 ! appsink name=sink{i} sync=false"
+            )
+        })
+        .collect();
+    description.push(format!(
+        "{decode} ! cudadownload ! video/x-raw ! cudapreprocess ! {infer} providers=cpu \
+         batch-group=reference max-batch-size=1 ! appsink name=reference sync=false"
+    ));
+    let pipeline = gst::parse::launch(&description.join(" "))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    type Frames = Arc<Mutex<Vec<(u64, Arc<FrameDetections>)>>>;
+    let collect = |name: &str| -> Frames {
+        let frames: Frames = Arc::default();
+        let store = frames.clone();
+        pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap()
+            .set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let buffer = sample.buffer().unwrap();
+                        let d = FrameDetections::from_buffer(buffer).expect("detections");
+                        store
+                            .lock()
+                            .unwrap()
+                            .push((buffer.pts().unwrap().nseconds(), d));
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+        frames
+    };
+    let streams: Vec<Frames> = (0..STREAMS).map(|i| collect(&format!("sink{i}"))).collect();
+    let reference = collect("reference");
+    let ended = run_to_end(&pipeline);
+    assert_eq!(ended.error, None, "the pipeline failed");
+    let largest_batch = pipeline
+        .by_name("infer0")
+        .unwrap()
+        .property::<u32>("largest-batch");
+    let reference: HashMap<u64, Arc<FrameDetections>> =
+        reference.lock().unwrap().iter().cloned().collect();
+    assert_eq!(reference.len(), 300, "every frame on the CPU path");
+    let mut lowest = f32::MAX;
+    for (i, frames) in streams.iter().enumerate() {
+        let frames = frames.lock().unwrap();
+        assert_eq!(frames.len(), 300, "stream {i}: every frame comes out");
+        assert!(
+            frames.windows(2).all(|w| w[0].0 < w[1].0),
+            "stream {i}: frames in order"
+        );
+        for (pts, d) in frames.iter() {
+            lowest = lowest.min(same_objects(d, &reference[pts]));
+        }
+    }
+    println!(
+        "VERDICT batched-equals-unbatched streams={STREAMS} frames={} largest_batch={largest_batch} min_iou={lowest:.4}",
+        STREAMS * 300
+    );
+    assert!(largest_batch > 1, "the GPU streams were batched");
 }
