@@ -46,7 +46,8 @@ done < <(grep -o "VERDICT.*" "$out/gpu-tests.txt")
 #    the full pipeline for each N in one run, with the plot.
 nvidia-smi dmon -s um -d 1 > "$out/dmon.txt" 2>&1 &
 dmon=$!
-"$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
+# Bounded, so that a stall shows as a failure instead of eating the session.
+timeout "${BENCH_TIMEOUT:-420}" "$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
   --loops "$loops" --streams "$streams" --modes decode,full --infer "$infer_props" \
   --plot "$out/fps-vs-streams.png" > "$out/bench.md" 2> "$out/bench.log"
 rc=$?

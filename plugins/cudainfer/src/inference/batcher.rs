@@ -19,6 +19,14 @@ use super::{Detector, DetectorConfig, LoadError};
 use crate::detections::FrameDetections;
 use crate::tensor_meta::{Tensor, TensorStorage};
 
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "trtinfer-batcher",
+        gst::DebugColorFlags::empty(),
+        Some("Batches of frames across trtinfer elements"),
+    )
+});
+
 /// What makes elements share a batcher.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BatchKey {
@@ -33,6 +41,7 @@ struct Job {
     tensor: Arc<Tensor>,
     confidence: f32,
     nms: f32,
+    queued: Instant,
     deadline: Instant,
     reply: mpsc::SyncSender<Result<FrameDetections, String>>,
 }
@@ -232,6 +241,7 @@ impl Batcher {
             tensor,
             confidence,
             nms,
+            queued: Instant::now(),
             deadline: Instant::now() + budget,
             reply,
         };
@@ -305,15 +315,31 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
 
 fn run_batches(mut detector: Detector, shared: &Shared) {
     while let Some(batch) = next_batch(shared) {
-        let tensors: Vec<&Tensor> = batch.iter().map(|j| j.tensor.as_ref()).collect();
-        let thresholds: Vec<(f32, f32)> = batch.iter().map(|j| (j.confidence, j.nms)).collect();
-        shared
-            .largest_batch
-            .fetch_max(batch.len(), Ordering::Relaxed);
-        let results = detector.detect_batch(&tensors, &thresholds);
-        for (job, result) in batch.iter().zip(results) {
+        let size = batch.len();
+        shared.largest_batch.fetch_max(size, Ordering::Relaxed);
+        let waited = batch.iter().map(|j| j.queued.elapsed()).max();
+        let started = Instant::now();
+        let (tensors, requests): (Vec<Arc<Tensor>>, Vec<_>) = batch
+            .into_iter()
+            .map(|j| (j.tensor, (j.confidence, j.nms, j.reply)))
+            .unzip();
+        let views: Vec<&Tensor> = tensors.iter().map(Arc::as_ref).collect();
+        let thresholds: Vec<(f32, f32)> = requests.iter().map(|r| (r.0, r.1)).collect();
+        let results = detector.detect_batch(&views, &thresholds);
+        // Our references go before the frames do: a frame that comes back
+        // to its decoder's pool while a tensor still maps its memory is
+        // thrown away, and the decoder allocates a new one.
+        drop(views);
+        drop(tensors);
+        gst::debug!(
+            CAT,
+            "batch of {size}: oldest frame queued {:?}, run {:?}",
+            waited.unwrap_or_default(),
+            started.elapsed()
+        );
+        for ((_, _, reply), result) in requests.into_iter().zip(results) {
             // A stream that flushed or stopped no longer listens.
-            let _ = job.reply.send(result);
+            let _ = reply.send(result);
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct DeviceRunner {
     input_name_c: std::ffi::CString,
     memory_info: MemoryInfo<'static>,
     binding: IoBinding,
+    output_name: String,
+    /// The batch size the output binding was last used with.
+    bound_batch: usize,
     anchors: CudaSlice<f32>,
     rows: usize,
     num_classes: usize,
@@ -57,7 +60,7 @@ impl DeviceRunner {
         let output_name = session.outputs()[0].name().to_string();
         // ONNX Runtime allocates the output on the GPU once and reuses it.
         binding
-            .bind_output_to_device(output_name, &memory_info)
+            .bind_output_to_device(&output_name, &memory_info)
             .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
         let stream = gpu.stream();
         let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
@@ -76,6 +79,8 @@ impl DeviceRunner {
                 .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
             memory_info,
             binding,
+            output_name,
+            bound_batch: 1,
             anchors,
             rows,
             num_classes,
@@ -205,6 +210,15 @@ impl DeviceRunner {
         }
         .map_err(|e| format!("cannot wrap the GPU tensor for ONNX Runtime: {e}"))?;
         self.bind_input(&input)?;
+        if shape[0] != self.bound_batch {
+            // After a run the binding holds that run's output, which ONNX
+            // Runtime then takes as pre-allocated and of a fixed shape: a
+            // new batch size needs a fresh output binding.
+            self.binding
+                .bind_output_to_device(&self.output_name, &self.memory_info)
+                .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
+            self.bound_batch = shape[0];
+        }
         let outputs = session
             .run_binding(&self.binding)
             .map_err(|e| format!("inference failed: {e}"))?;
