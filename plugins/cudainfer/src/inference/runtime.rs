@@ -157,9 +157,13 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
         Provider::Cpu => ep::CPU::default().build(),
         Provider::Cuda => {
             // Full fp32 (no TF32): the GPU gives the CPU path's detections.
+            // cuDNN's heuristic, not its exhaustive search: the search
+            // benchmarks every convolution for each new batch size, seconds
+            // per size, and batching across streams meets many sizes.
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
-                .with_tf32(false);
+                .with_tf32(false)
+                .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic);
             if let Some(stream) = stream {
                 // SAFETY: the stream belongs to the process-wide Gpu, which
                 // is never dropped.
