@@ -26,6 +26,8 @@ pub struct DeviceRunner {
     output_name: String,
     /// The batch size the output binding was last used with.
     bound_batch: usize,
+    /// Frames per run (padded up to this); 1 until `warm_up`.
+    run_batch: usize,
     anchors: CudaSlice<f32>,
     rows: usize,
     num_classes: usize,
@@ -81,6 +83,7 @@ impl DeviceRunner {
             binding,
             output_name,
             bound_batch: 1,
+            run_batch: 1,
             anchors,
             rows,
             num_classes,
@@ -118,8 +121,9 @@ impl DeviceRunner {
 
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
     /// and returns each one's candidates above its threshold, in output row
-    /// and class order (as the host decoder gives them). One tensor is read
-    /// in place; several are first gathered on the GPU into one batch.
+    /// and class order (as the host decoder gives them). Without a batch
+    /// size fixed by `warm_up` one tensor is read in place; otherwise the
+    /// tensors are gathered on the GPU into one batch of that size.
     pub fn run(
         &mut self,
         session: &mut Session,
@@ -128,55 +132,55 @@ impl DeviceRunner {
         thresholds: &[f32],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let item_len: usize = item_shape.iter().product();
-        let input = match tensors {
-            [one] => one.device_ptr(),
-            many => {
-                let stream = self.gpu.stream().clone();
-                let batch = self.batch_buffer(item_len * many.len())?;
-                for (i, t) in many.iter().enumerate() {
-                    stream
-                        .memcpy_dtod(
-                            t.slice(),
-                            &mut batch.slice_mut(i * item_len..(i + 1) * item_len),
-                        )
-                        .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
-                }
-                let ptr = batch.device_ptr(&stream).0;
-                ptr
+        let run_batch = self.run_batch.max(tensors.len());
+        let input = if run_batch == 1 {
+            tensors[0].device_ptr()
+        } else {
+            let stream = self.gpu.stream().clone();
+            let batch = self.batch_buffer(item_len * run_batch)?;
+            for (i, t) in tensors.iter().enumerate() {
+                stream
+                    .memcpy_dtod(t.slice(), &mut batch.slice_mut(i * item_len..(i + 1) * item_len))
+                    .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
             }
+            let ptr = batch.device_ptr(&stream).0;
+            ptr
         };
         let mut shape = item_shape;
-        shape[0] = tensors.len();
+        shape[0] = run_batch;
         let output = self.infer(session, input, shape)?;
+        // Only the real frames' outputs are decoded; the padding's are not.
         self.decode(output, thresholds)
     }
 
-    /// Runs the model once for every batch size up to `max_batch`, so that
-    /// no frame pays for the per-shape set-up (cuDNN's algorithm search,
-    /// TensorRT's profiles) that the first run of a new batch size does.
+    /// Fixes the batch size of every run at `batch` (frames beyond the real
+    /// ones are padding, whose outputs are ignored) and runs it once. ONNX
+    /// Runtime's CUDA convolutions rebuild their cuDNN plans whenever the
+    /// input shape differs from the previous run's, which costs far more
+    /// than the padding: measured on the H100, batches of changing size ran
+    /// at a few frames a second.
     pub fn warm_up(
         &mut self,
         session: &mut Session,
         item_shape: [usize; 4],
-        max_batch: usize,
+        batch: usize,
     ) -> Result<(), String> {
         let item_len: usize = item_shape.iter().product();
         let stream = self.gpu.stream().clone();
         let zeros = {
-            let batch = self.batch_buffer(item_len * max_batch)?;
+            let buffer = self.batch_buffer(item_len * batch)?;
             stream
-                .memset_zeros(batch)
+                .memset_zeros(buffer)
                 .map_err(|e| format!("cannot clear the warm-up batch: {e}"))?;
-            batch.device_ptr(&stream).0
+            buffer.device_ptr(&stream).0
         };
-        for size in 1..=max_batch {
-            let mut shape = item_shape;
-            shape[0] = size;
-            self.infer(session, zeros, shape)?;
-        }
+        self.run_batch = batch;
+        let mut shape = item_shape;
+        shape[0] = batch;
+        self.infer(session, zeros, shape)?;
         stream
             .synchronize()
-            .map_err(|e| format!("the warm-up runs failed: {e}"))
+            .map_err(|e| format!("the warm-up run failed: {e}"))
     }
 
     /// The gathering buffer, grown to hold at least `len` floats.

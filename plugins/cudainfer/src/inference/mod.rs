@@ -236,9 +236,9 @@ impl Detector {
         self.max_batch
     }
 
-    /// Prepares GPU inference for every batch size up to `max_batch`, so
-    /// that frames do not pay for a new batch size's set-up. Nothing to do
-    /// on the host path.
+    /// Fixes GPU inference at batches of `max_batch` (padded) and runs it
+    /// once, so that no frame pays for the set-up. Nothing to do on the host
+    /// path, where a run costs what its frames cost.
     pub fn warm_up(&mut self, max_batch: usize) -> Result<(), String> {
         let Some(Ok(runner)) = &mut self.device_runner else {
             return Ok(());
