@@ -157,13 +157,11 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
         Provider::Cpu => ep::CPU::default().build(),
         Provider::Cuda => {
             // Full fp32 (no TF32): the GPU gives the CPU path's detections.
-            // cuDNN's heuristic, not its exhaustive search: the search
-            // benchmarks every convolution for each new batch size, seconds
-            // per size, and batching across streams meets many sizes.
+            // cuDNN's exhaustive algorithm search stays: it runs once, since
+            // GPU batches have one fixed size (see DeviceRunner::warm_up).
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
-                .with_tf32(false)
-                .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic);
+                .with_tf32(false);
             if let Some(stream) = stream {
                 // SAFETY: the stream belongs to the process-wide Gpu, which
                 // is never dropped.
