@@ -140,7 +140,10 @@ impl DeviceRunner {
             let batch = self.batch_buffer(item_len * run_batch)?;
             for (i, t) in tensors.iter().enumerate() {
                 stream
-                    .memcpy_dtod(t.slice(), &mut batch.slice_mut(i * item_len..(i + 1) * item_len))
+                    .memcpy_dtod(
+                        t.slice(),
+                        &mut batch.slice_mut(i * item_len..(i + 1) * item_len),
+                    )
                     .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
             }
             let ptr = batch.device_ptr(&stream).0;

@@ -79,19 +79,8 @@ impl InFlight {
         buffer: gst::Buffer,
         reply: Reply,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let mut q = self.lock();
-        let full = |q: &Queue| q.frames.len() + q.busy as usize >= self.shared.max;
-        if full(&q) {
-            (self.waiting)(true);
-            while full(&q) && !q.flushing && q.flow.is_ok() {
-                q = self
-                    .shared
-                    .changed
-                    .wait(q)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            (self.waiting)(false);
-        }
+        let max = self.shared.max;
+        let mut q = self.wait_while(|q| q.frames.len() + q.busy as usize >= max);
         if q.flushing {
             return Err(gst::FlowError::Flushing);
         }
@@ -104,11 +93,16 @@ impl InFlight {
     /// Waits until every queued frame has been pushed (before an event that
     /// must follow them). Returns downstream's last error.
     pub fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.wait_while(|q| !q.frames.is_empty() || q.busy).flow
+    }
+
+    /// Waits while `blocked` holds (and there is no flush or error), telling
+    /// the batcher that this stream cannot submit meanwhile.
+    fn wait_while(&self, blocked: impl Fn(&Queue) -> bool) -> std::sync::MutexGuard<'_, Queue> {
         let mut q = self.lock();
-        let pending = |q: &Queue| !q.frames.is_empty() || q.busy;
-        if pending(&q) {
+        if blocked(&q) {
             (self.waiting)(true);
-            while pending(&q) && !q.flushing && q.flow.is_ok() {
+            while blocked(&q) && !q.flushing && q.flow.is_ok() {
                 q = self
                     .shared
                     .changed
@@ -117,7 +111,7 @@ impl InFlight {
             }
             (self.waiting)(false);
         }
-        q.flow
+        q
     }
 
     /// Flush start drops the queued frames and wakes every waiter; flush
