@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,12 +40,10 @@ fn frames() -> (gst::Caps, Vec<gst::Buffer>) {
     (caps, run.buffers)
 }
 
-/// What each branch's sink received: (pts, detections), in arrival order.
-type Received = Arc<Mutex<HashMap<usize, Vec<(u64, Arc<FrameDetections>)>>>>;
-
 /// A pipeline of `branches` branches with `trtinfer` settings `infer`; the
-/// appsrcs are `src<i>`, the appsinks `sink<i>` (collected into the map).
-fn branches(branches: usize, infer: &str) -> (gst::Pipeline, Received) {
+/// appsrcs are `src<i>`, the appsinks `sink<i>`, whose detections are
+/// collected in the returned vector, by branch.
+fn branches(branches: usize, infer: &str) -> (gst::Pipeline, Vec<Received>) {
     init();
     let description: Vec<String> = (0..branches)
         .map(|i| {
@@ -60,31 +57,9 @@ fn branches(branches: usize, infer: &str) -> (gst::Pipeline, Received) {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    let received: Received = Arc::default();
-    for i in 0..branches {
-        let sink = pipeline
-            .by_name(&format!("sink{i}"))
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
-        let store = received.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let buffer = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let buffer = buffer.buffer().unwrap();
-                    let d = FrameDetections::from_buffer(buffer).expect("detections");
-                    store
-                        .lock()
-                        .unwrap()
-                        .entry(i)
-                        .or_default()
-                        .push((buffer.pts().unwrap().nseconds(), d));
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-    }
+    let received = (0..branches)
+        .map(|i| collect_detections(&pipeline, &format!("sink{i}")))
+        .collect();
     (pipeline, received)
 }
 
@@ -125,7 +100,7 @@ fn batched_results_equal_unbatched_ones_in_order() {
     );
     feed(&single, "src0", &caps, &frames, true);
     assert_eq!(run_to_end(&single).error, None);
-    let reference = one.lock().unwrap().remove(&0).unwrap();
+    let reference = std::mem::take(&mut *one[0].lock().unwrap());
     assert_eq!(reference.len(), FRAMES);
 
     let (batched, received) = branches(
@@ -139,9 +114,8 @@ fn batched_results_equal_unbatched_ones_in_order() {
     let largest: u32 = batched.by_name("infer0").unwrap().property("largest-batch");
     assert!(largest > 1, "the three streams were never batched together");
 
-    let received = received.lock().unwrap();
-    for i in 0..3 {
-        let got = &received[&i];
+    for (i, received) in received.iter().enumerate() {
+        let got = received.lock().unwrap();
         assert_eq!(got.len(), FRAMES, "branch {i} lost frames");
         for ((pts, d), (ref_pts, r)) in got.iter().zip(&reference) {
             assert_eq!(pts, ref_pts, "branch {i}: frames out of order");
@@ -176,7 +150,7 @@ fn a_fixed_batch_model_runs_one_frame_at_a_time_and_says_so() {
         .unwrap()
         .property("largest-batch");
     assert_eq!(largest, 1);
-    assert_eq!(received.lock().unwrap()[&1].len(), 4);
+    assert_eq!(received[1].lock().unwrap().len(), 4);
 }
 
 #[test]
@@ -193,7 +167,7 @@ fn a_stalled_stream_does_not_hold_back_the_others() {
     // Branch 0 sends one frame and then nothing, not even EOS.
     feed(&pipeline, "src0", &caps, &frames[..1], false);
     feed(&pipeline, "src1", &caps, &frames, true);
-    let done = || received.lock().unwrap().get(&1).map_or(0, Vec::len) == FRAMES;
+    let done = || received[1].lock().unwrap().len() == FRAMES;
     // A guard against hanging, not a timing: the frames need a few seconds.
     for _ in 0..600 {
         if done() {
@@ -201,7 +175,7 @@ fn a_stalled_stream_does_not_hold_back_the_others() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let stalled_got = received.lock().unwrap().get(&0).map_or(0, Vec::len);
+    let stalled_got = received[0].lock().unwrap().len();
     pipeline.set_state(gst::State::Null).unwrap();
     assert!(
         done(),
@@ -261,7 +235,7 @@ fn branches_join_and_leave_while_playing() {
 
     feed(&pipeline, "src0", &caps, &frames[FRAMES / 2..], true);
     assert_eq!(run_to_end(&pipeline).error, None);
-    let got = received.lock().unwrap().remove(&0).unwrap();
+    let got = std::mem::take(&mut *received[0].lock().unwrap());
     assert_eq!(got.len(), FRAMES, "the first branch lost frames");
     assert!(
         got.windows(2).all(|w| w[0].0 < w[1].0),

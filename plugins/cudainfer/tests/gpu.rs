@@ -244,33 +244,10 @@ fn batched_gpu_streams_equal_the_unbatched_cpu_path() {
         .unwrap()
         .downcast::<gst::Pipeline>()
         .unwrap();
-    type Frames = Arc<Mutex<Vec<(u64, Arc<FrameDetections>)>>>;
-    let collect = |name: &str| -> Frames {
-        let frames: Frames = Arc::default();
-        let store = frames.clone();
-        pipeline
-            .by_name(name)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-            .set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |s| {
-                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let buffer = sample.buffer().unwrap();
-                        let d = FrameDetections::from_buffer(buffer).expect("detections");
-                        store
-                            .lock()
-                            .unwrap()
-                            .push((buffer.pts().unwrap().nseconds(), d));
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-        frames
-    };
-    let streams: Vec<Frames> = (0..STREAMS).map(|i| collect(&format!("sink{i}"))).collect();
-    let reference = collect("reference");
+    let streams: Vec<Received> = (0..STREAMS)
+        .map(|i| collect_detections(&pipeline, &format!("sink{i}")))
+        .collect();
+    let reference = collect_detections(&pipeline, "reference");
     let ended = run_to_end(&pipeline);
     assert_eq!(ended.error, None, "the pipeline failed");
     let largest_batch = pipeline

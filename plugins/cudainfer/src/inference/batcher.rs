@@ -39,8 +39,8 @@ pub type Reply = mpsc::Receiver<Result<FrameDetections, String>>;
 
 struct Job {
     tensor: Arc<Tensor>,
-    confidence: f32,
-    nms: f32,
+    /// The stream's (confidence, NMS IoU) thresholds.
+    thresholds: (f32, f32),
     queued: Instant,
     deadline: Instant,
     reply: mpsc::SyncSender<Result<FrameDetections, String>>,
@@ -237,12 +237,12 @@ impl Batcher {
         budget: Duration,
     ) -> Reply {
         let (reply, receiver) = mpsc::sync_channel(1);
+        let queued = Instant::now();
         let job = Job {
             tensor,
-            confidence,
-            nms,
-            queued: Instant::now(),
-            deadline: Instant::now() + budget,
+            thresholds: (confidence, nms),
+            queued,
+            deadline: queued + budget,
             reply,
         };
         let mut queue = self.shared.lock();
@@ -319,12 +319,10 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         shared.largest_batch.fetch_max(size, Ordering::Relaxed);
         let waited = batch.iter().map(|j| j.queued.elapsed()).max();
         let started = Instant::now();
-        let (tensors, requests): (Vec<Arc<Tensor>>, Vec<_>) = batch
-            .into_iter()
-            .map(|j| (j.tensor, (j.confidence, j.nms, j.reply)))
-            .unzip();
+        let thresholds: Vec<(f32, f32)> = batch.iter().map(|j| j.thresholds).collect();
+        let (tensors, replies): (Vec<Arc<Tensor>>, Vec<_>) =
+            batch.into_iter().map(|j| (j.tensor, j.reply)).unzip();
         let views: Vec<&Tensor> = tensors.iter().map(Arc::as_ref).collect();
-        let thresholds: Vec<(f32, f32)> = requests.iter().map(|r| (r.0, r.1)).collect();
         let results = detector.detect_batch(&views, &thresholds);
         // Our references go before the frames do: a frame that comes back
         // to its decoder's pool while a tensor still maps its memory is
@@ -337,7 +335,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             waited.unwrap_or_default(),
             started.elapsed()
         );
-        for ((_, _, reply), result) in requests.into_iter().zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             // A stream that flushed or stopped no longer listens.
             let _ = reply.send(result);
         }

@@ -320,18 +320,6 @@ impl Detector {
             .collect())
     }
 
-    /// Runs the model on one tensor and returns the frame's detections.
-    pub fn detect(
-        &mut self,
-        tensor: &Tensor,
-        confidence_threshold: f32,
-        nms_threshold: f32,
-    ) -> Result<FrameDetections, String> {
-        self.detect_batch(&[tensor], &[(confidence_threshold, nms_threshold)])
-            .pop()
-            .expect("one result per tensor")
-    }
-
     /// Runs the model once on several frames' tensors (same memory and
     /// size, at most [`Self::max_batch`]); `thresholds` are each frame's
     /// (confidence, NMS IoU). One result per tensor, in order.

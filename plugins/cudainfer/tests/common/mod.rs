@@ -148,6 +148,36 @@ pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
     Ended { error, warnings }
 }
 
+/// What an appsink received: (pts, detections), in arrival order.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(u64, std::sync::Arc<FrameDetections>)>>>;
+
+/// Collects the timestamp and detections of every buffer reaching the
+/// appsink `name` of `pipeline`.
+pub fn collect_detections(pipeline: &gst::Pipeline, name: &str) -> Received {
+    let received = Received::default();
+    let store = received.clone();
+    pipeline
+        .by_name(name)
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
+        .set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().unwrap();
+                    let d = FrameDetections::from_buffer(buffer).expect("detections");
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((buffer.pts().unwrap().nseconds(), d));
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    received
+}
+
 /// Intersection over union of two boxes given as (x1, y1, x2, y2).
 pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
