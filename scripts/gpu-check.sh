@@ -42,13 +42,22 @@ while read -r line; do
 done < <(grep -o "VERDICT.*" "$out/gpu-tests.txt")
 [ $rc = 0 ] || verdict "gpu-tests" FAIL "see gpu-tests.txt: $(grep -m1 -E 'panicked|FAILED' "$out/gpu-tests.txt")"
 
-# 3. Throughput and latency against N concurrent streams, decode-only and
-#    the full pipeline for each N in one run, with the plot.
+# 3. Inference alone (no decoding or pre-processing): what the model costs
+#    per batch, in full fp32 and with TF32.
+timeout 240 "$GPU_APP/infer_bench" "$models/yolox_nano_dynbatch.onnx" --batches 1,16,32 \
+  --configs fp32,tf32 > "$out/infer.md" 2> "$out/infer.log"
+rc=$?
+verdict "infer_bench yolox_nano_dynbatch fp32/tf32, batches 1,16,32" \
+  "$([ $rc = 0 ] && echo PASS || echo FAIL)" "table below"
+
+# 4. Throughput and latency against N concurrent streams, decode-only and
+#    pre-processing only (nvh264dec ! cudapreprocess) and the full pipeline
+#    for each N in one run, with the plot.
 nvidia-smi dmon -s um -d 1 > "$out/dmon.txt" 2>&1 &
 dmon=$!
 # Bounded, so that a stall shows as a failure instead of eating the session.
 timeout "${BENCH_TIMEOUT:-420}" "$GPU_APP/pipeline_bench" "$media/noise_1080p.mp4" "$models/yolox_nano_dynbatch.onnx" \
-  --loops "$loops" --streams "$streams" --modes decode,full --infer "$infer_props" \
+  --loops "$loops" --streams "$streams" --modes decode,preprocess,full --infer "$infer_props" \
   --plot "$out/fps-vs-streams.png" > "$out/bench.md" 2> "$out/bench.log"
 rc=$?
 kill $dmon 2>/dev/null
@@ -60,6 +69,8 @@ echo "## GPU check ($(head -2 "$out/gpu.txt" | tail -1))"
 echo "| check | verdict | detail |"
 echo "|---|---|---|"
 printf '%s\n' "${verdicts[@]}"
+echo
+cat "$out/infer.md"
 echo
 cat "$out/bench.md"
 [ $rc = 0 ] || tail -5 "$out/bench.log"

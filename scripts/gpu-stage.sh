@@ -6,7 +6,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 shared=${CUDAINFER_SHARED_DIR:-$top/../shared}
-cargo build --release --example pipeline_bench
+cargo build --release --example pipeline_bench --example infer_bench
 test_bin=$(cargo test --release --test gpu --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
@@ -18,5 +18,6 @@ rm -rf "$art" && mkdir -p "$art"
 ln -s "$top/target/release/libgstcudainfer.so" "$art/libgstcudainfer.so"
 ln -s "$test_bin" "$art/gpu-tests"
 ln -s "$top/target/release/examples/pipeline_bench" "$art/pipeline_bench"
+ln -s "$top/target/release/examples/infer_bench" "$art/infer_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 "$shared/gpu/prepare.sh" "$art"/*

@@ -1,7 +1,7 @@
 //! Throughput, latency and PCIe traffic of the GPU pipeline beside
 //! decode-only, in one run on one machine.
 //!
-//!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download]
+//!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download,preprocess]
 //!                  [--infer "PROP=VALUE ..."] [--plot FILE.png]
 //!
 //! `--infer` adds properties to every trtinfer (say `max-batch-size=32`);
@@ -14,6 +14,8 @@
 //!   overlaps inference
 //! - `download`: ... ! nvh264dec ! cudadownload ! fakesink (what copying each
 //!   frame to the host costs on the bus, for comparison)
+//! - `preprocess`: ... ! nvh264dec ! cudapreprocess width=416 height=416 !
+//!   fakesink (what the tensors cost without inference)
 //!
 //! fps counts frames between the first and the last frame reaching the
 //! sinks (model loading excluded). Latency is what cudapreprocess and trtinfer
@@ -96,6 +98,8 @@ struct BusTotals {
     to_gpu_mb: f64,
     from_gpu_mb: f64,
     peak_memory_mib: f64,
+    /// CPU cores this process kept busy, on average.
+    cpu_cores: f64,
 }
 
 /// One NVML sample: when, what it covers (seconds), KB/s each way, memory.
@@ -105,6 +109,23 @@ struct BusSample {
     to_gpu: u32,
     from_gpu: u32,
     used_mib: f64,
+    /// This process's CPU time so far, in seconds.
+    cpu_s: f64,
+}
+
+/// User plus system CPU time of this process (all threads), in seconds.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: utime is the 12th, stime the 13th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // The kernel reports USER_HZ ticks, 100 a second on Linux.
+    ticks / 100.0
 }
 
 fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<BusSample>> {
@@ -121,6 +142,7 @@ fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                 to_gpu,
                 from_gpu,
                 used_mib: nvml.used_memory_bytes() as f64 / (1024.0 * 1024.0),
+                cpu_s: process_cpu_seconds(),
             });
             last = at;
         }
@@ -132,7 +154,17 @@ fn sample_bus(nvml: Arc<Nvml>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 /// for fps).
 fn integrate(samples: &[BusSample], first: Instant, last: Instant) -> BusTotals {
     let mut t = BusTotals::default();
-    for s in samples.iter().filter(|s| s.at > first && s.at <= last) {
+    let window: Vec<&BusSample> = samples
+        .iter()
+        .filter(|s| s.at > first && s.at <= last)
+        .collect();
+    if let (Some(a), Some(b)) = (window.first(), window.last()) {
+        let span = (b.at - a.at).as_secs_f64();
+        if span > 0.0 {
+            t.cpu_cores = (b.cpu_s - a.cpu_s) / span;
+        }
+    }
+    for s in window {
         t.to_gpu_mb += s.to_gpu as f64 * s.dt / 1024.0;
         t.from_gpu_mb += s.from_gpu as f64 * s.dt / 1024.0;
         t.peak_memory_mib = t.peak_memory_mib.max(s.used_mib);
@@ -153,7 +185,7 @@ struct Args {
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] \
-                 [--modes decode,full,full-queued,download] [--infer \"PROP=VALUE ...\"] [--plot FILE.png]";
+                 [--modes decode,full,full-queued,download,preprocess] [--infer \"PROP=VALUE ...\"] [--plot FILE.png]";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
     let mut args = Args {
@@ -194,6 +226,7 @@ fn branch(args: &Args, mode: &str, i: usize) -> String {
         "decode" => String::new(),
         "full" => format!(" ! {infer}"),
         "full-queued" => format!(" ! queue ! {infer}"),
+        "preprocess" => " ! cudapreprocess width=416 height=416".into(),
         "download" => " ! cudadownload ! video/x-raw".into(),
         other => panic!("unknown mode {other}"),
     };
@@ -329,9 +362,9 @@ fn main() {
         eprintln!("NVML not available: no PCIe or memory columns");
     }
     println!(
-        "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB |"
+        "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB | CPU cores busy |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let runs = args.streams.len() * args.modes.len();
     let mut fps_by_mode: Vec<(String, Vec<(u32, f64)>)> =
         args.modes.iter().map(|m| (m.clone(), Vec::new())).collect();
@@ -353,17 +386,18 @@ fn main() {
             let mut lat = r.latencies_ms;
             lat.sort_by(f64::total_cmp);
             let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
-            let (to, from, mem) = r.bus.map_or(("".into(), "".into(), "".into()), |b| {
+            let (to, from, mem, cpu) = r.bus.map_or(Default::default(), |b| {
                 (
                     format!("{:.3}", b.to_gpu_mb / per_frame),
                     format!("{:.3}", b.from_gpu_mb / per_frame),
                     format!("{:.0}", b.peak_memory_mib),
+                    format!("{:.1}", b.cpu_cores),
                 )
             });
             let ms = |p| percentile(&lat, p).map_or(String::new(), |v| format!("{v:.2}"));
             let batch = r.largest_batch.map_or(String::new(), |b| b.to_string());
             println!(
-                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {batch} | {to} | {from} | {mem} |",
+                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {batch} | {to} | {from} | {mem} | {cpu} |",
                 r.frames,
                 r.seconds,
                 ms(0.5),
@@ -402,6 +436,7 @@ fn mode_label(mode: &str) -> &str {
         "full" => "nvh264dec ! cudapreprocess ! trtinfer",
         "full-queued" => "nvh264dec ! queue ! cudapreprocess ! trtinfer",
         "download" => "nvh264dec ! cudadownload",
+        "preprocess" => "nvh264dec ! cudapreprocess",
         other => other,
     }
 }

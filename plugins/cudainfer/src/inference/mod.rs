@@ -19,7 +19,7 @@ use crate::parsers::{self, nms, Candidate, ModelShapes, ModelType, OutputParser}
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
 use device::DeviceRunner;
-use runtime::{Provider, ProviderOptions, RuntimeError, TensorRtOptions};
+use runtime::{CudaOptions, Provider, ProviderOptions, RuntimeError, TensorRtOptions};
 
 /// What a detector is made from (the element's settings).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,6 +30,7 @@ pub struct DetectorConfig {
     pub providers: Vec<Provider>,
     pub device_id: i32,
     pub ort_library: Option<PathBuf>,
+    pub cuda: CudaOptions,
     pub tensorrt: TensorRtOptions,
 }
 
@@ -135,6 +136,7 @@ impl Detector {
         let options = ProviderOptions {
             device_id: config.device_id,
             compute_stream: gpu.as_ref().map(|g| g.stream().cu_stream() as usize),
+            cuda: config.cuda.clone(),
             tensorrt: config.tensorrt.clone(),
         };
         let (session, active_provider, skipped) =

@@ -143,11 +143,21 @@ pub struct TensorRtOptions {
     pub fp16: bool,
 }
 
+/// CUDA provider settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct CudaOptions {
+    /// Convolutions and matrix products on TF32 tensor cores (10-bit
+    /// mantissa inputs): several times faster on Ampere and later, with
+    /// results that differ slightly from fp32 and the CPU path.
+    pub tf32: bool,
+}
+
 /// Session options that select one provider.
 pub struct ProviderOptions {
     pub device_id: i32,
     /// The `CUstream` GPU providers run on (ours), if there is a GPU.
     pub compute_stream: Option<usize>,
+    pub cuda: CudaOptions,
     pub tensorrt: TensorRtOptions,
 }
 
@@ -156,12 +166,13 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
     match provider {
         Provider::Cpu => ep::CPU::default().build(),
         Provider::Cuda => {
-            // Full fp32 (no TF32): the GPU gives the CPU path's detections.
-            // cuDNN's exhaustive algorithm search stays: it runs once, since
-            // GPU batches have one fixed size (see DeviceRunner::warm_up).
+            // Full fp32 unless TF32 is asked for: then the GPU gives the CPU
+            // path's detections. cuDNN's exhaustive algorithm search stays:
+            // it runs once, since GPU batches have one fixed size (see
+            // DeviceRunner::warm_up).
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
-                .with_tf32(false);
+                .with_tf32(options.cuda.tf32);
             if let Some(stream) = stream {
                 // SAFETY: the stream belongs to the process-wide Gpu, which
                 // is never dropped.

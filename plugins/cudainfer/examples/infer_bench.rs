@@ -1,0 +1,133 @@
+//! What one inference costs on the GPU, without decoding or pre-processing:
+//! the batcher's own work (gather, ONNX Runtime, output decoding, copying
+//! the candidates back) on tensors already in GPU memory.
+//!
+//!   infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32]
+//!
+//! Each config loads its own session (cuda provider) and warms it up at
+//! each batch size, which is excluded from the timing; then K batches run
+//! back to back, each waited for, as the batcher does. Prints a table.
+
+use std::time::Instant;
+
+use gstcudainfer::cuda::{self, TensorPool};
+use gstcudainfer::inference::runtime::{CudaOptions, Provider, TensorRtOptions};
+use gstcudainfer::inference::{Detector, DetectorConfig};
+use gstcudainfer::parsers::ModelType;
+use gstcudainfer::tensor_meta::{FrameTransform, Tensor, TensorStorage};
+
+struct Args {
+    model: String,
+    batches: Vec<usize>,
+    runs: usize,
+    configs: Vec<String>,
+}
+
+fn parse_args() -> Args {
+    let usage = "usage: infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32]";
+    let mut it = std::env::args().skip(1);
+    let mut args = Args {
+        model: it.next().expect(usage),
+        batches: vec![1, 8, 16, 32],
+        runs: 100,
+        configs: vec!["fp32".into(), "tf32".into()],
+    };
+    while let Some(flag) = it.next() {
+        let value = it.next().expect(usage);
+        match flag.as_str() {
+            "--batches" => {
+                args.batches = value.split(',').map(|b| b.parse().expect(usage)).collect()
+            }
+            "--runs" => args.runs = value.parse().expect(usage),
+            "--configs" => args.configs = value.split(',').map(str::to_string).collect(),
+            _ => panic!("{usage}"),
+        }
+    }
+    args
+}
+
+fn cuda_options(config: &str) -> CudaOptions {
+    match config {
+        "fp32" => CudaOptions::default(),
+        "tf32" => CudaOptions { tf32: true },
+        other => panic!("unknown config {other}: use fp32 or tf32"),
+    }
+}
+
+/// `count` tensors of the model's input size on the GPU, all mid-grey.
+fn tensors(detector: &Detector, count: usize) -> Vec<Tensor> {
+    let spec = detector.input_spec();
+    let (w, h) = (spec.width as usize, spec.height as usize);
+    let gpu = cuda::gpu(0).expect("a CUDA device");
+    let pool = TensorPool::new(gpu.clone(), gpu.new_stream().expect("a stream"), 3 * w * h);
+    (0..count)
+        .map(|_| {
+            let mut buffer = pool.take().expect("GPU memory");
+            let grey = vec![0.5f32; 3 * w * h];
+            pool.stream()
+                .memcpy_htod(&grey, buffer.slice_mut())
+                .expect("upload");
+            Tensor {
+                channels: 3,
+                height: h,
+                width: w,
+                storage: TensorStorage::Device(pool.tensor(buffer, None).expect("event")),
+                transform: FrameTransform {
+                    scale_x: 1.0,
+                    scale_y: 1.0,
+                    offset_x: 0.0,
+                    offset_y: 0.0,
+                    frame_width: w as u32,
+                    frame_height: h as u32,
+                },
+            }
+        })
+        .collect()
+}
+
+fn main() {
+    let args = parse_args();
+    println!("| config | batch | load + warm-up s | ms per batch p50 | p99 | frames/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for config in &args.configs {
+        for &batch in &args.batches {
+            let started = Instant::now();
+            let mut detector = Detector::load(
+                &DetectorConfig {
+                    model: args.model.clone().into(),
+                    model_type: ModelType::default(),
+                    labels: None,
+                    providers: vec![Provider::Cuda],
+                    device_id: 0,
+                    ort_library: None,
+                    cuda: cuda_options(config),
+                    tensorrt: TensorRtOptions::default(),
+                },
+                |w| eprintln!("warning: {w}"),
+            )
+            .unwrap_or_else(|e| panic!("cannot load the model: {e:?}"));
+            detector.warm_up(batch).expect("warm-up");
+            let load_s = started.elapsed().as_secs_f64();
+            let inputs = tensors(&detector, batch);
+            let refs: Vec<&Tensor> = inputs.iter().collect();
+            let thresholds = vec![(0.3f32, 0.45f32); batch];
+            let mut times_ms = Vec::with_capacity(args.runs);
+            let all = Instant::now();
+            for _ in 0..args.runs {
+                let one = Instant::now();
+                for r in detector.detect_batch(&refs, &thresholds) {
+                    r.expect("inference");
+                }
+                times_ms.push(one.elapsed().as_secs_f64() * 1e3);
+            }
+            let fps = (args.runs * batch) as f64 / all.elapsed().as_secs_f64();
+            times_ms.sort_by(f64::total_cmp);
+            let at = |q: f64| times_ms[((times_ms.len() - 1) as f64 * q).round() as usize];
+            println!(
+                "| {config} | {batch} | {load_s:.1} | {:.2} | {:.2} | {fps:.0} |",
+                at(0.5),
+                at(0.99)
+            );
+        }
+    }
+}
