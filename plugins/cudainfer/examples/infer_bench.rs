@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use gstcudainfer::cuda::{self, TensorPool};
+use gstcudainfer::cuda::{self, DeviceTensor, TensorPool};
 use gstcudainfer::inference::runtime::{CudaOptions, Provider, TensorRtOptions};
 use gstcudainfer::inference::{Detector, DetectorConfig};
 use gstcudainfer::parsers::ModelType;
@@ -59,19 +59,21 @@ fn tensors(detector: &Detector, count: usize) -> Vec<Tensor> {
     let spec = detector.input_spec();
     let (w, h) = (spec.width as usize, spec.height as usize);
     let gpu = cuda::gpu(0).expect("a CUDA device");
-    let pool = TensorPool::new(gpu.clone(), gpu.new_stream().expect("a stream"), 3 * w * h);
+    let pool = TensorPool::new(gpu.clone(), 3 * w * h);
+    let grey = vec![0.5f32; 3 * w * h];
     (0..count)
         .map(|_| {
             let mut buffer = pool.take().expect("GPU memory");
-            let grey = vec![0.5f32; 3 * w * h];
-            pool.stream()
+            gpu.stream()
                 .memcpy_htod(&grey, buffer.slice_mut())
                 .expect("upload");
             Tensor {
                 channels: 3,
                 height: h,
                 width: w,
-                storage: TensorStorage::Device(pool.tensor(buffer, None).expect("event")),
+                storage: TensorStorage::Device(
+                    DeviceTensor::new(buffer, gpu.clone(), None).expect("event"),
+                ),
                 transform: FrameTransform {
                     scale_x: 1.0,
                     scale_y: 1.0,

@@ -102,7 +102,8 @@ struct BusTotals {
     cpu_cores: f64,
 }
 
-/// One NVML sample: when, what it covers (seconds), KB/s each way, memory.
+/// One sample: when, what it covers (seconds), NVML's KB/s each way and
+/// memory, and this process's CPU time.
 struct BusSample {
     at: Instant,
     dt: f64,

@@ -1,7 +1,6 @@
 //! The CUDA device: its primary context (the one ONNX Runtime's CUDA provider
-//! uses, so GStreamer is given the same one), the stream on which inference
-//! and output decoding are ordered, streams for pre-processing (one per
-//! pre-processor, ordered before inference through events), and our kernels.
+//! uses, so GStreamer is given the same one), one stream on which
+//! pre-processing, inference and output decoding are ordered, and our kernels.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -50,9 +49,8 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
             "CUDA device {ordinal} cannot be opened ({e}); this machine has {count} CUDA device(s)"
         )
     })?;
-    // Our streams are ordered explicitly (each tensor's `ready` event), and
-    // ONNX Runtime runs on the inference stream, so cudarc's per-buffer
-    // events would only add cost.
+    // One stream orders all our work, and ONNX Runtime runs on it too, so
+    // cudarc's per-buffer events would only add cost.
     // SAFETY: no buffer of this context exists yet.
     unsafe { ctx.disable_event_tracking() };
     let stream = ctx
@@ -73,20 +71,8 @@ impl Gpu {
         self.ordinal
     }
 
-    /// The stream inference and output decoding run on.
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
-    }
-
-    /// A stream of its own for a producer of tensors, so that its work does
-    /// not queue behind other streams' frames or behind inference.
-    pub fn new_stream(&self) -> Result<Arc<CudaStream>, String> {
-        self.ctx.new_stream().map_err(|e| {
-            format!(
-                "cannot create a CUDA stream on device {}: {e}",
-                self.ordinal
-            )
-        })
     }
 
     /// The raw primary context, for GStreamer and for comparing with the

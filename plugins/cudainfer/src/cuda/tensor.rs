@@ -1,33 +1,26 @@
 //! Device tensors: float32 buffers on the GPU, taken from a pool so that no
 //! allocation happens per frame, returned to it when the last reference to
 //! the tensor (its meta on the buffer, a batcher) goes.
-//!
-//! A tensor is written on its producer's stream and read on its consumer's
-//! (inference runs on the GPU's own stream): consumers order their reads
-//! after `ready` and finish them before they drop the tensor, whose buffer
-//! the producer may then write again.
 
 use std::sync::{Arc, Mutex, Weak};
 
-use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr};
 
 use super::Gpu;
 
 type FreeList = Mutex<Vec<CudaSlice<f32>>>;
 
-/// Buffers of one length on one GPU, written on one stream.
+/// Buffers of one length on one GPU.
 pub struct TensorPool {
     gpu: Arc<Gpu>,
-    stream: Arc<CudaStream>,
     len: usize,
     free: Arc<FreeList>,
 }
 
 impl TensorPool {
-    pub fn new(gpu: Arc<Gpu>, stream: Arc<CudaStream>, len: usize) -> Self {
+    pub fn new(gpu: Arc<Gpu>, len: usize) -> Self {
         Self {
             gpu,
-            stream,
             len,
             free: Arc::new(Mutex::new(Vec::new())),
         }
@@ -40,7 +33,7 @@ impl TensorPool {
             Some(s) => s,
             None => {
                 // SAFETY: every element is written by the kernel before use.
-                unsafe { self.stream.alloc::<f32>(self.len) }.map_err(|e| {
+                unsafe { self.gpu.stream().alloc::<f32>(self.len) }.map_err(|e| {
                     format!(
                         "cannot allocate {} bytes of GPU memory: {e}",
                         self.len * std::mem::size_of::<f32>()
@@ -56,31 +49,6 @@ impl TensorPool {
 
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
-    }
-
-    /// The stream the pool's tensors are written on.
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
-    }
-
-    /// Wraps `buffer` once the work that fills it has been queued on the
-    /// pool's stream.
-    pub fn tensor(
-        &self,
-        buffer: PooledBuffer,
-        source: Option<super::gst_cuda::MappedCudaMemory>,
-    ) -> Result<DeviceTensor, String> {
-        let ready = self
-            .stream
-            .record_event(None)
-            .map_err(|e| format!("cannot record a CUDA event: {e}"))?;
-        Ok(DeviceTensor {
-            buffer,
-            gpu: self.gpu.clone(),
-            stream: self.stream.clone(),
-            ready,
-            source,
-        })
     }
 }
 
@@ -109,14 +77,13 @@ impl Drop for PooledBuffer {
     }
 }
 
-/// A tensor in GPU memory, written by work queued on `stream`. `ready`
-/// completes when it is written. It keeps the source frame mapped until
-/// then, so that the decoder cannot reuse that memory while the kernel
-/// still reads it.
+/// A tensor in GPU memory, written by work queued on the GPU's stream.
+/// `ready` completes when it is written; work on the same stream is ordered
+/// after it anyway. It keeps the source frame mapped until then, so that
+/// the decoder cannot reuse that memory while the kernel still reads it.
 pub struct DeviceTensor {
     buffer: PooledBuffer,
     gpu: Arc<Gpu>,
-    stream: Arc<CudaStream>,
     ready: CudaEvent,
     source: Option<super::gst_cuda::MappedCudaMemory>,
 }
@@ -131,6 +98,24 @@ impl std::fmt::Debug for DeviceTensor {
 }
 
 impl DeviceTensor {
+    /// Wraps `buffer` once the work that fills it has been queued.
+    pub fn new(
+        buffer: PooledBuffer,
+        gpu: Arc<Gpu>,
+        source: Option<super::gst_cuda::MappedCudaMemory>,
+    ) -> Result<Self, String> {
+        let ready = gpu
+            .stream()
+            .record_event(None)
+            .map_err(|e| format!("cannot record a CUDA event: {e}"))?;
+        Ok(Self {
+            buffer,
+            gpu,
+            ready,
+            source,
+        })
+    }
+
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu
     }
@@ -142,21 +127,14 @@ impl DeviceTensor {
 
     /// The device address of the first value.
     pub fn device_ptr(&self) -> u64 {
-        let (ptr, _sync) = self.buffer.slice().device_ptr(&self.stream);
+        let (ptr, _sync) = self.buffer.slice().device_ptr(self.gpu.stream());
         ptr
-    }
-
-    /// Makes work queued on `consumer` from now on wait until the tensor is
-    /// written (no host wait).
-    pub fn order_before(&self, consumer: &CudaStream) -> Result<(), String> {
-        consumer
-            .wait(&self.ready)
-            .map_err(|e| format!("cannot order GPU work after the tensor: {e}"))
     }
 
     /// Copies the values to host memory (waits for them).
     pub fn download(&self) -> Result<Vec<f32>, String> {
-        self.stream
+        self.gpu
+            .stream()
             .clone_dtoh(self.buffer.slice())
             .map_err(|e| format!("cannot copy the tensor from the GPU: {e}"))
     }

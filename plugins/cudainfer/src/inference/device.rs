@@ -133,9 +133,6 @@ impl DeviceRunner {
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let item_len: usize = item_shape.iter().product();
         let run_batch = self.run_batch.max(tensors.len());
-        for t in tensors {
-            t.order_before(self.gpu.stream())?;
-        }
         let input = if run_batch == 1 {
             tensors[0].device_ptr()
         } else {

@@ -166,10 +166,10 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
     match provider {
         Provider::Cpu => ep::CPU::default().build(),
         Provider::Cuda => {
-            // Full fp32 unless TF32 is asked for: then the GPU gives the CPU
-            // path's detections. cuDNN's exhaustive algorithm search stays:
-            // it runs once, since GPU batches have one fixed size (see
-            // DeviceRunner::warm_up).
+            // Full fp32 unless TF32 is asked for, so that by default the GPU
+            // gives the CPU path's detections. cuDNN's exhaustive algorithm
+            // search stays: it runs once, since GPU batches have one fixed
+            // size (see DeviceRunner::warm_up).
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .with_tf32(options.cuda.tf32);

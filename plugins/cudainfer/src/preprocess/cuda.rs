@@ -8,7 +8,7 @@ use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKerne
 
 use super::{AxisTaps, Plan};
 use crate::cuda::gst_cuda::DeviceFrame;
-use crate::cuda::{Gpu, TensorPool};
+use crate::cuda::{DeviceTensor, Gpu, TensorPool};
 use crate::tensor_meta::{Tensor, TensorStorage};
 
 /// Mirrors `AxisTable` in preprocess.cu.
@@ -109,15 +109,15 @@ impl CudaPreprocessor {
             dst.x = tables.add(&c.x_taps);
             dst.y = tables.add(&c.y_taps);
         }
-        // The inference stream: measured on the H100, a stream per
-        // pre-processor (ordered through the tensors' events) let batched
-        // results differ from unbatched ones, a race not found yet.
-        let stream = gpu.stream().clone();
+        // The GPU's one stream, as inference: tried on the H100, a stream per
+        // pre-processor ordered through the tensors' events was faster at 16
+        // streams but let batched results differ from unbatched ones.
+        let stream = gpu.stream();
         let upload_error = |e| format!("cannot upload the filter tables to the GPU: {e}");
         let ints = stream.clone_htod(&tables.ints).map_err(upload_error)?;
         let floats = stream.clone_htod(&tables.floats).map_err(upload_error)?;
-        params.ints = ints.device_ptr(&stream).0;
-        params.floats = floats.device_ptr(&stream).0;
+        params.ints = ints.device_ptr(stream).0;
+        params.floats = floats.device_ptr(stream).0;
         let spec = &plan.spec;
         params.content_w = plan.geometry.content_width as i32;
         params.content_h = plan.geometry.content_height as i32;
@@ -139,7 +139,7 @@ impl CudaPreprocessor {
         params.pad = plan.pad_values();
         let len = 3 * spec.width as usize * spec.height as usize;
         Ok(Self {
-            pool: TensorPool::new(gpu, stream, len),
+            pool: TensorPool::new(gpu, len),
             plan,
             kernel,
             params,
@@ -164,12 +164,13 @@ impl CudaPreprocessor {
         ))
     }
 
-    /// Queues the kernel for one frame on this pre-processor's stream; the
-    /// tensor is ready when the kernel is done (no host wait here).
+    /// Queues the kernel for one frame; the tensor is ready on the GPU's
+    /// stream when the kernel is done (no host wait here).
     pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, String> {
         self.check_context(&frame)?;
+        let gpu = self.pool.gpu();
         let mut buffer = self.pool.take()?;
-        let stream = self.pool.stream();
+        let stream = gpu.stream();
         let mut params = self.params;
         for (dst, c) in params.comp.iter_mut().zip(&self.plan.components) {
             let plane = c.plane as usize;
@@ -193,7 +194,7 @@ impl CudaPreprocessor {
                 .launch(config)
         }
         .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
-        let tensor = self.pool.tensor(buffer, Some(frame.memory))?;
+        let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(frame.memory))?;
         Ok(Tensor {
             channels: 3,
             height: h as usize,
