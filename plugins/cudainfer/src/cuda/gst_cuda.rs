@@ -208,7 +208,12 @@ pub fn device_frame(
             buffer.n_memory()
         ));
     }
-    let memory = buffer.peek_memory(0).to_owned();
+    // A new reference, not `to_owned()`: that copies the memory (a
+    // cuMemAllocPitch, a blocking copy and a cuMemFree per frame), which
+    // serialised every stream on the driver's locks.
+    let memory = buffer
+        .memory(0)
+        .ok_or("the frame has no memory block".to_string())?;
     // SAFETY: a valid GstMemory.
     if unsafe { (lib.is_cuda_memory)(memory.as_mut_ptr()) } == 0 {
         return Err("the caps say memory:CUDAMemory but the frame is not in CUDA memory".into());
