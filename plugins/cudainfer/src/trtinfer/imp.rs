@@ -27,9 +27,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_CONFIDENCE: f64 = 0.3;
 const DEFAULT_NMS: f64 = 0.45;
 const DEFAULT_PROVIDERS: &str = "cpu";
-const DEFAULT_MAX_BATCH: u32 = 16;
+const DEFAULT_MAX_BATCH: u32 = 32;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
-const DEFAULT_IN_FLIGHT: u32 = 16;
+const DEFAULT_IN_FLIGHT: u32 = 8;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -195,7 +195,9 @@ impl ObjectImpl for TrtInfer {
                 glib::ParamSpecUInt::builder("max-batch-size")
                     .nick("Maximum batch size")
                     .blurb("Most frames (from all streams of the group) run through the model at once; \
-                            a model with a fixed batch dimension runs one at a time (with a warning)")
+                            on the GPU every run is padded to this size (a new shape costs ONNX Runtime far \
+                            more than the padding); a model with a fixed batch dimension runs one at a time \
+                            (with a warning)")
                     .minimum(1)
                     .maximum(256)
                     .default_value(DEFAULT_MAX_BATCH)
