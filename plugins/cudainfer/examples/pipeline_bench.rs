@@ -4,7 +4,7 @@
 //!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download,preprocess]
 //!                  [--infer "PROP=VALUE ..."] [--plot FILE.png]
 //!
-//! `--infer` adds properties to every trtinfer (say `max-batch-size=32`);
+//! `--infer` adds properties to every trtinfer (say `tf32=true`);
 //! `--plot` writes aggregate fps against N for each mode as a PNG.
 //!
 //! Modes (each with N concurrent branches, each branch decoding MEDIA K times):

@@ -202,18 +202,17 @@ pub fn device_frame(
     info: &gst_video::VideoInfo,
 ) -> Result<DeviceFrame, String> {
     let lib = library()?;
-    if buffer.n_memory() != 1 {
-        return Err(format!(
-            "the frame has {} memory blocks; CUDA frames come as one (as nvh264dec makes them)",
-            buffer.n_memory()
-        ));
-    }
     // A new reference, not `to_owned()`: that copies the memory (a
     // cuMemAllocPitch, a blocking copy and a cuMemFree per frame), which
     // serialised every stream on the driver's locks.
-    let memory = buffer
-        .memory(0)
-        .ok_or("the frame has no memory block".to_string())?;
+    let memory = match (buffer.n_memory(), buffer.memory(0)) {
+        (1, Some(memory)) => memory,
+        (blocks, _) => {
+            return Err(format!(
+                "the frame has {blocks} memory blocks; CUDA frames come as one (as nvh264dec makes them)"
+            ))
+        }
+    };
     // SAFETY: a valid GstMemory.
     if unsafe { (lib.is_cuda_memory)(memory.as_mut_ptr()) } == 0 {
         return Err("the caps say memory:CUDAMemory but the frame is not in CUDA memory".into());
@@ -234,13 +233,14 @@ pub fn device_frame(
     };
     // The buffer's video meta has the layout; the memory's own info is the
     // fallback (GstCudaMemory always records it).
-    let (offsets, strides): (Vec<usize>, Vec<i32>) = match buffer.meta::<gst_video::VideoMeta>() {
-        Some(meta) => (meta.offset().to_vec(), meta.stride().to_vec()),
+    let meta = buffer.meta::<gst_video::VideoMeta>();
+    let mem_info;
+    let (offsets, strides) = match &meta {
+        Some(meta) => (meta.offset(), meta.stride()),
         None => {
             // SAFETY: the memory (held by `mapped`) is a GstCudaMemory.
-            let mem_info =
-                unsafe { gst_video::VideoInfo::from_glib_none(&(*head).info as *const _) };
-            (mem_info.offset().to_vec(), mem_info.stride().to_vec())
+            mem_info = unsafe { gst_video::VideoInfo::from_glib_none(&(*head).info as *const _) };
+            (mem_info.offset(), mem_info.stride())
         }
     };
     let n = info.n_planes() as usize;

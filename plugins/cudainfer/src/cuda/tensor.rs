@@ -1,6 +1,7 @@
-//! Device tensors: float32 buffers on the GPU, taken from a pool so that no
-//! allocation happens per frame, returned to it when the last reference to
-//! the tensor (its meta on the buffer, a batcher) goes.
+//! Device tensors: float32 buffers on the GPU, each with the event that
+//! marks it written, taken from a pool so that no allocation (of memory or
+//! of a driver event) happens per frame, returned to it when the last
+//! reference to the tensor (its meta on the buffer, a batcher) goes.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -8,7 +9,13 @@ use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr};
 
 use super::Gpu;
 
-type FreeList = Mutex<Vec<CudaSlice<f32>>>;
+/// A buffer and the event recorded after the work that last wrote it.
+struct Slot {
+    slice: CudaSlice<f32>,
+    written: CudaEvent,
+}
+
+type FreeList = Mutex<Vec<Slot>>;
 
 /// Buffers of one length on one GPU.
 pub struct TensorPool {
@@ -29,22 +36,30 @@ impl TensorPool {
     /// A buffer from the pool, or a new one when all are in use.
     pub fn take(&self) -> Result<PooledBuffer, String> {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let slice = match reused {
-            Some(s) => s,
-            None => {
-                // SAFETY: every element is written by the kernel before use.
-                unsafe { self.gpu.stream().alloc::<f32>(self.len) }.map_err(|e| {
-                    format!(
-                        "cannot allocate {} bytes of GPU memory: {e}",
-                        self.len * std::mem::size_of::<f32>()
-                    )
-                })?
-            }
+        let slot = match reused {
+            Some(slot) => slot,
+            None => self.new_slot()?,
         };
         Ok(PooledBuffer {
-            slice: Some(slice),
+            slot: Some(slot),
             home: Arc::downgrade(&self.free),
         })
+    }
+
+    fn new_slot(&self) -> Result<Slot, String> {
+        let stream = self.gpu.stream();
+        // SAFETY: every element is written by the kernel before use.
+        let slice = unsafe { stream.alloc::<f32>(self.len) }.map_err(|e| {
+            format!(
+                "cannot allocate {} bytes of GPU memory: {e}",
+                self.len * std::mem::size_of::<f32>()
+            )
+        })?;
+        let written = stream
+            .context()
+            .new_event(None)
+            .map_err(|e| format!("cannot create a CUDA event: {e}"))?;
+        Ok(Slot { slice, written })
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -55,36 +70,45 @@ impl TensorPool {
 /// A pool buffer; goes back to its pool on drop (or is freed if the pool is
 /// gone, after a caps change).
 pub struct PooledBuffer {
-    slice: Option<CudaSlice<f32>>,
+    slot: Option<Slot>,
     home: Weak<FreeList>,
 }
 
 impl PooledBuffer {
+    fn slot(&self) -> &Slot {
+        self.slot.as_ref().expect("present until drop")
+    }
+
     pub fn slice(&self) -> &CudaSlice<f32> {
-        self.slice.as_ref().expect("present until drop")
+        &self.slot().slice
     }
 
     pub fn slice_mut(&mut self) -> &mut CudaSlice<f32> {
-        self.slice.as_mut().expect("present until drop")
+        &mut self.slot.as_mut().expect("present until drop").slice
+    }
+
+    /// The buffer's event, recorded after the work that writes it.
+    fn written(&self) -> &CudaEvent {
+        &self.slot().written
     }
 }
 
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
-        if let (Some(slice), Some(home)) = (self.slice.take(), self.home.upgrade()) {
-            home.lock().unwrap_or_else(|e| e.into_inner()).push(slice);
+        if let (Some(slot), Some(home)) = (self.slot.take(), self.home.upgrade()) {
+            home.lock().unwrap_or_else(|e| e.into_inner()).push(slot);
         }
     }
 }
 
 /// A tensor in GPU memory, written by work queued on the GPU's stream.
-/// `ready` completes when it is written; work on the same stream is ordered
-/// after it anyway. It keeps the source frame mapped until then, so that
-/// the decoder cannot reuse that memory while the kernel still reads it.
+/// Its buffer's event completes when it is written; work on the same stream
+/// is ordered after it anyway. It keeps the source frame mapped until then,
+/// so that the decoder cannot reuse that memory while the kernel still
+/// reads it.
 pub struct DeviceTensor {
     buffer: PooledBuffer,
     gpu: Arc<Gpu>,
-    ready: CudaEvent,
     source: Option<super::gst_cuda::MappedCudaMemory>,
 }
 
@@ -104,14 +128,15 @@ impl DeviceTensor {
         gpu: Arc<Gpu>,
         source: Option<super::gst_cuda::MappedCudaMemory>,
     ) -> Result<Self, String> {
-        let ready = gpu
-            .stream()
-            .record_event(None)
+        // The buffer's previous tensor waited for this event before the
+        // buffer came back to the pool, so it can be recorded again.
+        buffer
+            .written()
+            .record(gpu.stream())
             .map_err(|e| format!("cannot record a CUDA event: {e}"))?;
         Ok(Self {
             buffer,
             gpu,
-            ready,
             source,
         })
     }
@@ -143,7 +168,7 @@ impl DeviceTensor {
 impl Drop for DeviceTensor {
     fn drop(&mut self) {
         // The buffer and the frame may be reused once the kernel is done.
-        let _ = self.ready.synchronize();
+        let _ = self.buffer.written().synchronize();
         self.source.take();
     }
 }

@@ -147,7 +147,8 @@ pub struct TensorRtOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CudaOptions {
     /// Convolutions and matrix products on TF32 tensor cores (10-bit
-    /// mantissa inputs): several times faster on Ampere and later, with
+    /// mantissa inputs) on Ampere and later: on the H100 YOLOX-nano runs
+    /// about a quarter faster at batch 32, with
     /// results that differ slightly from fp32 and the CPU path.
     pub tf32: bool,
 }

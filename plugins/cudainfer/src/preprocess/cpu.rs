@@ -62,8 +62,8 @@ impl CpuPreprocessor {
         let (tw, th) = (spec.width as usize, spec.height as usize);
         let area = tw * th;
         let mut data = vec![0f32; 3 * area];
-        for ch in 0..3 {
-            data[ch * area..(ch + 1) * area].fill(norm.pad(ch, spec.pad_value));
+        for (channel, pad) in data.chunks_exact_mut(area).zip(self.plan.pad_values()) {
+            channel.fill(pad);
         }
         let cw = self.plan.geometry.content_width as usize;
         let samples = resampled[0].iter().zip(&resampled[1]).zip(&resampled[2]);
