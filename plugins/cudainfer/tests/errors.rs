@@ -9,6 +9,65 @@ fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The protobuf field `number` holding `payload` (length-delimited).
+fn proto_bytes(number: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 128, "one-byte lengths only");
+    let mut out = vec![number << 3 | 2, payload.len() as u8];
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The protobuf field `number` holding the small integer `value`.
+fn proto_int(number: u8, value: u8) -> Vec<u8> {
+    assert!(value < 128, "one-byte values only");
+    vec![number << 3, value]
+}
+
+/// An ONNX model (IR 8, opset 13) whose graph is one Identity from float
+/// input `images` to `output`, both of `shape`: written here field by field
+/// (onnx.proto's numbers), so no model file is kept in the repository.
+fn identity_model(name: &str, shape: &[u8]) -> Vec<u8> {
+    let dims: Vec<u8> = shape
+        .iter()
+        .flat_map(|&d| proto_bytes(1, &proto_int(1, d)))
+        .collect();
+    let tensor_type = [proto_int(1, 1), proto_bytes(2, &dims)].concat(); // FLOAT
+    let value_info = |tensor: &str| {
+        [
+            proto_bytes(1, tensor.as_bytes()),
+            proto_bytes(2, &proto_bytes(1, &tensor_type)),
+        ]
+        .concat()
+    };
+    let node = [
+        proto_bytes(1, b"images"),
+        proto_bytes(2, b"output"),
+        proto_bytes(4, b"Identity"),
+    ]
+    .concat();
+    let graph = [
+        proto_bytes(1, &node),
+        proto_bytes(2, name.as_bytes()),
+        proto_bytes(11, &value_info("images")),
+        proto_bytes(12, &value_info("output")),
+    ]
+    .concat();
+    let opset = [proto_bytes(1, b""), proto_int(2, 13)].concat();
+    [
+        proto_int(1, 8),
+        proto_bytes(7, &graph),
+        proto_bytes(8, &opset),
+    ]
+    .concat()
+}
+
+/// `bytes` in a file of this test process, for a model property.
+fn temp_model(name: &str, bytes: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("{name}_{}.onnx", std::process::id()));
+    std::fs::write(&path, bytes).expect("temporary directory is writable");
+    path.display().to_string()
+}
+
 fn infer_error(trtinfer_properties: &str) -> String {
     let run = run(&format!(
         "videotestsrc num-buffers=2 ! video/x-raw,width=320,height=240 ! cudapreprocess ! trtinfer {trtinfer_properties} ! appsink name=sink"
@@ -48,14 +107,17 @@ fn model_that_is_a_directory() {
 
 #[test]
 fn model_that_is_not_onnx() {
-    let e = infer_error(&format!("model={}", data("make_models.py")));
+    let e = infer_error(&format!("model={}", data("fake_old_ort.c")));
     assert_contains(&e, "ONNX Runtime cannot load the model");
     assert_contains(&e, "Check that it is a valid ONNX file");
 }
 
 #[test]
 fn model_whose_input_does_not_fit_the_preset() {
-    let e = infer_error(&format!("model={}", data("gray_input.onnx")));
+    // A one-channel image input: does not fit the yolox preset's [N, 3, H, W].
+    let model = temp_model("gray_input", &identity_model("gray_input", &[1, 1, 64, 64]));
+    let e = infer_error(&format!("model={model}"));
+    let _ = std::fs::remove_file(&model);
     assert_contains(&e, "does not fit model-type=yolox");
     assert_contains(
         &e,
