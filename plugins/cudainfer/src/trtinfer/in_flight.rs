@@ -3,6 +3,13 @@
 //! thread per element hands the results downstream in the frames' order as
 //! soon as each is ready, so a stream never holds a finished frame back
 //! waiting for its next input (a stalled or prerolling stream included).
+//!
+//! Flushing seeks: every queued frame carries the flush generation it was
+//! submitted in. A flush start begins a new generation, so a frame (or the
+//! flow its push returned) from before the flush is dropped even when its
+//! result arrives after the flush stop; and the flush stop waits for a push
+//! already under way, so nothing from before the seek follows the new
+//! segment downstream.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,11 +24,22 @@ pub type Deliver = Box<
         + Send,
 >;
 
+struct Queued {
+    buffer: gst::Buffer,
+    reply: Reply,
+    generation: u64,
+}
+
 struct Queue {
-    frames: VecDeque<(gst::Buffer, Reply)>,
-    /// A frame taken from `frames` is being delivered.
+    frames: VecDeque<Queued>,
+    /// A frame taken from `frames` is waiting for its result or being
+    /// delivered.
     busy: bool,
+    /// A frame is being pushed downstream (outside the lock).
+    pushing: bool,
     flushing: bool,
+    /// Counts flush starts; frames of an older generation are stale.
+    generation: u64,
     stop: bool,
     /// The last downstream flow; an error is returned to upstream.
     flow: Result<gst::FlowSuccess, gst::FlowError>,
@@ -49,7 +67,9 @@ impl InFlight {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 busy: false,
+                pushing: false,
                 flushing: false,
+                generation: 0,
                 stop: false,
                 flow: Ok(gst::FlowSuccess::Ok),
             }),
@@ -85,7 +105,12 @@ impl InFlight {
             return Err(gst::FlowError::Flushing);
         }
         q.flow?;
-        q.frames.push_back((buffer, reply));
+        let generation = q.generation;
+        q.frames.push_back(Queued {
+            buffer,
+            reply,
+            generation,
+        });
         self.shared.changed.notify_all();
         Ok(gst::FlowSuccess::Ok)
     }
@@ -114,17 +139,26 @@ impl InFlight {
         q
     }
 
-    /// Flush start drops the queued frames and wakes every waiter; flush
-    /// stop lets frames in again.
+    /// Flush start drops the queued frames, starts a new generation and
+    /// wakes every waiter. Flush stop first waits for a push under way (it
+    /// returns promptly: downstream is flushing), then lets frames in again.
     pub fn set_flushing(&self, flushing: bool) {
         let mut q = self.lock();
+        if flushing {
+            q.generation += 1;
+            q.flow = Err(gst::FlowError::Flushing);
+        } else {
+            while q.pushing {
+                q = self
+                    .shared
+                    .changed
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            q.flow = Ok(gst::FlowSuccess::Ok);
+        }
         q.flushing = flushing;
         q.frames.clear();
-        q.flow = if flushing {
-            Err(gst::FlowError::Flushing)
-        } else {
-            Ok(gst::FlowSuccess::Ok)
-        };
         self.shared.changed.notify_all();
     }
 }
@@ -145,7 +179,11 @@ impl Drop for InFlight {
 
 fn deliver_in_order(shared: &Shared, deliver: Deliver) {
     loop {
-        let (buffer, reply) = {
+        let Queued {
+            buffer,
+            reply,
+            generation,
+        } = {
             let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
             loop {
                 if q.stop {
@@ -162,12 +200,17 @@ fn deliver_in_order(shared: &Shared, deliver: Deliver) {
             .recv()
             .unwrap_or_else(|_| Err("the batching thread stopped".into()));
         let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        // A flush or stop while we waited drops the frame.
-        if !q.flushing && !q.stop {
+        // A flush (now or since the frame was queued) or a stop while we
+        // waited drops the frame.
+        if !q.flushing && !q.stop && q.generation == generation {
+            q.pushing = true;
             drop(q);
             let flow = deliver(buffer, result);
             q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            if !q.flushing {
+            q.pushing = false;
+            // A push that a flush interrupted returns FLUSHING; that flow
+            // belongs to the old generation and must not fail the next frame.
+            if !q.flushing && q.generation == generation {
                 q.flow = flow;
             }
         }
