@@ -112,7 +112,14 @@ fn main() {
             let load_s = started.elapsed().as_secs_f64();
             let inputs = tensors(&detector, batch);
             let refs: Vec<&Tensor> = inputs.iter().collect();
-            let thresholds = vec![(0.3f32, 0.45f32); batch];
+            let thresholds = vec![
+                gstcudainfer::inference::Thresholds {
+                    confidence: 0.3,
+                    max_detections: 300,
+                    nms: 0.45,
+                };
+                batch
+            ];
             let mut times_ms = Vec::with_capacity(args.runs);
             let all = Instant::now();
             for _ in 0..args.runs {

@@ -33,3 +33,14 @@ pub fn get<V: for<'a> FromValue<'a> + 'static>(buffer: &gst::BufferRef, name: &s
     let meta = gst::meta::CustomMeta::from_buffer(buffer, name).ok()?;
     meta.structure().get::<V>(FIELD).ok()
 }
+
+/// Removes the `name` meta from `buffer`; true if there was one.
+pub fn remove(buffer: &mut gst::BufferRef, name: &str) -> bool {
+    if !gst::meta::CustomMeta::is_registered(name) {
+        return false;
+    }
+    match gst::meta::CustomMeta::from_mut_buffer(buffer, name) {
+        Ok(meta) => meta.remove().is_ok(),
+        Err(_) => false,
+    }
+}

@@ -57,6 +57,25 @@ impl FrameDetections {
         custom_meta::get::<DetectionsHandle>(buffer, META_NAME).map(|h| h.0)
     }
 
+    /// Removes the detections of an earlier `trtinfer` (its meta and its
+    /// region-of-interest metas); true if there were any.
+    pub fn remove_from(buffer: &mut gst::BufferRef) -> bool {
+        if !custom_meta::remove(buffer, META_NAME) {
+            return false;
+        }
+        buffer.foreach_meta_mut(|mut meta| {
+            let ours = meta
+                .downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
+                .is_some_and(|roi| roi.param(DETECTION_PARAM).is_some());
+            std::ops::ControlFlow::Continue(if ours {
+                gst::buffer::BufferMetaForeachAction::Remove
+            } else {
+                gst::buffer::BufferMetaForeachAction::Keep
+            })
+        });
+        true
+    }
+
     /// Attaches the result: one region-of-interest meta per object and the
     /// whole result as the project's own meta.
     pub fn attach(self, buffer: &mut gst::BufferRef) {

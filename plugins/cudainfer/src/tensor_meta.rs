@@ -88,3 +88,10 @@ pub fn attach(buffer: &mut gst::BufferRef, tensor: Arc<Tensor>) {
 pub fn get(buffer: &gst::BufferRef) -> Option<Arc<Tensor>> {
     custom_meta::get::<TensorHandle>(buffer, META_NAME).map(|h| h.0)
 }
+
+/// Takes the tensor off `buffer` (once inference is done with it), so that
+/// neither the GPU tensor nor the decoder's frame is held for as long as
+/// downstream keeps the buffer.
+pub fn remove(buffer: &mut gst::BufferRef) -> bool {
+    custom_meta::remove(buffer, META_NAME)
+}

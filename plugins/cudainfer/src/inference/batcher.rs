@@ -15,9 +15,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Detector, DetectorConfig, LoadError};
+use super::{same_memory, Detector, DetectorConfig, LoadError, Thresholds};
 use crate::detections::FrameDetections;
-use crate::tensor_meta::{Tensor, TensorStorage};
+use crate::tensor_meta::Tensor;
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -39,18 +39,17 @@ pub type Reply = mpsc::Receiver<Result<FrameDetections, String>>;
 
 struct Job {
     tensor: Arc<Tensor>,
-    /// The stream's (confidence, NMS IoU) thresholds.
-    thresholds: (f32, f32),
+    /// The stream's thresholds when the frame was submitted.
+    thresholds: Thresholds,
     queued: Instant,
     deadline: Instant,
     reply: mpsc::SyncSender<Result<FrameDetections, String>>,
 }
 
 impl Job {
-    /// Tensors that can share one model run: same memory and size.
+    /// Tensors that can share one model run: same size, memory and GPU.
     fn fits_with(&self, other: &Job) -> bool {
-        let on_gpu = |t: &Tensor| matches!(t.storage, TensorStorage::Device(_));
-        self.tensor.shape() == other.tensor.shape() && on_gpu(&self.tensor) == on_gpu(&other.tensor)
+        same_memory(&self.tensor, &other.tensor)
     }
 }
 
@@ -83,7 +82,12 @@ struct Shared {
     wake: Condvar,
     max_batch_size: usize,
     largest_batch: AtomicUsize,
+    /// How long the last runs took (model, decoding, NMS), newest last.
+    recent_runs: Mutex<VecDeque<Duration>>,
 }
+
+/// Runs remembered for the latency estimate.
+const RECENT_RUNS: usize = 64;
 
 pub struct Batcher {
     shared: Arc<Shared>,
@@ -103,7 +107,27 @@ pub struct ModelInfo {
     pub max_batch_size: usize,
 }
 
-static BATCHERS: Mutex<Option<HashMap<BatchKey, Weak<Batcher>>>> = Mutex::new(None);
+/// One key's batcher, or where it is being made: elements of the same key
+/// wait on the slot while the model loads; other keys are not held up (a
+/// TensorRT engine build takes minutes).
+type Slot = Arc<Mutex<Weak<Batcher>>>;
+
+static BATCHERS: Mutex<Option<HashMap<BatchKey, Slot>>> = Mutex::new(None);
+
+fn slot(key: &BatchKey) -> Slot {
+    let mut guard = BATCHERS.lock().unwrap_or_else(|e| e.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    // Forget keys that nobody holds or loads (a loader holds a reference).
+    map.retain(|_, slot| {
+        Arc::strong_count(slot) > 1
+            || slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .strong_count()
+                > 0
+    });
+    map.entry(key.clone()).or_default().clone()
+}
 
 /// The batcher for `key`, made (loading the model) if no element holds one.
 /// `max_batch_size` applies when it is made; `warn` gets non-fatal problems.
@@ -112,9 +136,9 @@ pub fn shared(
     max_batch_size: usize,
     mut warn: impl FnMut(&str),
 ) -> Result<Arc<Batcher>, LoadError> {
-    let mut guard = BATCHERS.lock().unwrap_or_else(|e| e.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
-    if let Some(existing) = map.get(key).and_then(Weak::upgrade) {
+    let slot = slot(key);
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(existing) = slot.upgrade() {
         if existing.info.max_batch_size != max_batch_size {
             warn(&format!(
                 "this trtinfer shares the session of '{}' (batch-group '{}'), which batches up to {} frames; \
@@ -152,6 +176,7 @@ pub fn shared(
         wake: Condvar::new(),
         max_batch_size: info.max_batch_size,
         largest_batch: AtomicUsize::new(0),
+        recent_runs: Mutex::new(VecDeque::new()),
     });
     let worker_shared = shared.clone();
     let worker = std::thread::Builder::new()
@@ -167,8 +192,7 @@ pub fn shared(
         worker: Some(worker),
         info,
     });
-    map.retain(|_, w| w.strong_count() > 0);
-    map.insert(key.clone(), Arc::downgrade(&batcher));
+    *slot = Arc::downgrade(&batcher);
     Ok(batcher)
 }
 
@@ -232,15 +256,14 @@ impl Batcher {
         &self,
         member: &Membership,
         tensor: Arc<Tensor>,
-        confidence: f32,
-        nms: f32,
+        thresholds: Thresholds,
         budget: Duration,
     ) -> Reply {
         let (reply, receiver) = mpsc::sync_channel(1);
         let queued = Instant::now();
         let job = Job {
             tensor,
-            thresholds: (confidence, nms),
+            thresholds,
             queued,
             deadline: queued + budget,
             reply,
@@ -252,6 +275,17 @@ impl Batcher {
         }
         self.shared.wake.notify_one();
         receiver
+    }
+
+    /// The longest of the recent batch runs (zero before the first): what a
+    /// frame waits for its result once its batch has formed.
+    pub fn batch_time(&self) -> Duration {
+        let runs = self
+            .shared
+            .recent_runs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        runs.iter().copied().max().unwrap_or_default()
     }
 
     /// The most frames run at once so far.
@@ -319,7 +353,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         shared.largest_batch.fetch_max(size, Ordering::Relaxed);
         let waited = batch.iter().map(|j| j.queued.elapsed()).max();
         let started = Instant::now();
-        let thresholds: Vec<(f32, f32)> = batch.iter().map(|j| j.thresholds).collect();
+        let thresholds: Vec<Thresholds> = batch.iter().map(|j| j.thresholds).collect();
         let (tensors, replies): (Vec<Arc<Tensor>>, Vec<_>) =
             batch.into_iter().map(|j| (j.tensor, j.reply)).unzip();
         let views: Vec<&Tensor> = tensors.iter().map(Arc::as_ref).collect();
@@ -329,11 +363,22 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         // thrown away, and the decoder allocates a new one.
         drop(views);
         drop(tensors);
+        let run = started.elapsed();
+        {
+            let mut runs = shared
+                .recent_runs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if runs.len() == RECENT_RUNS {
+                runs.pop_front();
+            }
+            runs.push_back(run);
+        }
         gst::debug!(
             CAT,
             "batch of {size}: oldest frame queued {:?}, run {:?}",
             waited.unwrap_or_default(),
-            started.elapsed()
+            run
         );
         for (reply, result) in replies.into_iter().zip(results) {
             // A stream that flushed or stopped no longer listens.

@@ -34,6 +34,29 @@ pub struct DetectorConfig {
     pub tensorrt: TensorRtOptions,
 }
 
+/// What one frame keeps of the model's output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    /// Candidates whose confidence is above this...
+    pub confidence: f32,
+    /// ...at most this many, the most confident (before NMS, so that a low
+    /// threshold cannot make NMS unbounded)...
+    pub max_detections: usize,
+    /// ...and class-wise NMS drops a box overlapping a better one of its
+    /// class by more than this IoU.
+    pub nms: f32,
+}
+
+/// Whether two tensors can share one model run: same shape, same memory,
+/// same GPU.
+pub fn same_memory(a: &Tensor, b: &Tensor) -> bool {
+    let gpu = |t: &Tensor| match &t.storage {
+        TensorStorage::Device(d) => Some(d.gpu().ordinal()),
+        TensorStorage::Host(_) => None,
+    };
+    a.shape() == b.shape() && gpu(a) == gpu(b)
+}
+
 /// Why a detector could not be made, by what the user has to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
@@ -322,27 +345,61 @@ impl Detector {
             .collect())
     }
 
-    /// Runs the model once on several frames' tensors (same memory and
-    /// size, at most [`Self::max_batch`]); `thresholds` are each frame's
-    /// (confidence, NMS IoU). One result per tensor, in order.
+    /// Runs the model on several frames' tensors (at most
+    /// [`Self::max_batch`]), each decoded with its own [`Thresholds`]. One
+    /// result per tensor, in order. A tensor that does not fit the model
+    /// (size, GPU) fails alone; when the run of a batch fails, its frames
+    /// are run one by one, so one camera's bad frame fails only that camera.
     pub fn detect_batch(
         &mut self,
         tensors: &[&Tensor],
-        thresholds: &[(f32, f32)],
+        thresholds: &[Thresholds],
     ) -> Vec<Result<FrameDetections, String>> {
-        if let Some(e) = tensors.iter().find_map(|t| self.check_tensor(t).err()) {
-            return tensors.iter().map(|_| Err(e.clone())).collect();
+        let mut results: Vec<Option<Result<FrameDetections, String>>> = tensors
+            .iter()
+            .map(|t| self.check_tensor(t).err().map(Err))
+            .collect();
+        let valid: Vec<usize> = (0..tensors.len())
+            .filter(|&i| results[i].is_none())
+            .collect();
+        // The batcher only batches tensors of one memory and GPU, but a
+        // caller may not: each run takes one kind.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in valid {
+            match groups
+                .iter_mut()
+                .find(|g| same_memory(tensors[g[0]], tensors[i]))
+            {
+                Some(group) => group.push(i),
+                None => groups.push(vec![i]),
+            }
         }
-        let confidence: Vec<f32> = thresholds.iter().map(|t| t.0).collect();
-        match self.candidates(tensors, &confidence) {
-            Ok(all) => all
-                .into_iter()
-                .zip(tensors)
-                .zip(thresholds)
-                .map(|((c, t), (_, nms))| Ok(self.to_frame_detections(c, t, *nms)))
-                .collect(),
-            Err(e) => tensors.iter().map(|_| Err(e.clone())).collect(),
+        for group in groups {
+            let run = |this: &mut Self, items: &[usize]| {
+                let views: Vec<&Tensor> = items.iter().map(|&i| tensors[i]).collect();
+                let limits: Vec<f32> = items.iter().map(|&i| thresholds[i].confidence).collect();
+                this.candidates(&views, &limits)
+            };
+            match run(self, &group) {
+                Ok(all) => {
+                    for (i, c) in group.iter().zip(all) {
+                        results[*i] = Some(Ok(self.to_frame_detections(c, tensors[*i], &thresholds[*i])));
+                    }
+                }
+                Err(e) if group.len() == 1 => results[group[0]] = Some(Err(e)),
+                Err(_) => {
+                    for &i in &group {
+                        results[i] = Some(run(self, &[i]).map(|mut c| {
+                            self.to_frame_detections(c.remove(0), tensors[i], &thresholds[i])
+                        }));
+                    }
+                }
+            }
         }
+        results
+            .into_iter()
+            .map(|r| r.expect("every tensor has a result"))
+            .collect()
     }
 
     /// NMS, then boxes mapped to frame pixels and clipped to the frame.
@@ -350,9 +407,10 @@ impl Detector {
         &self,
         candidates: Vec<Candidate>,
         tensor: &Tensor,
-        nms_threshold: f32,
+        thresholds: &Thresholds,
     ) -> FrameDetections {
-        let kept = nms::class_wise_nms(candidates, nms_threshold);
+        let best = parsers::keep_most_confident(candidates, thresholds.max_detections);
+        let kept = nms::class_wise_nms(best, thresholds.nms);
         let t = &tensor.transform;
         let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);
         let detections = kept

@@ -38,6 +38,28 @@ pub struct ModelShapes {
     pub output: Vec<i64>,
 }
 
+/// The `max` most confident of `candidates` (all when there are fewer), in
+/// their original order; of equal confidences the earlier ones are kept, so
+/// the host and GPU paths keep the same ones.
+pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
+    if candidates.len() <= max {
+        return candidates;
+    }
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    let by_confidence = |a: &usize, b: &usize| {
+        candidates[*b]
+            .confidence
+            .total_cmp(&candidates[*a].confidence)
+            .then(a.cmp(b))
+    };
+    if max > 0 {
+        order.select_nth_unstable_by(max - 1, by_confidence);
+    }
+    order.truncate(max);
+    order.sort_unstable();
+    order.into_iter().map(|i| candidates[i]).collect()
+}
+
 pub trait OutputParser: Send + Sync {
     /// The input the model wants, from its family's preset and its shapes.
     fn input_spec(&self) -> &InputSpec;
@@ -74,5 +96,36 @@ pub fn new_parser(
 ) -> Result<Box<dyn OutputParser>, String> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(confidence: f32, class_id: u32) -> Candidate {
+        Candidate {
+            class_id,
+            confidence,
+            x1: 0.0,
+            y1: 0.0,
+            x2: 1.0,
+            y2: 1.0,
+        }
+    }
+
+    #[test]
+    fn keeps_the_most_confident_in_their_order_earlier_first_on_ties() {
+        let all: Vec<Candidate> = [0.2, 0.9, 0.5, 0.9, 0.1, 0.5]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| candidate(c, i as u32))
+            .collect();
+        let ids = |v: Vec<Candidate>| v.iter().map(|c| c.class_id).collect::<Vec<_>>();
+        assert_eq!(ids(keep_most_confident(all.clone(), 3)), [1, 2, 3]);
+        assert_eq!(ids(keep_most_confident(all.clone(), 1)), [1]);
+        assert_eq!(ids(keep_most_confident(all.clone(), 0)), Vec::<u32>::new());
+        assert_eq!(keep_most_confident(all.clone(), 6), all);
+        assert_eq!(keep_most_confident(all.clone(), 100), all);
     }
 }

@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use gst_base::subclass::prelude::*;
 use super::in_flight::{Deliver, InFlight};
 use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
-use crate::inference::DetectorConfig;
+use crate::inference::{DetectorConfig, Thresholds};
 use crate::parsers::ModelType;
-use crate::{spec, tensor_meta};
+use crate::{spec, tensor_meta, FrameDetections};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -30,6 +30,7 @@ const DEFAULT_PROVIDERS: &str = "cpu";
 const DEFAULT_MAX_BATCH: u32 = 32;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
 const DEFAULT_IN_FLIGHT: u32 = 8;
+const DEFAULT_MAX_DETECTIONS: u32 = 300;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -48,6 +49,8 @@ struct Settings {
     max_batch_size: u32,
     batch_timeout_ms: u32,
     max_frames_in_flight: u32,
+    max_detections: u32,
+    keep_tensor: bool,
 }
 
 impl Default for Settings {
@@ -68,6 +71,8 @@ impl Default for Settings {
             max_batch_size: DEFAULT_MAX_BATCH,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_frames_in_flight: DEFAULT_IN_FLIGHT,
+            max_detections: DEFAULT_MAX_DETECTIONS,
+            keep_tensor: false,
         }
     }
 }
@@ -79,9 +84,25 @@ struct State {
     membership: Arc<Membership>,
     /// This stream's frames waiting for their results.
     in_flight: Arc<InFlight>,
-    confidence: f32,
-    nms: f32,
     budget: Duration,
+    max_frames_in_flight: u32,
+    /// The frame size of the caps, to check each tensor was made for it.
+    frame_size: Option<(u32, u32)>,
+    frame_duration: Option<gst::ClockTime>,
+    /// The batch time last reported in the latency query.
+    reported_batch_time: Duration,
+}
+
+impl Settings {
+    /// What a frame keeps of the model's output, read per frame: the
+    /// thresholds may change while playing.
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            confidence: self.confidence_threshold as f32,
+            max_detections: self.max_detections as usize,
+            nms: self.nms_threshold as f32,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -91,6 +112,8 @@ pub struct TrtInfer {
     active_provider: Mutex<Option<&'static str>>,
     /// largest-batch of the last run, readable after stop.
     last_largest_batch: AtomicUsize,
+    /// A second trtinfer on the same frames was reported.
+    warned_replace: AtomicBool,
 }
 
 #[glib::object_subclass]
@@ -220,6 +243,23 @@ impl ObjectImpl for TrtInfer {
                     .default_value(DEFAULT_IN_FLIGHT)
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecUInt::builder("max-detections")
+                    .nick("Maximum detections")
+                    .blurb("Most candidates a frame keeps before NMS, the most confident ones (as DeepStream's topk): \
+                            bounds the work a low confidence-threshold makes")
+                    .minimum(1)
+                    .maximum(100_000)
+                    .default_value(DEFAULT_MAX_DETECTIONS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecBoolean::builder("keep-tensor")
+                    .nick("Keep tensor")
+                    .blurb("Leave cudapreprocess's tensor meta on the frame for the application; off: it is removed \
+                            once inference is done, so downstream queues hold neither the GPU tensor nor the \
+                            decoder's frame mapping")
+                    .default_value(false)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("largest-batch")
                     .nick("Largest batch")
                     .blurb("The most frames the shared session has run at once so far (0 before the first)")
@@ -267,6 +307,8 @@ impl ObjectImpl for TrtInfer {
             "max-frames-in-flight" => {
                 s.max_frames_in_flight = value.get().expect("type checked upstream")
             }
+            "max-detections" => s.max_detections = value.get().expect("type checked upstream"),
+            "keep-tensor" => s.keep_tensor = value.get().expect("type checked upstream"),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -290,6 +332,8 @@ impl ObjectImpl for TrtInfer {
             "max-batch-size" => s.max_batch_size.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
+            "max-detections" => s.max_detections.to_value(),
+            "keep-tensor" => s.keep_tensor.to_value(),
             "largest-batch" => (self.state.lock().unwrap().as_ref().map_or_else(
                 || self.last_largest_batch.load(Ordering::Relaxed),
                 |s| s.batcher.largest_batch(),
@@ -302,6 +346,63 @@ impl ObjectImpl for TrtInfer {
                 .unwrap_or("")
                 .to_value(),
             _ => unreachable!("unknown property {}", pspec.name()),
+        }
+    }
+}
+
+impl TrtInfer {
+    /// Attaches a frame's detections and, unless `keep-tensor`, takes the
+    /// tensor off the frame now that inference is done with it.
+    fn finish(&self, buffer: &mut gst::BufferRef, detections: FrameDetections) {
+        if !self.settings.lock().unwrap().keep_tensor {
+            tensor_meta::remove(buffer);
+        }
+        if FrameDetections::remove_from(buffer) && !self.warned_replace.swap(true, Ordering::Relaxed)
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("the frames already carry detections of an earlier trtinfer: this one replaces them. \
+                  Use one trtinfer per cudapreprocess, or set keep-tensor=false on the first to make this an error")
+            );
+        }
+        detections.attach(buffer);
+        self.update_latency();
+    }
+
+    /// What this element adds to the pipeline's latency: a frame waits up to
+    /// the batch timeout for its batch and then for the batch's run; the
+    /// frames queued before it (at most `max-frames-in-flight`) are the
+    /// buffering on top.
+    fn added_latency(&self) -> (gst::ClockTime, gst::ClockTime) {
+        let mut guard = self.state.lock().unwrap();
+        let Some(state) = guard.as_mut() else {
+            let timeout = self.settings.lock().unwrap().batch_timeout_ms as u64;
+            let min = gst::ClockTime::from_mseconds(timeout);
+            return (min, min);
+        };
+        let batch_time = state.batcher.batch_time();
+        state.reported_batch_time = batch_time;
+        let min = gst::ClockTime::from_nseconds((state.budget + batch_time).as_nanos() as u64);
+        let queued = state
+            .frame_duration
+            .unwrap_or(gst::ClockTime::ZERO)
+            .max(gst::ClockTime::from_nseconds(batch_time.as_nanos() as u64))
+            * state.max_frames_in_flight as u64;
+        (min, min + queued)
+    }
+
+    /// Asks the pipeline to query the latency again when batches have come
+    /// to take noticeably longer than last reported (a live sink would
+    /// otherwise drop frames as late).
+    fn update_latency(&self) {
+        let grown = self.state.lock().unwrap().as_ref().is_some_and(|s| {
+            let now = s.batcher.batch_time();
+            now > s.reported_batch_time + s.reported_batch_time / 4 + Duration::from_millis(1)
+        });
+        if grown {
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
         }
     }
 }
@@ -401,7 +502,7 @@ impl BaseTransformImpl for TrtInfer {
                         "{} detections",
                         detections.detections.len()
                     );
-                    detections.attach(buffer.make_mut());
+                    element.imp().finish(buffer.make_mut(), detections);
                     element.src_pad().push(buffer)
                 }
                 Err(e) => {
@@ -423,10 +524,13 @@ impl BaseTransformImpl for TrtInfer {
                 deliver,
                 waiting,
             )),
-            confidence: settings.confidence_threshold as f32,
-            nms: settings.nms_threshold as f32,
             budget: Duration::from_millis(settings.batch_timeout_ms as u64),
+            max_frames_in_flight: settings.max_frames_in_flight,
+            frame_size: None,
+            frame_duration: None,
+            reported_batch_time: Duration::ZERO,
         });
+        self.warned_replace.store(false, Ordering::Relaxed);
         self.obj().notify("active-provider");
         Ok(())
     }
@@ -479,14 +583,56 @@ impl BaseTransformImpl for TrtInfer {
         }
         let handled = BaseTransformImplExt::parent_query(self, direction, query);
         if let (true, gst::QueryViewMut::Latency(q)) = (handled, query.view_mut()) {
-            // A frame may wait up to the batch timeout for its batch.
-            let added = gst::ClockTime::from_mseconds(
-                self.settings.lock().unwrap().batch_timeout_ms as u64,
-            );
+            let (added_min, added_max) = self.added_latency();
             let (live, min, max) = q.result();
-            q.set(live, min + added, max.map(|m| m + added));
+            q.set(live, min + added_min, max.map(|m| m + added_max));
         }
         handled
+    }
+
+    fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(incaps)
+            .map_err(|_| gst::loggable_error!(CAT, "caps {incaps} are not video"))?;
+        if let Some(state) = self.state.lock().unwrap().as_mut() {
+            state.frame_size = Some((info.width(), info.height()));
+            state.frame_duration = (info.fps().numer() > 0).then(|| {
+                gst::ClockTime::SECOND
+                    .mul_div_floor(info.fps().denom() as u64, info.fps().numer() as u64)
+                    .unwrap_or(gst::ClockTime::ZERO)
+            });
+        }
+        Ok(())
+    }
+
+    fn propose_allocation(
+        &self,
+        decide_query: Option<&gst::query::Allocation>,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        self.parent_propose_allocation(decide_query, query)?;
+        // Upstream's frames stay with us while in flight (and in a forming
+        // batch): a decoder that allocates only what downstream asks for
+        // would run out of surfaces and wait.
+        let held = self.settings.lock().unwrap().max_frames_in_flight + 1;
+        let pools: Vec<_> = query.allocation_pools().into_iter().collect();
+        if pools.is_empty() {
+            if let Some(size) = query
+                .get_owned()
+                .0
+                .as_ref()
+                .and_then(|caps| gst_video::VideoInfo::from_caps(caps).ok())
+                .map(|info| info.size() as u32)
+            {
+                query.add_allocation_pool(None::<&gst::BufferPool>, size, held, 0);
+            }
+        } else {
+            for (i, (pool, size, min, max)) in pools.into_iter().enumerate() {
+                let min = min + held;
+                let max = if max == 0 { 0 } else { max.max(min) };
+                query.set_nth_allocation_pool(i as u32, pool.as_ref(), size, min, max);
+            }
+        }
+        Ok(())
     }
 
     fn submit_input_buffer(
@@ -495,23 +641,41 @@ impl BaseTransformImpl for TrtInfer {
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let Some(tensor) = tensor_meta::get(&inbuf) else {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)")
-            );
+            let message = if FrameDetections::from_buffer(&inbuf).is_some() {
+                "the frame already went through a trtinfer, which took its tensor: put a cudapreprocess \
+                 before each trtinfer, or set keep-tensor=true on the first"
+            } else {
+                "the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)"
+            };
+            gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
             return Err(gst::FlowError::Error);
         };
+        let thresholds = self.settings.lock().unwrap().thresholds();
         let (reply, in_flight) = {
             let guard = self.state.lock().unwrap();
             let state = guard.as_ref().ok_or(gst::FlowError::Flushing)?;
-            let reply = state.batcher.submit(
-                &state.membership,
-                tensor,
-                state.confidence,
-                state.nms,
-                state.budget,
-            );
+            let t = &tensor.transform;
+            if let Some((width, height)) = state
+                .frame_size
+                .filter(|&size| size != (t.frame_width, t.frame_height))
+            {
+                drop(guard);
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "the frame is {width}x{height} but its tensor was made for a {}x{} frame: an element \
+                         between cudapreprocess and trtinfer changed the frame size (videoscale?). Put \
+                         cudapreprocess right before trtinfer",
+                        t.frame_width,
+                        t.frame_height
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+            let reply = state
+                .batcher
+                .submit(&state.membership, tensor, thresholds, state.budget);
             (reply, state.in_flight.clone())
         };
         in_flight.submit(inbuf, reply)
