@@ -15,7 +15,9 @@ use ort::value::TensorRef;
 
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Detection, FrameDetections};
-use crate::parsers::{self, nms, Candidate, ModelShapes, ModelType, OutputParser};
+use crate::parsers::{
+    self, keep_most_confident, nms, Candidate, DecodeLimits, ModelShapes, ModelType, OutputParser,
+};
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
 use device::DeviceRunner;
@@ -265,12 +267,12 @@ impl Detector {
 
     /// Runs the model once on `tensors` (all in the same memory, at most
     /// [`Self::max_batch`]) and decodes each item's output with its own
-    /// threshold: on the GPU for GPU tensors and a GPU provider, else on the
+    /// limits (threshold, then the most confident): on the GPU for GPU tensors and a GPU provider, else on the
     /// host (GPU tensors given to the cpu provider are copied to the host).
     fn candidates(
         &mut self,
         tensors: &[&Tensor],
-        thresholds: &[f32],
+        limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let device_tensors: Option<Vec<&DeviceTensor>> = tensors
             .iter()
@@ -290,7 +292,7 @@ impl Detector {
             }
             if let Some(runner) = &mut self.device_runner {
                 let runner = runner.as_mut().map_err(|e| e.clone())?;
-                return runner.run(&mut self.session, devices, tensors[0].shape(), thresholds);
+                return runner.run(&mut self.session, devices, tensors[0].shape(), limits);
             }
         }
         let item_len: usize = tensors[0].shape().iter().product();
@@ -312,12 +314,14 @@ impl Detector {
         if raw.len() < item_out * tensors.len() {
             return Err("the model output is too short".into());
         }
-        Ok(thresholds
+        Ok(limits
             .iter()
             .enumerate()
-            .map(|(i, &t)| {
-                self.parser
-                    .decode(&raw[i * item_out..(i + 1) * item_out], t)
+            .map(|(i, l)| {
+                let all = self
+                    .parser
+                    .decode(&raw[i * item_out..(i + 1) * item_out], l.confidence);
+                keep_most_confident(all, l.max_detections)
             })
             .collect())
     }
@@ -333,8 +337,15 @@ impl Detector {
         if let Some(e) = tensors.iter().find_map(|t| self.check_tensor(t).err()) {
             return tensors.iter().map(|_| Err(e.clone())).collect();
         }
-        let confidence: Vec<f32> = thresholds.iter().map(|t| t.0).collect();
-        match self.candidates(tensors, &confidence) {
+        // No limit yet: trtinfer's max-detections is to be wired here.
+        let limits: Vec<DecodeLimits> = thresholds
+            .iter()
+            .map(|t| DecodeLimits {
+                confidence: t.0,
+                max_detections: usize::MAX,
+            })
+            .collect();
+        match self.candidates(tensors, &limits) {
             Ok(all) => all
                 .into_iter()
                 .zip(tensors)

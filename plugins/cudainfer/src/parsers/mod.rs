@@ -30,6 +30,38 @@ pub struct Candidate {
     pub y2: f32,
 }
 
+/// What one frame keeps of its decoded output: candidates above `confidence`, at most the `max_detections` most confident.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeLimits {
+    pub confidence: f32,
+    pub max_detections: usize,
+}
+
+/// The `max` most confident of `candidates` (ties go to the earlier one),
+/// in their original order: the same result wherever decoding ran, as both
+/// paths give candidates in (row, class) order.
+pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
+    if candidates.len() <= max {
+        return candidates;
+    }
+    // A total order (confidence descending, then position), so the
+    // selection is deterministic; O(n) rather than a full sort, as a low
+    // threshold leaves hundreds of thousands of candidates.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    let rank = |&a: &usize, &b: &usize| {
+        candidates[b]
+            .confidence
+            .total_cmp(&candidates[a].confidence)
+            .then(a.cmp(&b))
+    };
+    if max > 0 {
+        order.select_nth_unstable_by(max - 1, rank);
+    }
+    order.truncate(max);
+    order.sort_unstable();
+    order.into_iter().map(|i| candidates[i]).collect()
+}
+
 /// Shapes of the model's first input and output as ONNX Runtime reports
 /// them (`-1` for a symbolic dimension).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,5 +106,70 @@ pub fn new_parser(
 ) -> Result<Box<dyn OutputParser>, String> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(class_id: u32, confidence: f32) -> Candidate {
+        Candidate {
+            class_id,
+            confidence,
+            x1: 0.0,
+            y1: 0.0,
+            x2: 1.0,
+            y2: 1.0,
+        }
+    }
+
+    fn ids(candidates: &[Candidate]) -> Vec<u32> {
+        candidates.iter().map(|c| c.class_id).collect()
+    }
+
+    #[test]
+    fn keeps_the_most_confident_in_original_order() {
+        let all: Vec<Candidate> = [0.2, 0.9, 0.5, 0.7, 0.1]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| candidate(i as u32, c))
+            .collect();
+        assert_eq!(ids(&keep_most_confident(all.clone(), 3)), [1, 2, 3]);
+        assert_eq!(ids(&keep_most_confident(all.clone(), 1)), [1]);
+        assert!(keep_most_confident(all.clone(), 0).is_empty());
+        assert_eq!(keep_most_confident(all.clone(), 5), all);
+        assert_eq!(keep_most_confident(all.clone(), usize::MAX), all);
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_candidate() {
+        let all: Vec<Candidate> = [0.5, 0.8, 0.5, 0.5, 0.8]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| candidate(i as u32, c))
+            .collect();
+        assert_eq!(ids(&keep_most_confident(all.clone(), 3)), [0, 1, 4]);
+        assert_eq!(ids(&keep_most_confident(all.clone(), 4)), [0, 1, 2, 4]);
+        assert_eq!(ids(&keep_most_confident(all, 2)), [1, 4]);
+    }
+
+    #[test]
+    fn agrees_with_a_full_stable_sort() {
+        // Few distinct confidences, so that ties are everywhere.
+        let all: Vec<Candidate> = (0..500u32)
+            .map(|i| candidate(i, ((i * 7919) % 13) as f32 / 13.0))
+            .collect();
+        for max in [0, 1, 7, 38, 39, 40, 250, 499, 500, 501] {
+            let mut sorted = all.clone();
+            sorted.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+            let mut expected: Vec<u32> = ids(&sorted[..max.min(all.len())]);
+            expected.sort_unstable();
+            assert_eq!(
+                ids(&keep_most_confident(all.clone(), max)),
+                expected,
+                "max {max}"
+            );
+        }
     }
 }
