@@ -11,6 +11,7 @@ use std::ffi::{c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
+use glib::prelude::*;
 use glib::translate::*;
 
 use super::Gpu;
@@ -150,6 +151,22 @@ impl CudaContext {
             // SAFETY: a valid GstCudaContext.
             unsafe { (lib.context_get_handle)(self.0.as_ptr()) as usize }
         })
+    }
+
+    /// The CUDA device ordinal the context is on (its `cuda-device-id`
+    /// property), if it says.
+    pub fn device_id(&self) -> Option<u32> {
+        // SAFETY: a GstCudaContext is a GObject, alive while `self` holds
+        // its reference; borrowed, not reffed.
+        let object: Borrowed<glib::Object> =
+            unsafe { from_glib_borrow(self.0.as_ptr() as *mut glib::gobject_ffi::GObject) };
+        object.find_property("cuda-device-id")?;
+        // A guint in the versions we know; an int would do as well.
+        let value = object.property_value("cuda-device-id");
+        value
+            .get::<u32>()
+            .ok()
+            .or_else(|| value.get::<i32>().ok().and_then(|d| u32::try_from(d).ok()))
     }
 
     /// A `gst.cuda.context` GstContext holding this context.
