@@ -6,18 +6,30 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 shared=${CUDAINFER_SHARED_DIR:-$top/../shared}
-cargo build --release --example pipeline_bench --example infer_bench
+# --lib: building examples alone does not build the plugin's cdylib.
+cargo build --release -p gst-plugin-cudainfer --lib --example pipeline_bench --example infer_bench
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target=$top/$target ;; esac
+plugin=$target/release/libgstcudainfer.so
+if [ ! -f "$plugin" ]; then
+  echo "gpu-stage: cargo did not produce the plugin $plugin; check the [lib] crate-type (cdylib) in plugins/cudainfer/Cargo.toml" >&2
+  exit 1
+fi
 test_bin=$(cargo test --release --test gpu --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])')
+        print(m["executable"])') || true
+if [ -z "$test_bin" ]; then
+  echo "gpu-stage: cannot build the GPU test binary (cargo test --release --test gpu --no-run)" >&2
+  exit 1
+fi
 art=target/gpu-artifacts
 rm -rf "$art" && mkdir -p "$art"
-ln -s "$top/target/release/libgstcudainfer.so" "$art/libgstcudainfer.so"
+ln -s "$plugin" "$art/libgstcudainfer.so"
 ln -s "$test_bin" "$art/gpu-tests"
-ln -s "$top/target/release/examples/pipeline_bench" "$art/pipeline_bench"
-ln -s "$top/target/release/examples/infer_bench" "$art/infer_bench"
+ln -s "$target/release/examples/pipeline_bench" "$art/pipeline_bench"
+ln -s "$target/release/examples/infer_bench" "$art/infer_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 "$shared/gpu/prepare.sh" "$art"/*

@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;

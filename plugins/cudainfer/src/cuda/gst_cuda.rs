@@ -9,8 +9,9 @@
 
 use std::ffi::{c_int, c_void};
 use std::ptr::NonNull;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use glib::prelude::*;
 use glib::translate::*;
 
 use super::Gpu;
@@ -41,6 +42,10 @@ struct Library {
         *mut *mut c_void,
     ) -> GBoolean,
     is_cuda_memory: unsafe extern "C" fn(*mut gst::ffi::GstMemory) -> GBoolean,
+    /// New in 1.24, absent before: the CUDA stream a memory is written on.
+    memory_get_stream: Option<unsafe extern "C" fn(*mut gst::ffi::GstMemory) -> *mut c_void>,
+    /// New in 1.24: the `CUstream` of a `GstCudaStream`.
+    stream_get_handle: Option<unsafe extern "C" fn(*mut c_void) -> *mut c_void>,
 }
 
 const LIBRARY_NAME: &str = "libgstcuda-1.0.so.0";
@@ -68,6 +73,16 @@ fn library() -> Result<&'static Library, String> {
                 handle_context_query: sym!("gst_cuda_handle_context_query"),
                 handle_set_context: sym!("gst_cuda_handle_set_context"),
                 is_cuda_memory: sym!("gst_is_cuda_memory"),
+                // Optional: 1.22 lacks them, and its decoders synchronise
+                // their stream before pushing, so there is nothing to wait for.
+                memory_get_stream: lib
+                    .get(b"gst_cuda_memory_get_stream\0")
+                    .ok()
+                    .map(|f| *f),
+                stream_get_handle: lib
+                    .get(b"gst_cuda_stream_get_handle\0")
+                    .ok()
+                    .map(|f| *f),
                 _lib: lib,
             };
             if (l.load_library)() == 0 {
@@ -78,6 +93,12 @@ fn library() -> Result<&'static Library, String> {
     })
     .as_ref()
     .map_err(Clone::clone)
+}
+
+/// Whether GStreamer's CUDA library tells the stream a memory is written on
+/// (1.24 or later); false without the library.
+pub fn has_memory_streams() -> bool {
+    library().is_ok_and(|l| l.memory_get_stream.is_some() && l.stream_get_handle.is_some())
 }
 
 /// A reference to a `GstCudaContext`.
@@ -130,6 +151,22 @@ impl CudaContext {
             // SAFETY: a valid GstCudaContext.
             unsafe { (lib.context_get_handle)(self.0.as_ptr()) as usize }
         })
+    }
+
+    /// The CUDA device ordinal the context is on (its `cuda-device-id`
+    /// property), if it says.
+    pub fn device_id(&self) -> Option<u32> {
+        // SAFETY: a GstCudaContext is a GObject, alive while `self` holds
+        // its reference; borrowed, not reffed.
+        let object: Borrowed<glib::Object> =
+            unsafe { from_glib_borrow(self.0.as_ptr() as *mut glib::gobject_ffi::GObject) };
+        object.find_property("cuda-device-id")?;
+        // A guint in the versions we know; an int would do as well.
+        let value = object.property_value("cuda-device-id");
+        value
+            .get::<u32>()
+            .ok()
+            .or_else(|| value.get::<i32>().ok().and_then(|d| u32::try_from(d).ok()))
     }
 
     /// A `gst.cuda.context` GstContext holding this context.
@@ -193,6 +230,55 @@ pub struct DeviceFrame {
     pub strides: [i32; 4],
     /// The `CUcontext` the memory belongs to.
     pub context: usize,
+    /// The `CUstream` the memory is written on (GStreamer >= 1.24), owned by
+    /// the memory: private so that it cannot outlive `memory`.
+    producer_stream: Option<usize>,
+}
+
+impl DeviceFrame {
+    /// The `CUstream` the producer writes the frame on, where the memory has
+    /// one (GStreamer >= 1.24 decoders); valid while `self` lives.
+    pub fn producer_stream(&self) -> Option<usize> {
+        self.producer_stream
+    }
+}
+
+/// Queues on `gpu`'s stream a wait for all work queued so far on the
+/// frame's producer stream, without a host wait; false where there is
+/// nothing to wait for (no producer stream, or it is ours). `event` is a
+/// reusable event of the frame's context; the caller must keep other
+/// threads from recording it between our record and wait.
+pub fn wait_for_producer(
+    gpu: &Gpu,
+    event: &cudarc::driver::CudaEvent,
+    frame: &DeviceFrame,
+) -> Result<bool, String> {
+    let ours = gpu.stream();
+    let Some(producer) = frame.producer_stream else {
+        return Ok(false);
+    };
+    if producer == ours.cu_stream() as usize {
+        return Ok(false);
+    }
+    if frame.context != gpu.cu_context() || !Arc::ptr_eq(event.context(), ours.context()) {
+        return Err("cannot wait for a frame's CUDA stream from another CUDA context".into());
+    }
+    ours.context()
+        .bind_to_thread()
+        .map_err(|e| format!("cannot make the CUDA context current: {e}"))?;
+    // SAFETY: `producer` is the live stream of the frame's memory (mapped
+    // and referenced by `frame`, which owns the stream), in our context
+    // (checked above), as is the event, which `event` keeps alive.
+    unsafe {
+        cudarc::driver::result::event::record(
+            event.cu_event(),
+            producer as cudarc::driver::sys::CUstream,
+        )
+    }
+    .map_err(|e| format!("cannot record an event on the decoder's CUDA stream: {e}"))?;
+    ours.wait(event)
+        .map_err(|e| format!("cannot make our CUDA stream wait for the decoder's: {e}"))?;
+    Ok(true)
 }
 
 /// Locates the planes of `buffer`'s CUDA memory. The error says what is
@@ -220,7 +306,7 @@ pub fn device_frame(
     // SAFETY: it is a GstCudaMemory (checked above), whose layout starts with
     // CudaMemoryHead; mapping with GST_MAP_CUDA returns the device address.
     let head = memory.as_mut_ptr() as *const CudaMemoryHead;
-    let (mapped, base, context) = unsafe {
+    let (mapped, base, size, context) = unsafe {
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
         if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
@@ -228,8 +314,26 @@ pub fn device_frame(
         }
         let map = map.assume_init();
         let base = map.data as u64;
+        let size = map.size as u64;
         let context = (lib.context_get_handle)((*head).context) as usize;
-        (MappedCudaMemory { memory, map }, base, context)
+        (MappedCudaMemory { memory, map }, base, size, context)
+    };
+    let producer_stream = match (lib.memory_get_stream, lib.stream_get_handle) {
+        (Some(get_stream), Some(get_handle)) => {
+            // SAFETY: a GstCudaMemory, kept alive by `mapped`; the stream
+            // returned is borrowed from it (transfer none), NULL for the
+            // default stream, and get_handle accepts NULL.
+            let handle = unsafe {
+                let stream = get_stream(mapped.memory.as_mut_ptr());
+                if stream.is_null() {
+                    std::ptr::null_mut()
+                } else {
+                    get_handle(stream)
+                }
+            };
+            (!handle.is_null()).then_some(handle as usize)
+        }
+        _ => None,
     };
     // The buffer's video meta has the layout; the memory's own info is the
     // fallback (GstCudaMemory always records it).
@@ -244,18 +348,103 @@ pub fn device_frame(
         }
     };
     let n = info.n_planes() as usize;
-    if offsets.len() < n || strides.len() < n {
+    if offsets.len() < n || strides.len() < n || n > 4 {
         return Err("the frame's layout does not match its caps".into());
     }
+    let extents = plane_extents(info);
     let mut frame = DeviceFrame {
         memory: mapped,
         planes: [0; 4],
         strides: [0; 4],
         context,
+        producer_stream,
     };
     for p in 0..n {
+        check_plane(p, offsets[p] as u64, strides[p], extents[p], size)?;
         frame.planes[p] = base + offsets[p] as u64;
         frame.strides[p] = strides[p];
     }
     Ok(frame)
+}
+
+/// Bytes per row and rows of each plane of a frame of `info`'s format and
+/// size (for NV12: plane 1 has ceil(height / 2) rows of 2 * ceil(width / 2)
+/// bytes).
+fn plane_extents(info: &gst_video::VideoInfo) -> [(u64, u64); 4] {
+    let mut extents = [(0u64, 0u64); 4];
+    for c in 0..info.n_components().min(4) as u8 {
+        let plane = info.comp_plane(c) as usize;
+        if plane >= 4 {
+            continue;
+        }
+        let row_bytes = info.comp_width(c) as u64 * info.comp_pstride(c).max(0) as u64;
+        let rows = info.comp_height(c) as u64;
+        let e = &mut extents[plane];
+        *e = (e.0.max(row_bytes), e.1.max(rows));
+    }
+    extents
+}
+
+/// Checks that plane `plane` (`row_bytes` x `rows` at `offset`, rows
+/// `stride` apart) lies within `size` bytes of memory: the kernel trusts it.
+fn check_plane(
+    plane: usize,
+    offset: u64,
+    stride: i32,
+    (row_bytes, rows): (u64, u64),
+    size: u64,
+) -> Result<(), String> {
+    if stride <= 0 || (stride as u64) < row_bytes {
+        return Err(format!(
+            "the frame's plane {plane} has a stride of {stride} bytes but its rows are {row_bytes} bytes: \
+             the upstream element's video meta does not match its CUDA memory"
+        ));
+    }
+    // The last row needs only its pixels, not the padding after them.
+    let needed = match rows {
+        0 => 0,
+        rows => stride as u64 * (rows - 1) + row_bytes,
+    };
+    if offset.checked_add(needed).is_none_or(|end| end > size) {
+        return Err(format!(
+            "the frame's plane {plane} needs {needed} bytes at offset {offset} but its memory holds {size}: \
+             the upstream element's video meta does not match its CUDA memory"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nv12_plane_extents_round_chroma_up() {
+        gst::init().unwrap();
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Nv12, 641, 481)
+            .build()
+            .unwrap();
+        let e = plane_extents(&info);
+        assert_eq!(e[0], (641, 481));
+        assert_eq!(e[1], (642, 241));
+    }
+
+    #[test]
+    fn planes_must_fit_their_memory() {
+        // 640x480 NV12 at pitch 768: luma 768 * 480, chroma 768 * 240.
+        let size = 768 * 720;
+        assert!(check_plane(0, 0, 768, (640, 480), size).is_ok());
+        assert!(check_plane(1, 768 * 480, 768, (640, 240), size).is_ok());
+        // Tight last row: the padding after it need not exist.
+        assert!(check_plane(1, 768 * 480, 768, (640, 240), size - 128).is_ok());
+        let e = check_plane(1, 768 * 480, 768, (640, 240), size - 129).unwrap_err();
+        assert!(
+            e.contains("plane 1 needs 184192 bytes at offset 368640 but its memory holds 552831"),
+            "{e}"
+        );
+        assert!(check_plane(0, 0, 512, (640, 480), size).is_err());
+        assert!(check_plane(0, 0, 0, (640, 480), size).is_err());
+        assert!(check_plane(0, 0, -768, (640, 480), size).is_err());
+        assert!(check_plane(0, u64::MAX, 768, (640, 480), size).is_err());
+    }
 }

@@ -105,11 +105,13 @@ impl Drop for PooledBuffer {
 /// Its buffer's event completes when it is written; work on the same stream
 /// is ordered after it anyway. It keeps the source frame mapped until then,
 /// so that the decoder cannot reuse that memory while the kernel still
-/// reads it.
+/// reads it: until [`DeviceTensor::release_source`], or drop.
 pub struct DeviceTensor {
     buffer: PooledBuffer,
     gpu: Arc<Gpu>,
-    source: Option<super::gst_cuda::MappedCudaMemory>,
+    /// Behind a lock so that holders of a shared tensor can let the frame
+    /// go as soon as the kernel is done, not when the last holder drops it.
+    source: Mutex<Option<super::gst_cuda::MappedCudaMemory>>,
 }
 
 impl std::fmt::Debug for DeviceTensor {
@@ -137,8 +139,25 @@ impl DeviceTensor {
         Ok(Self {
             buffer,
             gpu,
-            source,
+            source: Mutex::new(source),
         })
+    }
+
+    /// Unmaps the source frame once the kernel that reads it is done
+    /// (waits for that on the host; free once the stream has been
+    /// synchronised past it). Idempotent. On error the frame stays mapped,
+    /// and drop tries again.
+    pub fn release_source(&self) -> Result<(), String> {
+        let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
+        if source.is_none() {
+            return Ok(());
+        }
+        self.buffer
+            .written()
+            .synchronize()
+            .map_err(|e| format!("cannot wait for the pre-processing kernel: {e}"))?;
+        source.take();
+        Ok(())
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -169,6 +188,9 @@ impl Drop for DeviceTensor {
     fn drop(&mut self) {
         // The buffer and the frame may be reused once the kernel is done.
         let _ = self.buffer.written().synchronize();
-        self.source.take();
+        self.source
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
     }
 }

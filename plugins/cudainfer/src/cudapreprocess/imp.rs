@@ -294,6 +294,19 @@ impl ElementImpl for CudaPreprocess {
     fn set_context(&self, context: &gst::Context) {
         if context.context_type() == gst_cuda::CONTEXT_TYPE {
             if let Some(given) = CudaContext::from_gst_context(self.obj().upcast_ref(), context) {
+                let device_id = self.settings.lock().unwrap().device_id;
+                if let Some(other) = given.device_id().filter(|&d| d != device_id) {
+                    // Its frames could not be read by our kernels, which
+                    // run on device-id's primary context.
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "ignoring the pipeline's CUDA context {:#x}: it is on CUDA device {other}, \
+                         but device-id is {device_id}. Set device-id to {other} to work in it",
+                        given.handle()
+                    );
+                    return self.parent_set_context(context);
+                }
                 gst::info!(
                     CAT,
                     imp = self,

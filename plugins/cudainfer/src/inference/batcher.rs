@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{same_memory, Detector, DetectorConfig, LoadError, Thresholds};
 use crate::detections::FrameDetections;
-use crate::tensor_meta::Tensor;
+use crate::tensor_meta::{Tensor, TensorStorage};
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -358,6 +358,17 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             batch.into_iter().map(|j| (j.tensor, j.reply)).unzip();
         let views: Vec<&Tensor> = tensors.iter().map(Arc::as_ref).collect();
         let results = detector.detect_batch(&views, &thresholds);
+        // Unmap the frames now rather than when the tensors' last holder
+        // (a buffer's meta, downstream) drops them: their kernels ran before
+        // the batch, whose decoding synchronised the stream, so this does
+        // not wait.
+        for tensor in &tensors {
+            if let TensorStorage::Device(d) = &tensor.storage {
+                if let Err(e) = d.release_source() {
+                    gst::warning!(CAT, "cannot release a frame after inference: {e}");
+                }
+            }
+        }
         // Our references go before the frames do: a frame that comes back
         // to its decoder's pool while a tensor still maps its memory is
         // thrown away, and the decoder allocates a new one.
@@ -365,10 +376,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         drop(tensors);
         let run = started.elapsed();
         {
-            let mut runs = shared
-                .recent_runs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut runs = shared.recent_runs.lock().unwrap_or_else(|e| e.into_inner());
             if runs.len() == RECENT_RUNS {
                 runs.pop_front();
             }

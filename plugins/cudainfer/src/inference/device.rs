@@ -12,10 +12,14 @@ use ort::value::{Shape, TensorRefMut};
 use ort::AsPointer;
 
 use crate::cuda::{DeviceTensor, Gpu};
-use crate::parsers::{Candidate, DeviceDecoding};
+use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, DeviceDecoding};
 
 /// Floats per candidate record written by the decoding kernel.
 const RECORD: usize = 8;
+
+/// Confidence bins of the kernel's per-image histograms (`YOLOX_BINS` in
+/// yolox_decode.cu): bin b holds b / BINS <= confidence < (b + 1) / BINS.
+const BINS: usize = 2048;
 
 pub struct DeviceRunner {
     gpu: Arc<Gpu>,
@@ -32,7 +36,12 @@ pub struct DeviceRunner {
     rows: usize,
     num_classes: usize,
     candidates: CudaSlice<f32>,
-    count: CudaSlice<u32>,
+    /// Survivors of the batch, then of each image.
+    counts: CudaSlice<u32>,
+    /// Each image's confidence threshold for the kernel.
+    thresholds: CudaSlice<f32>,
+    /// Each image's survivors by confidence bin.
+    histograms: CudaSlice<u32>,
     /// Where several tensors are gathered into one batch.
     batch: Option<CudaSlice<f32>>,
 }
@@ -73,7 +82,10 @@ impl DeviceRunner {
         let candidates = stream
             .alloc_zeros::<f32>(rows * num_classes * RECORD)
             .map_err(alloc_error)?;
-        let count = stream.alloc_zeros::<u32>(1).map_err(alloc_error)?;
+        // Grown to the batch on first use.
+        let counts = stream.alloc_zeros::<u32>(2).map_err(alloc_error)?;
+        let thresholds = stream.alloc_zeros::<f32>(1).map_err(alloc_error)?;
+        let histograms = stream.alloc_zeros::<u32>(BINS).map_err(alloc_error)?;
         Ok(Self {
             gpu,
             decode_kernel,
@@ -88,7 +100,9 @@ impl DeviceRunner {
             rows,
             num_classes,
             candidates,
-            count,
+            counts,
+            thresholds,
+            histograms,
             batch: None,
         })
     }
@@ -120,8 +134,9 @@ impl DeviceRunner {
     }
 
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
-    /// and returns each one's candidates above its threshold, in output row
-    /// and class order (as the host decoder gives them). Without a batch
+    /// and returns each one's candidates above its confidence threshold, at
+    /// most its `max_detections` most confident ([`keep_most_confident`]),
+    /// in output row and class order (as the host decoder gives them). Without a batch
     /// size fixed by `warm_up` one tensor is read in place; otherwise the
     /// tensors are gathered on the GPU into one batch of that size.
     pub fn run(
@@ -129,7 +144,7 @@ impl DeviceRunner {
         session: &mut Session,
         tensors: &[&DeviceTensor],
         item_shape: [usize; 4],
-        thresholds: &[f32],
+        limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let item_len: usize = item_shape.iter().product();
         let run_batch = self.run_batch.max(tensors.len());
@@ -153,7 +168,7 @@ impl DeviceRunner {
         shape[0] = run_batch;
         let output = self.infer(session, input, shape)?;
         // Only the real frames' outputs are decoded; the padding's are not.
-        self.decode(output, thresholds)
+        self.decode(output, limits)
     }
 
     /// Fixes the batch size of every run at `batch` (frames beyond the real
@@ -232,87 +247,262 @@ impl DeviceRunner {
         let output = outputs[0]
             .view()
             .downcast::<ort::value::TensorValueType<f32>>()
-            .map_err(|e| format!("the model output is not float32: {e}"))?
-            .data_ptr() as u64;
-        Ok(output)
+            .map_err(|e| format!("the model output is not float32: {e}"))?;
+        // The decoding kernel reads batch x rows x (5 + classes) floats: a
+        // model whose symbolic dimensions resolve otherwise would have it
+        // read past the output.
+        let actual: Vec<i64> = output.shape().iter().copied().collect();
+        let expected = [shape[0], self.rows, 5 + self.num_classes].map(|d| d as i64);
+        if actual != expected {
+            return Err(format!(
+                "the model's output shape at run time, {actual:?}, differs from what it declared \
+                 (expected {expected:?} for a batch of {}): the model cannot be decoded",
+                shape[0]
+            ));
+        }
+        Ok(output.data_ptr() as u64)
     }
 
-    /// Decodes the batch's output at `output_ptr` on the GPU, keeping what
-    /// is above the lowest threshold, copies the survivors to the host (two
-    /// copies per batch, not per image), then applies each image's own
-    /// threshold.
+    /// Decodes the batch's output at `output_ptr` on the GPU, keeping
+    /// what is above each image's threshold, and copies the survivors to
+    /// the host (two copies per batch, not per image). An image with more
+    /// than its `max_detections` is decoded again with a threshold taken
+    /// from its confidence histogram, so that about that many cross to the
+    /// host; the host then keeps exactly the most confident.
     fn decode(
         &mut self,
         output_ptr: u64,
-        thresholds: &[f32],
+        limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
-        let stream = self.gpu.stream().clone();
+        let images = limits.len();
         let copy_error = |e| format!("cannot read the decoded candidates: {e}");
-        let lowest = thresholds.iter().copied().fold(f32::INFINITY, f32::min);
-        let n = loop {
-            stream.memset_zeros(&mut self.count).map_err(copy_error)?;
-            let (rows, classes) = (self.rows as i32, self.num_classes as i32);
-            let capacity = (self.candidates.len() / RECORD) as u32;
-            let anchors = self.anchors.device_ptr(&stream).0;
-            let candidates = self.candidates.device_ptr(&stream).0;
-            let count = self.count.device_ptr(&stream).0;
-            let mut config = LaunchConfig::for_num_elems(self.rows as u32);
-            config.grid_dim.1 = thresholds.len() as u32;
-            // SAFETY: the output holds images x rows x (5 + classes) floats,
-            // the anchors rows x 3, the candidate buffer `capacity` records.
-            unsafe {
-                stream
-                    .launch_builder(&self.decode_kernel)
-                    .arg(&output_ptr)
-                    .arg(&anchors)
-                    .arg(&rows)
-                    .arg(&classes)
-                    .arg(&lowest)
-                    .arg(&candidates)
-                    .arg(&count)
-                    .arg(&capacity)
-                    .launch(config)
+        let mut thresholds: Vec<f32> = limits.iter().map(|l| l.confidence).collect();
+        // Without a limit an image can reach, the histograms are not needed.
+        let possible = self.rows * self.num_classes;
+        let mut histogram = limits.iter().any(|l| l.max_detections < possible);
+        let total = loop {
+            let counts = self.launch_decode(output_ptr, &thresholds, histogram)?;
+            if std::mem::take(&mut histogram) {
+                let over: Vec<usize> = (0..images)
+                    .filter(|&i| counts[1 + i] as usize > limits[i].max_detections)
+                    .collect();
+                if !over.is_empty() {
+                    let stream = self.gpu.stream().clone();
+                    let bins = stream
+                        .clone_dtoh(&self.histograms.slice(..images * BINS))
+                        .map_err(copy_error)?;
+                    for i in over {
+                        thresholds[i] =
+                            bounding_threshold(&bins[i * BINS..(i + 1) * BINS], limits[i]);
+                    }
+                    continue;
+                }
             }
-            .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
-            let n = stream.clone_dtoh(&self.count).map_err(copy_error)?[0] as usize;
-            if n <= capacity as usize {
-                break n;
+            let total = counts[0] as usize;
+            if total <= self.candidates.len() / RECORD {
+                break total;
             }
             // More survivors than room (a very low threshold on a batch):
             // grow and decode again, so nothing is dropped.
-            self.candidates = stream
-                .alloc_zeros::<f32>(n * RECORD)
+            self.candidates = self
+                .gpu
+                .stream()
+                .alloc_zeros::<f32>(total * RECORD)
                 .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
         };
-        let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); thresholds.len()];
-        if n > 0 {
-            let records = stream
-                .clone_dtoh(&self.candidates.slice(..n * RECORD))
+        let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); images];
+        if total > 0 {
+            let records = self
+                .gpu
+                .stream()
+                .clone_dtoh(&self.candidates.slice(..total * RECORD))
                 .map_err(copy_error)?;
             for r in records.chunks_exact(RECORD) {
-                let image = r[7] as usize;
-                if r[4] > thresholds[image] {
-                    per_image[image].push((
-                        r[6] as u32,
-                        Candidate {
-                            class_id: r[5] as u32,
-                            confidence: r[4],
-                            x1: r[0],
-                            y1: r[1],
-                            x2: r[2],
-                            y2: r[3],
-                        },
-                    ));
-                }
+                per_image[r[7] as usize].push((
+                    r[6] as u32,
+                    Candidate {
+                        class_id: r[5] as u32,
+                        confidence: r[4],
+                        x1: r[0],
+                        y1: r[1],
+                        x2: r[2],
+                        y2: r[3],
+                    },
+                ));
             }
         }
         Ok(per_image
             .into_iter()
-            .map(|mut image| {
-                // The kernel appends in whatever order threads finish.
+            .zip(limits)
+            .map(|(mut image, limit)| {
+                // The kernel appends in whatever order threads finish; in
+                // (row, class) order, the host path's, ties resolve alike.
                 image.sort_by_key(|(row, c)| (*row, c.class_id));
-                image.into_iter().map(|(_, c)| c).collect()
+                let image = image.into_iter().map(|(_, c)| c).collect();
+                keep_most_confident(image, limit.max_detections)
             })
             .collect())
+    }
+
+    /// Runs the decoding kernel over the batch's first `thresholds.len()`
+    /// images with those thresholds (and, if `histogram`, fills the
+    /// per-image histograms); returns the survivors' counts, of the batch
+    /// then of each image. Records beyond the candidate buffer are counted,
+    /// not written.
+    fn launch_decode(
+        &mut self,
+        output_ptr: u64,
+        thresholds: &[f32],
+        histogram: bool,
+    ) -> Result<Vec<u32>, String> {
+        let stream = self.gpu.stream().clone();
+        let images = thresholds.len();
+        let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
+        if self.counts.len() < 1 + images {
+            self.counts = stream.alloc_zeros::<u32>(1 + images).map_err(alloc_error)?;
+            self.thresholds = stream.alloc_zeros::<f32>(images).map_err(alloc_error)?;
+            self.histograms = stream
+                .alloc_zeros::<u32>(images * BINS)
+                .map_err(alloc_error)?;
+        }
+        let copy_error = |e| format!("cannot prepare output decoding: {e}");
+        stream
+            .memcpy_htod(thresholds, &mut self.thresholds.slice_mut(..images))
+            .map_err(copy_error)?;
+        stream
+            .memset_zeros(&mut self.counts.slice_mut(..1 + images))
+            .map_err(copy_error)?;
+        let histograms = if histogram {
+            stream
+                .memset_zeros(&mut self.histograms.slice_mut(..images * BINS))
+                .map_err(copy_error)?;
+            self.histograms.device_ptr(&stream).0
+        } else {
+            // The kernel's "no histogram".
+            0u64
+        };
+        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
+        let capacity = (self.candidates.len() / RECORD) as u32;
+        let anchors = self.anchors.device_ptr(&stream).0;
+        let thresholds_ptr = self.thresholds.device_ptr(&stream).0;
+        let candidates = self.candidates.device_ptr(&stream).0;
+        let counts = self.counts.device_ptr(&stream).0;
+        let mut config = LaunchConfig::for_num_elems(self.rows as u32);
+        config.grid_dim.1 = images as u32;
+        // SAFETY: the output holds at least `images` x rows x (5 + classes)
+        // floats (its shape was checked in `infer`), the anchors rows x 3,
+        // the thresholds `images`, the counts 1 + `images`, the histograms
+        // `images` x BINS (or null, which the kernel skips), the candidate
+        // buffer `capacity` records. All on our stream, like the copies.
+        unsafe {
+            stream
+                .launch_builder(&self.decode_kernel)
+                .arg(&output_ptr)
+                .arg(&anchors)
+                .arg(&rows)
+                .arg(&classes)
+                .arg(&thresholds_ptr)
+                .arg(&candidates)
+                .arg(&counts)
+                .arg(&capacity)
+                .arg(&histograms)
+                .launch(config)
+        }
+        .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
+        stream
+            .clone_dtoh(&self.counts.slice(..1 + images))
+            .map_err(|e| format!("cannot read the decoded candidates: {e}"))
+    }
+}
+
+/// The threshold that keeps, of an image's survivors counted in `bins`
+/// (its confidence histogram), the fewest whole top bins holding at least
+/// `limit.max_detections`, and so every one of its most confident
+/// (never below `limit.confidence`).
+fn bounding_threshold(bins: &[u32], limit: DecodeLimits) -> f32 {
+    if limit.max_detections == 0 {
+        return f32::INFINITY;
+    }
+    let mut kept = 0usize;
+    for b in (1..bins.len()).rev() {
+        kept += bins[b] as usize;
+        if kept >= limit.max_detections {
+            // Bin b and up hold exactly the confidences >= b / BINS (exact
+            // in f32); the kernel keeps those above the threshold, so take
+            // the float just below that edge.
+            let edge = b as f32 / bins.len() as f32;
+            let below = f32::from_bits(edge.to_bits() - 1);
+            return limit.confidence.max(below);
+        }
+    }
+    // Only bin 0 is left to drop from: keep everything.
+    limit.confidence
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(confidence: f32, max_detections: usize) -> DecodeLimits {
+        DecodeLimits {
+            confidence,
+            max_detections,
+        }
+    }
+
+    /// What the kernel puts in a histogram.
+    fn histogram(confidences: &[f32], threshold: f32) -> Vec<u32> {
+        let mut bins = vec![0u32; BINS];
+        for &c in confidences.iter().filter(|&&c| c > threshold) {
+            bins[((c * BINS as f32).clamp(0.0, (BINS - 1) as f32)) as usize] += 1;
+        }
+        bins
+    }
+
+    #[test]
+    fn bounding_keeps_every_one_of_the_most_confident() {
+        let confidences: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919) % 10_007) as f32 / 10_007.0)
+            .collect();
+        for max in [1, 5, 300, 4_999, 9_000] {
+            let t = bounding_threshold(&histogram(&confidences, 0.0), limit(0.0, max));
+            let mut sorted = confidences.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let kth = sorted[max - 1];
+            let kept = confidences.iter().filter(|&&c| c > t).count();
+            assert!(kth > t, "max {max}: threshold {t} drops the {max}th {kth}");
+            // Whole bins only: at most one bin's worth (about 5 here) more.
+            assert!(kept >= max && kept <= max + 10, "max {max}: kept {kept}");
+        }
+    }
+
+    #[test]
+    fn bounding_is_exact_at_bin_edges() {
+        // Confidences exactly on edges: 0.5 is bin 1024's first value.
+        let confidences = [0.5, 0.5, 0.75, 0.25];
+        let t = bounding_threshold(&histogram(&confidences, 0.1), limit(0.1, 3));
+        assert!(t < 0.5 && t > 0.499);
+        assert_eq!(confidences.iter().filter(|&&c| c > t).count(), 3);
+    }
+
+    #[test]
+    fn bounding_never_lowers_the_threshold_and_handles_zero() {
+        let confidences = [0.9, 0.8, 0.7];
+        let t = bounding_threshold(&histogram(&confidences, 0.6), limit(0.6, 3));
+        assert!((0.6..0.7).contains(&t), "{t}");
+        // Bin 1434 starts at 0.70019531, below the threshold: kept as is.
+        let close = [0.7003, 0.7004];
+        let t = bounding_threshold(&histogram(&close, 0.7002), limit(0.7002, 1));
+        assert_eq!(t, 0.7002);
+        assert_eq!(
+            bounding_threshold(&histogram(&confidences, 0.6), limit(0.6, 0)),
+            f32::INFINITY
+        );
+        // Everything in bin 0: nothing can be dropped by bins.
+        let tiny = [1e-5, 2e-5, 3e-5];
+        assert_eq!(
+            bounding_threshold(&histogram(&tiny, 0.0), limit(0.0, 1)),
+            0.0
+        );
     }
 }

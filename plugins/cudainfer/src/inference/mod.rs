@@ -15,7 +15,9 @@ use ort::value::TensorRef;
 
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Detection, FrameDetections};
-use crate::parsers::{self, nms, Candidate, ModelShapes, ModelType, OutputParser};
+use crate::parsers::{
+    self, keep_most_confident, nms, Candidate, DecodeLimits, ModelShapes, ModelType, OutputParser,
+};
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
 use device::DeviceRunner;
@@ -288,12 +290,12 @@ impl Detector {
 
     /// Runs the model once on `tensors` (all in the same memory, at most
     /// [`Self::max_batch`]) and decodes each item's output with its own
-    /// threshold: on the GPU for GPU tensors and a GPU provider, else on the
+    /// limits (threshold, then the most confident): on the GPU for GPU tensors and a GPU provider, else on the
     /// host (GPU tensors given to the cpu provider are copied to the host).
     fn candidates(
         &mut self,
         tensors: &[&Tensor],
-        thresholds: &[f32],
+        limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let device_tensors: Option<Vec<&DeviceTensor>> = tensors
             .iter()
@@ -313,7 +315,7 @@ impl Detector {
             }
             if let Some(runner) = &mut self.device_runner {
                 let runner = runner.as_mut().map_err(|e| e.clone())?;
-                return runner.run(&mut self.session, devices, tensors[0].shape(), thresholds);
+                return runner.run(&mut self.session, devices, tensors[0].shape(), limits);
             }
         }
         let item_len: usize = tensors[0].shape().iter().product();
@@ -335,12 +337,14 @@ impl Detector {
         if raw.len() < item_out * tensors.len() {
             return Err("the model output is too short".into());
         }
-        Ok(thresholds
+        Ok(limits
             .iter()
             .enumerate()
-            .map(|(i, &t)| {
-                self.parser
-                    .decode(&raw[i * item_out..(i + 1) * item_out], t)
+            .map(|(i, l)| {
+                let all = self
+                    .parser
+                    .decode(&raw[i * item_out..(i + 1) * item_out], l.confidence);
+                keep_most_confident(all, l.max_detections)
             })
             .collect())
     }
@@ -377,13 +381,23 @@ impl Detector {
         for group in groups {
             let run = |this: &mut Self, items: &[usize]| {
                 let views: Vec<&Tensor> = items.iter().map(|&i| tensors[i]).collect();
-                let limits: Vec<f32> = items.iter().map(|&i| thresholds[i].confidence).collect();
+                let limits: Vec<DecodeLimits> = items
+                    .iter()
+                    .map(|&i| DecodeLimits {
+                        confidence: thresholds[i].confidence,
+                        max_detections: thresholds[i].max_detections,
+                    })
+                    .collect();
                 this.candidates(&views, &limits)
             };
             match run(self, &group) {
                 Ok(all) => {
                     for (i, c) in group.iter().zip(all) {
-                        results[*i] = Some(Ok(self.to_frame_detections(c, tensors[*i], &thresholds[*i])));
+                        results[*i] = Some(Ok(self.to_frame_detections(
+                            c,
+                            tensors[*i],
+                            &thresholds[*i],
+                        )));
                     }
                 }
                 Err(e) if group.len() == 1 => results[group[0]] = Some(Err(e)),
@@ -409,8 +423,7 @@ impl Detector {
         tensor: &Tensor,
         thresholds: &Thresholds,
     ) -> FrameDetections {
-        let best = parsers::keep_most_confident(candidates, thresholds.max_detections);
-        let kept = nms::class_wise_nms(best, thresholds.nms);
+        let kept = nms::class_wise_nms(candidates, thresholds.nms);
         let t = &tensor.transform;
         let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);
         let detections = kept

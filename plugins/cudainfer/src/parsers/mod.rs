@@ -30,34 +30,44 @@ pub struct Candidate {
     pub y2: f32,
 }
 
+/// What one frame keeps of its decoded output: candidates above `confidence`, at most the `max_detections` most confident.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeLimits {
+    pub confidence: f32,
+    pub max_detections: usize,
+}
+
+/// The `max` most confident of `candidates` (ties go to the earlier one),
+/// in their original order: the same result wherever decoding ran, as both
+/// paths give candidates in (row, class) order.
+pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
+    if candidates.len() <= max {
+        return candidates;
+    }
+    // A total order (confidence descending, then position), so the
+    // selection is deterministic; O(n) rather than a full sort, as a low
+    // threshold leaves hundreds of thousands of candidates.
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    let rank = |&a: &usize, &b: &usize| {
+        candidates[b]
+            .confidence
+            .total_cmp(&candidates[a].confidence)
+            .then(a.cmp(&b))
+    };
+    if max > 0 {
+        order.select_nth_unstable_by(max - 1, rank);
+    }
+    order.truncate(max);
+    order.sort_unstable();
+    order.into_iter().map(|i| candidates[i]).collect()
+}
+
 /// Shapes of the model's first input and output as ONNX Runtime reports
 /// them (`-1` for a symbolic dimension).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelShapes {
     pub input: Vec<i64>,
     pub output: Vec<i64>,
-}
-
-/// The `max` most confident of `candidates` (all when there are fewer), in
-/// their original order; of equal confidences the earlier ones are kept, so
-/// the host and GPU paths keep the same ones.
-pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candidate> {
-    if candidates.len() <= max {
-        return candidates;
-    }
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    let by_confidence = |a: &usize, b: &usize| {
-        candidates[*b]
-            .confidence
-            .total_cmp(&candidates[*a].confidence)
-            .then(a.cmp(b))
-    };
-    if max > 0 {
-        order.select_nth_unstable_by(max - 1, by_confidence);
-    }
-    order.truncate(max);
-    order.sort_unstable();
-    order.into_iter().map(|i| candidates[i]).collect()
 }
 
 pub trait OutputParser: Send + Sync {
@@ -103,7 +113,7 @@ pub fn new_parser(
 mod tests {
     use super::*;
 
-    fn candidate(confidence: f32, class_id: u32) -> Candidate {
+    fn candidate(class_id: u32, confidence: f32) -> Candidate {
         Candidate {
             class_id,
             confidence,
@@ -114,18 +124,52 @@ mod tests {
         }
     }
 
+    fn ids(candidates: &[Candidate]) -> Vec<u32> {
+        candidates.iter().map(|c| c.class_id).collect()
+    }
+
     #[test]
-    fn keeps_the_most_confident_in_their_order_earlier_first_on_ties() {
-        let all: Vec<Candidate> = [0.2, 0.9, 0.5, 0.9, 0.1, 0.5]
+    fn keeps_the_most_confident_in_original_order() {
+        let all: Vec<Candidate> = [0.2, 0.9, 0.5, 0.7, 0.1]
             .iter()
             .enumerate()
-            .map(|(i, &c)| candidate(c, i as u32))
+            .map(|(i, &c)| candidate(i as u32, c))
             .collect();
-        let ids = |v: Vec<Candidate>| v.iter().map(|c| c.class_id).collect::<Vec<_>>();
-        assert_eq!(ids(keep_most_confident(all.clone(), 3)), [1, 2, 3]);
-        assert_eq!(ids(keep_most_confident(all.clone(), 1)), [1]);
-        assert_eq!(ids(keep_most_confident(all.clone(), 0)), Vec::<u32>::new());
-        assert_eq!(keep_most_confident(all.clone(), 6), all);
-        assert_eq!(keep_most_confident(all.clone(), 100), all);
+        assert_eq!(ids(&keep_most_confident(all.clone(), 3)), [1, 2, 3]);
+        assert_eq!(ids(&keep_most_confident(all.clone(), 1)), [1]);
+        assert!(keep_most_confident(all.clone(), 0).is_empty());
+        assert_eq!(keep_most_confident(all.clone(), 5), all);
+        assert_eq!(keep_most_confident(all.clone(), usize::MAX), all);
+    }
+
+    #[test]
+    fn ties_go_to_the_earlier_candidate() {
+        let all: Vec<Candidate> = [0.5, 0.8, 0.5, 0.5, 0.8]
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| candidate(i as u32, c))
+            .collect();
+        assert_eq!(ids(&keep_most_confident(all.clone(), 3)), [0, 1, 4]);
+        assert_eq!(ids(&keep_most_confident(all.clone(), 4)), [0, 1, 2, 4]);
+        assert_eq!(ids(&keep_most_confident(all, 2)), [1, 4]);
+    }
+
+    #[test]
+    fn agrees_with_a_full_stable_sort() {
+        // Few distinct confidences, so that ties are everywhere.
+        let all: Vec<Candidate> = (0..500u32)
+            .map(|i| candidate(i, ((i * 7919) % 13) as f32 / 13.0))
+            .collect();
+        for max in [0, 1, 7, 38, 39, 40, 250, 499, 500, 501] {
+            let mut sorted = all.clone();
+            sorted.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+            let mut expected: Vec<u32> = ids(&sorted[..max.min(all.len())]);
+            expected.sort_unstable();
+            assert_eq!(
+                ids(&keep_most_confident(all.clone(), max)),
+                expected,
+                "max {max}"
+            );
+        }
     }
 }

@@ -2,14 +2,54 @@
 //! frame (`cuda/kernels/preprocess.cu`). The filter tables are the CPU
 //! path's, uploaded once per caps, so both compute the same function.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Once};
 
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::{AxisTaps, Plan};
-use crate::cuda::gst_cuda::DeviceFrame;
+use crate::cuda::gst_cuda::{self, DeviceFrame};
 use crate::cuda::{DeviceTensor, Gpu, TensorPool};
 use crate::tensor_meta::{Tensor, TensorStorage};
+
+// The element's category (GStreamer returns the existing one by name).
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "cudapreprocess",
+        gst::DebugColorFlags::empty(),
+        Some("Frame to model tensor pre-processing"),
+    )
+});
+
+/// Debug switch: `CUDAINFER_NO_PRODUCER_WAIT=1` skips the wait for the
+/// decoder's CUDA stream, to show that the race it prevents is real
+/// (torn or stale tensors with GStreamer >= 1.24 decoders). Read once.
+static NO_PRODUCER_WAIT: LazyLock<bool> =
+    LazyLock::new(|| std::env::var("CUDAINFER_NO_PRODUCER_WAIT").is_ok_and(|v| v == "1"));
+
+/// Says once per process whether frames' producer streams are waited for.
+fn log_producer_wait() {
+    static LOGGED: Once = Once::new();
+    LOGGED.call_once(|| {
+        if *NO_PRODUCER_WAIT {
+            gst::warning!(
+                CAT,
+                "producer-stream wait disabled by CUDAINFER_NO_PRODUCER_WAIT=1 (a debug switch): \
+                 frames of GStreamer >= 1.24 decoders may be read while still being written"
+            );
+        } else if gst_cuda::has_memory_streams() {
+            gst::debug!(
+                CAT,
+                "producer-stream wait active: the kernel waits (on the GPU) for the stream each CUDA frame is written on"
+            );
+        } else {
+            gst::debug!(
+                CAT,
+                "producer-stream wait inactive: GStreamer's CUDA library predates 1.24, whose decoders \
+                 synchronise before pushing"
+            );
+        }
+    });
+}
 
 /// Mirrors `AxisTable` in preprocess.cu.
 #[repr(C)]
@@ -94,6 +134,9 @@ pub struct CudaPreprocessor {
     kernel: CudaFunction,
     params: PreprocessParams,
     pool: TensorPool,
+    /// Recorded on a frame's producer stream for ours to wait on; made once.
+    /// The lock keeps record and wait of one frame together.
+    producer_done: Mutex<CudaEvent>,
     // Referenced by `params`; kept alive here.
     _ints: CudaSlice<i32>,
     _floats: CudaSlice<f32>,
@@ -138,7 +181,13 @@ impl CudaPreprocessor {
         params.bias = plan.norm.bias;
         params.pad = plan.pad_values();
         let len = 3 * spec.width as usize * spec.height as usize;
+        let producer_done = stream
+            .context()
+            .new_event(None)
+            .map_err(|e| format!("cannot create a CUDA event: {e}"))?;
+        log_producer_wait();
         Ok(Self {
+            producer_done: Mutex::new(producer_done),
             pool: TensorPool::new(gpu, len),
             plan,
             kernel,
@@ -171,6 +220,10 @@ impl CudaPreprocessor {
         let gpu = self.pool.gpu();
         let mut buffer = self.pool.take()?;
         let stream = gpu.stream();
+        if !*NO_PRODUCER_WAIT {
+            let event = self.producer_done.lock().unwrap_or_else(|e| e.into_inner());
+            gst_cuda::wait_for_producer(gpu, &event, &frame)?;
+        }
         let mut params = self.params;
         for (dst, c) in params.comp.iter_mut().zip(&self.plan.components) {
             let plane = c.plane as usize;

@@ -357,7 +357,8 @@ impl TrtInfer {
         if !self.settings.lock().unwrap().keep_tensor {
             tensor_meta::remove(buffer);
         }
-        if FrameDetections::remove_from(buffer) && !self.warned_replace.swap(true, Ordering::Relaxed)
+        if FrameDetections::remove_from(buffer)
+            && !self.warned_replace.swap(true, Ordering::Relaxed)
         {
             gst::element_imp_warning!(
                 self,
@@ -614,7 +615,7 @@ impl BaseTransformImpl for TrtInfer {
         // batch): a decoder that allocates only what downstream asks for
         // would run out of surfaces and wait.
         let held = self.settings.lock().unwrap().max_frames_in_flight + 1;
-        let pools: Vec<_> = query.allocation_pools().into_iter().collect();
+        let pools: Vec<_> = query.allocation_pools().collect();
         if pools.is_empty() {
             if let Some(size) = query
                 .get_owned()
