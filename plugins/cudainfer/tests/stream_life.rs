@@ -6,28 +6,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
+use gstcudainfer::tensor_meta::{self, Tensor, TensorStorage};
 use gstcudainfer::FrameDetections;
 
 const DECODE: &str = "qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=NV12";
-
-fn dynbatch_model() -> String {
-    shared_dir()
-        .join("models/yolox_nano_dynbatch.onnx")
-        .display()
-        .to_string()
-}
-
-fn same_detections(a: &FrameDetections, b: &FrameDetections) -> bool {
-    a.detections.len() == b.detections.len()
-        && a.detections.iter().zip(&b.detections).all(|(x, y)| {
-            x.class_id == y.class_id
-                && (x.confidence - y.confidence).abs() < 1e-3
-                && iou(x.corners(), y.corners()) > 0.99
-        })
-}
 
 /// Every frame of dog_1080p.mp4 and its detections, from one plain run.
 fn reference() -> &'static BTreeMap<u64, Arc<FrameDetections>> {
@@ -137,4 +123,297 @@ fn flushing_seeks_with_frames_in_flight_unbatched() {
 #[test]
 fn flushing_seeks_with_frames_in_flight_batched() {
     seeks_lose_nothing("max-batch-size=4 batch-timeout=50 max-frames-in-flight=8");
+}
+
+/// Copies of `frames` one second later in the stream.
+fn one_second_later(frames: &[gst::Buffer]) -> Vec<gst::Buffer> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut f = f.copy();
+            let pts = f.pts().map(|p| p + gst::ClockTime::from_seconds(1));
+            f.make_mut().set_pts(pts);
+            f
+        })
+        .collect()
+}
+
+/// Waits (bounded) until `done` holds, polling.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1200 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The errors posted on `pipeline`'s bus so far, as (element, text).
+fn posted_errors(pipeline: &gst::Pipeline) -> Vec<(String, String)> {
+    let bus = pipeline.bus().unwrap();
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Error]))
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Error(e) => Some((
+                m.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                e.error().to_string(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_failing_branch_does_not_stop_the_others() {
+    let (caps, frames) = frames();
+    let (pipeline, received) = branches(
+        4,
+        &format!(
+            "model={} max-batch-size=8 batch-timeout=100",
+            dynbatch_model()
+        ),
+    );
+    // Branch 2's sixth frame gets a tensor of the wrong size, as a broken
+    // element upstream might attach.
+    let preprocess = pipeline
+        .by_name("infer2")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
+    let seen = std::sync::atomic::AtomicUsize::new(0);
+    preprocess.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 5 {
+            if let Some(buffer) = info.buffer_mut() {
+                let buffer = buffer.make_mut();
+                let good = tensor_meta::get(buffer).unwrap();
+                let bad = Tensor {
+                    channels: 3,
+                    height: 32,
+                    width: 32,
+                    storage: TensorStorage::Host(vec![0.0; 3 * 32 * 32]),
+                    transform: good.transform,
+                };
+                tensor_meta::attach(buffer, Arc::new(bad));
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for i in 0..4 {
+        feed(&pipeline, &format!("src{i}"), &caps, &frames, true);
+    }
+    wait_for("the three good branches have every frame", || {
+        [0, 1, 3]
+            .iter()
+            .all(|&i| received[i].lock().unwrap().len() == FRAMES)
+    });
+    let errors = posted_errors(&pipeline);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|(src, text)| src == "infer2" && text.contains("3x32x32")),
+        "the failing branch's own error: {errors:?}"
+    );
+    assert!(
+        errors.iter().all(|(src, _)| src == "infer2"),
+        "only the failing branch reports an error: {errors:?}"
+    );
+    let failed = received[2].lock().unwrap();
+    assert!(
+        failed.len() >= 5 && failed.len() < FRAMES,
+        "{}",
+        failed.len()
+    );
+    for i in [0, 1, 3] {
+        let got = received[i].lock().unwrap();
+        assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "branch {i} order");
+    }
+}
+
+#[test]
+fn confidence_threshold_zero_is_bounded_by_max_detections() {
+    let (caps, frames) = decoded_frames(2, 1920, 1080);
+    for (props, most) in [("", 300), ("max-detections=7", 7)] {
+        let (pipeline, received) = branches(
+            1,
+            &format!("model={} confidence-threshold=0 {props}", dynbatch_model()),
+        );
+        feed(&pipeline, "src0", &caps, &frames, true);
+        assert_eq!(run_to_end(&pipeline).error, None);
+        let got = received[0].lock().unwrap();
+        assert_eq!(got.len(), 2);
+        for (_, d) in got.iter() {
+            let n = d.detections.len();
+            // NMS then drops the overlapping ones.
+            assert!((1..=most).contains(&n), "{props}: {n} detections");
+        }
+    }
+}
+
+#[test]
+fn thresholds_changed_while_playing_take_effect() {
+    let (caps, frames) = decoded_frames(4, 1920, 1080);
+    let (pipeline, received) = branches(
+        1,
+        &format!("model={} confidence-threshold=0.3", dynbatch_model()),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    feed(&pipeline, "src0", &caps, &frames, false);
+    wait_for("the first frames are out", || {
+        received[0].lock().unwrap().len() == 4
+    });
+    let infer = pipeline.by_name("infer0").unwrap();
+    infer.set_property("confidence-threshold", 0.8f64);
+    infer.set_property("max-detections", 1u32);
+    // The same frames again, later in the stream.
+    let later = one_second_later(&frames);
+    feed(&pipeline, "src0", &caps, &later, true);
+    assert_eq!(run_to_end(&pipeline).error, None);
+    let got = received[0].lock().unwrap();
+    assert_eq!(got.len(), 8);
+    for i in 0..4 {
+        let before = &got[i].1.detections;
+        let after = &got[i + 4].1.detections;
+        assert!(before.iter().any(|d| d.confidence < 0.8), "{before:?}");
+        // The most confident object, alone: greedy NMS keeps the best box.
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0], before[0]);
+    }
+}
+
+#[test]
+fn eos_with_frames_in_flight_loses_nothing() {
+    let (caps, frames) = frames();
+    let (pipeline, received) = branches(
+        1,
+        &format!(
+            "model={} max-batch-size=4 batch-timeout=2000 max-frames-in-flight=8",
+            dynbatch_model()
+        ),
+    );
+    feed(&pipeline, "src0", &caps, &frames, true);
+    assert_eq!(run_to_end(&pipeline).error, None);
+    let got = received[0].lock().unwrap();
+    let pts: Vec<u64> = got.iter().map(|(p, _)| *p).collect();
+    let expected: Vec<u64> = frames.iter().map(|f| f.pts().unwrap().nseconds()).collect();
+    assert_eq!(pts, expected);
+}
+
+#[test]
+fn a_resolution_change_mid_stream_keeps_detections_right() {
+    let (big_caps, big) = decoded_frames(3, 1920, 1080);
+    let (small_caps, small) = decoded_frames(3, 640, 360);
+    let infer = format!("model={} max-frames-in-flight=4", dynbatch_model());
+    let alone = |caps: &gst::Caps, frames: &[gst::Buffer]| {
+        let (pipeline, received) = branches(1, &infer);
+        feed(&pipeline, "src0", caps, frames, true);
+        assert_eq!(run_to_end(&pipeline).error, None);
+        let got = std::mem::take(&mut *received[0].lock().unwrap());
+        got
+    };
+    let expected: Vec<_> = alone(&big_caps, &big)
+        .into_iter()
+        .chain(alone(&small_caps, &small))
+        .collect();
+
+    let (pipeline, received) = branches(1, &infer);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    feed(&pipeline, "src0", &big_caps, &big, false);
+    let later = one_second_later(&small);
+    feed(&pipeline, "src0", &small_caps, &later, true);
+    assert_eq!(run_to_end(&pipeline).error, None);
+    let got = received[0].lock().unwrap();
+    assert_eq!(got.len(), 6);
+    for (i, ((_, d), (_, e))) in got.iter().zip(&expected).enumerate() {
+        assert!(!e.detections.is_empty());
+        assert!(same_detections(d, e), "frame {i}: {d:?} vs {e:?}");
+    }
+}
+
+#[test]
+fn playing_to_null_and_back_50_times() {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
+         ! cudapreprocess ! trtinfer model={} max-frames-in-flight=4 ! appsink name=sink sync=false max-buffers=1",
+        dynbatch_model()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    for cycle in 0..50 {
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut last = None;
+        for _ in 0..3 {
+            let pts = pull(&sink).pts().unwrap();
+            assert!(last.is_none_or(|l| pts > l), "cycle {cycle}: order");
+            last = Some(pts);
+        }
+        // Stopped with frames in flight.
+        pipeline.set_state(gst::State::Null).unwrap();
+        let errors = posted_errors(&pipeline);
+        assert!(errors.is_empty(), "cycle {cycle}: {errors:?}");
+    }
+}
+
+#[test]
+fn a_scaler_between_the_elements_is_an_error() {
+    let run = run(&format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=640,height=360 ! cudapreprocess ! videoscale \
+         ! video/x-raw,width=320,height=180 ! trtinfer model={} ! appsink name=sink",
+        dynbatch_model()
+    ));
+    let error = run.expect_error();
+    assert!(
+        error.contains("the frame is 320x180 but its tensor was made for a 640x360 frame"),
+        "{error}"
+    );
+    assert!(run.buffers.is_empty());
+}
+
+#[test]
+fn a_second_trtinfer_is_an_error_or_replaces_the_first() {
+    let pipeline = |first: &str| {
+        format!(
+            "videotestsrc num-buffers=2 pattern=ball ! video/x-raw,width=640,height=360 ! cudapreprocess \
+             ! trtinfer model={m} {first} confidence-threshold=0.01 ! trtinfer model={m} confidence-threshold=0.01 \
+             ! appsink name=sink",
+            m = dynbatch_model()
+        )
+    };
+    let taken = run(&pipeline(""));
+    assert!(
+        taken
+            .expect_error()
+            .contains("already went through a trtinfer"),
+        "{:?}",
+        taken.error
+    );
+    let replaced = run(&pipeline("keep-tensor=true"));
+    assert_eq!(replaced.error, None);
+    assert!(
+        replaced
+            .warnings
+            .iter()
+            .any(|w| w.contains("replaces them")),
+        "{:?}",
+        replaced.warnings
+    );
+    for buffer in &replaced.buffers {
+        let detections = FrameDetections::from_buffer(buffer).unwrap();
+        let rois = buffer
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .count();
+        assert_eq!(rois, detections.detections.len(), "boxes not doubled");
+        assert!(
+            tensor_meta::get(buffer).is_none(),
+            "the second trtinfer took the tensor"
+        );
+    }
 }

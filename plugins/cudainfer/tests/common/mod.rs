@@ -214,3 +214,97 @@ pub fn reference_detections() -> Vec<Reference> {
         })
         .collect()
 }
+
+// --- Branches of appsrc ! cudapreprocess ! trtinfer ! appsink ---
+
+/// Frames of dog_1080p.mp4 the branch tests use.
+pub const FRAMES: usize = 12;
+
+pub fn dynbatch_model() -> String {
+    shared_dir()
+        .join("models/yolox_nano_dynbatch.onnx")
+        .display()
+        .to_string()
+}
+
+/// The first `FRAMES` frames of dog_1080p.mp4, decoded to NV12, and their caps.
+pub fn frames() -> (gst::Caps, Vec<gst::Buffer>) {
+    decoded_frames(FRAMES, 1920, 1080)
+}
+
+/// The first `count` frames of dog_1080p.mp4, decoded to NV12 at
+/// `width` x `height`, and their caps.
+pub fn decoded_frames(count: usize, width: u32, height: u32) -> (gst::Caps, Vec<gst::Buffer>) {
+    let mut run = run(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! identity eos-after={count} \
+         ! videoconvert ! videoscale ! video/x-raw,format=NV12,width={width},height={height} \
+         ! appsink name=sink",
+        media("dog_1080p.mp4")
+    ));
+    assert_eq!(run.error, None);
+    let caps = gst_video::VideoInfo::builder(gst_video::VideoFormat::Nv12, width, height)
+        .fps(gst::Fraction::new(30, 1))
+        .build()
+        .unwrap()
+        .to_caps()
+        .unwrap();
+    // The decoder may let a few more through before the EOS.
+    assert!(run.buffers.len() >= count);
+    run.buffers.truncate(count);
+    (caps, run.buffers)
+}
+
+/// A pipeline of `branches` branches with `trtinfer` settings `infer`; the
+/// appsrcs are `src<i>`, the appsinks `sink<i>`, whose detections are
+/// collected in the returned vector, by branch.
+pub fn branches(branches: usize, infer: &str) -> (gst::Pipeline, Vec<Received>) {
+    init();
+    let description: Vec<String> = (0..branches)
+        .map(|i| {
+            format!(
+                "appsrc name=src{i} format=time ! cudapreprocess ! trtinfer name=infer{i} {infer} \
+                 ! appsink name=sink{i} sync=false"
+            )
+        })
+        .collect();
+    let pipeline = gst::parse::launch(&description.join(" "))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let received = (0..branches)
+        .map(|i| collect_detections(&pipeline, &format!("sink{i}")))
+        .collect();
+    (pipeline, received)
+}
+
+/// Feeds `frames` (with their own timestamps) into appsrc `name` and ends
+/// its stream if `eos`.
+pub fn feed(
+    pipeline: &gst::Pipeline,
+    name: &str,
+    caps: &gst::Caps,
+    frames: &[gst::Buffer],
+    eos: bool,
+) {
+    let src = pipeline
+        .by_name(name)
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    src.set_caps(Some(caps));
+    for f in frames {
+        let _ = src.push_buffer(f.copy());
+    }
+    if eos {
+        let _ = src.end_of_stream();
+    }
+}
+
+pub fn same_detections(a: &FrameDetections, b: &FrameDetections) -> bool {
+    a.detections.len() == b.detections.len()
+        && a.detections.iter().zip(&b.detections).all(|(x, y)| {
+            x.class_id == y.class_id
+                && (x.confidence - y.confidence).abs() < 1e-3
+                && iou(x.corners(), y.corners()) > 0.99
+        })
+}
