@@ -17,7 +17,11 @@ fn batched_results_equal_unbatched_ones_in_order() {
 
     let (single, one) = branches(
         1,
-        &format!("model={model} max-batch-size=1 max-frames-in-flight=1"),
+        // Groups of their own: tests run in parallel in one process, and a
+        // session made with max-batch-size=1 by another test must not be shared.
+        &format!(
+            "model={model} max-batch-size=1 max-frames-in-flight=1 batch-group=unbatched-reference"
+        ),
     );
     feed(&single, "src0", &caps, &frames, true);
     assert_eq!(run_to_end(&single).error, None);
@@ -26,7 +30,9 @@ fn batched_results_equal_unbatched_ones_in_order() {
 
     let (batched, received) = branches(
         3,
-        &format!("model={model} max-batch-size=8 batch-timeout=200 max-frames-in-flight=4"),
+        &format!(
+            "model={model} max-batch-size=8 batch-timeout=200 max-frames-in-flight=4 batch-group=batched"
+        ),
     );
     for i in 0..3 {
         feed(&batched, &format!("src{i}"), &caps, &frames, true);

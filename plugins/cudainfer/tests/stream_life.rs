@@ -122,7 +122,10 @@ fn flushing_seeks_with_frames_in_flight_unbatched() {
 
 #[test]
 fn flushing_seeks_with_frames_in_flight_batched() {
-    seeks_lose_nothing("max-batch-size=4 batch-timeout=50 max-frames-in-flight=8");
+    // A group of its own, so that it batches (tests share sessions by key).
+    seeks_lose_nothing(
+        "max-batch-size=4 batch-timeout=50 max-frames-in-flight=8 batch-group=seeks",
+    );
 }
 
 /// Copies of `frames` one second later in the stream.
@@ -169,7 +172,7 @@ fn one_failing_branch_does_not_stop_the_others() {
     let (pipeline, received) = branches(
         4,
         &format!(
-            "model={} max-batch-size=8 batch-timeout=100",
+            "model={} max-batch-size=8 batch-timeout=100 batch-group=one-fails",
             dynbatch_model()
         ),
     );
@@ -415,5 +418,36 @@ fn a_second_trtinfer_is_an_error_or_replaces_the_first() {
             tensor_meta::get(buffer).is_none(),
             "the second trtinfer took the tensor"
         );
+    }
+}
+
+#[test]
+fn qos_drops_late_frames_before_inference_only_when_enabled() {
+    let (caps, frames) = frames();
+    for qos in [false, true] {
+        let (pipeline, received) = branches(1, &format!("model={} qos={qos}", dynbatch_model()));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        // The sink says it is a second behind: every frame of the first
+        // half second is too late to show.
+        let event = gst::event::Qos::new(
+            gst::QOSType::Underflow,
+            2.0,
+            1_000_000_000,
+            gst::ClockTime::ZERO,
+        );
+        let src = pipeline
+            .by_name("infer0")
+            .unwrap()
+            .static_pad("src")
+            .unwrap();
+        src.send_event(event);
+        feed(&pipeline, "src0", &caps, &frames, true);
+        assert_eq!(run_to_end(&pipeline).error, None);
+        let got = received[0].lock().unwrap().len();
+        if qos {
+            assert!(got < FRAMES, "qos=true: {got} of {FRAMES} frames out");
+        } else {
+            assert_eq!(got, FRAMES);
+        }
     }
 }

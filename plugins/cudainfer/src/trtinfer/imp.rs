@@ -638,9 +638,15 @@ impl BaseTransformImpl for TrtInfer {
 
     fn submit_input_buffer(
         &self,
-        _is_discont: bool,
+        is_discont: bool,
         inbuf: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        // BaseTransform's own submission applies QoS (the `qos` property):
+        // a frame too late to be shown is dropped there, before inference.
+        self.parent_submit_input_buffer(is_discont, inbuf)?;
+        let Some(inbuf) = self.take_queued_buffer() else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
         let Some(tensor) = tensor_meta::get(&inbuf) else {
             let message = if FrameDetections::from_buffer(&inbuf).is_some() {
                 "the frame already went through a trtinfer, which took its tensor: put a cudapreprocess \
