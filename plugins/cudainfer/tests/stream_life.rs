@@ -451,3 +451,80 @@ fn qos_drops_late_frames_before_inference_only_when_enabled() {
         }
     }
 }
+
+#[test]
+fn latency_covers_the_batch_wait_and_the_measured_run() {
+    let (caps, frames) = decoded_frames(4, 1920, 1080);
+    let (pipeline, received) = branches(
+        1,
+        &format!(
+            "model={} batch-timeout=7 max-frames-in-flight=3",
+            dynbatch_model()
+        ),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sink = pipeline
+        .by_name("infer0")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
+    let query_latency = || {
+        let mut q = gst::query::Latency::new();
+        let src = pipeline
+            .by_name("infer0")
+            .unwrap()
+            .static_pad("src")
+            .unwrap();
+        assert!(src.query(&mut q));
+        q.result()
+    };
+    let (_, before, _) = query_latency();
+    assert_eq!(
+        before,
+        gst::ClockTime::from_mseconds(7),
+        "before any batch: the timeout"
+    );
+    feed(&pipeline, "src0", &caps, &frames, false);
+    wait_for("the frames are out", || {
+        received[0].lock().unwrap().len() == 4
+    });
+    let (_, min, max) = query_latency();
+    // A CPU run of YOLOX-nano takes milliseconds; the bound includes it,
+    // and the queue of frames in flight (at 30 fps) is buffering on top.
+    assert!(min > gst::ClockTime::from_mseconds(8), "min latency {min}");
+    let max = max.expect("bounded");
+    assert!(
+        max >= min + gst::ClockTime::from_mseconds(3 * 33),
+        "max latency {max} vs min {min}"
+    );
+    drop(sink);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn allocation_asks_for_the_frames_held_in_flight() {
+    let (caps, frames) = decoded_frames(1, 1920, 1080);
+    let (pipeline, received) = branches(
+        1,
+        &format!("model={} max-frames-in-flight=5", dynbatch_model()),
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    feed(&pipeline, "src0", &caps, &frames, false);
+    wait_for("the frame is out", || {
+        received[0].lock().unwrap().len() == 1
+    });
+    let mut query = gst::query::Allocation::new(Some(&caps), true);
+    let sink = pipeline
+        .by_name("infer0")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
+    assert!(sink.query(&mut query));
+    let pools: Vec<_> = query.allocation_pools().collect();
+    assert!(!pools.is_empty(), "a pool entry");
+    assert!(
+        pools.iter().all(|(_, _, min, _)| *min >= 6),
+        "every pool keeps 5 in flight + 1: {pools:?}"
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+}

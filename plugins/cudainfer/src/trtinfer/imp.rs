@@ -610,7 +610,14 @@ impl BaseTransformImpl for TrtInfer {
         decide_query: Option<&gst::query::Allocation>,
         query: &mut gst::query::Allocation,
     ) -> Result<(), gst::LoggableError> {
-        self.parent_propose_allocation(decide_query, query)?;
+        // Downstream may not answer (appsink, fakesink); our own need stands.
+        if self.parent_propose_allocation(decide_query, query).is_err() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "downstream did not answer the allocation query"
+            );
+        }
         // Upstream's frames stay with us while in flight (and in a forming
         // batch): a decoder that allocates only what downstream asks for
         // would run out of surfaces and wait.
