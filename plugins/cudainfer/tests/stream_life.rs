@@ -176,8 +176,8 @@ fn one_failing_branch_does_not_stop_the_others() {
             dynbatch_model()
         ),
     );
-    // Branch 2's sixth frame gets a tensor of the wrong size, as a broken
-    // element upstream might attach.
+    // Branch 2's sixth frame gets a broken tensor, as a faulty element
+    // upstream might attach.
     let preprocess = pipeline
         .by_name("infer2")
         .unwrap()
@@ -189,11 +189,13 @@ fn one_failing_branch_does_not_stop_the_others() {
             if let Some(buffer) = info.buffer_mut() {
                 let buffer = buffer.make_mut();
                 let good = tensor_meta::get(buffer).unwrap();
+                // The right shape, so that it is batched with the others'
+                // frames, but not the values to go with it.
                 let bad = Tensor {
-                    channels: 3,
-                    height: 32,
-                    width: 32,
-                    storage: TensorStorage::Host(vec![0.0; 3 * 32 * 32]),
+                    channels: good.channels,
+                    height: good.height,
+                    width: good.width,
+                    storage: TensorStorage::Host(vec![0.0; 10]),
                     transform: good.transform,
                 };
                 tensor_meta::attach(buffer, Arc::new(bad));
@@ -215,7 +217,7 @@ fn one_failing_branch_does_not_stop_the_others() {
     assert!(
         errors
             .iter()
-            .any(|(src, text)| src == "infer2" && text.contains("3x32x32")),
+            .any(|(src, text)| src == "infer2" && text.contains("the tensor holds 10 values")),
         "the failing branch's own error: {errors:?}"
     );
     assert!(

@@ -285,6 +285,32 @@ impl Detector {
                 tensor.channels, tensor.height, tensor.width, spec.height, spec.width
             ));
         }
+        let needed = tensor.channels * tensor.height * tensor.width;
+        let held = match &tensor.storage {
+            TensorStorage::Host(values) => values.len(),
+            TensorStorage::Device(d) => {
+                if let Some(gpu) = self
+                    .gpu
+                    .as_ref()
+                    .filter(|g| g.ordinal() != d.gpu().ordinal())
+                {
+                    return Err(format!(
+                        "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
+                         to cudapreprocess's device-id",
+                        d.gpu().ordinal(),
+                        gpu.ordinal()
+                    ));
+                }
+                d.slice().len()
+            }
+        };
+        if held != needed {
+            return Err(format!(
+                "the tensor holds {held} values but its shape {}x{}x{} needs {needed}: the element that \
+                 attached it is broken",
+                tensor.channels, tensor.height, tensor.width
+            ));
+        }
         Ok(())
     }
 
@@ -304,15 +330,8 @@ impl Detector {
                 TensorStorage::Host(_) => None,
             })
             .collect();
-        if let (Some(devices), Some(gpu)) = (&device_tensors, &self.gpu) {
-            if let Some(other) = devices.iter().find(|d| d.gpu().ordinal() != gpu.ordinal()) {
-                return Err(format!(
-                    "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
-                     to cudapreprocess's device-id",
-                    other.gpu().ordinal(),
-                    gpu.ordinal()
-                ));
-            }
+        // Each tensor's GPU was checked against ours (check_tensor).
+        if let (Some(devices), Some(_)) = (&device_tensors, &self.gpu) {
             if let Some(runner) = &mut self.device_runner {
                 let runner = runner.as_mut().map_err(|e| e.clone())?;
                 return runner.run(&mut self.session, devices, tensors[0].shape(), limits);
