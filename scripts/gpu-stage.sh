@@ -32,4 +32,5 @@ ln -s "$test_bin" "$art/gpu-tests"
 ln -s "$target/release/examples/pipeline_bench" "$art/pipeline_bench"
 ln -s "$target/release/examples/infer_bench" "$art/infer_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
+ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
 "$shared/gpu/prepare.sh" "$art"/*

@@ -87,33 +87,45 @@ impl Run {
 /// Runs `description`, whose last element must be `appsink name=sink`, to
 /// EOS or the first error, collecting the buffers.
 pub fn run(description: &str) -> Run {
-    init();
-    let pipeline = gst::parse::launch(description)
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
     let buffers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    if let Some(sink) = pipeline.by_name("sink") {
-        let sink = sink.downcast::<gst_app::AppSink>().unwrap();
-        sink.set_property("sync", false);
-        let store = buffers.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |s| {
-                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    store.lock().unwrap().push(sample.buffer_owned().unwrap());
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-    }
-    let Ended { error, warnings } = run_to_end(&pipeline);
+    let store = buffers.clone();
+    let Ended { error, warnings } = run_inspecting(description, move |b| {
+        store.lock().unwrap().push(b.to_owned())
+    });
     let buffers = std::mem::take(&mut *buffers.lock().unwrap());
     Run {
         buffers,
         error,
         warnings,
     }
+}
+
+/// Runs `description` like [`run`] but hands each buffer reaching
+/// `appsink name=sink` to `inspect` and drops it: a test that kept every
+/// buffer would also keep the pooled memory they hold upstream.
+pub fn run_inspecting(
+    description: &str,
+    mut inspect: impl FnMut(&gst::BufferRef) + Send + 'static,
+) -> Ended {
+    init();
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    if let Some(sink) = pipeline.by_name("sink") {
+        let sink = sink.downcast::<gst_app::AppSink>().unwrap();
+        sink.set_property("sync", false);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    inspect(sample.buffer().unwrap());
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    run_to_end(&pipeline)
 }
 
 /// How a pipeline run ended.
