@@ -603,3 +603,51 @@ fn labels_with_a_blank_line_keep_class_ids() {
         run.warnings
     );
 }
+
+#[test]
+fn model_with_a_fixed_batch_of_two() {
+    // The host path pads the batch up to the model's fixed size: three
+    // frames make runs of 2 (or 1) real frames, each padded to 2.
+    let model = temp_model(
+        "batch_of_two",
+        &constant_model(
+            "batch_of_two",
+            &[("images", FLOAT, &fixed(&[2, 3, 64, 64]))],
+            FLOAT,
+            &[2, 84, 7],
+        ),
+    );
+    let run = run(&format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=320,height=240 ! cudapreprocess ! trtinfer model={model} ! appsink name=sink"
+    ));
+    let _ = std::fs::remove_file(&model);
+    assert_eq!(run.error, None);
+    assert_eq!(run.detections().len(), 3);
+}
+
+#[test]
+fn fixed_batch_model_warns_only_for_an_asked_batch_size() {
+    let pipeline = |infer: &str| {
+        format!(
+            "videotestsrc num-buffers=1 ! cudapreprocess ! trtinfer model={} {infer} ! appsink name=sink",
+            model()
+        )
+    };
+    // yolox_nano.onnx has a fixed batch of 1; the default max-batch-size
+    // must not warn about it on every run.
+    // (Own batch groups: a session shared with another test would warn
+    // about sharing.)
+    let quiet = run(&pipeline("batch-group=quiet"));
+    assert_eq!(quiet.error, None);
+    assert_eq!(quiet.warnings, Vec::<String>::new());
+    let asked = run(&pipeline("max-batch-size=8 batch-group=asked"));
+    assert_eq!(asked.error, None);
+    assert!(
+        asked
+            .warnings
+            .iter()
+            .any(|w| w.contains("so frames are not batched")),
+        "{:?}",
+        asked.warnings
+    );
+}

@@ -392,10 +392,15 @@ impl Detector {
             .unwrap_or_else(|| format!("class-{class_id}"))
     }
 
-    /// Most frames the model takes in one run: 1 for a fixed batch
-    /// dimension, else unbounded.
+    /// Most frames the model takes in one run: N for a fixed batch
+    /// dimension N, else unbounded.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// The batch size every run must have, for a fixed batch dimension.
+    fn fixed_batch(&self) -> Option<usize> {
+        (self.max_batch != usize::MAX).then_some(self.max_batch)
     }
 
     /// Fixes GPU inference at batches of `max_batch` (padded) and runs it
@@ -459,7 +464,10 @@ impl Detector {
             data.extend_from_slice(&t.to_host()?);
         }
         let mut shape = tensors[0].shape();
-        shape[0] = tensors.len();
+        // A fixed batch dimension takes exactly its size: pad with zero
+        // items, whose outputs are not decoded (as on the GPU).
+        shape[0] = self.fixed_batch().unwrap_or(tensors.len());
+        data.resize(item_len * shape[0], 0.0);
         let input = TensorRef::from_array_view((shape, &data[..])).map_err(|e| e.to_string())?;
         let outputs = self
             .session
