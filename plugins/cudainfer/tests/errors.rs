@@ -651,3 +651,37 @@ fn fixed_batch_model_warns_only_for_an_asked_batch_size() {
         asked.warnings
     );
 }
+
+#[test]
+fn start_time_properties_do_not_change_while_playing() {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc is-live=true ! cudapreprocess name=pre ! trtinfer name=infer model={} ! fakesink",
+        model()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (reached, _, _) = pipeline.state(gst::ClockTime::from_seconds(30));
+    assert!(reached.is_ok(), "the pipeline did not start");
+    let infer = pipeline.by_name("infer").unwrap();
+    let pre = pipeline.by_name("pre").unwrap();
+    infer.set_property("model", "/elsewhere/other.onnx");
+    infer.set_property("max-batch-size", 4u32);
+    pre.set_property("width", 320u32);
+    // Thresholds apply to the next frame: they still change.
+    infer.set_property("confidence-threshold", 0.5f64);
+    let read = (
+        infer.property::<String>("model"),
+        infer.property::<u32>("max-batch-size"),
+        pre.property::<u32>("width"),
+        infer.property::<f64>("confidence-threshold"),
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(read, (model(), 32, 0, 0.5));
+    // Stopped, they change again.
+    infer.set_property("max-batch-size", 4u32);
+    assert_eq!(infer.property::<u32>("max-batch-size"), 4);
+}

@@ -239,6 +239,19 @@ impl ObjectImpl for TrtInfer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // These settings are read at start only: taking a new value while
+        // started would read back as set and change nothing.
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+            && self.obj().current_state() > gst::State::Ready
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
+                pspec.name()
+            );
+            return;
+        }
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "model" => s.model = path_property(value),
