@@ -357,10 +357,72 @@ fn tensor_of_the_wrong_size() {
         "videotestsrc num-buffers=1 ! cudapreprocess width=320 height=320 ! trtinfer model={} ! appsink name=sink",
         model()
     ));
+    // Refused when the caps are set, before any frame is converted.
     assert_contains(
         e.expect_error(),
-        "the tensor is 3x320x320 but the model wants 3x416x416",
+        "cudapreprocess width/height make a 320x320 tensor but the model downstream wants 416x416",
     );
+    assert!(e.buffers.is_empty());
+}
+
+#[test]
+fn tensor_too_large() {
+    let e = within(30, || {
+        infer_error_with_preprocess("width=16384 height=16384", "")
+    });
+    assert_contains(
+        &e,
+        "cudapreprocess cannot make a 16384x16384 tensor (width x height): at most 8192 on a side",
+    );
+}
+
+/// The error of videotestsrc ! cudapreprocess `pre` ! trtinfer (the shared
+/// model) `infer`, with `configure` called on cudapreprocess before start.
+fn infer_error_configured(configure: impl FnOnce(&gst::Element)) -> String {
+    use gst::prelude::*;
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=1 ! cudapreprocess name=pre ! trtinfer model={} ! fakesink",
+        model()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    configure(&pipeline.by_name("pre").unwrap());
+    run_to_end(&pipeline)
+        .error
+        .expect("the pipeline should have failed")
+}
+
+fn infer_error_with_preprocess(preprocess: &str, infer: &str) -> String {
+    run(&format!(
+        "videotestsrc num-buffers=1 ! cudapreprocess {preprocess} ! trtinfer model={} {infer} ! appsink name=sink",
+        model()
+    ))
+    .expect_error()
+    .to_string()
+}
+
+#[test]
+fn mean_that_is_not_a_number() {
+    use gst::prelude::*;
+    let e = infer_error_configured(|pre| {
+        pre.set_property("mean", gst::Array::new([f64::NAN, 0.0, 0.0]))
+    });
+    assert_contains(&e, "cudapreprocess mean and std must be finite numbers");
+}
+
+#[test]
+fn std_that_is_infinite() {
+    use gst::prelude::*;
+    let e = infer_error_configured(|pre| pre.set_property("std", gst::Array::new([f64::INFINITY])));
+    assert_contains(&e, "cudapreprocess mean and std must be finite numbers");
+}
+
+#[test]
+fn std_that_is_too_small() {
+    let e = infer_error_with_preprocess("std=<1e-9>", "");
+    assert_contains(&e, "cudapreprocess std must be at least 1e-6 in magnitude");
 }
 
 /// `f`'s result, failing the test if it takes longer than `seconds` (a hang
