@@ -7,6 +7,10 @@
 
 use glib::prelude::*;
 
+/// Largest tensor side either element accepts: above any detector's input,
+/// below sizes whose buffers take gigabytes per frame.
+pub const MAX_TENSOR_SIDE: u32 = 8192;
+
 /// Name of the custom query structure.
 pub const INPUT_SPEC_QUERY: &str = "cudainfer-input-spec";
 

@@ -460,7 +460,7 @@ fn latency_covers_the_batch_wait_and_the_measured_run() {
     let (pipeline, received) = branches(
         1,
         &format!(
-            "model={} batch-timeout=7 max-frames-in-flight=3",
+            "model={} batch-timeout=7 max-frames-in-flight=3 batch-group=latency",
             dynbatch_model()
         ),
     );

@@ -91,10 +91,13 @@ struct Case {
 /// cudapreprocess configured for `case`, fed its caps.
 fn harness(case: &Case) -> Harness {
     common::init();
-    let mut h = Harness::new("cudapreprocess");
+    // Configured before the harness starts it: started, it keeps its
+    // settings (they apply at start and caps).
+    let element = gst::ElementFactory::make("cudapreprocess").build().unwrap();
     for (name, value) in case.properties {
-        h.element().unwrap().set_property_from_str(name, value);
+        element.set_property_from_str(name, value);
     }
+    let mut h = Harness::with_element(&element, Some("sink"), Some("src"));
     h.set_src_caps_str(case.caps);
     h
 }

@@ -22,6 +22,9 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+/// Smallest |std| accepted.
+const MIN_STD: f32 = 1e-6;
+
 /// Used where neither the model nor a property says otherwise.
 const FALLBACK_PAD_VALUE: f32 = 114.0;
 
@@ -76,9 +79,36 @@ impl Settings {
                     n => Err(format!("mean and std take 1 or 3 values, got {n}")),
                 }
             };
+        let side = spec::MAX_TENSOR_SIDE;
+        if width > side || height > side {
+            return Err(format!(
+                "cudapreprocess cannot make a {width}x{height} tensor (width x height): at most {side} \
+                 on a side. Leave width and height unset to take the model's size"
+            ));
+        }
+        // The model downstream checks every tensor against its input: a
+        // different size can only fail there, frame after frame.
+        if let Some(l) = learnt.filter(|l| (l.width, l.height) != (width, height)) {
+            return Err(format!(
+                "cudapreprocess width/height make a {width}x{height} tensor but the model downstream \
+                 wants {}x{} (width x height): leave width and height unset or set them to the model's",
+                l.width, l.height
+            ));
+        }
+        let mean = triple(&self.mean, learnt.map(|s| s.mean), 0.0)?;
         let std = triple(&self.std, learnt.map(|s| s.std), 1.0)?;
-        if std.contains(&0.0) {
-            return Err("std must not be 0".into());
+        // NaN or infinity would turn every tensor value into NaN, and a tiny
+        // std into infinities: the model would silently find nothing.
+        if mean.iter().chain(&std).any(|v| !v.is_finite()) {
+            return Err(format!(
+                "cudapreprocess mean and std must be finite numbers, got mean {mean:?} and std {std:?}"
+            ));
+        }
+        if std.iter().any(|v| v.abs() < MIN_STD) {
+            return Err(format!(
+                "cudapreprocess std must be at least {MIN_STD:e} in magnitude (a tinier divisor overflows \
+                 the tensor), got {std:?}"
+            ));
         }
         Ok(InputSpec {
             width,
@@ -98,7 +128,7 @@ impl Settings {
             } else {
                 learnt.map_or(1.0, |l| l.pixel_scale)
             },
-            mean: triple(&self.mean, learnt.map(|s| s.mean), 0.0)?,
+            mean,
             std,
             pad_value: if self.pad_value >= 0 {
                 self.pad_value as f32
@@ -156,17 +186,22 @@ impl ObjectImpl for CudaPreprocess {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
             let float_spec = glib::ParamSpecDouble::builder("value").build();
+            // mean and std validate laxly: GLib would drop a NaN or infinity
+            // with a console warning and run on; set_caps refuses them with
+            // an element error instead.
             vec![
                 glib::ParamSpecUInt::builder("width")
                     .nick("Tensor width")
-                    .blurb("Width of the tensor in pixels; 0: as the model downstream wants")
+                    .blurb("Width of the tensor in pixels (at most 8192; a model downstream must want the same); \
+                            0: as the model downstream wants")
                     .maximum(16384)
                     .default_value(0)
                     .flags(mutable_ready)
                     .build(),
                 glib::ParamSpecUInt::builder("height")
                     .nick("Tensor height")
-                    .blurb("Height of the tensor in pixels; 0: as the model downstream wants")
+                    .blurb("Height of the tensor in pixels (at most 8192; a model downstream must want the same); \
+                            0: as the model downstream wants")
                     .maximum(16384)
                     .default_value(0)
                     .flags(mutable_ready)
@@ -195,13 +230,13 @@ impl ObjectImpl for CudaPreprocess {
                     .blurb("Per-channel mean subtracted after scaling, 1 or 3 values in tensor channel order, \
                             e.g. \"<0.485, 0.456, 0.406>\"; empty: as the model downstream wants")
                     .element_spec(&float_spec)
-                    .flags(mutable_ready)
+                    .flags(mutable_ready | glib::ParamFlags::LAX_VALIDATION)
                     .build(),
                 gst::ParamSpecArray::builder("std")
                     .nick("Standard deviation")
                     .blurb("Per-channel divisor applied after the mean, 1 or 3 values; empty: as the model downstream wants")
                     .element_spec(&float_spec)
-                    .flags(mutable_ready)
+                    .flags(mutable_ready | glib::ParamFlags::LAX_VALIDATION)
                     .build(),
                 glib::ParamSpecInt::builder("pad-value")
                     .nick("Pad value")
@@ -224,6 +259,19 @@ impl ObjectImpl for CudaPreprocess {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // These settings are read at start only: taking a new value while
+        // started would read back as set and change nothing.
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+            && self.obj().current_state() > gst::State::Ready
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
+                pspec.name()
+            );
+            return;
+        }
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "width" => s.width = value.get().expect("type checked upstream"),
@@ -554,17 +602,65 @@ mod tests {
             pad_value: 114.0,
         };
         let own = Settings {
-            width: 320,
             channel_order: ChannelOrder::Rgb,
             mean: vec![0.5],
             ..Default::default()
         };
         let spec = own.resolve(Some(&learnt)).unwrap();
-        assert_eq!((spec.width, spec.height), (320, 416));
+        assert_eq!((spec.width, spec.height), (416, 416));
         assert_eq!(spec.channel_order, ChannelOrder::Rgb);
         assert_eq!(spec.mean, [0.5; 3]);
         assert_eq!(spec.pad_value, 114.0);
         let e = Settings::default().resolve(None).unwrap_err();
         assert!(e.contains("set its width and height"), "{e}");
+        // Without a model downstream the size is the properties'.
+        let sized = Settings {
+            width: 320,
+            height: 240,
+            ..Default::default()
+        };
+        let spec = sized.resolve(None).unwrap();
+        assert_eq!((spec.width, spec.height), (320, 240));
+        let e = Settings {
+            width: 320,
+            ..Default::default()
+        }
+        .resolve(Some(&learnt))
+        .unwrap_err();
+        assert!(
+            e.contains("a 320x416 tensor but the model downstream wants 416x416"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_values_that_make_useless_tensors() {
+        let with = |mean: Vec<f32>, std: Vec<f32>| {
+            Settings {
+                width: 64,
+                height: 64,
+                mean,
+                std,
+                ..Default::default()
+            }
+            .resolve(None)
+        };
+        for bad in [f32::NAN, f32::INFINITY] {
+            let e = with(vec![bad], vec![]).unwrap_err();
+            assert!(e.contains("must be finite numbers"), "{e}");
+            let e = with(vec![], vec![1.0, bad, 1.0]).unwrap_err();
+            assert!(e.contains("must be finite numbers"), "{e}");
+        }
+        let e = with(vec![], vec![1e-7]).unwrap_err();
+        assert!(e.contains("std must be at least 1e-6"), "{e}");
+        assert!(with(vec![-1.0], vec![-0.5]).is_ok());
+        let e = Settings {
+            width: 16384,
+            height: 16384,
+            ..Default::default()
+        }
+        .resolve(None)
+        .unwrap_err();
+        assert!(e.contains("at most 8192 on a side"), "{e}");
     }
 }

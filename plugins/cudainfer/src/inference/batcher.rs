@@ -130,16 +130,19 @@ fn slot(key: &BatchKey) -> Slot {
 }
 
 /// The batcher for `key`, made (loading the model) if no element holds one.
-/// `max_batch_size` applies when it is made; `warn` gets non-fatal problems.
+/// `max_batch_size` applies when it is made (`max_batch_size_set`: the user
+/// asked for it, rather than the default); `warn` gets non-fatal problems.
 pub fn shared(
     key: &BatchKey,
     max_batch_size: usize,
+    max_batch_size_set: bool,
     mut warn: impl FnMut(&str),
 ) -> Result<Arc<Batcher>, LoadError> {
     let slot = slot(key);
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(existing) = slot.upgrade() {
-        if existing.info.max_batch_size != max_batch_size {
+        // A default max-batch-size is no request: nothing to warn about.
+        if max_batch_size_set && existing.info.max_batch_size != max_batch_size {
             warn(&format!(
                 "this trtinfer shares the session of '{}' (batch-group '{}'), which batches up to {} frames; \
                  its max-batch-size={} is not used",
@@ -154,13 +157,20 @@ pub fn shared(
     let mut detector = Detector::load(&key.config, &mut warn)?;
     let model_limit = detector.max_batch();
     if model_limit < max_batch_size {
-        warn(&format!(
+        let message = format!(
             "the model '{}' takes {} frame(s) per run (fixed batch dimension), so frames are not batched; \
              export it with a dynamic batch dimension to batch up to max-batch-size={}",
             key.config.model.display(),
             model_limit,
             max_batch_size
-        ));
+        );
+        // Only a limit the user asked for is worth a warning: the default
+        // one would warn on every run of a fixed-batch model.
+        if max_batch_size_set {
+            warn(&message);
+        } else {
+            gst::info!(CAT, "{}", message);
+        }
     }
     let info = ModelInfo {
         input_spec: detector.input_spec().clone(),

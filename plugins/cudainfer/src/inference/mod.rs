@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::session::Session;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Detection, FrameDetections};
@@ -98,56 +98,219 @@ pub struct Detector {
     max_batch: usize,
 }
 
-fn check_readable(path: &Path, what: &str, property: &str) -> Result<(), LoadError> {
-    match std::fs::File::open(path) {
-        Ok(_) if path.is_dir() => Err(LoadError::ModelUnreadable(format!(
-            "the {what} '{}' is a directory: set {property} to a file",
-            path.display()
-        ))),
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(LoadError::ModelNotFound(format!(
-                "the {what} '{}' does not exist: set {property} to an existing file",
-                path.display()
-            )))
-        }
-        Err(e) => Err(LoadError::ModelUnreadable(format!(
-            "cannot read the {what} '{}': {e}. Check the file's permissions",
-            path.display()
-        ))),
+/// Largest labels file read: a class list is a few KiB, so a bigger file is
+/// the wrong file (and a reader of one must not grow without bound).
+pub const MAX_LABELS_BYTES: u64 = 1 << 20;
+/// Largest model file: protobuf caps an ONNX file at 2 GiB (bigger models
+/// keep their weights as external data beside it).
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+/// Most values one frame's input tensor may have (256 MB of float32): far
+/// above any detector's, below what makes a mistyped export eat the host.
+pub const MAX_INPUT_VALUES: u64 = 64 << 20;
+
+/// Checks that `path` is a regular file of at most `max_bytes` that we may
+/// read, before anything opens it: opening a FIFO blocks until a writer
+/// comes, and a device such as /dev/zero never ends.
+fn check_readable(
+    path: &Path,
+    what: &str,
+    property: &str,
+    max_bytes: u64,
+) -> Result<std::fs::File, LoadError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::ModelNotFound(format!(
+            "the {what} '{shown}' does not exist: set {property} to an existing file"
+        )),
+        _ => LoadError::ModelUnreadable(format!(
+            "cannot read the {what} '{shown}': {e}. Check the file's permissions"
+        )),
+    })?;
+    if meta.is_dir() {
+        return Err(LoadError::ModelUnreadable(format!(
+            "the {what} '{shown}' is a directory: set {property} to a file"
+        )));
     }
+    if !meta.is_file() {
+        return Err(LoadError::ModelUnreadable(format!(
+            "the {what} '{shown}' is not a regular file (it is a FIFO, socket or device): \
+             set {property} to a regular file"
+        )));
+    }
+    if meta.len() > max_bytes {
+        return Err(LoadError::ModelUnreadable(format!(
+            "the {what} '{shown}' is larger than {}: set {property} to the right file",
+            byte_size(max_bytes)
+        )));
+    }
+    std::fs::File::open(path).map_err(|e| {
+        LoadError::ModelUnreadable(format!(
+            "cannot read the {what} '{shown}': {e}. Check the file's permissions"
+        ))
+    })
+}
+
+fn byte_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{} GiB", b >> 30),
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// Reads the labels file: one name per line, in class-id order.
+fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
+    use std::io::Read;
+    let as_labels_error = |e| match e {
+        LoadError::ModelNotFound(m) | LoadError::ModelUnreadable(m) => LoadError::Labels(m),
+        other => other,
+    };
+    let file = check_readable(path, "labels file", "the labels property", MAX_LABELS_BYTES)
+        .map_err(as_labels_error)?;
+    // Bounded even where the size said nothing (a /proc file reads as 0).
+    let mut text = String::new();
+    file.take(MAX_LABELS_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| {
+            LoadError::Labels(format!(
+                "cannot read the labels file '{}': {e}. It must be UTF-8 text, one name per line",
+                path.display()
+            ))
+        })?;
+    if text.len() as u64 > MAX_LABELS_BYTES {
+        return Err(LoadError::Labels(format!(
+            "the labels file '{}' is larger than {}: set the labels property to the right file",
+            path.display(),
+            byte_size(MAX_LABELS_BYTES)
+        )));
+    }
+    Ok(parse_labels(&text))
+}
+
+/// Line `i` names class `i`; a blank line is an unnamed class (class-<id>),
+/// so it must keep its place. Blank lines at the end name nothing.
+fn parse_labels(text: &str) -> Vec<String> {
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    labels
 }
 
 fn tensor_shape(outlet: &ort::value::Outlet) -> Option<Vec<i64>> {
     outlet.dtype().tensor_shape().map(|s| s.to_vec())
 }
 
+/// ONNX's name of an element type, as export tools print it.
+fn element_type_name(ty: TensorElementType) -> String {
+    match ty {
+        TensorElementType::Float32 => "float32".into(),
+        TensorElementType::Float16 => "float16".into(),
+        TensorElementType::Bfloat16 => "bfloat16".into(),
+        TensorElementType::Float64 => "float64".into(),
+        TensorElementType::Uint8 => "uint8".into(),
+        TensorElementType::Int8 => "int8".into(),
+        TensorElementType::Int32 => "int32".into(),
+        TensorElementType::Int64 => "int64".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks `outlet` is a float32 tensor; `role` is "input" or "output" and
+/// `why` says why the family needs float32.
+fn check_float32(outlet: &ort::value::Outlet, role: &str, family: &str) -> Result<(), String> {
+    match outlet.dtype() {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            ..
+        } => Ok(()),
+        ValueType::Tensor { ty, .. } => Err(format!(
+            "the model's {role} '{}' is {} but model-type={family} {}: export the model with a float32 {role}",
+            outlet.name(),
+            element_type_name(*ty),
+            if role == "input" {
+                "takes float32 (cudapreprocess makes float32 tensors)"
+            } else {
+                "needs float32"
+            }
+        )),
+        other => Err(format!(
+            "the model's {role} '{}' is {other}, not a tensor: model-type={family} needs a float32 tensor",
+            outlet.name()
+        )),
+    }
+}
+
+/// What every family needs of the model's inputs and outputs, checked once
+/// at load so that a wrong export fails here and says why, not inside ONNX
+/// Runtime at the first frame.
+fn check_model_io(session: &Session, family: &str) -> Result<(), String> {
+    let inputs = session.inputs();
+    if inputs.len() != 1 {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+        return Err(format!(
+            "the model has {} inputs ({}) but model-type={family} takes exactly one, the image",
+            inputs.len(),
+            names.join(", ")
+        ));
+    }
+    let Some(output) = session.outputs().first() else {
+        return Err("the model has no output".into());
+    };
+    check_float32(&inputs[0], "input", family)?;
+    check_float32(output, "output", family)?;
+    check_input_size(&tensor_shape(&inputs[0]).unwrap_or_default())
+}
+
+/// Refuses inputs that would take gigabytes per frame (a mistyped export):
+/// the model and the pre-processing would allocate them before any error.
+fn check_input_size(shape: &[i64]) -> Result<(), String> {
+    let side = crate::spec::MAX_TENSOR_SIDE as i64;
+    if let [_, _, h, w] = shape {
+        if *h > side || *w > side {
+            return Err(format!(
+                "the model's input is {h}x{w} (height x width): at most {side} on a side is supported"
+            ));
+        }
+    }
+    let values = shape
+        .iter()
+        .skip(1)
+        .filter(|&&d| d > 0)
+        .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+    if values > MAX_INPUT_VALUES {
+        return Err(format!(
+            "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
+        ));
+    }
+    Ok(())
+}
+
 impl Detector {
     /// Loads the model; `warn` receives non-fatal problems (a provider that
     /// was skipped, a short label file).
     pub fn load(config: &DetectorConfig, mut warn: impl FnMut(&str)) -> Result<Self, LoadError> {
-        check_readable(&config.model, "model file", "the model property")?;
+        let model_file = check_readable(
+            &config.model,
+            "model file",
+            "the model property",
+            MAX_MODEL_BYTES,
+        )?;
+        if model_file.metadata().is_ok_and(|m| m.len() == 0) {
+            return Err(LoadError::ModelUnreadable(format!(
+                "the model file '{}' is empty: set the model property to an ONNX file",
+                config.model.display()
+            )));
+        }
+        drop(model_file);
         let labels = match &config.labels {
-            Some(path) => {
-                check_readable(path, "labels file", "the labels property").map_err(
-                    |e| match e {
-                        LoadError::ModelNotFound(m) | LoadError::ModelUnreadable(m) => {
-                            LoadError::Labels(m)
-                        }
-                        other => other,
-                    },
-                )?;
-                std::fs::read_to_string(path)
-                    .map_err(|e| {
-                        LoadError::Labels(format!("cannot read '{}': {e}", path.display()))
-                    })?
-                    .lines()
-                    .map(|l| l.trim().to_string())
-                    .filter(|l| !l.is_empty())
-                    .collect()
-            }
+            Some(path) => read_labels(path)?,
             None => Vec::new(),
         };
+        let family = config.model_type;
+        let family_name = glib::EnumValue::from_value(&glib::Value::from(family))
+            .map(|(_, v)| v.nick())
+            .unwrap_or("?");
 
         let library = runtime::resolve_library(config.ort_library.as_deref());
         let env = runtime::environment(&library).map_err(LoadError::Runtime)?;
@@ -175,13 +338,13 @@ impl Detector {
             warn(s);
         }
 
-        let (Some(input), Some(output)) = (session.inputs().first(), session.outputs().first())
-        else {
-            return Err(LoadError::ModelMismatch(format!(
-                "the model '{}' has no input or no output",
+        check_model_io(&session, family_name).map_err(|e| {
+            LoadError::ModelMismatch(format!(
+                "the model '{}' does not fit model-type={family_name}: {e}",
                 config.model.display()
-            )));
-        };
+            ))
+        })?;
+        let (input, output) = (&session.inputs()[0], &session.outputs()[0]);
         let input_name = input.name().to_string();
         let max_batch = match tensor_shape(input).and_then(|s| s.first().copied()) {
             Some(n) if n > 0 => n as usize,
@@ -196,14 +359,10 @@ impl Detector {
                 )))
             }
         };
-        let family = config.model_type;
         let parser = parsers::new_parser(family, &shapes).map_err(|e| {
             LoadError::ModelMismatch(format!(
-                "the model '{}' does not fit model-type={}: {e}. Use a model of that family or set model-type",
+                "the model '{}' does not fit model-type={family_name}: {e}. Use a model of that family or set model-type",
                 config.model.display(),
-                glib::EnumValue::from_value(&glib::Value::from(family))
-                    .map(|(_, v)| v.nick())
-                    .unwrap_or("?")
             ))
         })?;
         if !labels.is_empty() && labels.len() != parser.num_classes() {
@@ -253,14 +412,20 @@ impl Detector {
     fn label(&self, class_id: u32) -> String {
         self.labels
             .get(class_id as usize)
+            .filter(|l| !l.is_empty())
             .cloned()
             .unwrap_or_else(|| format!("class-{class_id}"))
     }
 
-    /// Most frames the model takes in one run: 1 for a fixed batch
-    /// dimension, else unbounded.
+    /// Most frames the model takes in one run: N for a fixed batch
+    /// dimension N, else unbounded.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// The batch size every run must have, for a fixed batch dimension.
+    fn fixed_batch(&self) -> Option<usize> {
+        (self.max_batch != usize::MAX).then_some(self.max_batch)
     }
 
     /// Fixes GPU inference at batches of `max_batch` (padded) and runs it
@@ -343,7 +508,10 @@ impl Detector {
             data.extend_from_slice(&t.to_host()?);
         }
         let mut shape = tensors[0].shape();
-        shape[0] = tensors.len();
+        // A fixed batch dimension takes exactly its size: pad with zero
+        // items, whose outputs are not decoded (as on the GPU).
+        shape[0] = self.fixed_batch().unwrap_or(tensors.len());
+        data.resize(item_len * shape[0], 0.0);
         let input = TensorRef::from_array_view((shape, &data[..])).map_err(|e| e.to_string())?;
         let outputs = self
             .session
@@ -467,5 +635,18 @@ impl Detector {
             model: self.model_name.clone(),
             detections,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_label_lines_keep_their_class_id() {
+        let labels = parse_labels("person\n\ncar\r\n  \nbus\n\n\n");
+        assert_eq!(labels, ["person", "", "car", "", "bus"]);
+        assert_eq!(parse_labels("a\nb"), ["a", "b"]);
+        assert!(parse_labels("").is_empty());
     }
 }

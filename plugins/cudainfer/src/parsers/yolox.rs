@@ -42,7 +42,8 @@ impl YoloxParser {
         }
         let (Some(height), Some(width)) = (fixed_dim(input, 2), fixed_dim(input, 3)) else {
             return Err(format!(
-                "yolox needs a fixed input height and width, the model's input is {input:?}"
+                "yolox needs a fixed input height and width, the model's input is {input:?}: \
+                 export the model with a fixed input size (for example 416x416)"
             ));
         };
         if width % 32 != 0 || height % 32 != 0 {
@@ -64,9 +65,14 @@ impl YoloxParser {
             })
             .collect();
         let output = &shapes.output;
+        if output.len() != 3 {
+            return Err(format!(
+                "yolox's output has 3 dimensions [N, anchors, 5 + classes], the model's output is {output:?}"
+            ));
+        }
         let rows = output.get(1).copied();
         let cols = output.get(2).copied();
-        if output.len() != 3 || rows != Some(anchors.len() as i64) || cols.is_none_or(|c| c <= 5) {
+        if rows != Some(anchors.len() as i64) || cols.is_none_or(|c| c <= 5) {
             return Err(format!(
                 "yolox with a {height}x{width} input has output [N, {}, 5 + classes], the model's output is {output:?}",
                 anchors.len()

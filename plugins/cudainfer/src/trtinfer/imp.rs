@@ -47,6 +47,8 @@ struct Settings {
     tensorrt_fp16: bool,
     batch_group: String,
     max_batch_size: u32,
+    /// max-batch-size was set (a fixed-batch model warns only then).
+    max_batch_size_set: bool,
     batch_timeout_ms: u32,
     max_frames_in_flight: u32,
     max_detections: u32,
@@ -69,6 +71,7 @@ impl Default for Settings {
             tensorrt_fp16: false,
             batch_group: String::new(),
             max_batch_size: DEFAULT_MAX_BATCH,
+            max_batch_size_set: false,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_frames_in_flight: DEFAULT_IN_FLIGHT,
             max_detections: DEFAULT_MAX_DETECTIONS,
@@ -276,6 +279,19 @@ impl ObjectImpl for TrtInfer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // These settings are read at start only: taking a new value while
+        // started would read back as set and change nothing.
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+            && self.obj().current_state() > gst::State::Ready
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
+                pspec.name()
+            );
+            return;
+        }
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
             "model" => s.model = path_property(value),
@@ -302,7 +318,10 @@ impl ObjectImpl for TrtInfer {
                     .expect("type checked upstream")
                     .unwrap_or_default()
             }
-            "max-batch-size" => s.max_batch_size = value.get().expect("type checked upstream"),
+            "max-batch-size" => {
+                s.max_batch_size = value.get().expect("type checked upstream");
+                s.max_batch_size_set = true;
+            }
             "batch-timeout" => s.batch_timeout_ms = value.get().expect("type checked upstream"),
             "max-frames-in-flight" => {
                 s.max_frames_in_flight = value.get().expect("type checked upstream")
@@ -474,9 +493,12 @@ impl BaseTransformImpl for TrtInfer {
             config,
             group: settings.batch_group.clone(),
         };
-        let batcher = batcher::shared(&key, settings.max_batch_size as usize, |w| {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
-        })
+        let batcher = batcher::shared(
+            &key,
+            settings.max_batch_size as usize,
+            settings.max_batch_size_set,
+            |w| gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w)),
+        )
         .map_err(|e| e.to_error_message())?;
         let info = &batcher.info;
         gst::info!(
