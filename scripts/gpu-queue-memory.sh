@@ -31,7 +31,11 @@ measure() {
   local idle pid timed_out=0
   idle=$(gpu_used)
   echo "$pipeline" > "$log"
-  gst-launch-1.0 "$pipeline" >> "$log" 2>&1 &
+  # gst-launch takes the description as separate words (one quoted
+  # argument is a syntax error); the descriptions hold no glob characters.
+  local -a words
+  read -ra words <<< "$pipeline"
+  gst-launch-1.0 "${words[@]}" >> "$log" 2>&1 &
   pid=$!
   (while :; do nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits; sleep 0.2; done) > "$apps" 2>&1 &
   local apps_poll=$!
