@@ -54,6 +54,24 @@ while read -r line; do
 done < <(grep -o "VERDICT.*" "$out/gpu-tests.txt")
 [ $rc = 0 ] || verdict "gpu-tests" FAIL "$(exit_note $rc "$tests_limit"), see gpu-tests.txt: $(grep -m1 -E 'panicked|FAILED' "$out/gpu-tests.txt")"
 
+# 2b. GStreamer >= 1.24 only: the same equality tests with the wait for the
+#     decoder's CUDA stream switched off (a debug switch), to show whether
+#     the race it prevents shows here. A failure there is the race, not a
+#     defect of the product; the verdicts above are with the wait on.
+wait_mode=$(grep -o "producer-stream wait [a-z]*" "$out/launch.txt" | head -1)
+verdict "producer-stream wait (GStreamer $(gst-launch-1.0 --version | sed -n 's/.*GStreamer \([0-9.]*\).*/\1/p' | head -1))" \
+  "$([ -n "$wait_mode" ] && echo PASS || echo FAIL)" "${wait_mode:-no log line}"
+if [ -n "${PRODUCER_WAIT_AB:-}" ]; then
+  CUDAINFER_NO_PRODUCER_WAIT=1 timeout -k 10 "$tests_limit" "$GPU_APP/gpu-tests" --test-threads=1 --nocapture \
+    cuda_tensors_equal_cpu_tensors cuda_detections_equal_cpu_detections > "$out/gpu-tests-no-wait.txt" 2>&1
+  rc=$?
+  while read -r line; do
+    name=$(echo "$line" | awk '{print $2}')
+    verdict "$name without the producer wait" "$([ $rc = 0 ] && echo "race not seen" || echo "RACE SEEN")" "${line#VERDICT $name }"
+  done < <(grep -o "VERDICT.*" "$out/gpu-tests-no-wait.txt")
+  [ $rc = 0 ] || verdict "without the producer wait" "RACE SEEN" "$(grep -m1 -E 'panicked|FAILED' -A1 "$out/gpu-tests-no-wait.txt" | tr '\n' ' ')"
+fi
+
 # 3. Inference alone (no decoding or pre-processing): what the model costs
 #    per batch, in full fp32 and with TF32.
 timeout -k 10 240 "$GPU_APP/infer_bench" "$models/yolox_nano_dynbatch.onnx" --batches 1,16,32 \

@@ -37,12 +37,12 @@ fn log_producer_wait() {
                  frames of GStreamer >= 1.24 decoders may be read while still being written"
             );
         } else if gst_cuda::has_memory_streams() {
-            gst::debug!(
+            gst::info!(
                 CAT,
                 "producer-stream wait active: the kernel waits (on the GPU) for the stream each CUDA frame is written on"
             );
         } else {
-            gst::debug!(
+            gst::info!(
                 CAT,
                 "producer-stream wait inactive: GStreamer's CUDA library predates 1.24, whose decoders \
                  synchronise before pushing"
