@@ -530,3 +530,95 @@ fn allocation_asks_for_the_frames_held_in_flight() {
     );
     pipeline.set_state(gst::State::Null).unwrap();
 }
+
+/// dog_1080p.mp4's H.264 as an elementary stream (Annex B byte-stream),
+/// which a cut leaves playable up to the cut.
+fn h264_stream() -> Vec<u8> {
+    let run = run(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! video/x-h264,stream-format=byte-stream,alignment=au \
+         ! appsink name=sink",
+        media("dog_1080p.mp4")
+    ));
+    assert_eq!(run.error, None);
+    run.buffers
+        .iter()
+        .flat_map(|b| b.map_readable().unwrap().to_vec())
+        .collect()
+}
+
+/// Runs damaged H.264 (`bytes`, in a file with extension `ext`, parsed by
+/// `parse`) through `avdec_h264 ! cudapreprocess ! trtinfer`: the run ends
+/// (EOS or an error that is not trtinfer's), and what comes out is in order
+/// and inferred.
+fn damaged_clip_runs_to_an_end(name: &str, bytes: &[u8], parse: &str) -> Run {
+    let path = std::env::temp_dir().join(format!("cudainfer-{name}-{}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    let run = run(&format!(
+        "filesrc location={} ! {parse} ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=NV12 \
+         ! cudapreprocess ! trtinfer model={} ! appsink name=sink",
+        path.display(),
+        dynbatch_model()
+    ));
+    let _ = std::fs::remove_file(&path);
+    if let Some(error) = &run.error {
+        assert!(
+            !error.contains("tensor"),
+            "{name}: trtinfer failed: {error}"
+        );
+    }
+    let pts: Vec<u64> = run
+        .buffers
+        .iter()
+        .filter_map(|b| b.pts().map(|p| p.nseconds()))
+        .collect();
+    assert!(
+        pts.windows(2).all(|w| w[0] < w[1]),
+        "{name}: frames out of order"
+    );
+    assert!(run
+        .buffers
+        .iter()
+        .all(|b| FrameDetections::from_buffer(b).is_some()));
+    println!(
+        "{name}: {} frames out, error {:?}, {} warnings",
+        run.buffers.len(),
+        run.error,
+        run.warnings.len()
+    );
+    run
+}
+
+#[test]
+fn truncated_h264_ends_cleanly() {
+    let mut stream = h264_stream();
+    stream.truncate(stream.len() * 6 / 10);
+    let run = damaged_clip_runs_to_an_end("truncated.h264", &stream, "identity");
+    assert_eq!(run.error, None, "a cut stream ends with EOS");
+    assert!(
+        (100..300).contains(&run.buffers.len()),
+        "the frames before the cut: {}",
+        run.buffers.len()
+    );
+    // A cut MP4 (its index is at the end) is the demuxer's error.
+    let mut file = std::fs::read(media("dog_1080p.mp4")).unwrap();
+    file.truncate(file.len() * 6 / 10);
+    let run = damaged_clip_runs_to_an_end("truncated.mp4", &file, "qtdemux");
+    assert!(
+        run.expect_error().contains("no playable streams"),
+        "{:?}",
+        run.error
+    );
+}
+
+#[test]
+fn bit_flipped_h264_ends_cleanly() {
+    let mut file = std::fs::read(media("dog_1080p.mp4")).unwrap();
+    // Flip bits through the middle of the file (the coded frames), leaving
+    // the container's index at the end alone.
+    let (from, to) = (file.len() / 4, file.len() * 3 / 4);
+    for i in (from..to).step_by(7919) {
+        file[i] ^= 0x5a;
+    }
+    let run = damaged_clip_runs_to_an_end("flipped.mp4", &file, "qtdemux");
+    assert!(run.buffers.len() > 100, "most frames still decode");
+}
