@@ -3,120 +3,11 @@
 
 mod common;
 
+use common::onnx::*;
 use common::*;
 
 fn data(name: &str) -> String {
     format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `value` as a protobuf varint.
-fn varint(mut value: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while value >= 0x80 {
-        out.push(value as u8 | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-    out
-}
-
-/// The protobuf field `number` holding `payload` (length-delimited).
-fn proto_bytes(number: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = varint(u64::from(number) << 3 | 2);
-    out.extend(varint(payload.len() as u64));
-    out.extend_from_slice(payload);
-    out
-}
-
-/// The protobuf field `number` holding the integer `value`.
-fn proto_int(number: u32, value: u64) -> Vec<u8> {
-    [varint(u64::from(number) << 3), varint(value)].concat()
-}
-
-// onnx.proto's TensorProto.DataType values.
-const FLOAT: u64 = 1;
-const UINT8: u64 = 2;
-const FLOAT16: u64 = 10;
-
-/// One dimension of a declared shape.
-#[derive(Clone, Copy)]
-enum Dim {
-    Fixed(u64),
-    /// A symbolic dimension (`dim_param`), fixed only at run time.
-    Named(&'static str),
-}
-use Dim::{Fixed, Named};
-
-/// A graph input or output: name, element type, shape.
-type Decl<'a> = (&'a str, u64, &'a [Dim]);
-
-fn value_info((name, elem_type, shape): Decl) -> Vec<u8> {
-    let dims: Vec<u8> = shape
-        .iter()
-        .flat_map(|d| {
-            proto_bytes(
-                1,
-                &match d {
-                    Fixed(v) => proto_int(1, *v),
-                    Named(p) => proto_bytes(2, p.as_bytes()),
-                },
-            )
-        })
-        .collect();
-    let tensor_type = [proto_int(1, elem_type), proto_bytes(2, &dims)].concat();
-    [
-        proto_bytes(1, name.as_bytes()),
-        proto_bytes(2, &proto_bytes(1, &tensor_type)),
-    ]
-    .concat()
-}
-
-/// A graph node: `op` from `inputs` to `outputs`, with encoded attributes.
-fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: &[Vec<u8>]) -> Vec<u8> {
-    let mut out: Vec<u8> = inputs
-        .iter()
-        .flat_map(|i| proto_bytes(1, i.as_bytes()))
-        .collect();
-    out.extend(outputs.iter().flat_map(|o| proto_bytes(2, o.as_bytes())));
-    out.extend(proto_bytes(4, op.as_bytes()));
-    out.extend(attributes.iter().flat_map(|a| proto_bytes(5, a)));
-    out
-}
-
-/// A tensor attribute of zeros (AttributeProto TENSOR), for Constant.
-fn zeros_attribute(name: &str, elem_type: u64, shape: &[u64]) -> Vec<u8> {
-    let mut tensor: Vec<u8> = shape.iter().flat_map(|&d| proto_int(1, d)).collect();
-    tensor.extend(proto_int(2, elem_type));
-    let item_size = if elem_type == FLOAT16 { 2 } else { 4 };
-    let len = shape.iter().product::<u64>() as usize * item_size;
-    tensor.extend(proto_bytes(9, &vec![0u8; len]));
-    [
-        proto_bytes(1, name.as_bytes()),
-        proto_bytes(5, &tensor),
-        proto_int(20, 4),
-    ]
-    .concat()
-}
-
-/// An ONNX model (IR 8, opset 13) of `nodes` between `inputs` and
-/// `outputs`: written here field by field (onnx.proto's numbers), so no
-/// model file is kept in the repository.
-fn onnx_model(name: &str, nodes: &[Vec<u8>], inputs: &[Decl], outputs: &[Decl]) -> Vec<u8> {
-    let mut graph: Vec<u8> = nodes.iter().flat_map(|n| proto_bytes(1, n)).collect();
-    graph.extend(proto_bytes(2, name.as_bytes()));
-    graph.extend(inputs.iter().flat_map(|&d| proto_bytes(11, &value_info(d))));
-    graph.extend(
-        outputs
-            .iter()
-            .flat_map(|&d| proto_bytes(12, &value_info(d))),
-    );
-    let opset = [proto_bytes(1, b""), proto_int(2, 13)].concat();
-    [
-        proto_int(1, 8),
-        proto_bytes(7, &graph),
-        proto_bytes(8, &opset),
-    ]
-    .concat()
 }
 
 /// A model whose graph is one Identity from input `images` to `output`,
@@ -151,17 +42,6 @@ fn constant_model(name: &str, inputs: &[Decl], elem_type: u64, shape: &[u64]) ->
 
 /// YOLOX's output for a 64x64 input with 2 classes: 8x8 + 4x4 + 2x2 anchors.
 const YOLOX_64_OUTPUT: [u64; 3] = [1, 84, 7];
-
-fn fixed(shape: &[u64]) -> Vec<Dim> {
-    shape.iter().map(|&d| Fixed(d)).collect()
-}
-
-/// `bytes` in a file of this test process, for a model property.
-fn temp_model(name: &str, bytes: &[u8]) -> String {
-    let path = std::env::temp_dir().join(format!("{name}_{}.onnx", std::process::id()));
-    std::fs::write(&path, bytes).expect("temporary directory is writable");
-    path.display().to_string()
-}
 
 fn infer_error(trtinfer_properties: &str) -> String {
     let run = run(&format!(

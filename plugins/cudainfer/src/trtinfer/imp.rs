@@ -115,6 +115,10 @@ pub struct TrtInfer {
     active_provider: Mutex<Option<&'static str>>,
     /// largest-batch of the last run, readable after stop.
     last_largest_batch: AtomicUsize,
+    /// The model's input of the last start, answered while stopped: a
+    /// branch being torn down stops trtinfer (downstream first) while the
+    /// source may still send caps, and cudapreprocess must not fail there.
+    last_input_spec: Mutex<Option<spec::InputSpec>>,
     /// A second trtinfer on the same frames was reported.
     warned_replace: AtomicBool,
 }
@@ -293,6 +297,9 @@ impl ObjectImpl for TrtInfer {
             return;
         }
         let mut s = self.settings.lock().unwrap();
+        if matches!(pspec.name(), "model" | "model-type") {
+            *self.last_input_spec.lock().unwrap() = None;
+        }
         match pspec.name() {
             "model" => s.model = path_property(value),
             "model-type" => s.model_type = value.get().expect("type checked upstream"),
@@ -512,6 +519,7 @@ impl BaseTransformImpl for TrtInfer {
             info.max_batch_size
         );
         *self.active_provider.lock().unwrap() = Some(info.active_provider.name());
+        *self.last_input_spec.lock().unwrap() = Some(info.input_spec.clone());
         let element = self.obj().downgrade();
         let deliver: Deliver = Box::new(move |mut buffer, result| {
             let Some(element) = element.upgrade() else {
@@ -602,7 +610,12 @@ impl BaseTransformImpl for TrtInfer {
             if let Some(state) = self.state.lock().unwrap().as_ref() {
                 return spec::answer_input_spec_query(query, &state.batcher.info.input_spec);
             }
-            return false;
+            return self
+                .last_input_spec
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|spec| spec::answer_input_spec_query(query, spec));
         }
         let handled = BaseTransformImplExt::parent_query(self, direction, query);
         if let (true, gst::QueryViewMut::Latency(q)) = (handled, query.view_mut()) {

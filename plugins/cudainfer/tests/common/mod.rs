@@ -2,6 +2,8 @@
 //! location, running pipelines and collecting what comes out.
 #![allow(dead_code)]
 
+pub mod onnx;
+
 use std::path::PathBuf;
 use std::sync::Once;
 
