@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the plugin, the GPU test binary and the benchmark in release mode and
+# Builds the plugin, the GPU test binary and the benchmarks in release mode and
 # stages them with the GPU runtime (../shared/gpu/prepare.sh) in .gpu-stage/.
 # Then run scripts/gpu-check.sh on the GPU machine (see README, "GPU check").
 set -euo pipefail
@@ -7,7 +7,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 shared=${CUDAINFER_SHARED_DIR:-$top/../shared}
 # --lib: building examples alone does not build the plugin's cdylib.
-cargo build --release -p gst-plugin-cudainfer --lib --example pipeline_bench --example infer_bench
+cargo build --release -p gst-plugin-cudainfer --lib --example pipeline_bench --example infer_bench --example soak_bench
 target=${CARGO_TARGET_DIR:-target}
 case $target in /*) ;; *) target=$top/$target ;; esac
 plugin=$target/release/libgstcudainfer.so
@@ -31,6 +31,8 @@ ln -s "$plugin" "$art/libgstcudainfer.so"
 ln -s "$test_bin" "$art/gpu-tests"
 ln -s "$target/release/examples/pipeline_bench" "$art/pipeline_bench"
 ln -s "$target/release/examples/infer_bench" "$art/infer_bench"
+ln -s "$target/release/examples/soak_bench" "$art/soak_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
+ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
 "$shared/gpu/prepare.sh" "$art"/*

@@ -2,6 +2,8 @@
 //!
 //! Included from an example with `#[path = "common/fps_plot.rs"] mod fps_plot;`; it lives in a
 //! subdirectory without `main.rs` so that Cargo does not build it as an example of its own.
+//! Each example uses part of it.
+#![allow(dead_code)]
 
 use std::ops::Range;
 use std::path::Path;
@@ -160,5 +162,66 @@ pub fn write_png(path: &Path, title: &str, series: &[Series]) -> Result<(), Stri
         .draw()
         .map_err(|e| err(&e))?;
 
+    root.present().map_err(|e| err(&e))
+}
+
+/// Writes a PNG (1000x600) of `series` as lines over linear axes from 0
+/// (a soak's memory against time, say), with a legend.
+pub fn write_lines_png(
+    path: &Path,
+    title: &str,
+    (x_desc, y_desc): (&str, &str),
+    series: &[(&str, Vec<(f64, f64)>)],
+) -> Result<(), String> {
+    ensure_font()?;
+    let finite_max = |f: &dyn Fn(&(f64, f64)) -> f64| {
+        series
+            .iter()
+            .flat_map(|s| s.1.iter().map(f))
+            .filter(|v| v.is_finite())
+            .fold(0.0_f64, f64::max)
+    };
+    let (x_max, y_max) = (finite_max(&|p| p.0), finite_max(&|p| p.1));
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let root = BitMapBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 24))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..x_max.max(1.0), 0.0..(y_max * 1.15).max(1.0))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 18))
+        .label_style((FONT, 15))
+        .max_light_lines(1)
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(*label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }
