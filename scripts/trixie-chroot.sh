@@ -212,6 +212,7 @@ run_tests() {
   local start=$SECONDS json list plugin
   command -v cargo >/dev/null || die "cargo not found on PATH"
   prepare_run
+  local build_start=$SECONDS
   log "building the tests (cargo test --release --no-run, target dir $target_dir)"
   json=$(mktemp)
   # The meson build's own command (gst/cargo.sh), so CI reuses its artifacts.
@@ -236,7 +237,7 @@ EOF
   plugin=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "plugin" { print $2 }' | head -1)
   [ -n "$plugin" ] || die "cargo did not report libgstcudainfer.so"
   printf '%s\n' "$list" | grep -q '^test' || die "cargo reported no test binaries"
-  log "built in $((SECONDS - start)) s"
+  log "built in $((SECONDS - build_start)) s"
 
   mount_all
   $sudo mkdir -p "$root/tmp/cudainfer-plugin"
