@@ -220,8 +220,11 @@ fn one_failing_branch_does_not_stop_the_others() {
             .any(|(src, text)| src == "infer2" && text.contains("the tensor holds 10 values")),
         "the failing branch's own error: {errors:?}"
     );
+    // Branch 2's source may also report that its stream stopped.
     assert!(
-        errors.iter().all(|(src, _)| src == "infer2"),
+        errors
+            .iter()
+            .all(|(src, _)| src == "infer2" || src == "src2"),
         "only the failing branch reports an error: {errors:?}"
     );
     let failed = received[2].lock().unwrap();
