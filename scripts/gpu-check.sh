@@ -106,7 +106,7 @@ verdict "queue-memory: 300 queued frames after trtinfer vs after nvh264dec" "$(p
   "${line:-no result, see queue-memory.txt}; $(exit_note $rc "$memory_limit")"
 
 echo
-echo "## GPU check ($(head -2 "$out/gpu.txt" | tail -1))"
+echo "## GPU check ($(head -2 "$out/gpu.txt" | tail -1); GStreamer $(gst-launch-1.0 --version | sed -n 's/^GStreamer \(.*\)/\1/p'))"
 echo "| check | verdict | detail |"
 echo "|---|---|---|"
 printf '%s\n' "${verdicts[@]}"

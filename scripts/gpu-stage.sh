@@ -2,6 +2,10 @@
 # Builds the plugin, the GPU test binary and the benchmarks in release mode and
 # stages them with the GPU runtime (../shared/gpu/prepare.sh) in .gpu-stage/.
 # Then run scripts/gpu-check.sh on the GPU machine (see README, "GPU check").
+# GSTREAMER=1.26 stages Debian 13's GStreamer 1.26 runtime instead of 1.22;
+# STAGE_AS=DIR then moves the stage to DIR (ignored by git: .gpu-stage*), so
+# that both runtimes can be staged and checked one after the other:
+#   scripts/gpu-stage.sh && STAGE_AS=.gpu-stage-126 GSTREAMER=1.26 scripts/gpu-stage.sh
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -36,3 +40,8 @@ ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
 ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
 "$shared/gpu/prepare.sh" "$art"/*
+if [ -n "${STAGE_AS:-}" ]; then
+  rm -rf "$top/$STAGE_AS"
+  mv "$top/.gpu-stage" "$top/$STAGE_AS"
+  echo "gpu-stage: staged in $STAGE_AS"
+fi
