@@ -138,8 +138,9 @@ fuzz_target!(|data: &[u8]| {
         for (i, a) in after.iter().enumerate() {
             for b in &after[..i] {
                 assert!(
-                    a.class_id != b.class_id || nms::iou(a, b).partial_cmp(&data.nms_threshold)
-                        != Some(std::cmp::Ordering::Greater),
+                    a.class_id != b.class_id
+                        || nms::iou(a, b).partial_cmp(&data.nms_threshold)
+                            != Some(std::cmp::Ordering::Greater),
                     "two kept boxes of one class overlap by more than the threshold"
                 );
             }
