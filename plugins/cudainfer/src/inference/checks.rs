@@ -158,27 +158,24 @@ mod tests {
 
     #[test]
     fn model_io_decisions() {
-        let image = tensor("images", "float32", &[1, 3, 416, 416]);
-        let output = tensor("output", "float32", &[1, 3549, 85]);
-        assert_eq!(
-            check_model_io(&[image.clone()], &[output.clone()], "yolox"),
-            Ok(())
-        );
-        let e = check_model_io(&[], &[output.clone()], "yolox").unwrap_err();
+        let image = [tensor("images", "float32", &[1, 3, 416, 416])];
+        let output = [tensor("output", "float32", &[1, 3549, 85])];
+        assert_eq!(check_model_io(&image, &output, "yolox"), Ok(()));
+        let e = check_model_io(&[], &output, "yolox").unwrap_err();
         assert!(e.contains("has 0 inputs ()"), "{e}");
-        let e = check_model_io(&[image.clone()], &[], "yolox").unwrap_err();
+        let e = check_model_io(&image, &[], "yolox").unwrap_err();
         assert_eq!(e, "the model has no output");
-        let half = tensor("output", "float16", &[1, 3549, 85]);
-        let e = check_model_io(&[image.clone()], &[half], "yolox").unwrap_err();
+        let half = [tensor("output", "float16", &[1, 3549, 85])];
+        let e = check_model_io(&image, &half, "yolox").unwrap_err();
         assert!(e.contains("'output' is float16"), "{e}");
-        let seq = ModelValue {
+        let seq = [ModelValue {
             name: "images".into(),
             kind: ValueKind::Other("Sequence".into()),
-        };
-        let e = check_model_io(&[seq], &[output.clone()], "yolox").unwrap_err();
+        }];
+        let e = check_model_io(&seq, &output, "yolox").unwrap_err();
         assert!(e.contains("not a tensor"), "{e}");
-        let huge = tensor("images", "float32", &[1, 3, 8192, 8192]);
-        let e = check_model_io(&[huge], &[output], "yolox").unwrap_err();
+        let huge = [tensor("images", "float32", &[1, 3, 8192, 8192])];
+        let e = check_model_io(&huge, &output, "yolox").unwrap_err();
         assert!(e.contains("201326592 values"), "{e}");
     }
 }
