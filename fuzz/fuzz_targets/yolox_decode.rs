@@ -15,9 +15,9 @@ static ALLOC: CappedAlloc = CappedAlloc;
 
 /// Largest output decoded per run: decoding is linear, so bigger outputs
 /// only slow the fuzzer down (the shapes are still checked).
-const MAX_DECODED_VALUES: usize = 1 << 20;
+const MAX_DECODED_VALUES: usize = 1 << 19;
 /// Largest `max-detections` tried: NMS is quadratic in it by design.
-const MAX_KEPT: usize = 4096;
+const MAX_KEPT: usize = 1024;
 
 /// The input, in order (see `Reader`; `make_seeds.py` writes it): flags
 /// (bit 0: set the output's row count to the input's anchor count, as a
