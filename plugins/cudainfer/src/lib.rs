@@ -19,6 +19,16 @@ mod trtinfer;
 
 pub use detections::{Detection, FrameDetections};
 
+/// The pure parts of model loading (labels bytes, the model's input/output
+/// check), for the fuzzers in `fuzz/`: not part of the API applications use.
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::inference::checks::{
+        check_input_size, check_model_io, parse_labels, LabelsError, ModelValue, ValueKind,
+    };
+}
+
 /// Caps feature of GStreamer's CUDA memory.
 pub const CUDA_MEMORY_FEATURE: &str = "memory:CUDAMemory";
 

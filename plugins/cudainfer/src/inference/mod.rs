@@ -4,6 +4,7 @@
 //! batcher) can drive it.
 
 pub mod batcher;
+pub(crate) mod checks;
 pub mod device;
 pub mod runtime;
 
@@ -20,6 +21,7 @@ use crate::parsers::{
 };
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
+use checks::{LabelsError, ModelValue, ValueKind};
 use device::DeviceRunner;
 use runtime::{CudaOptions, Provider, ProviderOptions, RuntimeError, TensorRtOptions};
 
@@ -158,7 +160,8 @@ fn byte_size(bytes: u64) -> String {
     }
 }
 
-/// Reads the labels file: one name per line, in class-id order.
+/// Reads the labels file: one name per line, in class-id order (see
+/// [`checks::parse_labels`]).
 fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
     use std::io::Read;
     let as_labels_error = |e| match e {
@@ -167,38 +170,25 @@ fn read_labels(path: &Path) -> Result<Vec<String>, LoadError> {
     };
     let file = check_readable(path, "labels file", "the labels property", MAX_LABELS_BYTES)
         .map_err(as_labels_error)?;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        LoadError::Labels(format!(
+            "cannot read the labels file '{}': {e}. It must be UTF-8 text, one name per line",
+            path.display()
+        ))
+    };
     // Bounded even where the size said nothing (a /proc file reads as 0).
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(MAX_LABELS_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| {
-            LoadError::Labels(format!(
-                "cannot read the labels file '{}': {e}. It must be UTF-8 text, one name per line",
-                path.display()
-            ))
-        })?;
-    if text.len() as u64 > MAX_LABELS_BYTES {
-        return Err(LoadError::Labels(format!(
+        .read_to_end(&mut bytes)
+        .map_err(|e| unreadable(&e))?;
+    checks::parse_labels(&bytes).map_err(|e| match e {
+        LabelsError::TooLarge => LoadError::Labels(format!(
             "the labels file '{}' is larger than {}: set the labels property to the right file",
             path.display(),
             byte_size(MAX_LABELS_BYTES)
-        )));
-    }
-    Ok(parse_labels(&text))
-}
-
-/// Line `i` names class `i`; a blank line is an unnamed class (class-<id>),
-/// so it must keep its place. Blank lines at the end name nothing.
-fn parse_labels(text: &str) -> Vec<String> {
-    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-    while labels.last().is_some_and(|l| l.is_empty()) {
-        labels.pop();
-    }
-    labels
-}
-
-fn tensor_shape(outlet: &ort::value::Outlet) -> Option<Vec<i64>> {
-    outlet.dtype().tensor_shape().map(|s| s.to_vec())
+        )),
+        LabelsError::NotUtf8(e) => unreadable(&e),
+    })
 }
 
 /// ONNX's name of an element type, as export tools print it.
@@ -216,74 +206,20 @@ fn element_type_name(ty: TensorElementType) -> String {
     }
 }
 
-/// Checks `outlet` is a float32 tensor; `role` is "input" or "output" and
-/// `why` says why the family needs float32.
-fn check_float32(outlet: &ort::value::Outlet, role: &str, family: &str) -> Result<(), String> {
-    match outlet.dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            ..
-        } => Ok(()),
-        ValueType::Tensor { ty, .. } => Err(format!(
-            "the model's {role} '{}' is {} but model-type={family} {}: export the model with a float32 {role}",
-            outlet.name(),
-            element_type_name(*ty),
-            if role == "input" {
-                "takes float32 (cudapreprocess makes float32 tensors)"
-            } else {
-                "needs float32"
-            }
-        )),
-        other => Err(format!(
-            "the model's {role} '{}' is {other}, not a tensor: model-type={family} needs a float32 tensor",
-            outlet.name()
-        )),
-    }
-}
-
-/// What every family needs of the model's inputs and outputs, checked once
-/// at load so that a wrong export fails here and says why, not inside ONNX
-/// Runtime at the first frame.
-fn check_model_io(session: &Session, family: &str) -> Result<(), String> {
-    let inputs = session.inputs();
-    if inputs.len() != 1 {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
-        return Err(format!(
-            "the model has {} inputs ({}) but model-type={family} takes exactly one, the image",
-            inputs.len(),
-            names.join(", ")
-        ));
-    }
-    let Some(output) = session.outputs().first() else {
-        return Err("the model has no output".into());
+/// How ONNX Runtime describes one of the session's inputs or outputs, as
+/// plain data for [`checks::check_model_io`].
+fn model_value(outlet: &ort::value::Outlet) -> ModelValue {
+    let kind = match outlet.dtype() {
+        ValueType::Tensor { ty, shape, .. } => ValueKind::Tensor {
+            element: element_type_name(*ty),
+            shape: shape.to_vec(),
+        },
+        other => ValueKind::Other(other.to_string()),
     };
-    check_float32(&inputs[0], "input", family)?;
-    check_float32(output, "output", family)?;
-    check_input_size(&tensor_shape(&inputs[0]).unwrap_or_default())
-}
-
-/// Refuses inputs that would take gigabytes per frame (a mistyped export):
-/// the model and the pre-processing would allocate them before any error.
-fn check_input_size(shape: &[i64]) -> Result<(), String> {
-    let side = crate::spec::MAX_TENSOR_SIDE as i64;
-    if let [_, _, h, w] = shape {
-        if *h > side || *w > side {
-            return Err(format!(
-                "the model's input is {h}x{w} (height x width): at most {side} on a side is supported"
-            ));
-        }
+    ModelValue {
+        name: outlet.name().to_string(),
+        kind,
     }
-    let values = shape
-        .iter()
-        .skip(1)
-        .filter(|&&d| d > 0)
-        .fold(1u64, |n, &d| n.saturating_mul(d as u64));
-    if values > MAX_INPUT_VALUES {
-        return Err(format!(
-            "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
-        ));
-    }
-    Ok(())
 }
 
 impl Detector {
@@ -338,20 +274,25 @@ impl Detector {
             warn(s);
         }
 
-        check_model_io(&session, family_name).map_err(|e| {
+        let inputs: Vec<ModelValue> = session.inputs().iter().map(model_value).collect();
+        let outputs: Vec<ModelValue> = session.outputs().iter().map(model_value).collect();
+        checks::check_model_io(&inputs, &outputs, family_name).map_err(|e| {
             LoadError::ModelMismatch(format!(
                 "the model '{}' does not fit model-type={family_name}: {e}",
                 config.model.display()
             ))
         })?;
-        let (input, output) = (&session.inputs()[0], &session.outputs()[0]);
-        let input_name = input.name().to_string();
-        let max_batch = match tensor_shape(input).and_then(|s| s.first().copied()) {
+        let (input, output) = (&inputs[0], &outputs[0]);
+        let input_name = input.name.clone();
+        let max_batch = match input.tensor_shape().and_then(|s| s.first().copied()) {
             Some(n) if n > 0 => n as usize,
             _ => usize::MAX,
         };
-        let shapes = match (tensor_shape(input), tensor_shape(output)) {
-            (Some(input), Some(output)) => ModelShapes { input, output },
+        let shapes = match (input.tensor_shape(), output.tensor_shape()) {
+            (Some(input), Some(output)) => ModelShapes {
+                input: input.to_vec(),
+                output: output.to_vec(),
+            },
             _ => {
                 return Err(LoadError::ModelMismatch(format!(
                     "the model '{}' does not take and return tensors",
@@ -635,18 +576,5 @@ impl Detector {
             model: self.model_name.clone(),
             detections,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blank_label_lines_keep_their_class_id() {
-        let labels = parse_labels("person\n\ncar\r\n  \nbus\n\n\n");
-        assert_eq!(labels, ["person", "", "car", "", "bus"]);
-        assert_eq!(parse_labels("a\nb"), ["a", "b"]);
-        assert!(parse_labels("").is_empty());
     }
 }

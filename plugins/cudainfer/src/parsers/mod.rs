@@ -62,6 +62,11 @@ pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candid
     order.into_iter().map(|i| candidates[i]).collect()
 }
 
+/// Most values one frame's output may have (256 MB of float32), as
+/// `inference::MAX_INPUT_VALUES` for the input: a model claiming more is a
+/// broken export, and its size must not overflow.
+pub const MAX_OUTPUT_VALUES: u64 = 64 << 20;
+
 /// Shapes of the model's first input and output as ONNX Runtime reports
 /// them (`-1` for a symbolic dimension).
 #[derive(Debug, Clone, PartialEq)]

@@ -6,8 +6,8 @@
 //! score = objectness * class score, one candidate per class above threshold
 //! (class-wise NMS follows).
 
-use super::{Candidate, DeviceDecoding, ModelShapes, OutputParser};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use super::{Candidate, DeviceDecoding, ModelShapes, OutputParser, MAX_OUTPUT_VALUES};
+use crate::spec::{ChannelOrder, InputSpec, ResizeMode, MAX_TENSOR_SIDE};
 
 const STRIDES: [u32; 3] = [8, 16, 32];
 
@@ -46,6 +46,13 @@ impl YoloxParser {
                  export the model with a fixed input size (for example 416x416)"
             ));
         };
+        // Bounds the anchors made below (trtinfer refuses such inputs
+        // before, but the parser must not rely on it).
+        if width > MAX_TENSOR_SIDE || height > MAX_TENSOR_SIDE {
+            return Err(format!(
+                "yolox supports inputs of at most {MAX_TENSOR_SIDE} on a side, the model's is {height}x{width}"
+            ));
+        }
         if width % 32 != 0 || height % 32 != 0 {
             return Err(format!(
                 "yolox needs input height and width that are multiples of 32, the model's are {height}x{width}"
@@ -76,6 +83,16 @@ impl YoloxParser {
             return Err(format!(
                 "yolox with a {height}x{width} input has output [N, {}, 5 + classes], the model's output is {output:?}",
                 anchors.len()
+            ));
+        }
+        // A huge class count would overflow the output's size (and its
+        // buffers): refuse it here, saying so.
+        let values = (anchors.len() as u64).checked_mul(cols.unwrap_or(0) as u64);
+        if values.is_none_or(|v| v > MAX_OUTPUT_VALUES) {
+            return Err(format!(
+                "the model's output {output:?} has more than {MAX_OUTPUT_VALUES} values per frame: \
+                 at most {} classes are supported with a {height}x{width} input",
+                MAX_OUTPUT_VALUES / anchors.len() as u64 - 5
             ));
         }
         Ok(Self {
@@ -191,5 +208,40 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("fixed input height and width"), "{e}");
+    }
+
+    /// Found by the `yolox_decode` fuzzer: a fixed input 2936012864 high
+    /// (a multiple of 32 that fits u32) made ~10^10 anchors before the
+    /// output was looked at. trtinfer's model check refuses it first; the
+    /// parser now does too.
+    #[test]
+    fn refuses_huge_inputs_before_making_anchors() {
+        let e = YoloxParser::new(&shapes([1, 3, 2936012864, 64], [23643898043695105, 0, 7]))
+            .err()
+            .unwrap();
+        assert!(e.contains("at most 8192 on a side"), "{e}");
+        assert!(YoloxParser::new(&shapes([1, 3, 8192, 8192], [1, 1376256, 6])).is_ok());
+    }
+
+    /// Found by the `model_shapes` fuzzer: a 416x416 model whose output
+    /// claims 0x0300000000000055 columns passed every check, and
+    /// `output_len` (3549 rows x that) overflowed: a panic with overflow
+    /// checks, else a wrapped size for the output buffers and slices.
+    #[test]
+    fn refuses_outputs_whose_size_overflows() {
+        let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 0x0300000000000055]))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("more than 67108864 values per frame: at most 18904 classes"),
+            "{e}"
+        );
+        let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, i64::MAX]))
+            .err()
+            .unwrap();
+        assert!(e.contains("more than 67108864 values"), "{e}");
+        let p = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18909])).unwrap();
+        assert_eq!(p.output_len(), 3549 * 18909);
+        assert!(YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18910])).is_err());
     }
 }

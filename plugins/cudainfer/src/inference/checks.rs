@@ -1,0 +1,181 @@
+//! The pure part of loading a model: reading the labels file's bytes and
+//! deciding whether the model's inputs and outputs, as ONNX Runtime
+//! describes them, fit a family. Plain data in, a decision out, so that
+//! unit tests and fuzzers (`internals` feature) reach it without a session.
+
+use super::{MAX_INPUT_VALUES, MAX_LABELS_BYTES};
+
+/// Why a labels file's bytes are not a labels file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelsError {
+    /// More than [`MAX_LABELS_BYTES`].
+    TooLarge,
+    /// Not UTF-8 text; the reason.
+    NotUtf8(String),
+}
+
+/// A labels file's contents: line `i` names class `i`; a blank line is an
+/// unnamed class (class-<id>), so it keeps its place. Blank lines at the end
+/// name nothing. Names are trimmed. At most [`MAX_LABELS_BYTES`].
+pub fn parse_labels(bytes: &[u8]) -> Result<Vec<String>, LabelsError> {
+    if bytes.len() as u64 > MAX_LABELS_BYTES {
+        return Err(LabelsError::TooLarge);
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| LabelsError::NotUtf8(e.to_string()))?;
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(|l| l.is_empty()) {
+        labels.pop();
+    }
+    Ok(labels)
+}
+
+/// One input or output of a model, as ONNX Runtime describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelValue {
+    pub name: String,
+    pub kind: ValueKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A tensor: ONNX's name of its element type as export tools print it
+    /// ("float32", "float16", ...) and its shape (`-1` for a symbolic
+    /// dimension).
+    Tensor { element: String, shape: Vec<i64> },
+    /// Not a tensor (a sequence, a map...): how ONNX Runtime describes it.
+    Other(String),
+}
+
+impl ModelValue {
+    /// The shape, for a tensor.
+    pub fn tensor_shape(&self) -> Option<&[i64]> {
+        match &self.kind {
+            ValueKind::Tensor { shape, .. } => Some(shape),
+            ValueKind::Other(_) => None,
+        }
+    }
+}
+
+/// Checks `value` is a float32 tensor; `role` is "input" or "output".
+fn check_float32(value: &ModelValue, role: &str, family: &str) -> Result<(), String> {
+    match &value.kind {
+        ValueKind::Tensor { element, .. } if element == "float32" => Ok(()),
+        ValueKind::Tensor { element, .. } => Err(format!(
+            "the model's {role} '{}' is {element} but model-type={family} {}: export the model with a float32 {role}",
+            value.name,
+            if role == "input" {
+                "takes float32 (cudapreprocess makes float32 tensors)"
+            } else {
+                "needs float32"
+            }
+        )),
+        ValueKind::Other(other) => Err(format!(
+            "the model's {role} '{}' is {other}, not a tensor: model-type={family} needs a float32 tensor",
+            value.name
+        )),
+    }
+}
+
+/// What every family needs of the model's inputs and outputs, checked once
+/// at load so that a wrong export fails here and says why, not inside ONNX
+/// Runtime at the first frame.
+pub fn check_model_io(
+    inputs: &[ModelValue],
+    outputs: &[ModelValue],
+    family: &str,
+) -> Result<(), String> {
+    if inputs.len() != 1 {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
+        return Err(format!(
+            "the model has {} inputs ({}) but model-type={family} takes exactly one, the image",
+            inputs.len(),
+            names.join(", ")
+        ));
+    }
+    let Some(output) = outputs.first() else {
+        return Err("the model has no output".into());
+    };
+    check_float32(&inputs[0], "input", family)?;
+    check_float32(output, "output", family)?;
+    check_input_size(inputs[0].tensor_shape().unwrap_or_default())
+}
+
+/// Refuses inputs that would take gigabytes per frame (a mistyped export):
+/// the model and the pre-processing would allocate them before any error.
+pub fn check_input_size(shape: &[i64]) -> Result<(), String> {
+    let side = crate::spec::MAX_TENSOR_SIDE as i64;
+    if let [_, _, h, w] = shape {
+        if *h > side || *w > side {
+            return Err(format!(
+                "the model's input is {h}x{w} (height x width): at most {side} on a side is supported"
+            ));
+        }
+    }
+    let values = shape
+        .iter()
+        .skip(1)
+        .filter(|&&d| d > 0)
+        .fold(1u64, |n, &d| n.saturating_mul(d as u64));
+    if values > MAX_INPUT_VALUES {
+        return Err(format!(
+            "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_label_lines_keep_their_class_id() {
+        let labels = parse_labels(b"person\n\ncar\r\n  \nbus\n\n\n").unwrap();
+        assert_eq!(labels, ["person", "", "car", "", "bus"]);
+        assert_eq!(parse_labels(b"a\nb").unwrap(), ["a", "b"]);
+        assert!(parse_labels(b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn labels_must_be_small_utf8() {
+        assert!(matches!(
+            parse_labels(b"person\n\xff\n"),
+            Err(LabelsError::NotUtf8(_))
+        ));
+        let big = vec![b'\n'; MAX_LABELS_BYTES as usize + 1];
+        assert_eq!(parse_labels(&big), Err(LabelsError::TooLarge));
+    }
+
+    fn tensor(name: &str, element: &str, shape: &[i64]) -> ModelValue {
+        ModelValue {
+            name: name.into(),
+            kind: ValueKind::Tensor {
+                element: element.into(),
+                shape: shape.to_vec(),
+            },
+        }
+    }
+
+    #[test]
+    fn model_io_decisions() {
+        let image = [tensor("images", "float32", &[1, 3, 416, 416])];
+        let output = [tensor("output", "float32", &[1, 3549, 85])];
+        assert_eq!(check_model_io(&image, &output, "yolox"), Ok(()));
+        let e = check_model_io(&[], &output, "yolox").unwrap_err();
+        assert!(e.contains("has 0 inputs ()"), "{e}");
+        let e = check_model_io(&image, &[], "yolox").unwrap_err();
+        assert_eq!(e, "the model has no output");
+        let half = [tensor("output", "float16", &[1, 3549, 85])];
+        let e = check_model_io(&image, &half, "yolox").unwrap_err();
+        assert!(e.contains("'output' is float16"), "{e}");
+        let seq = [ModelValue {
+            name: "images".into(),
+            kind: ValueKind::Other("Sequence".into()),
+        }];
+        let e = check_model_io(&seq, &output, "yolox").unwrap_err();
+        assert!(e.contains("not a tensor"), "{e}");
+        let huge = [tensor("images", "float32", &[1, 3, 8192, 8192])];
+        let e = check_model_io(&huge, &output, "yolox").unwrap_err();
+        assert!(e.contains("201326592 values"), "{e}");
+    }
+}
