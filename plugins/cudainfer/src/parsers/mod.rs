@@ -1,10 +1,13 @@
 //! Model families: what input each wants (its preset) and how its raw output
-//! becomes detection candidates. Adding a family means adding a module here
-//! and a [`ModelType`] value; the `trtinfer` element does not change.
+//! becomes detection candidates, on the host and, with its own kernel, on
+//! the GPU. Adding a family means adding a module here and a [`ModelType`]
+//! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod nms;
 pub mod yolox;
 
+use crate::cuda::Gpu;
+use crate::inference::device::DeviceDecoder;
 use crate::spec::InputSpec;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
@@ -80,22 +83,12 @@ pub trait OutputParser: Send + Sync {
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate>;
     /// Number of f32 values one image's output has.
     fn output_len(&self) -> usize;
-    /// How the GPU decodes this family's output, where it has a kernel for
-    /// it; `None` decodes on the host.
-    fn device_decoding(&self) -> Option<DeviceDecoding> {
+    /// The family's decoder of outputs on `gpu`, which gives the same
+    /// candidates as [`Self::decode`], where it has a kernel; `None` decodes
+    /// on the host. The error says why it cannot be made.
+    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
         None
     }
-}
-
-/// What a family's GPU decoding kernel needs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceDecoding {
-    /// `cuda/kernels/yolox_decode.cu`: per output row, grid x, grid y and
-    /// stride.
-    Yolox {
-        anchors: Vec<[f32; 3]>,
-        num_classes: usize,
-    },
 }
 
 /// Builds the parser for `model_type`, checking that the model's shapes fit

@@ -1,5 +1,5 @@
 //! Executes a [`Plan`] on frames in CUDA memory with one kernel launch per
-//! frame (`cuda/kernels/preprocess.cu`). The filter tables are the CPU
+//! frame (`preprocess.cu`). The filter tables are the CPU
 //! path's, uploaded once per caps, so both compute the same function.
 
 use std::sync::{Arc, LazyLock, Mutex, Once};
@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::{AxisTaps, Plan};
+use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
 use crate::cuda::{DeviceTensor, Gpu, TensorPool};
 use crate::tensor_meta::{Tensor, TensorStorage};
@@ -50,6 +51,11 @@ fn log_producer_wait() {
         }
     });
 }
+
+const KERNEL: KernelSource = KernelSource {
+    sources: &[include_str!("preprocess.cu")],
+    name: "preprocess",
+};
 
 /// Mirrors `AxisTable` in preprocess.cu.
 #[repr(C)]
@@ -144,7 +150,7 @@ pub struct CudaPreprocessor {
 
 impl CudaPreprocessor {
     pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
-        let kernel = gpu.kernels()?.preprocess.clone();
+        let kernel = gpu.kernel(KERNEL)?;
         let mut tables = Tables::default();
         let mut params = PreprocessParams::default();
         for (dst, c) in params.comp.iter_mut().zip(&plan.components) {

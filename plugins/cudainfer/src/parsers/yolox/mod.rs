@@ -4,10 +4,22 @@
 //! order, row-major; each row is `[px, py, pw, ph, objectness, classes...]`,
 //! already sigmoid-activated. `cx = (px + gx) * s`, `w = exp(pw) * s`,
 //! score = objectness * class score, one candidate per class above threshold
-//! (class-wise NMS follows).
+//! (class-wise NMS follows). `decode.cu` does the same on the GPU.
 
-use super::{Candidate, DeviceDecoding, ModelShapes, OutputParser};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+};
+
+use super::{Candidate, ModelShapes, OutputParser};
+use crate::cuda::device::KernelSource;
+use crate::cuda::Gpu;
+use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
 use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+
+const KERNEL: KernelSource = KernelSource {
+    sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
+    name: "yolox_decode",
+};
 
 const STRIDES: [u32; 3] = [8, 16, 32];
 
@@ -108,15 +120,24 @@ impl OutputParser for YoloxParser {
         self.anchors.len() * (5 + self.num_classes)
     }
 
-    fn device_decoding(&self) -> Option<DeviceDecoding> {
-        Some(DeviceDecoding::Yolox {
-            anchors: self
-                .anchors
-                .iter()
-                .map(|a| [a.gx, a.gy, a.stride])
-                .collect(),
-            num_classes: self.num_classes,
-        })
+    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+        let flat: Vec<f32> = self
+            .anchors
+            .iter()
+            .flat_map(|a| [a.gx, a.gy, a.stride])
+            .collect();
+        Some(
+            gpu.stream()
+                .clone_htod(&flat)
+                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))
+                .map(|anchors| {
+                    Box::new(YoloxDeviceDecoder {
+                        anchors,
+                        rows: self.anchors.len(),
+                        num_classes: self.num_classes,
+                    }) as Box<dyn DeviceDecoder>
+                }),
+        )
     }
 
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {
@@ -147,6 +168,57 @@ impl OutputParser for YoloxParser {
             }
         }
         out
+    }
+}
+
+/// `decode.cu`, with the anchors on the GPU.
+struct YoloxDeviceDecoder {
+    /// Per output row: grid x, grid y and stride.
+    anchors: CudaSlice<f32>,
+    rows: usize,
+    num_classes: usize,
+}
+
+impl DeviceDecoder for YoloxDeviceDecoder {
+    fn kernel(&self) -> KernelSource {
+        KERNEL
+    }
+
+    fn output_dims(&self) -> Vec<usize> {
+        vec![self.rows, 5 + self.num_classes]
+    }
+
+    fn positions(&self) -> usize {
+        self.rows
+    }
+
+    fn max_candidates(&self) -> usize {
+        self.rows * self.num_classes
+    }
+
+    unsafe fn launch(
+        &self,
+        stream: &CudaStream,
+        kernel: &CudaFunction,
+        config: LaunchConfig,
+        output: u64,
+        targets: CandidateTargets,
+    ) -> Result<(), DriverError> {
+        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
+        let anchors = self.anchors.device_ptr(stream).0;
+        // SAFETY: the caller's output and targets; the anchors hold rows x 3
+        // floats on the same GPU.
+        unsafe {
+            stream
+                .launch_builder(kernel)
+                .arg(&output)
+                .arg(&anchors)
+                .arg(&rows)
+                .arg(&classes)
+                .arg(&targets)
+                .launch(config)
+        }
+        .map(drop)
     }
 }
 
