@@ -4,6 +4,7 @@
 //! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod nms;
+pub mod yolov8;
 pub mod yolox;
 
 use crate::cuda::Gpu;
@@ -20,6 +21,11 @@ pub enum ModelType {
         nick = "yolox"
     )]
     Yolox = 0,
+    #[enum_value(
+        name = "Ultralytics YOLOv8/YOLO11/YOLOv12: centred letterbox RGB 0..1 input, [N, 4 + classes, anchors] output",
+        nick = "yolov8"
+    )]
+    Yolov8 = 1,
 }
 
 /// One detection before NMS, in tensor pixel coordinates.
@@ -99,7 +105,36 @@ pub fn new_parser(
 ) -> Result<Box<dyn OutputParser>, String> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
+        ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
     }
+}
+
+/// The strides of the three output grids of YOLOX and Ultralytics
+/// detectors, finest first.
+const STRIDES: [u32; 3] = [8, 16, 32];
+
+/// (width, height) of an NCHW image input `[N, 3, H, W]` with a fixed size
+/// that the strides divide, as the grid-based families need; the error
+/// says what does not fit, naming `family`.
+fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
+    if input.len() != 4 || input[1] != 3 {
+        return Err(format!(
+            "{family} expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
+        ));
+    }
+    let fixed = |i: usize| u32::try_from(input[i]).ok().filter(|&d| d > 0);
+    let (Some(height), Some(width)) = (fixed(2), fixed(3)) else {
+        return Err(format!(
+            "{family} needs a fixed input height and width, the model's input is {input:?}: \
+             export the model with a fixed input size (for example 416x416)"
+        ));
+    };
+    if width % 32 != 0 || height % 32 != 0 {
+        return Err(format!(
+            "{family} needs input height and width that are multiples of 32, the model's are {height}x{width}"
+        ));
+    }
+    Ok((width, height))
 }
 
 #[cfg(test)]

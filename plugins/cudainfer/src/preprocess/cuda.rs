@@ -90,6 +90,8 @@ struct PreprocessParams {
     content_h: i32,
     tensor_w: i32,
     tensor_h: i32,
+    content_x: i32,
+    content_y: i32,
     is_yuv: i32,
     y_offset: f32,
     y_gain: f32,
@@ -170,6 +172,8 @@ impl CudaPreprocessor {
         let spec = &plan.spec;
         params.content_w = plan.geometry.content_width as i32;
         params.content_h = plan.geometry.content_height as i32;
+        params.content_x = plan.geometry.content_x as i32;
+        params.content_y = plan.geometry.content_y as i32;
         params.tensor_w = spec.width as i32;
         params.tensor_h = spec.height as i32;
         if let Some(yuv) = &plan.yuv {

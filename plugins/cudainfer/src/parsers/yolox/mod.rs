@@ -10,7 +10,7 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
 
-use super::{Candidate, ModelShapes, OutputParser};
+use super::{grid_input_size, Candidate, ModelShapes, OutputParser, STRIDES};
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
@@ -20,8 +20,6 @@ const KERNEL: KernelSource = KernelSource {
     sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
     name: "yolox_decode",
 };
-
-const STRIDES: [u32; 3] = [8, 16, 32];
 
 /// One anchor point: grid cell and stride.
 #[derive(Debug, Clone, Copy)]
@@ -37,32 +35,9 @@ pub struct YoloxParser {
     num_classes: usize,
 }
 
-fn fixed_dim(shape: &[i64], i: usize) -> Option<u32> {
-    shape
-        .get(i)
-        .and_then(|&d| u32::try_from(d).ok())
-        .filter(|&d| d > 0)
-}
-
 impl YoloxParser {
     pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
-        let input = &shapes.input;
-        if input.len() != 4 || input[1] != 3 {
-            return Err(format!(
-                "yolox expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
-            ));
-        }
-        let (Some(height), Some(width)) = (fixed_dim(input, 2), fixed_dim(input, 3)) else {
-            return Err(format!(
-                "yolox needs a fixed input height and width, the model's input is {input:?}: \
-                 export the model with a fixed input size (for example 416x416)"
-            ));
-        };
-        if width % 32 != 0 || height % 32 != 0 {
-            return Err(format!(
-                "yolox needs input height and width that are multiples of 32, the model's are {height}x{width}"
-            ));
-        }
+        let (width, height) = grid_input_size("yolox", &shapes.input)?;
         let anchors: Vec<Anchor> = STRIDES
             .iter()
             .flat_map(|&s| {
