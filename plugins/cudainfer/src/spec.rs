@@ -46,6 +46,13 @@ pub enum ResizeMode {
         nick = "stretch"
     )]
     Stretch = 2,
+    /// Ultralytics' placement: the padding split evenly between both sides
+    /// (the odd pixel right or bottom).
+    #[enum_value(
+        name = "Letterbox centred: keep aspect ratio, image in the middle, pad both sides",
+        nick = "letterbox-centred"
+    )]
+    LetterboxCentred = 3,
 }
 
 /// Everything the pre-processing needs to know about the model input.

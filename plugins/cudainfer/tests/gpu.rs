@@ -242,10 +242,17 @@ impl Agreement {
     }
 }
 
+/// YOLOX-nano, the model of most GPU checks.
+fn yolox() -> String {
+    format!("model={}", model())
+}
+
 /// Runs dog_1080p.mp4 (its first `frames` if given) through `cudapreprocess
-/// ! trtinfer {properties}` with `providers=cuda {cuda_properties}` and
-/// with `providers=cpu`, and matches each frame's detections at `tolerance`.
+/// ! trtinfer {model} {properties}` with `providers=cuda {cuda_properties}`
+/// and with `providers=cpu`, and matches each frame's detections at
+/// `tolerance`. `model` sets the model (and its model-type).
 fn gpu_against_cpu_detections(
+    model: &str,
     properties: &str,
     cuda_properties: &str,
     frames: Option<usize>,
@@ -253,8 +260,7 @@ fn gpu_against_cpu_detections(
 ) -> Agreement {
     let infer = |more: &str| {
         format!(
-            "cudapreprocess ! trtinfer model={} labels={} {properties} {more}",
-            model(),
+            "cudapreprocess ! trtinfer {model} labels={} {properties} {more}",
             labels()
         )
     };
@@ -280,9 +286,32 @@ fn cuda_detections_equal_cpu_detections() {
     if !gpu_available() {
         return;
     }
-    let a = gpu_against_cpu_detections("", "", None, Tolerance::iou(0.95));
+    let a = gpu_against_cpu_detections(&yolox(), "", "", None, Tolerance::iou(0.95));
     println!(
         "VERDICT detection-equality frames={} detections={} min_iou={:.4} max_conf_diff={:.1e}",
+        a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
+    );
+    assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
+    assert!(a.detections >= 900, "dog, bicycle and car in every frame");
+}
+
+/// The Ultralytics family (yolov8 decoding kernel, centred letterbox in the
+/// pre-processing kernel) against its CPU path, with YOLOv12-nano.
+#[test]
+fn yolov8_cuda_detections_equal_cpu_detections() {
+    if !gpu_available() {
+        return;
+    }
+    let yolov12n = shared_dir().join("models/yolov12n.onnx");
+    let a = gpu_against_cpu_detections(
+        &format!("model={} model-type=yolov8", yolov12n.display()),
+        "",
+        "",
+        None,
+        Tolerance::iou(0.95),
+    );
+    println!(
+        "VERDICT yolov8-detection-equality frames={} detections={} min_iou={:.4} max_conf_diff={:.1e}",
         a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
     );
     assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
@@ -296,7 +325,7 @@ fn tf32_detections_match_cpu_detections() {
     if !gpu_available() {
         return;
     }
-    let a = gpu_against_cpu_detections("", "tf32=true", None, Tolerance::iou(0.7));
+    let a = gpu_against_cpu_detections(&yolox(), "", "tf32=true", None, Tolerance::iou(0.7));
     println!(
         "VERDICT tf32-detections frames={} detections={} min_iou={:.4} max_conf_diff={:.1e}",
         a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
@@ -314,6 +343,7 @@ fn max_detections_equal_cpu(name: &str, confidence: f32, max_detections: usize) 
     }
     const FRAMES: usize = 48;
     let a = gpu_against_cpu_detections(
+        &yolox(),
         &format!(
             "confidence-threshold={confidence} max-detections={max_detections} nms-threshold={NMS}"
         ),

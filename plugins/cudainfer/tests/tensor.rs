@@ -1,7 +1,7 @@
 //! The tensor cudapreprocess attaches, checked against an independent,
 //! direct (non-separable, f64) computation of the documented definition:
 //! triangle filter widened on downscale, per-plane chroma siting, colour
-//! matrix, letterbox/stretch, normalisation, NCHW.
+//! matrix, letterbox (top-left or centred)/stretch, normalisation, NCHW.
 
 mod common;
 
@@ -81,6 +81,9 @@ struct Case {
     properties: &'static [(&'static str, &'static str)],
     tensor: (usize, usize),
     letterbox: bool,
+    /// Letterbox content in the middle, the padding split evenly (the odd
+    /// pixel right or bottom); else at the top-left.
+    centred: bool,
     bgr: bool,
     pixel_scale: f64,
     mean: [f64; 3],
@@ -127,17 +130,28 @@ fn content(case: &Case) -> (usize, usize) {
     )
 }
 
+/// Top-left pixel of the content in the tensor.
+fn content_origin(case: &Case) -> (usize, usize) {
+    let (cw, ch) = content(case);
+    if case.centred {
+        ((case.tensor.0 - cw) / 2, (case.tensor.1 - ch) / 2)
+    } else {
+        (0, 0)
+    }
+}
+
 /// Compares with `expected_rgb(x, y)` (0..255 RGB at content pixel x, y).
 fn check(case: &Case, got: &[f32], expected_rgb: impl Fn(usize, usize) -> [f64; 3]) {
     let (tw, th) = case.tensor;
     let (cw, ch) = content(case);
+    let (ox, oy) = content_origin(case);
     let order = if case.bgr { [2, 1, 0] } else { [0, 1, 2] };
     let mut max_diff = 0f64;
     for y in 0..th {
         for x in 0..tw {
-            let inside = x < cw && y < ch;
+            let inside = (ox..ox + cw).contains(&x) && (oy..oy + ch).contains(&y);
             let rgb = if inside {
-                expected_rgb(x, y)
+                expected_rgb(x - ox, y - oy)
             } else {
                 [case.pad; 3]
             };
@@ -182,6 +196,7 @@ fn yolox_like(caps: &'static str) -> Case {
         properties: YOLOX_LIKE,
         tensor: (416, 416),
         letterbox: true,
+        centred: false,
         bgr: true,
         pixel_scale: 1.0,
         mean: [0.0; 3],
@@ -198,11 +213,40 @@ fn imagenet_like(caps: &'static str) -> Case {
         properties: IMAGENET_LIKE,
         tensor: (320, 256),
         letterbox: false,
+        centred: false,
         bgr: false,
         pixel_scale: 1.0 / 255.0,
         mean: [0.485, 0.456, 0.406],
         std: [0.229, 0.224, 0.225],
         pad: 0.0,
+    }
+}
+
+const ULTRALYTICS_LIKE: &[(&str, &str)] = &[
+    ("width", "320"),
+    ("height", "320"),
+    ("resize-mode", "letterbox-centred"),
+    ("channel-order", "rgb"),
+    ("pixel-scale", "0.00392156862745098"),
+    ("pad-value", "114"),
+];
+
+/// 641x479 into 320x320: 320x239 of content, 81 rows of padding, 40 above
+/// and 41 below.
+fn ultralytics_like(caps: &'static str) -> Case {
+    Case {
+        caps,
+        width: 641,
+        height: 479,
+        properties: ULTRALYTICS_LIKE,
+        tensor: (320, 320),
+        letterbox: true,
+        centred: true,
+        bgr: false,
+        pixel_scale: 1.0 / 255.0,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        pad: 114.0,
     }
 }
 
@@ -223,6 +267,11 @@ fn check_rgb(case: Case) {
     let (cw, ch) = content(&case);
     assert_eq!(transform.scale_x, cw as f32 / 641.0);
     assert_eq!(transform.scale_y, ch as f32 / 479.0);
+    let (ox, oy) = content_origin(&case);
+    assert_eq!(
+        (transform.offset_x, transform.offset_y),
+        (ox as f32, oy as f32)
+    );
     let out = (cw, ch);
     let extent = (641.0, 479.0);
     let plane = |offset| Plane {
@@ -295,6 +344,35 @@ fn nv12_letterbox_at_an_odd_size() {
 #[test]
 fn nv12_stretch_with_mean_and_std() {
     check_nv12(imagenet_like(NV12_CAPS));
+}
+
+#[test]
+fn rgb_letterbox_centred_pads_both_sides() {
+    let case = ultralytics_like(RGB_CAPS);
+    assert_eq!(content(&case), (320, 239));
+    assert_eq!(content_origin(&case), (0, 40));
+    let size = video_info(case.caps).size();
+    let (got, _) = run_case(&case, gst::Buffer::from_slice(noise(size, 5)));
+    // Whole rows of 114 / 255 above (40) and below (41) the picture, none
+    // inside it (noise is never 114 over a whole row).
+    let is_pad = |v: f32| (v - 114.0 / 255.0).abs() < 1e-6;
+    let padded: Vec<usize> = (0..320)
+        .filter(|&y| {
+            (0..3).all(|c| {
+                got[c * 320 * 320 + y * 320..][..320]
+                    .iter()
+                    .all(|&v| is_pad(v))
+            })
+        })
+        .collect();
+    let expected: Vec<usize> = (0..40).chain(279..320).collect();
+    assert_eq!(padded, expected);
+    check_rgb(case);
+}
+
+#[test]
+fn nv12_letterbox_centred() {
+    check_nv12(ultralytics_like(NV12_CAPS));
 }
 
 #[test]

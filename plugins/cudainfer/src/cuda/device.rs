@@ -1,26 +1,32 @@
 //! The CUDA device: its primary context (the one ONNX Runtime's CUDA provider
 //! uses, so GStreamer is given the same one), one stream on which
-//! pre-processing, inference and output decoding are ordered, and our kernels.
+//! pre-processing, inference and output decoding are ordered, and the
+//! kernels its users bring, compiled once each.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::CompileOptions;
 
-const PREPROCESS_SOURCE: &str = include_str!("kernels/preprocess.cu");
-const YOLOX_DECODE_SOURCE: &str = include_str!("kernels/yolox_decode.cu");
-
-/// Our kernels, compiled for this device.
-pub struct Kernels {
-    pub preprocess: CudaFunction,
-    pub yolox_decode: CudaFunction,
+/// A kernel to compile: CUDA C++ sources, compiled as one translation unit
+/// in this order (shared helpers first), and the `extern "C"` function to
+/// load from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KernelSource {
+    pub sources: &'static [&'static str],
+    pub name: &'static str,
 }
 
 pub struct Gpu {
     ordinal: usize,
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    kernels: OnceLock<Result<Kernels, String>>,
+    /// NVRTC's architecture name for this device, or why there is none.
+    arch: OnceLock<Result<&'static str, String>>,
+    /// Every kernel asked for, compiled or why not: each is compiled once
+    /// per device and process, however many elements use it.
+    kernels: Mutex<HashMap<KernelSource, Result<CudaFunction, String>>>,
 }
 
 /// One [`Gpu`] per device for the whole process: the primary context stays
@@ -60,7 +66,8 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
         ordinal,
         ctx,
         stream,
-        kernels: OnceLock::new(),
+        arch: OnceLock::new(),
+        kernels: Mutex::new(HashMap::new()),
     });
     gpus.push(gpu.clone());
     Ok(gpu)
@@ -85,44 +92,50 @@ impl Gpu {
         self.ctx.cu_device()
     }
 
-    /// The kernels, compiled on first use.
-    pub fn kernels(&self) -> Result<&Kernels, String> {
-        self.kernels
-            .get_or_init(|| self.compile())
-            .as_ref()
-            .map_err(Clone::clone)
+    /// The kernel `source` describes, compiled on first use.
+    pub fn kernel(&self, source: KernelSource) -> Result<CudaFunction, String> {
+        let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
+        kernels
+            .entry(source)
+            .or_insert_with(|| self.compile(source))
+            .clone()
     }
 
-    fn compile(&self) -> Result<Kernels, String> {
-        // SAFETY: only tries to dlopen the library.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err("the CUDA runtime compiler NVRTC (libnvrtc.so) is not installed; \
-                        install CUDA's nvrtc library (package cuda-nvrtc) so the kernels can be compiled"
-                .into());
-        }
-        let (major, minor) = self
-            .ctx
-            .compute_capability()
-            .map_err(|e| format!("cannot query the GPU: {e}"))?;
-        // NVRTC wants a 'static name; one per device and process.
-        let arch: &'static str = Box::leak(format!("compute_{major}{minor}").into_boxed_str());
-        let load = |source: &str, name: &str| -> Result<CudaFunction, String> {
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(
-                source,
-                CompileOptions {
-                    arch: Some(arch),
-                    ..Default::default()
-                },
-            )
-            .map_err(|e| format!("NVRTC cannot compile the {name} kernel: {e}"))?;
-            self.ctx
-                .load_module(ptx)
-                .and_then(|m| m.load_function(name))
-                .map_err(|e| format!("cannot load the {name} kernel: {e}"))
-        };
-        Ok(Kernels {
-            preprocess: load(PREPROCESS_SOURCE, "preprocess")?,
-            yolox_decode: load(YOLOX_DECODE_SOURCE, "yolox_decode")?,
-        })
+    fn arch(&self) -> Result<&'static str, String> {
+        self.arch
+            .get_or_init(|| {
+                // SAFETY: only tries to dlopen the library.
+                if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                    return Err("the CUDA runtime compiler NVRTC (libnvrtc.so) is not installed; \
+                                install CUDA's nvrtc library (package cuda-nvrtc) so the kernels can be compiled"
+                        .into());
+                }
+                let (major, minor) = self
+                    .ctx
+                    .compute_capability()
+                    .map_err(|e| format!("cannot query the GPU: {e}"))?;
+                // NVRTC wants a 'static name; one per device and process.
+                Ok(Box::leak(
+                    format!("compute_{major}{minor}").into_boxed_str(),
+                ))
+            })
+            .clone()
+    }
+
+    fn compile(&self, source: KernelSource) -> Result<CudaFunction, String> {
+        let arch = self.arch()?;
+        let name = source.name;
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(
+            source.sources.concat(),
+            CompileOptions {
+                arch: Some(arch),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("NVRTC cannot compile the {name} kernel: {e}"))?;
+        self.ctx
+            .load_module(ptx)
+            .and_then(|m| m.load_function(name))
+            .map_err(|e| format!("cannot load the {name} kernel: {e}"))
     }
 }

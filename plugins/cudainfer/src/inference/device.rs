@@ -2,27 +2,91 @@
 //! as device memory (no copy), the output stays on the GPU, where a kernel
 //! decodes it and drops what is under the confidence threshold; only the
 //! surviving candidates are copied to the host.
+//!
+//! A model family brings its decoding kernel ([`DeviceDecoder`]), which only
+//! writes candidate records through `candidates.cu`; the buffers, the
+//! counts, the max-detections second pass, the copy and the order are the
+//! same for every family and live here.
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
+};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{Shape, TensorRefMut};
 use ort::AsPointer;
 
+use crate::cuda::device::KernelSource;
 use crate::cuda::{DeviceTensor, Gpu};
-use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, DeviceDecoding};
+use crate::parsers::{keep_most_confident, Candidate, DecodeLimits};
 
-/// Floats per candidate record written by the decoding kernel.
+/// The candidate helpers every decoding kernel is compiled with: a
+/// family's [`KernelSource`] lists this first, then its own source.
+pub const CANDIDATES_CUDA: &str = include_str!("candidates.cu");
+
+/// Floats per candidate record (`CANDIDATE_RECORD` in candidates.cu).
 const RECORD: usize = 8;
 
-/// Confidence bins of the kernel's per-image histograms (`YOLOX_BINS` in
-/// yolox_decode.cu): bin b holds b / BINS <= confidence < (b + 1) / BINS.
+/// Confidence bins of the per-image histograms (`CANDIDATE_BINS` in
+/// candidates.cu): bin b holds b / BINS <= confidence < (b + 1) / BINS.
 const BINS: usize = 2048;
+
+/// Where a decoding kernel writes its candidates, passed to it by value.
+/// Mirrors `CandidateTargets` in candidates.cu (pointers as u64).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct CandidateTargets {
+    thresholds: u64,
+    records: u64,
+    counts: u64,
+    histograms: u64,
+    capacity: u32,
+}
+
+// SAFETY: plain old data with the C layout the kernels expect.
+unsafe impl DeviceRepr for CandidateTargets {}
+// The C struct: four 8-byte pointers and a u32, padded to 8 bytes.
+const _: () = assert!(std::mem::size_of::<CandidateTargets>() == 40);
+
+/// A model family's output decoding on the GPU.
+///
+/// Its kernel runs one thread per output position of each image (the
+/// launch configuration given to [`DeviceDecoder::launch`]: x covers the
+/// positions, y the images) and writes, through the helpers of
+/// [`CANDIDATES_CUDA`], one record per (position, class) whose confidence
+/// is above its image's threshold, with the box in tensor pixels: the same
+/// candidates, with the same arithmetic, as the family's host decoder.
+pub trait DeviceDecoder: Send {
+    /// The kernel, [`CANDIDATES_CUDA`] first among its sources.
+    fn kernel(&self) -> KernelSource;
+    /// The shape of one image's output, which the kernel reads whole.
+    fn output_dims(&self) -> Vec<usize>;
+    /// Output positions (anchors) of one image: one thread each.
+    fn positions(&self) -> usize;
+    /// The most candidates one image can give (every position and class).
+    fn max_candidates(&self) -> usize;
+    /// Queues `kernel` (compiled from [`Self::kernel`]) on `stream` with
+    /// `config` over the output at device address `output`.
+    ///
+    /// # Safety
+    /// `output` holds `config.grid_dim.1` images of [`Self::output_dims`]
+    /// floats on `stream`'s device until the kernel is done, and `targets`
+    /// describes buffers of that many images.
+    unsafe fn launch(
+        &self,
+        stream: &CudaStream,
+        kernel: &CudaFunction,
+        config: LaunchConfig,
+        output: u64,
+        targets: CandidateTargets,
+    ) -> Result<(), DriverError>;
+}
 
 pub struct DeviceRunner {
     gpu: Arc<Gpu>,
+    decoder: Box<dyn DeviceDecoder>,
     decode_kernel: CudaFunction,
     input_name_c: std::ffi::CString,
     memory_info: MemoryInfo<'static>,
@@ -32,9 +96,6 @@ pub struct DeviceRunner {
     bound_batch: usize,
     /// Frames per run (padded up to this); 1 until `warm_up`.
     run_batch: usize,
-    anchors: CudaSlice<f32>,
-    rows: usize,
-    num_classes: usize,
     candidates: CudaSlice<f32>,
     /// Survivors of the batch, then of each image.
     counts: CudaSlice<u32>,
@@ -51,13 +112,9 @@ impl DeviceRunner {
         gpu: Arc<Gpu>,
         session: &Session,
         input_name: &str,
-        decoding: DeviceDecoding,
+        decoder: Box<dyn DeviceDecoder>,
     ) -> Result<Self, String> {
-        let decode_kernel = gpu.kernels()?.yolox_decode.clone();
-        let DeviceDecoding::Yolox {
-            anchors,
-            num_classes,
-        } = decoding;
+        let decode_kernel = gpu.kernel(decoder.kernel())?;
         let memory_info = MemoryInfo::new(
             AllocationDevice::CUDA,
             gpu.ordinal() as i32,
@@ -75,12 +132,9 @@ impl DeviceRunner {
             .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
         let stream = gpu.stream();
         let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
-        let flat: Vec<f32> = anchors.iter().flatten().copied().collect();
-        let rows = anchors.len();
-        let anchors = stream.clone_htod(&flat).map_err(alloc_error)?;
-        // Room for every (row, class) pair: nothing is ever dropped.
+        // Room for every (position, class) pair: nothing is ever dropped.
         let candidates = stream
-            .alloc_zeros::<f32>(rows * num_classes * RECORD)
+            .alloc_zeros::<f32>(decoder.max_candidates() * RECORD)
             .map_err(alloc_error)?;
         // Grown to the batch on first use.
         let counts = stream.alloc_zeros::<u32>(2).map_err(alloc_error)?;
@@ -88,6 +142,7 @@ impl DeviceRunner {
         let histograms = stream.alloc_zeros::<u32>(BINS).map_err(alloc_error)?;
         Ok(Self {
             gpu,
+            decoder,
             decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
                 .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
@@ -96,9 +151,6 @@ impl DeviceRunner {
             output_name,
             bound_batch: 1,
             run_batch: 1,
-            anchors,
-            rows,
-            num_classes,
             candidates,
             counts,
             thresholds,
@@ -136,7 +188,7 @@ impl DeviceRunner {
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
     /// and returns each one's candidates above its confidence threshold, at
     /// most its `max_detections` most confident ([`keep_most_confident`]),
-    /// in output row and class order (as the host decoder gives them). Without a batch
+    /// in output position and class order (as the host decoder gives them). Without a batch
     /// size fixed by `warm_up` one tensor is read in place; otherwise the
     /// tensors are gathered on the GPU into one batch of that size.
     pub fn run(
@@ -248,11 +300,14 @@ impl DeviceRunner {
             .view()
             .downcast::<ort::value::TensorValueType<f32>>()
             .map_err(|e| format!("the model output is not float32: {e}"))?;
-        // The decoding kernel reads batch x rows x (5 + classes) floats: a
+        // The decoding kernel reads the whole of each image's output: a
         // model whose symbolic dimensions resolve otherwise would have it
         // read past the output.
         let actual: Vec<i64> = output.shape().iter().copied().collect();
-        let expected = [shape[0], self.rows, 5 + self.num_classes].map(|d| d as i64);
+        let expected: Vec<i64> = std::iter::once(shape[0])
+            .chain(self.decoder.output_dims())
+            .map(|d| d as i64)
+            .collect();
         if actual != expected {
             return Err(format!(
                 "the model's output shape at run time, {actual:?}, differs from what it declared \
@@ -278,7 +333,7 @@ impl DeviceRunner {
         let copy_error = |e| format!("cannot read the decoded candidates: {e}");
         let mut thresholds: Vec<f32> = limits.iter().map(|l| l.confidence).collect();
         // Without a limit an image can reach, the histograms are not needed.
-        let possible = self.rows * self.num_classes;
+        let possible = self.decoder.max_candidates();
         let mut histogram = limits.iter().any(|l| l.max_detections < possible);
         let total = loop {
             let counts = self.launch_decode(output_ptr, &thresholds, histogram)?;
@@ -336,7 +391,7 @@ impl DeviceRunner {
             .zip(limits)
             .map(|(mut image, limit)| {
                 // The kernel appends in whatever order threads finish; in
-                // (row, class) order, the host path's, ties resolve alike.
+                // (position, class) order, the host path's, ties resolve alike.
                 image.sort_by_key(|(row, c)| (*row, c.class_id));
                 let image = image.into_iter().map(|(_, c)| c).collect();
                 keep_most_confident(image, limit.max_detections)
@@ -381,32 +436,23 @@ impl DeviceRunner {
             // The kernel's "no histogram".
             0u64
         };
-        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
-        let capacity = (self.candidates.len() / RECORD) as u32;
-        let anchors = self.anchors.device_ptr(&stream).0;
-        let thresholds_ptr = self.thresholds.device_ptr(&stream).0;
-        let candidates = self.candidates.device_ptr(&stream).0;
-        let counts = self.counts.device_ptr(&stream).0;
-        let mut config = LaunchConfig::for_num_elems(self.rows as u32);
+        let targets = CandidateTargets {
+            thresholds: self.thresholds.device_ptr(&stream).0,
+            records: self.candidates.device_ptr(&stream).0,
+            counts: self.counts.device_ptr(&stream).0,
+            histograms,
+            capacity: (self.candidates.len() / RECORD) as u32,
+        };
+        let mut config = LaunchConfig::for_num_elems(self.decoder.positions() as u32);
         config.grid_dim.1 = images as u32;
-        // SAFETY: the output holds at least `images` x rows x (5 + classes)
-        // floats (its shape was checked in `infer`), the anchors rows x 3,
-        // the thresholds `images`, the counts 1 + `images`, the histograms
-        // `images` x BINS (or null, which the kernel skips), the candidate
-        // buffer `capacity` records. All on our stream, like the copies.
+        // SAFETY: the output holds at least `images` x output_dims floats
+        // (its shape was checked in `infer`), the thresholds `images`, the
+        // counts 1 + `images`, the histograms `images` x BINS (or null,
+        // which the kernel skips), the candidate buffer `capacity` records.
+        // All on our stream, like the copies.
         unsafe {
-            stream
-                .launch_builder(&self.decode_kernel)
-                .arg(&output_ptr)
-                .arg(&anchors)
-                .arg(&rows)
-                .arg(&classes)
-                .arg(&thresholds_ptr)
-                .arg(&candidates)
-                .arg(&counts)
-                .arg(&capacity)
-                .arg(&histograms)
-                .launch(config)
+            self.decoder
+                .launch(&stream, &self.decode_kernel, config, output_ptr, targets)
         }
         .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
         stream

@@ -314,15 +314,11 @@ impl Detector {
             ));
         }
         let gpu = gpu.filter(|_| active_provider != Provider::Cpu);
-        let device_runner = match (&gpu, parser.device_decoding()) {
-            (Some(gpu), Some(decoding)) => Some(DeviceRunner::new(
-                gpu.clone(),
-                &session,
-                &input_name,
-                decoding,
-            )),
-            _ => None,
-        };
+        let device_runner = gpu.as_ref().and_then(|gpu| {
+            parser.device_decoder(gpu).map(|decoder| {
+                decoder.and_then(|d| DeviceRunner::new(gpu.clone(), &session, &input_name, d))
+            })
+        });
         Ok(Self {
             session,
             input_name,

@@ -1,10 +1,14 @@
 //! Model families: what input each wants (its preset) and how its raw output
-//! becomes detection candidates. Adding a family means adding a module here
-//! and a [`ModelType`] value; the `trtinfer` element does not change.
+//! becomes detection candidates, on the host and, with its own kernel, on
+//! the GPU. Adding a family means adding a module here and a [`ModelType`]
+//! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod nms;
+pub mod yolov8;
 pub mod yolox;
 
+use crate::cuda::Gpu;
+use crate::inference::device::DeviceDecoder;
 use crate::spec::InputSpec;
 
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
@@ -17,6 +21,11 @@ pub enum ModelType {
         nick = "yolox"
     )]
     Yolox = 0,
+    #[enum_value(
+        name = "Ultralytics YOLOv8/YOLO11/YOLOv12: centred letterbox RGB 0..1 input, [N, 4 + classes, anchors] output",
+        nick = "yolov8"
+    )]
+    Yolov8 = 1,
 }
 
 /// One detection before NMS, in tensor pixel coordinates.
@@ -85,22 +94,12 @@ pub trait OutputParser: Send + Sync {
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate>;
     /// Number of f32 values one image's output has.
     fn output_len(&self) -> usize;
-    /// How the GPU decodes this family's output, where it has a kernel for
-    /// it; `None` decodes on the host.
-    fn device_decoding(&self) -> Option<DeviceDecoding> {
+    /// The family's decoder of outputs on `gpu`, which gives the same
+    /// candidates as [`Self::decode`], where it has a kernel; `None` decodes
+    /// on the host. The error says why it cannot be made.
+    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
         None
     }
-}
-
-/// What a family's GPU decoding kernel needs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum DeviceDecoding {
-    /// `cuda/kernels/yolox_decode.cu`: per output row, grid x, grid y and
-    /// stride.
-    Yolox {
-        anchors: Vec<[f32; 3]>,
-        num_classes: usize,
-    },
 }
 
 /// Builds the parser for `model_type`, checking that the model's shapes fit
@@ -111,7 +110,44 @@ pub fn new_parser(
 ) -> Result<Box<dyn OutputParser>, String> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
+        ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
     }
+}
+
+/// The strides of the three output grids of YOLOX and Ultralytics
+/// detectors, finest first.
+const STRIDES: [u32; 3] = [8, 16, 32];
+
+/// (width, height) of an NCHW image input `[N, 3, H, W]` with a fixed size
+/// that the strides divide, as the grid-based families need; the error
+/// says what does not fit, naming `family`.
+fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
+    if input.len() != 4 || input[1] != 3 {
+        return Err(format!(
+            "{family} expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
+        ));
+    }
+    let fixed = |i: usize| u32::try_from(input[i]).ok().filter(|&d| d > 0);
+    let (Some(height), Some(width)) = (fixed(2), fixed(3)) else {
+        return Err(format!(
+            "{family} needs a fixed input height and width, the model's input is {input:?}: \
+             export the model with a fixed input size (for example 416x416)"
+        ));
+    };
+    // Bounds the anchors a family makes from the size (trtinfer refuses
+    // such inputs before, but the parser must not rely on it).
+    if width > crate::spec::MAX_TENSOR_SIDE || height > crate::spec::MAX_TENSOR_SIDE {
+        return Err(format!(
+            "{family} supports inputs of at most {} on a side, the model's is {height}x{width}",
+            crate::spec::MAX_TENSOR_SIDE
+        ));
+    }
+    if width % 32 != 0 || height % 32 != 0 {
+        return Err(format!(
+            "{family} needs input height and width that are multiples of 32, the model's are {height}x{width}"
+        ));
+    }
+    Ok((width, height))
 }
 
 #[cfg(test)]

@@ -65,14 +65,19 @@ impl CpuPreprocessor {
         for (channel, pad) in data.chunks_exact_mut(area).zip(self.plan.pad_values()) {
             channel.fill(pad);
         }
-        let cw = self.plan.geometry.content_width as usize;
+        let g = &self.plan.geometry;
+        let (cw, cx, cy) = (
+            g.content_width as usize,
+            g.content_x as usize,
+            g.content_y as usize,
+        );
         let samples = resampled[0].iter().zip(&resampled[1]).zip(&resampled[2]);
         for (i, ((&a, &b), &c)) in samples.enumerate() {
             let rgb = match &self.plan.yuv {
                 Some(conv) => conv.convert(a, b, c),
                 None => [a, b, c],
             };
-            let at = (i / cw) * tw + i % cw;
+            let at = (cy + i / cw) * tw + cx + i % cw;
             for ch in 0..3 {
                 data[ch * area + at] = rgb[norm.source_channel[ch]] * norm.gain[ch] + norm.bias[ch];
             }

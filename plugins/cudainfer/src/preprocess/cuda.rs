@@ -1,5 +1,5 @@
 //! Executes a [`Plan`] on frames in CUDA memory with one kernel launch per
-//! frame (`cuda/kernels/preprocess.cu`). The filter tables are the CPU
+//! frame (`preprocess.cu`). The filter tables are the CPU
 //! path's, uploaded once per caps, so both compute the same function.
 
 use std::sync::{Arc, LazyLock, Mutex, Once};
@@ -7,6 +7,7 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::{AxisTaps, Plan};
+use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
 use crate::cuda::{DeviceTensor, Gpu, TensorPool};
 use crate::tensor_meta::{Tensor, TensorStorage};
@@ -51,6 +52,11 @@ fn log_producer_wait() {
     });
 }
 
+const KERNEL: KernelSource = KernelSource {
+    sources: &[include_str!("preprocess.cu")],
+    name: "preprocess",
+};
+
 /// Mirrors `AxisTable` in preprocess.cu.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -84,6 +90,8 @@ struct PreprocessParams {
     content_h: i32,
     tensor_w: i32,
     tensor_h: i32,
+    content_x: i32,
+    content_y: i32,
     is_yuv: i32,
     y_offset: f32,
     y_gain: f32,
@@ -144,7 +152,7 @@ pub struct CudaPreprocessor {
 
 impl CudaPreprocessor {
     pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
-        let kernel = gpu.kernels()?.preprocess.clone();
+        let kernel = gpu.kernel(KERNEL)?;
         let mut tables = Tables::default();
         let mut params = PreprocessParams::default();
         for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
@@ -164,6 +172,8 @@ impl CudaPreprocessor {
         let spec = &plan.spec;
         params.content_w = plan.geometry.content_width as i32;
         params.content_h = plan.geometry.content_height as i32;
+        params.content_x = plan.geometry.content_x as i32;
+        params.content_y = plan.geometry.content_y as i32;
         params.tensor_w = spec.width as i32;
         params.tensor_h = spec.height as i32;
         if let Some(yuv) = &plan.yuv {

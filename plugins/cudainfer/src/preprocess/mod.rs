@@ -3,8 +3,10 @@
 //!
 //! Definition (the GPU kernel implements the same one):
 //! - the frame is resized into a `content_width` x `content_height` region at
-//!   the top-left of the tensor (letterbox keeps the aspect ratio, stretch
-//!   fills the tensor); the rest is `pad_value`;
+//!   (`content_x`, `content_y`) of the tensor (letterbox keeps the aspect
+//!   ratio, at the top-left, or centred with the padding split evenly, the
+//!   odd pixel right or bottom; stretch fills the tensor); the rest is
+//!   `pad_value`;
 //! - resampling uses the triangle (bilinear) filter, widened on downscale so
 //!   that every source pixel contributes (antialiasing, as PIL and
 //!   torchvision's `antialias=True` do); on upscale it is plain bilinear with
@@ -142,9 +144,13 @@ impl Plan {
     }
 }
 
-/// Where the frame lands in the tensor.
+/// Where the frame lands in the tensor: a `content_width` x
+/// `content_height` region whose top-left pixel is (`content_x`,
+/// `content_y`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Geometry {
+    pub content_x: u32,
+    pub content_y: u32,
     pub content_width: u32,
     pub content_height: u32,
     pub transform: FrameTransform,
@@ -155,7 +161,7 @@ pub fn geometry(spec: &InputSpec, frame_width: u32, frame_height: u32) -> Geomet
         ResizeMode::Stretch => (spec.width, spec.height),
         // Auto has been resolved by the time a frame arrives; letterbox is the
         // safe reading of it.
-        ResizeMode::Letterbox | ResizeMode::Auto => {
+        ResizeMode::Letterbox | ResizeMode::LetterboxCentred | ResizeMode::Auto => {
             let r = f64::min(
                 spec.width as f64 / frame_width as f64,
                 spec.height as f64 / frame_height as f64,
@@ -165,14 +171,23 @@ pub fn geometry(spec: &InputSpec, frame_width: u32, frame_height: u32) -> Geomet
             (w, h)
         }
     };
+    let (content_x, content_y) = match spec.resize_mode {
+        ResizeMode::LetterboxCentred => (
+            (spec.width - content_width) / 2,
+            (spec.height - content_height) / 2,
+        ),
+        _ => (0, 0),
+    };
     Geometry {
+        content_x,
+        content_y,
         content_width,
         content_height,
         transform: FrameTransform {
             scale_x: content_width as f32 / frame_width as f32,
             scale_y: content_height as f32 / frame_height as f32,
-            offset_x: 0.0,
-            offset_y: 0.0,
+            offset_x: content_x as f32,
+            offset_y: content_y as f32,
             frame_width,
             frame_height,
         },

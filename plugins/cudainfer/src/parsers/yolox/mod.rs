@@ -4,12 +4,22 @@
 //! order, row-major; each row is `[px, py, pw, ph, objectness, classes...]`,
 //! already sigmoid-activated. `cx = (px + gx) * s`, `w = exp(pw) * s`,
 //! score = objectness * class score, one candidate per class above threshold
-//! (class-wise NMS follows).
+//! (class-wise NMS follows). `decode.cu` does the same on the GPU.
 
-use super::{Candidate, DeviceDecoding, ModelShapes, OutputParser, MAX_OUTPUT_VALUES};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode, MAX_TENSOR_SIDE};
+use cudarc::driver::{
+    CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+};
 
-const STRIDES: [u32; 3] = [8, 16, 32];
+use super::{grid_input_size, Candidate, ModelShapes, OutputParser, MAX_OUTPUT_VALUES, STRIDES};
+use crate::cuda::device::KernelSource;
+use crate::cuda::Gpu;
+use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
+use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+
+const KERNEL: KernelSource = KernelSource {
+    sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
+    name: "yolox_decode",
+};
 
 /// One anchor point: grid cell and stride.
 #[derive(Debug, Clone, Copy)]
@@ -25,39 +35,9 @@ pub struct YoloxParser {
     num_classes: usize,
 }
 
-fn fixed_dim(shape: &[i64], i: usize) -> Option<u32> {
-    shape
-        .get(i)
-        .and_then(|&d| u32::try_from(d).ok())
-        .filter(|&d| d > 0)
-}
-
 impl YoloxParser {
     pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
-        let input = &shapes.input;
-        if input.len() != 4 || input[1] != 3 {
-            return Err(format!(
-                "yolox expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
-            ));
-        }
-        let (Some(height), Some(width)) = (fixed_dim(input, 2), fixed_dim(input, 3)) else {
-            return Err(format!(
-                "yolox needs a fixed input height and width, the model's input is {input:?}: \
-                 export the model with a fixed input size (for example 416x416)"
-            ));
-        };
-        // Bounds the anchors made below (trtinfer refuses such inputs
-        // before, but the parser must not rely on it).
-        if width > MAX_TENSOR_SIDE || height > MAX_TENSOR_SIDE {
-            return Err(format!(
-                "yolox supports inputs of at most {MAX_TENSOR_SIDE} on a side, the model's is {height}x{width}"
-            ));
-        }
-        if width % 32 != 0 || height % 32 != 0 {
-            return Err(format!(
-                "yolox needs input height and width that are multiples of 32, the model's are {height}x{width}"
-            ));
-        }
+        let (width, height) = grid_input_size("yolox", &shapes.input)?;
         let anchors: Vec<Anchor> = STRIDES
             .iter()
             .flat_map(|&s| {
@@ -125,15 +105,24 @@ impl OutputParser for YoloxParser {
         self.anchors.len() * (5 + self.num_classes)
     }
 
-    fn device_decoding(&self) -> Option<DeviceDecoding> {
-        Some(DeviceDecoding::Yolox {
-            anchors: self
-                .anchors
-                .iter()
-                .map(|a| [a.gx, a.gy, a.stride])
-                .collect(),
-            num_classes: self.num_classes,
-        })
+    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+        let flat: Vec<f32> = self
+            .anchors
+            .iter()
+            .flat_map(|a| [a.gx, a.gy, a.stride])
+            .collect();
+        Some(
+            gpu.stream()
+                .clone_htod(&flat)
+                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))
+                .map(|anchors| {
+                    Box::new(YoloxDeviceDecoder {
+                        anchors,
+                        rows: self.anchors.len(),
+                        num_classes: self.num_classes,
+                    }) as Box<dyn DeviceDecoder>
+                }),
+        )
     }
 
     fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {
@@ -164,6 +153,57 @@ impl OutputParser for YoloxParser {
             }
         }
         out
+    }
+}
+
+/// `decode.cu`, with the anchors on the GPU.
+struct YoloxDeviceDecoder {
+    /// Per output row: grid x, grid y and stride.
+    anchors: CudaSlice<f32>,
+    rows: usize,
+    num_classes: usize,
+}
+
+impl DeviceDecoder for YoloxDeviceDecoder {
+    fn kernel(&self) -> KernelSource {
+        KERNEL
+    }
+
+    fn output_dims(&self) -> Vec<usize> {
+        vec![self.rows, 5 + self.num_classes]
+    }
+
+    fn positions(&self) -> usize {
+        self.rows
+    }
+
+    fn max_candidates(&self) -> usize {
+        self.rows * self.num_classes
+    }
+
+    unsafe fn launch(
+        &self,
+        stream: &CudaStream,
+        kernel: &CudaFunction,
+        config: LaunchConfig,
+        output: u64,
+        targets: CandidateTargets,
+    ) -> Result<(), DriverError> {
+        let (rows, classes) = (self.rows as i32, self.num_classes as i32);
+        let anchors = self.anchors.device_ptr(stream).0;
+        // SAFETY: the caller's output and targets; the anchors hold rows x 3
+        // floats on the same GPU.
+        unsafe {
+            stream
+                .launch_builder(kernel)
+                .arg(&output)
+                .arg(&anchors)
+                .arg(&rows)
+                .arg(&classes)
+                .arg(&targets)
+                .launch(config)
+        }
+        .map(drop)
     }
 }
 

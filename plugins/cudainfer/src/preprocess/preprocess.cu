@@ -25,6 +25,7 @@ struct PreprocessParams {
     unsigned long long floats;
     unsigned long long out;
     int content_w, content_h, tensor_w, tensor_h;
+    int content_x, content_y;  // the content's top-left pixel in the tensor
     int is_yuv;
     float y_offset, y_gain, uv_gain, r_v, g_u, g_v, b_u;
     int source_channel[3];
@@ -60,7 +61,10 @@ extern "C" __global__ void preprocess(PreprocessParams p) {
     float* out = (float*)p.out;
     const size_t area = (size_t)p.tensor_w * p.tensor_h;
     const size_t at = (size_t)y * p.tensor_w + x;
-    if (x >= p.content_w || y >= p.content_h) {
+    // Content pixel (cx, cy); the filter tables are indexed by it.
+    const int cx = x - p.content_x;
+    const int cy = y - p.content_y;
+    if (cx < 0 || cy < 0 || cx >= p.content_w || cy >= p.content_h) {
         for (int c = 0; c < 3; ++c) {
             out[c * area + at] = p.pad[c];
         }
@@ -68,9 +72,9 @@ extern "C" __global__ void preprocess(PreprocessParams p) {
     }
     const int* ints = (const int*)p.ints;
     const float* floats = (const float*)p.floats;
-    const float a = resample(p.comp[0], ints, floats, x, y);
-    const float b = resample(p.comp[1], ints, floats, x, y);
-    const float c = resample(p.comp[2], ints, floats, x, y);
+    const float a = resample(p.comp[0], ints, floats, cx, cy);
+    const float b = resample(p.comp[1], ints, floats, cx, cy);
+    const float c = resample(p.comp[2], ints, floats, cx, cy);
     float rgb[3];
     if (p.is_yuv) {
         const float yy = (a - p.y_offset) * p.y_gain;

@@ -1,0 +1,137 @@
+//! Model families other than YOLOX on the shared media, against independent
+//! references (tests/reference/, made with Pillow, numpy and onnxruntime from
+//! the frame as GStreamer's jpegdec decodes it: Pillow's own decoding of
+//! dog.jpg moves confidences by up to 0.04, see the script).
+
+mod common;
+
+use common::*;
+use gstcudainfer::Detection;
+
+fn shared_model(name: &str) -> String {
+    shared_dir().join("models").join(name).display().to_string()
+}
+
+/// dog.jpg through `trtinfer {properties}` at the reference's thresholds.
+fn dog_jpg(properties: &str) -> Vec<Detection> {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer labels={} confidence-threshold=0.25 nms-threshold=0.45 {properties} \
+         ! appsink name=sink",
+        media("dog.jpg"),
+        labels()
+    ));
+    assert_eq!(run.error, None);
+    let all = run.detections();
+    assert_eq!(all.len(), 1);
+    all[0].detections.clone()
+}
+
+/// The reference of tests/data/`name` (yolov8_reference.py's output).
+fn reference(name: &str) -> Vec<Reference> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["detections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let f = |k: &str| d[k].as_f64().unwrap() as f32;
+            Reference {
+                class_id: d["class_id"].as_u64().unwrap() as u32,
+                label: d["label"].as_str().unwrap().to_string(),
+                confidence: f("confidence"),
+                bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
+            }
+        })
+        .collect()
+}
+
+/// The same-class detection of `found` overlapping `r` most, and the IoU.
+fn best_match<'a>(found: &'a [Detection], r: &Reference) -> Option<(&'a Detection, f32)> {
+    found
+        .iter()
+        .filter(|d| d.class_id == r.class_id)
+        .map(|d| (d, iou(d.corners(), r.bbox)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+#[test]
+fn yolov12n_on_dog_jpg_matches_the_reference() {
+    let found = dog_jpg(&format!(
+        "model={} model-type=yolov8",
+        shared_model("yolov12n.onnx")
+    ));
+    let reference = reference("yolov12n_dog.reference.json");
+    assert_eq!(reference.len(), 4, "bicycle, dog, car and truck");
+    let classes = |mut ids: Vec<u32>| {
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(
+        classes(found.iter().map(|d| d.class_id).collect()),
+        classes(reference.iter().map(|r| r.class_id).collect()),
+        "the same objects: {found:?}"
+    );
+    for r in &reference {
+        let (d, overlap) = best_match(&found, r).unwrap();
+        eprintln!(
+            "{}: confidence {:.4} (reference {:.4}), IoU {overlap:.4}",
+            r.label, d.confidence, r.confidence
+        );
+        assert_eq!(d.label, r.label);
+        assert!(overlap >= 0.95, "{}: IoU {overlap} < 0.95", r.label);
+        assert!(
+            (d.confidence - r.confidence).abs() <= 0.02,
+            "{}: confidence {} vs reference {}",
+            r.label,
+            d.confidence,
+            r.confidence
+        );
+    }
+}
+
+/// The int8 YOLOv8-nano (ConvInteger) finds the same three objects where
+/// YOLOv12-nano's reference has them.
+#[test]
+fn yolov8n_int8_finds_dog_bicycle_and_car() {
+    let found = dog_jpg(&format!(
+        "model={} model-type=yolov8",
+        shared_model("yolov8n_int8.onnx")
+    ));
+    let reference = reference("yolov12n_dog.reference.json");
+    for r in reference.iter().filter(|r| r.label != "truck") {
+        let (d, overlap) =
+            best_match(&found, r).unwrap_or_else(|| panic!("no {} among {found:?}", r.label));
+        eprintln!(
+            "{}: confidence {:.4}, IoU {overlap:.4}",
+            r.label, d.confidence
+        );
+        assert!(overlap >= 0.8, "{}: IoU {overlap} < 0.8", r.label);
+        assert!(
+            d.confidence > 0.5,
+            "{}: confidence {}",
+            r.label,
+            d.confidence
+        );
+    }
+}
+
+#[test]
+fn a_yolox_model_is_not_a_yolov8_model() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={} model-type=yolov8 ! appsink name=sink",
+        media("dog.jpg"),
+        model()
+    ));
+    let error = run.expect_error();
+    assert!(
+        error.contains("does not fit model-type=yolov8")
+            && error.contains("output [N, 4 + classes, 3549]"),
+        "{error}"
+    );
+}
