@@ -47,6 +47,29 @@ fn pass_through_pad_templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
     .collect()
 }
 
+/// Whether `pspec` may take a new value now. Settings read at start only
+/// (GST_PARAM_MUTABLE_READY) may not while the element is started: the new
+/// value would read back as set and change nothing. A refusal is logged.
+fn may_change_now(
+    element: &gst::Element,
+    cat: gst::DebugCategory,
+    pspec: &glib::ParamSpec,
+) -> bool {
+    use gst::prelude::*;
+    if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
+        && element.current_state() > gst::State::Ready
+    {
+        gst::warning!(
+            cat,
+            obj = element,
+            "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
+            pspec.name()
+        );
+        return false;
+    }
+    true
+}
+
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
     tensor_meta::register();

@@ -283,17 +283,7 @@ impl ObjectImpl for TrtInfer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        // These settings are read at start only: taking a new value while
-        // started would read back as set and change nothing.
-        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
-            && self.obj().current_state() > gst::State::Ready
-        {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
-                pspec.name()
-            );
+        if !crate::may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
             return;
         }
         let mut s = self.settings.lock().unwrap();
