@@ -28,7 +28,7 @@ pub enum ModelType {
     )]
     Yolov8 = 1,
     #[enum_value(
-        name = "SSD (UltraFace...): stretched RGB (x-127)/128 input, scores [N, priors, classes] and boxes [N, priors, 4] outputs",
+        name = "SSD-style (UltraFace): stretched RGB (x-127)/128 input, scores [N, priors, classes] and boxes [N, priors, 4] outputs",
         nick = "ssd"
     )]
     Ssd = 2,
