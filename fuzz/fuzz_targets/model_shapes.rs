@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use gst_cudainfer_fuzz::{CappedAlloc, Reader};
 use gstcudainfer::inference::MAX_INPUT_VALUES;
 use gstcudainfer::internals::{check_model_io, ModelValue, ValueKind};
-use gstcudainfer::parsers::{self, ModelShapes, ModelType};
+use gstcudainfer::parsers::{self, ModelOutput, ModelShapes, ModelType};
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]
@@ -72,14 +72,20 @@ fuzz_target!(|data: &[u8]| {
     // What Detector::load does next.
     let shapes = ModelShapes {
         input: input.to_vec(),
-        output: outputs[0].tensor_shape().unwrap().to_vec(),
+        outputs: outputs
+            .iter()
+            .map(|o| ModelOutput {
+                name: o.name.clone(),
+                shape: o.tensor_shape().unwrap_or_default().to_vec(),
+            })
+            .collect(),
     };
-    match parsers::new_parser(ModelType::Yolox, &shapes) {
+    match parsers::new_parser(ModelType::Yolox, &shapes, &Default::default()) {
         Ok(parser) => {
             let spec = parser.input_spec();
             assert!(spec.width <= MAX_TENSOR_SIDE && spec.height <= MAX_TENSOR_SIDE);
             assert!(parser.num_classes() > 0);
-            assert!(parser.output_len() > 0);
+            assert!(parser.outputs().iter().all(|o| o.values() > 0));
         }
         Err(why) => assert!(!why.is_empty()),
     }

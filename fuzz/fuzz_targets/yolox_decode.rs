@@ -8,7 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{CappedAlloc, Reader};
-use gstcudainfer::parsers::{self, keep_most_confident, nms, Candidate, ModelShapes, ModelType};
+use gstcudainfer::parsers::{
+    self, keep_most_confident, nms, Candidate, ModelOutput, ModelShapes, ModelType,
+};
 
 #[global_allocator]
 static ALLOC: CappedAlloc = CappedAlloc;
@@ -69,16 +71,20 @@ fn same(a: &Candidate, b: &Candidate) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let data = Input::read(data);
-    let mut shapes = ModelShapes {
-        input: data.input,
-        output: data.output,
-    };
-    if data.matching_rows && shapes.input.len() == 4 && shapes.output.len() == 3 {
-        if let Some(rows) = anchors(shapes.input[2], shapes.input[3]) {
-            shapes.output[1] = rows;
+    let mut output = data.output;
+    if data.matching_rows && data.input.len() == 4 && output.len() == 3 {
+        if let Some(rows) = anchors(data.input[2], data.input[3]) {
+            output[1] = rows;
         }
     }
-    let Ok(parser) = parsers::new_parser(ModelType::Yolox, &shapes) else {
+    let shapes = ModelShapes {
+        input: data.input,
+        outputs: vec![ModelOutput {
+            name: "output".into(),
+            shape: output.clone(),
+        }],
+    };
+    let Ok(parser) = parsers::new_parser(ModelType::Yolox, &shapes, &Default::default()) else {
         return;
     };
     let spec = parser.input_spec();
@@ -87,11 +93,12 @@ fuzz_target!(|data: &[u8]| {
         shapes.input[2..4],
         "the spec is the model's input size"
     );
-    let (rows, cols) = (shapes.output[1], shapes.output[2]);
+    let (rows, cols) = (output[1], output[2]);
     assert_eq!(parser.num_classes() as i64, cols - 5);
-    assert_eq!(parser.output_len() as i64, rows * cols);
+    let output_len = parser.outputs()[0].values();
+    assert_eq!(output_len as i64, rows * cols);
 
-    if parser.output_len() > MAX_DECODED_VALUES || data.values.is_empty() {
+    if output_len > MAX_DECODED_VALUES || data.values.is_empty() {
         return;
     }
     let output: Vec<f32> = data
@@ -99,9 +106,9 @@ fuzz_target!(|data: &[u8]| {
         .iter()
         .copied()
         .cycle()
-        .take(parser.output_len())
+        .take(output_len)
         .collect();
-    let candidates = parser.decode(&output, data.threshold);
+    let candidates = parser.decode(&[&output], data.threshold);
     assert!(candidates.len() <= rows as usize * parser.num_classes());
     for c in &candidates {
         assert!((c.class_id as usize) < parser.num_classes());

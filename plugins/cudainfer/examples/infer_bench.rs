@@ -98,6 +98,7 @@ fn main() {
                 &DetectorConfig {
                     model: args.model.clone().into(),
                     model_type: ModelType::default(),
+                    family: Default::default(),
                     labels: None,
                     providers: vec![Provider::Cuda],
                     device_id: 0,

@@ -45,14 +45,14 @@ fn cuda_frames(clip: &str, frames: Option<usize>) -> String {
     )
 }
 
-/// Decodes `clip` (see [`cuda_frames`]) and gives every frame to
-/// `gpu_branch` and, copied to system memory, to `cpu_branch`. `extract`
+/// Takes the CUDA frames of `source` (a pipeline fragment, such as
+/// [`cuda_frames`]) and gives every frame to `gpu_branch` and, copied to
+/// system memory, to `cpu_branch`. `extract`
 /// turns a buffer into what is compared (`on_gpu` tells the branch), and
 /// `compare(gpu, cpu)` is called for each frame once both are there.
 /// Returns the number of frames compared.
 fn on_both_paths<T: Send + 'static>(
-    clip: &str,
-    frames: Option<usize>,
+    source: &str,
     gpu_branch: &str,
     cpu_branch: &str,
     extract: impl Fn(&gst::Buffer, bool) -> T + Send + Sync + 'static,
@@ -63,7 +63,7 @@ fn on_both_paths<T: Send + 'static>(
         "{} ! tee name=t \
          t. ! {queue} ! {gpu_branch} ! appsink name=gpu sync=false \
          t. ! {queue} ! cudadownload ! video/x-raw ! {cpu_branch} ! appsink name=cpu sync=false",
-        cuda_frames(clip, frames)
+        source
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -137,8 +137,7 @@ fn cuda_tensors_equal_cpu_tensors() {
     let stats = Arc::new(Mutex::new((0f64, 0f64, 0usize)));
     let s = stats.clone();
     let frames = on_both_paths(
-        "dog_1080p.mp4",
-        None,
+        &cuda_frames("dog_1080p.mp4", None),
         preprocess,
         preprocess,
         |buffer, on_gpu| {
@@ -267,8 +266,7 @@ fn gpu_against_cpu_detections(
     let total = Arc::new(Mutex::new(Agreement::default()));
     let t = total.clone();
     on_both_paths(
-        "dog_1080p.mp4",
-        frames,
+        &cuda_frames("dog_1080p.mp4", frames),
         &infer(&format!("providers=cuda {cuda_properties}")),
         &infer("providers=cpu"),
         |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries detections"),
@@ -316,6 +314,65 @@ fn yolov8_cuda_detections_equal_cpu_detections() {
     );
     assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
     assert!(a.detections >= 900, "dog, bicycle and car in every frame");
+}
+
+/// The ssd family (its decoding kernel, both box variants; the stretch of
+/// the pre-processing kernel) against its CPU path. No clip of faces is
+/// shared, so faces.jpg is repeated: 30 frames uploaded by cudaupload.
+#[test]
+fn ssd_cuda_detections_equal_cpu_detections() {
+    if !gpu_available() {
+        return;
+    }
+    if gst::ElementFactory::find("cudaupload").is_none() {
+        eprintln!("skipped: needs cudaupload");
+        return;
+    }
+    let source = format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! video/x-raw,format=NV12 \
+         ! imagefreeze num-buffers=30 ! cudaupload",
+        media("faces.jpg")
+    );
+    for (model, boxes) in [
+        ("ultraface_version-RFB-320.onnx", "decoded"),
+        (
+            "ultraface_version-RFB-320_without_postprocessing.onnx",
+            "raw",
+        ),
+    ] {
+        let infer = |more: &str| {
+            format!(
+                "cudapreprocess ! trtinfer model={} model-type=ssd ssd-boxes={boxes} \
+                 confidence-threshold=0.7 nms-threshold=0.3 {more}",
+                shared_dir().join("models").join(model).display()
+            )
+        };
+        let total = Arc::new(Mutex::new(Agreement::default()));
+        let t = total.clone();
+        on_both_paths(
+            &source,
+            &infer("providers=cuda"),
+            &infer("providers=cpu"),
+            |buffer, _| {
+                FrameDetections::from_buffer(buffer).expect("every frame carries detections")
+            },
+            move |gpu, cpu| {
+                let frame = match_objects(&gpu, &cpu, Tolerance::iou(0.95));
+                t.lock().unwrap().add(frame);
+            },
+        );
+        let a = *total.lock().unwrap();
+        println!(
+            "VERDICT ssd-{boxes}-detection-equality frames={} detections={} most_in_a_frame={} \
+             min_iou={:.4} max_conf_diff={:.1e}",
+            a.frames, a.detections, a.most_in_a_frame, a.lowest_iou, a.largest_confidence_diff
+        );
+        assert_eq!(a.frames, 30, "every frame is compared");
+        // As the RGB frame of tests/models.rs, the NV12 frame has 44 faces
+        // on the CPU path (the least confident 0.80, measured), and every
+        // GPU face has its CPU twin.
+        assert_eq!(a.detections, 30 * 44, "44 faces in every frame");
+    }
 }
 
 /// TF32 rounds convolution inputs to a 10-bit mantissa: the same objects

@@ -1,7 +1,7 @@
 //! Model families other than YOLOX on the shared media, against independent
 //! references (tests/reference/, made with Pillow, numpy and onnxruntime from
 //! the frame as GStreamer's jpegdec decodes it: Pillow's own decoding of
-//! dog.jpg moves confidences by up to 0.04, see the script).
+//! dog.jpg moves confidences by up to 0.04, see the yolov8 script).
 
 mod common;
 
@@ -132,6 +132,111 @@ fn a_yolox_model_is_not_a_yolov8_model() {
     assert!(
         error.contains("does not fit model-type=yolov8")
             && error.contains("output [N, 4 + classes, 3549]"),
+        "{error}"
+    );
+}
+
+/// `picture` through `trtinfer model={model} model-type=ssd {properties}`
+/// at the UltraFace reference's thresholds (0.7, NMS 0.3).
+fn ultraface(picture: &str, model: &str, properties: &str) -> Vec<Detection> {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={} model-type=ssd confidence-threshold=0.7 nms-threshold=0.3 {properties} \
+         ! appsink name=sink",
+        media(picture),
+        shared_model(model)
+    ));
+    assert_eq!(run.error, None);
+    let all = run.detections();
+    assert_eq!(all.len(), 1);
+    all[0].detections.clone()
+}
+
+const ULTRAFACE: &str = "ultraface_version-RFB-320.onnx";
+const ULTRAFACE_RAW: &str = "ultraface_version-RFB-320_without_postprocessing.onnx";
+
+/// Every face of the reference (ssd_reference.py) found once, IoU >= 0.95,
+/// confidence within 0.02, and nothing else.
+fn matches_the_faces_reference(found: &[Detection]) {
+    let reference = reference("ultraface_faces.reference.json");
+    assert_eq!(reference.len(), 44, "the reference's faces");
+    assert_eq!(found.len(), reference.len(), "as many faces: {found:?}");
+    let (mut lowest_iou, mut largest_diff) = (1f32, 0f32);
+    let mut used = vec![false; found.len()];
+    for r in &reference {
+        let (i, overlap) = found
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| !used[*i] && d.class_id == r.class_id)
+            .map(|(i, d)| (i, iou(d.corners(), r.bbox)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or_else(|| panic!("no face left for {r:?}"));
+        used[i] = true;
+        let d = &found[i];
+        assert!(overlap >= 0.95, "{r:?}: IoU {overlap} with {d:?}");
+        let diff = (d.confidence - r.confidence).abs();
+        assert!(diff <= 0.02, "{r:?}: confidence {}", d.confidence);
+        // Class 1 is the model's face class (0 the background); no labels file.
+        assert_eq!(d.label, "class-1");
+        lowest_iou = lowest_iou.min(overlap);
+        largest_diff = largest_diff.max(diff);
+    }
+    eprintln!(
+        "{} faces: lowest IoU {lowest_iou:.4}, largest confidence difference {largest_diff:.4}",
+        found.len()
+    );
+}
+
+#[test]
+fn ultraface_on_faces_jpg_matches_the_reference() {
+    matches_the_faces_reference(&ultraface("faces.jpg", ULTRAFACE, ""));
+}
+
+/// The raw model, its regressions decoded against the default priors
+/// (UltraFace's layout), finds the decoded model's faces.
+#[test]
+fn raw_ultraface_on_faces_jpg_matches_the_reference() {
+    matches_the_faces_reference(&ultraface("faces.jpg", ULTRAFACE_RAW, "ssd-boxes=raw"));
+}
+
+#[test]
+fn ultraface_finds_no_face_on_dog_jpg() {
+    for (model, properties) in [(ULTRAFACE, ""), (ULTRAFACE_RAW, "ssd-boxes=raw")] {
+        let found = ultraface("dog.jpg", model, properties);
+        assert!(found.is_empty(), "{model}: {found:?}");
+    }
+}
+
+#[test]
+fn a_yolox_model_is_not_an_ssd_model() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={} model-type=ssd ! appsink name=sink",
+        media("dog.jpg"),
+        model()
+    ));
+    let error = run.expect_error();
+    assert!(
+        error.contains("does not fit model-type=ssd")
+            && error.contains("ssd needs two outputs, scores [N, priors, classes]")
+            && error.contains("the model's outputs are output [1, 3549, 85]"),
+        "{error}"
+    );
+}
+
+/// Priors that do not give the model's count are refused at start.
+#[test]
+fn ssd_priors_must_fit_the_model() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={} model-type=ssd ssd-boxes=raw ssd-priors=\"strides=8,16,32;min-sizes=10/32/64\" \
+         ! appsink name=sink",
+        media("dog.jpg"),
+        shared_model(ULTRAFACE_RAW)
+    ));
+    let error = run.expect_error();
+    assert!(
+        error.contains("describe 1580 priors for a 240x320 input, but the model has 4420"),
         "{error}"
     );
 }

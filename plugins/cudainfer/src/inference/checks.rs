@@ -57,7 +57,7 @@ impl ModelValue {
 }
 
 /// Checks `value` is a float32 tensor; `role` is "input" or "output".
-fn check_float32(value: &ModelValue, role: &str, family: &str) -> Result<(), String> {
+pub(crate) fn check_float32(value: &ModelValue, role: &str, family: &str) -> Result<(), String> {
     match &value.kind {
         ValueKind::Tensor { element, .. } if element == "float32" => Ok(()),
         ValueKind::Tensor { element, .. } => Err(format!(

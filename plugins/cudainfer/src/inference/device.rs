@@ -20,7 +20,7 @@ use ort::AsPointer;
 
 use crate::cuda::device::KernelSource;
 use crate::cuda::{DeviceTensor, Gpu};
-use crate::parsers::{keep_most_confident, Candidate, DecodeLimits};
+use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, OutputUse};
 
 /// The candidate helpers every decoding kernel is compiled with: a
 /// family's [`KernelSource`] lists this first, then its own source.
@@ -57,29 +57,30 @@ const _: () = assert!(std::mem::size_of::<CandidateTargets>() == 40);
 /// positions, y the images) and writes, through the helpers of
 /// [`CANDIDATES_CUDA`], one record per (position, class) whose confidence
 /// is above its image's threshold, with the box in tensor pixels: the same
-/// candidates, with the same arithmetic, as the family's host decoder.
+/// candidates, with the same arithmetic, as the family's host decoder. It
+/// reads the outputs the family's parser names (`OutputParser::outputs`),
+/// each bound on the GPU, whose shapes [`DeviceRunner`] checks every run.
 pub trait DeviceDecoder: Send {
     /// The kernel, [`CANDIDATES_CUDA`] first among its sources.
     fn kernel(&self) -> KernelSource;
-    /// The shape of one image's output, which the kernel reads whole.
-    fn output_dims(&self) -> Vec<usize>;
     /// Output positions (anchors) of one image: one thread each.
     fn positions(&self) -> usize;
     /// The most candidates one image can give (every position and class).
     fn max_candidates(&self) -> usize;
     /// Queues `kernel` (compiled from [`Self::kernel`]) on `stream` with
-    /// `config` over the output at device address `output`.
+    /// `config` over the outputs at device addresses `outputs` (in the
+    /// parser's order).
     ///
     /// # Safety
-    /// `output` holds `config.grid_dim.1` images of [`Self::output_dims`]
-    /// floats on `stream`'s device until the kernel is done, and `targets`
-    /// describes buffers of that many images.
+    /// Each of `outputs` holds `config.grid_dim.1` images of its
+    /// [`OutputUse::dims`] floats on `stream`'s device until the kernel is
+    /// done, and `targets` describes buffers of that many images.
     unsafe fn launch(
         &self,
         stream: &CudaStream,
         kernel: &CudaFunction,
         config: LaunchConfig,
-        output: u64,
+        outputs: &[u64],
         targets: CandidateTargets,
     ) -> Result<(), DriverError>;
 }
@@ -91,7 +92,8 @@ pub struct DeviceRunner {
     input_name_c: std::ffi::CString,
     memory_info: MemoryInfo<'static>,
     binding: IoBinding,
-    output_name: String,
+    /// The outputs the decoder reads, by name, and one image's shape of each.
+    outputs: Vec<(String, Vec<usize>)>,
     /// The batch size the output binding was last used with.
     bound_batch: usize,
     /// Frames per run (padded up to this); 1 until `warm_up`.
@@ -112,6 +114,7 @@ impl DeviceRunner {
         gpu: Arc<Gpu>,
         session: &Session,
         input_name: &str,
+        outputs: &[OutputUse],
         decoder: Box<dyn DeviceDecoder>,
     ) -> Result<Self, String> {
         let decode_kernel = gpu.kernel(decoder.kernel())?;
@@ -125,11 +128,22 @@ impl DeviceRunner {
         let mut binding = session
             .create_binding()
             .map_err(|e| format!("cannot create an ONNX Runtime I/O binding: {e}"))?;
-        let output_name = session.outputs()[0].name().to_string();
-        // ONNX Runtime allocates the output on the GPU once and reuses it.
-        binding
-            .bind_output_to_device(&output_name, &memory_info)
-            .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
+        let outputs: Vec<(String, Vec<usize>)> = outputs
+            .iter()
+            .map(|o| {
+                (
+                    session.outputs()[o.index].name().to_string(),
+                    o.dims.clone(),
+                )
+            })
+            .collect();
+        // ONNX Runtime allocates each output on the GPU once and reuses it;
+        // outputs not bound are not computed.
+        for (name, _) in &outputs {
+            binding
+                .bind_output_to_device(name, &memory_info)
+                .map_err(|e| format!("cannot keep the model output '{name}' on the GPU: {e}"))?;
+        }
         let stream = gpu.stream();
         let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
         // Room for every (position, class) pair: nothing is ever dropped.
@@ -148,7 +162,7 @@ impl DeviceRunner {
                 .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
             memory_info,
             binding,
-            output_name,
+            outputs,
             bound_batch: 1,
             run_batch: 1,
             candidates,
@@ -218,9 +232,9 @@ impl DeviceRunner {
         };
         let mut shape = item_shape;
         shape[0] = run_batch;
-        let output = self.infer(session, input, shape)?;
+        let outputs = self.infer(session, input, shape)?;
         // Only the real frames' outputs are decoded; the padding's are not.
-        self.decode(output, limits)
+        self.decode(&outputs, limits)
     }
 
     /// Fixes the batch size of every run at `batch` (frames beyond the real
@@ -265,14 +279,14 @@ impl DeviceRunner {
     }
 
     /// Runs the model on `shape` floats at device address `input`; returns
-    /// the device address of the output, which the binding keeps until the
-    /// next run.
+    /// the device address of each decoded output, which the binding keeps
+    /// until the next run.
     fn infer(
         &mut self,
         session: &mut Session,
         input: u64,
         shape: [usize; 4],
-    ) -> Result<u64, String> {
+    ) -> Result<Vec<u64>, String> {
         // SAFETY: `input` holds `shape` floats on this GPU (a tensor the
         // caller holds, or our batch buffer) for the whole run.
         let input = unsafe {
@@ -287,38 +301,49 @@ impl DeviceRunner {
         if shape[0] != self.bound_batch {
             // After a run the binding holds that run's output, which ONNX
             // Runtime then takes as pre-allocated and of a fixed shape: a
-            // new batch size needs a fresh output binding.
-            self.binding
-                .bind_output_to_device(&self.output_name, &self.memory_info)
-                .map_err(|e| format!("cannot keep the model output on the GPU: {e}"))?;
+            // new batch size needs fresh output bindings.
+            for (name, _) in &self.outputs {
+                self.binding
+                    .bind_output_to_device(name, &self.memory_info)
+                    .map_err(|e| {
+                        format!("cannot keep the model output '{name}' on the GPU: {e}")
+                    })?;
+            }
             self.bound_batch = shape[0];
         }
-        let outputs = session
+        let results = session
             .run_binding(&self.binding)
             .map_err(|e| format!("inference failed: {e}"))?;
-        let output = outputs[0]
-            .view()
-            .downcast::<ort::value::TensorValueType<f32>>()
-            .map_err(|e| format!("the model output is not float32: {e}"))?;
-        // The decoding kernel reads the whole of each image's output: a
-        // model whose symbolic dimensions resolve otherwise would have it
-        // read past the output.
-        let actual: Vec<i64> = output.shape().iter().copied().collect();
-        let expected: Vec<i64> = std::iter::once(shape[0])
-            .chain(self.decoder.output_dims())
-            .map(|d| d as i64)
-            .collect();
-        if actual != expected {
-            return Err(format!(
-                "the model's output shape at run time, {actual:?}, differs from what it declared \
-                 (expected {expected:?} for a batch of {}): the model cannot be decoded",
-                shape[0]
-            ));
+        let mut pointers = Vec::with_capacity(self.outputs.len());
+        for (name, dims) in &self.outputs {
+            let output = results
+                .get(name)
+                .ok_or_else(|| format!("the model gave no output '{name}'"))?
+                .view()
+                .downcast::<ort::value::TensorValueType<f32>>()
+                .map_err(|e| format!("the model output '{name}' is not float32: {e}"))?;
+            // The decoding kernel reads the whole of each image's output: a
+            // model whose symbolic dimensions resolve otherwise would have it
+            // read past the output.
+            let actual: Vec<i64> = output.shape().iter().copied().collect();
+            let expected: Vec<i64> = std::iter::once(shape[0])
+                .chain(dims.iter().copied())
+                .map(|d| d as i64)
+                .collect();
+            if actual != expected {
+                return Err(format!(
+                    "the model's output '{name}' has the shape {actual:?} at run time, which differs \
+                     from what it declared (expected {expected:?} for a batch of {}): the model \
+                     cannot be decoded",
+                    shape[0]
+                ));
+            }
+            pointers.push(output.data_ptr() as u64);
         }
-        Ok(output.data_ptr() as u64)
+        Ok(pointers)
     }
 
-    /// Decodes the batch's output at `output_ptr` on the GPU, keeping
+    /// Decodes the batch's outputs at `outputs` on the GPU, keeping
     /// what is above each image's threshold, and copies the survivors to
     /// the host (two copies per batch, not per image). An image with more
     /// than its `max_detections` is decoded again with a threshold taken
@@ -326,7 +351,7 @@ impl DeviceRunner {
     /// host; the host then keeps exactly the most confident.
     fn decode(
         &mut self,
-        output_ptr: u64,
+        outputs: &[u64],
         limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let images = limits.len();
@@ -336,7 +361,7 @@ impl DeviceRunner {
         let possible = self.decoder.max_candidates();
         let mut histogram = limits.iter().any(|l| l.max_detections < possible);
         let total = loop {
-            let counts = self.launch_decode(output_ptr, &thresholds, histogram)?;
+            let counts = self.launch_decode(outputs, &thresholds, histogram)?;
             if std::mem::take(&mut histogram) {
                 let over: Vec<usize> = (0..images)
                     .filter(|&i| counts[1 + i] as usize > limits[i].max_detections)
@@ -406,7 +431,7 @@ impl DeviceRunner {
     /// not written.
     fn launch_decode(
         &mut self,
-        output_ptr: u64,
+        outputs: &[u64],
         thresholds: &[f32],
         histogram: bool,
     ) -> Result<Vec<u32>, String> {
@@ -445,14 +470,14 @@ impl DeviceRunner {
         };
         let mut config = LaunchConfig::for_num_elems(self.decoder.positions() as u32);
         config.grid_dim.1 = images as u32;
-        // SAFETY: the output holds at least `images` x output_dims floats
+        // SAFETY: each output holds at least `images` x its dims floats
         // (its shape was checked in `infer`), the thresholds `images`, the
         // counts 1 + `images`, the histograms `images` x BINS (or null,
         // which the kernel skips), the candidate buffer `capacity` records.
         // All on our stream, like the copies.
         unsafe {
             self.decoder
-                .launch(&stream, &self.decode_kernel, config, output_ptr, targets)
+                .launch(&stream, &self.decode_kernel, config, outputs, targets)
         }
         .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
         stream

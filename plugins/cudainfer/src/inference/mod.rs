@@ -17,7 +17,8 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Detection, FrameDetections};
 use crate::parsers::{
-    self, keep_most_confident, nms, Candidate, DecodeLimits, ModelShapes, ModelType, OutputParser,
+    self, keep_most_confident, nms, Candidate, DecodeLimits, FamilyOptions, ModelOutput,
+    ModelShapes, ModelType, OutputParser,
 };
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
@@ -30,6 +31,8 @@ use runtime::{CudaOptions, Provider, ProviderOptions, RuntimeError, TensorRtOpti
 pub struct DetectorConfig {
     pub model: PathBuf,
     pub model_type: ModelType,
+    /// The family's own settings (see [`FamilyOptions`]).
+    pub family: FamilyOptions,
     pub labels: Option<PathBuf>,
     pub providers: Vec<Provider>,
     pub device_id: i32,
@@ -282,30 +285,41 @@ impl Detector {
                 config.model.display()
             ))
         })?;
-        let (input, output) = (&inputs[0], &outputs[0]);
+        let input = &inputs[0];
         let input_name = input.name.clone();
         let max_batch = match input.tensor_shape().and_then(|s| s.first().copied()) {
             Some(n) if n > 0 => n as usize,
             _ => usize::MAX,
         };
-        let shapes = match (input.tensor_shape(), output.tensor_shape()) {
-            (Some(input), Some(output)) => ModelShapes {
-                input: input.to_vec(),
-                output: output.to_vec(),
-            },
-            _ => {
-                return Err(LoadError::ModelMismatch(format!(
-                    "the model '{}' does not take and return tensors",
-                    config.model.display()
-                )))
-            }
+        let (Some(input_shape), Some(_)) = (input.tensor_shape(), outputs[0].tensor_shape()) else {
+            return Err(LoadError::ModelMismatch(format!(
+                "the model '{}' does not take and return tensors",
+                config.model.display()
+            )));
         };
-        let parser = parsers::new_parser(family, &shapes).map_err(|e| {
+        let shapes = ModelShapes {
+            input: input_shape.to_vec(),
+            // A value that is not a tensor has no shape, which no family takes.
+            outputs: outputs
+                .iter()
+                .map(|o| ModelOutput {
+                    name: o.name.clone(),
+                    shape: o.tensor_shape().unwrap_or_default().to_vec(),
+                })
+                .collect(),
+        };
+        let mismatch = |e: String| {
             LoadError::ModelMismatch(format!(
                 "the model '{}' does not fit model-type={family_name}: {e}. Use a model of that family or set model-type",
                 config.model.display(),
             ))
-        })?;
+        };
+        let parser = parsers::new_parser(family, &shapes, &config.family).map_err(mismatch)?;
+        // The outputs a family reads besides the first (checked above) are
+        // float32 too.
+        for used in parser.outputs() {
+            checks::check_float32(&outputs[used.index], "output", family_name).map_err(mismatch)?;
+        }
         if !labels.is_empty() && labels.len() != parser.num_classes() {
             warn(&format!(
                 "the labels file has {} names but the model predicts {} classes; unnamed classes are called class-<id>",
@@ -316,7 +330,9 @@ impl Detector {
         let gpu = gpu.filter(|_| active_provider != Provider::Cpu);
         let device_runner = gpu.as_ref().and_then(|gpu| {
             parser.device_decoder(gpu).map(|decoder| {
-                decoder.and_then(|d| DeviceRunner::new(gpu.clone(), &session, &input_name, d))
+                decoder.and_then(|d| {
+                    DeviceRunner::new(gpu.clone(), &session, &input_name, &parser.outputs(), d)
+                })
             })
         });
         Ok(Self {
@@ -454,20 +470,26 @@ impl Detector {
             .session
             .run(ort::inputs![self.input_name.as_str() => input])
             .map_err(|e| format!("inference failed: {e}"))?;
-        let (_, raw) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| format!("the model output is not float32: {e}"))?;
-        let item_out = self.parser.output_len();
-        if raw.len() < item_out * tensors.len() {
-            return Err("the model output is too short".into());
+        // Each output the family reads, with one image's length in it.
+        let mut decoded: Vec<(&[f32], usize)> = Vec::new();
+        for used in self.parser.outputs() {
+            let (_, raw) = outputs[used.index]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| format!("the model output is not float32: {e}"))?;
+            if raw.len() < used.values() * tensors.len() {
+                return Err("the model output is too short".into());
+            }
+            decoded.push((raw, used.values()));
         }
         Ok(limits
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                let all = self
-                    .parser
-                    .decode(&raw[i * item_out..(i + 1) * item_out], l.confidence);
+                let item: Vec<&[f32]> = decoded
+                    .iter()
+                    .map(|&(raw, len)| &raw[i * len..(i + 1) * len])
+                    .collect();
+                let all = self.parser.decode(&item, l.confidence);
                 keep_most_confident(all, l.max_detections)
             })
             .collect())

@@ -4,6 +4,7 @@
 //! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod nms;
+pub mod ssd;
 pub mod yolov8;
 pub mod yolox;
 
@@ -26,6 +27,19 @@ pub enum ModelType {
         nick = "yolov8"
     )]
     Yolov8 = 1,
+    #[enum_value(
+        name = "SSD-style (UltraFace): stretched RGB (x-127)/128 input, scores [N, priors, classes] and boxes [N, priors, 4] outputs",
+        nick = "ssd"
+    )]
+    Ssd = 2,
+}
+
+/// Settings of one family, from the element's properties; the other
+/// families ignore them. Part of a session's identity (elements with other
+/// options do not share a session).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct FamilyOptions {
+    pub ssd: ssd::SsdOptions,
 }
 
 /// One detection before NMS, in tensor pixel coordinates.
@@ -76,12 +90,44 @@ pub fn keep_most_confident(candidates: Vec<Candidate>, max: usize) -> Vec<Candid
 /// broken export, and its size must not overflow.
 pub const MAX_OUTPUT_VALUES: u64 = 64 << 20;
 
-/// Shapes of the model's first input and output as ONNX Runtime reports
-/// them (`-1` for a symbolic dimension).
+/// Shapes of the model's input and outputs as ONNX Runtime reports them
+/// (`-1` for a symbolic dimension).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelShapes {
     pub input: Vec<i64>,
-    pub output: Vec<i64>,
+    /// Every output, in the model's order.
+    pub outputs: Vec<ModelOutput>,
+}
+
+/// One output of the model: its name and shape (empty for a value that is
+/// not a tensor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelOutput {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+impl ModelShapes {
+    /// The shape of the first output (empty if there is none), the one
+    /// output of the YOLO families.
+    pub fn first_output(&self) -> &[i64] {
+        self.outputs.first().map_or(&[], |o| &o.shape)
+    }
+}
+
+/// A model output a family decodes: its index among the model's outputs
+/// and the shape of one image's part of it (the batch dimension dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputUse {
+    pub index: usize,
+    pub dims: Vec<usize>,
+}
+
+impl OutputUse {
+    /// f32 values one image has in this output.
+    pub fn values(&self) -> usize {
+        self.dims.iter().product()
+    }
 }
 
 pub trait OutputParser: Send + Sync {
@@ -89,11 +135,12 @@ pub trait OutputParser: Send + Sync {
     fn input_spec(&self) -> &InputSpec;
     /// Number of classes the model predicts.
     fn num_classes(&self) -> usize;
-    /// Decodes one image's output (batch item) into candidates whose
-    /// confidence exceeds `threshold`.
-    fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate>;
-    /// Number of f32 values one image's output has.
-    fn output_len(&self) -> usize;
+    /// The model outputs the family decodes, in the order [`Self::decode`]
+    /// and the device decoder receive them.
+    fn outputs(&self) -> Vec<OutputUse>;
+    /// Decodes one image's (batch item's) part of each output of
+    /// [`Self::outputs`] into candidates whose confidence exceeds `threshold`.
+    fn decode(&self, outputs: &[&[f32]], threshold: f32) -> Vec<Candidate>;
     /// The family's decoder of outputs on `gpu`, which gives the same
     /// candidates as [`Self::decode`], where it has a kernel; `None` decodes
     /// on the host. The error says why it cannot be made.
@@ -103,14 +150,16 @@ pub trait OutputParser: Send + Sync {
 }
 
 /// Builds the parser for `model_type`, checking that the model's shapes fit
-/// the family. The error says what does not fit.
+/// the family (and `options` its own). The error says what does not fit.
 pub fn new_parser(
     model_type: ModelType,
     shapes: &ModelShapes,
+    options: &FamilyOptions,
 ) -> Result<Box<dyn OutputParser>, String> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
         ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
+        ModelType::Ssd => Ok(Box::new(ssd::SsdParser::new(shapes, &options.ssd)?)),
     }
 }
 
@@ -122,6 +171,19 @@ const STRIDES: [u32; 3] = [8, 16, 32];
 /// that the strides divide, as the grid-based families need; the error
 /// says what does not fit, naming `family`.
 fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
+    let (width, height) = image_input_size(family, input)?;
+    if width % 32 != 0 || height % 32 != 0 {
+        return Err(format!(
+            "{family} needs input height and width that are multiples of 32, the model's are {height}x{width}"
+        ));
+    }
+    Ok((width, height))
+}
+
+/// (width, height) of an NCHW image input `[N, 3, H, W]` with a fixed size
+/// of at most [`crate::spec::MAX_TENSOR_SIDE`]; the error says what does
+/// not fit, naming `family`.
+fn image_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
     if input.len() != 4 || input[1] != 3 {
         return Err(format!(
             "{family} expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
@@ -140,11 +202,6 @@ fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
         return Err(format!(
             "{family} supports inputs of at most {} on a side, the model's is {height}x{width}",
             crate::spec::MAX_TENSOR_SIDE
-        ));
-    }
-    if width % 32 != 0 || height % 32 != 0 {
-        return Err(format!(
-            "{family} needs input height and width that are multiples of 32, the model's are {height}x{width}"
         ));
     }
     Ok((width, height))

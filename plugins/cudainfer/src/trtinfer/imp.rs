@@ -13,7 +13,8 @@ use super::in_flight::{Deliver, InFlight};
 use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
 use crate::inference::{DetectorConfig, Thresholds};
-use crate::parsers::ModelType;
+use crate::parsers::ssd::{SsdBoxes, SsdOptions};
+use crate::parsers::{FamilyOptions, ModelType};
 use crate::{spec, tensor_meta, FrameDetections};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -36,6 +37,7 @@ const DEFAULT_MAX_DETECTIONS: u32 = 300;
 struct Settings {
     model: Option<PathBuf>,
     model_type: ModelType,
+    ssd: SsdOptions,
     labels: Option<PathBuf>,
     confidence_threshold: f64,
     nms_threshold: f64,
@@ -60,6 +62,7 @@ impl Default for Settings {
         Self {
             model: None,
             model_type: ModelType::default(),
+            ssd: SsdOptions::default(),
             labels: None,
             confidence_threshold: DEFAULT_CONFIDENCE,
             nms_threshold: DEFAULT_NMS,
@@ -151,6 +154,23 @@ impl ObjectImpl for TrtInfer {
                 glib::ParamSpecEnum::builder_with_default("model-type", ModelType::default())
                     .nick("Model type")
                     .blurb("Model family: decides the input preset and how the output is decoded")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("ssd-boxes", SsdBoxes::default())
+                    .nick("SSD boxes")
+                    .blurb(
+                        "model-type=ssd: whether the boxes output is decoded by the model (x1, y1, x2, y2 in 0..1) \
+                         or raw regressions decoded against ssd-priors",
+                    )
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecString::builder("ssd-priors")
+                    .nick("SSD priors")
+                    .blurb(
+                        "model-type=ssd with ssd-boxes=raw: the priors, as \
+                         strides=8,16,32,64;min-sizes=10,16,24/32,48/64,96/128,192,256;variances=0.1,0.2; \
+                         keys left out (or all: unset) take these, UltraFace's, values",
+                    )
                     .flags(mutable_ready)
                     .build(),
                 glib::ParamSpecString::builder("labels")
@@ -287,12 +307,22 @@ impl ObjectImpl for TrtInfer {
             return;
         }
         let mut s = self.settings.lock().unwrap();
-        if matches!(pspec.name(), "model" | "model-type") {
+        if matches!(
+            pspec.name(),
+            "model" | "model-type" | "ssd-boxes" | "ssd-priors"
+        ) {
             *self.last_input_spec.lock().unwrap() = None;
         }
         match pspec.name() {
             "model" => s.model = path_property(value),
             "model-type" => s.model_type = value.get().expect("type checked upstream"),
+            "ssd-boxes" => s.ssd.boxes = value.get().expect("type checked upstream"),
+            "ssd-priors" => {
+                s.ssd.priors = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
             "labels" => s.labels = path_property(value),
             "confidence-threshold" => {
                 s.confidence_threshold = value.get().expect("type checked upstream")
@@ -335,6 +365,8 @@ impl ObjectImpl for TrtInfer {
         match pspec.name() {
             "model" => path(&s.model),
             "model-type" => s.model_type.to_value(),
+            "ssd-boxes" => s.ssd.boxes.to_value(),
+            "ssd-priors" => s.ssd.priors.to_value(),
             "labels" => path(&s.labels),
             "confidence-threshold" => s.confidence_threshold.to_value(),
             "nms-threshold" => s.nms_threshold.to_value(),
@@ -474,6 +506,9 @@ impl BaseTransformImpl for TrtInfer {
         let config = DetectorConfig {
             model,
             model_type: settings.model_type,
+            family: FamilyOptions {
+                ssd: settings.ssd.clone(),
+            },
             labels: settings.labels.clone(),
             providers,
             device_id: settings.device_id,

@@ -13,7 +13,7 @@
 
 use cudarc::driver::{CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 
-use super::{grid_input_size, Candidate, ModelShapes, OutputParser, STRIDES};
+use super::{grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, STRIDES};
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
@@ -37,7 +37,7 @@ impl Yolov8Parser {
             .iter()
             .map(|&s| ((width / s) * (height / s)) as usize)
             .sum();
-        let output = &shapes.output;
+        let output = shapes.first_output();
         let channels = output.get(1).copied().filter(|&c| c > 4);
         if output.len() != 3 || channels.is_none() || output[2] != anchors as i64 {
             return Err(format!(
@@ -71,8 +71,11 @@ impl OutputParser for Yolov8Parser {
         self.num_classes
     }
 
-    fn output_len(&self) -> usize {
-        (4 + self.num_classes) * self.anchors
+    fn outputs(&self) -> Vec<OutputUse> {
+        vec![OutputUse {
+            index: 0,
+            dims: vec![4 + self.num_classes, self.anchors],
+        }]
     }
 
     fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
@@ -82,7 +85,8 @@ impl OutputParser for Yolov8Parser {
         })))
     }
 
-    fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {
+    fn decode(&self, outputs: &[&[f32]], threshold: f32) -> Vec<Candidate> {
+        let output = outputs[0];
         let n = self.anchors;
         // Each class's scores are contiguous: scan them in memory order,
         // then put the few survivors in (anchor, class) order, the order
@@ -132,10 +136,6 @@ impl DeviceDecoder for Yolov8DeviceDecoder {
         KERNEL
     }
 
-    fn output_dims(&self) -> Vec<usize> {
-        vec![4 + self.num_classes, self.anchors]
-    }
-
     fn positions(&self) -> usize {
         self.anchors
     }
@@ -149,7 +149,7 @@ impl DeviceDecoder for Yolov8DeviceDecoder {
         stream: &CudaStream,
         kernel: &CudaFunction,
         config: LaunchConfig,
-        output: u64,
+        outputs: &[u64],
         targets: CandidateTargets,
     ) -> Result<(), DriverError> {
         let (anchors, classes) = (self.anchors as i32, self.num_classes as i32);
@@ -157,7 +157,7 @@ impl DeviceDecoder for Yolov8DeviceDecoder {
         unsafe {
             stream
                 .launch_builder(kernel)
-                .arg(&output)
+                .arg(&outputs[0])
                 .arg(&anchors)
                 .arg(&classes)
                 .arg(&targets)
@@ -174,7 +174,10 @@ mod tests {
     fn shapes(input: [i64; 4], output: [i64; 3]) -> ModelShapes {
         ModelShapes {
             input: input.to_vec(),
-            output: output.to_vec(),
+            outputs: vec![super::super::ModelOutput {
+                name: "output0".into(),
+                shape: output.to_vec(),
+            }],
         }
     }
 
@@ -204,7 +207,7 @@ mod tests {
         };
         put(70, [30.0, 20.0, 10.0, 8.0, 0.9, 0.1, 0.6]);
         put(5, [4.0, 6.0, 2.0, 4.0, 0.2, 0.5, 0.3]);
-        let c = p.decode(&out, 0.4);
+        let c = p.decode(&[&out], 0.4);
         let got: Vec<(u32, f32, [f32; 4])> = c
             .iter()
             .map(|c| (c.class_id, c.confidence, [c.x1, c.y1, c.x2, c.y2]))

@@ -10,7 +10,9 @@ use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
 
-use super::{grid_input_size, Candidate, ModelShapes, OutputParser, MAX_OUTPUT_VALUES, STRIDES};
+use super::{
+    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, MAX_OUTPUT_VALUES, STRIDES,
+};
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
@@ -51,7 +53,7 @@ impl YoloxParser {
                 })
             })
             .collect();
-        let output = &shapes.output;
+        let output = shapes.first_output();
         if output.len() != 3 {
             return Err(format!(
                 "yolox's output has 3 dimensions [N, anchors, 5 + classes], the model's output is {output:?}"
@@ -101,8 +103,11 @@ impl OutputParser for YoloxParser {
         self.num_classes
     }
 
-    fn output_len(&self) -> usize {
-        self.anchors.len() * (5 + self.num_classes)
+    fn outputs(&self) -> Vec<OutputUse> {
+        vec![OutputUse {
+            index: 0,
+            dims: vec![self.anchors.len(), 5 + self.num_classes],
+        }]
     }
 
     fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
@@ -125,7 +130,8 @@ impl OutputParser for YoloxParser {
         )
     }
 
-    fn decode(&self, output: &[f32], threshold: f32) -> Vec<Candidate> {
+    fn decode(&self, outputs: &[&[f32]], threshold: f32) -> Vec<Candidate> {
+        let output = outputs[0];
         let row_len = 5 + self.num_classes;
         let mut out = Vec::new();
         for (row, anchor) in output.chunks_exact(row_len).zip(&self.anchors) {
@@ -169,10 +175,6 @@ impl DeviceDecoder for YoloxDeviceDecoder {
         KERNEL
     }
 
-    fn output_dims(&self) -> Vec<usize> {
-        vec![self.rows, 5 + self.num_classes]
-    }
-
     fn positions(&self) -> usize {
         self.rows
     }
@@ -186,7 +188,7 @@ impl DeviceDecoder for YoloxDeviceDecoder {
         stream: &CudaStream,
         kernel: &CudaFunction,
         config: LaunchConfig,
-        output: u64,
+        outputs: &[u64],
         targets: CandidateTargets,
     ) -> Result<(), DriverError> {
         let (rows, classes) = (self.rows as i32, self.num_classes as i32);
@@ -196,7 +198,7 @@ impl DeviceDecoder for YoloxDeviceDecoder {
         unsafe {
             stream
                 .launch_builder(kernel)
-                .arg(&output)
+                .arg(&outputs[0])
                 .arg(&anchors)
                 .arg(&rows)
                 .arg(&classes)
@@ -214,7 +216,10 @@ mod tests {
     fn shapes(input: [i64; 4], output: [i64; 3]) -> ModelShapes {
         ModelShapes {
             input: input.to_vec(),
-            output: output.to_vec(),
+            outputs: vec![super::super::ModelOutput {
+                name: "output".into(),
+                shape: output.to_vec(),
+            }],
         }
     }
 
@@ -225,7 +230,7 @@ mod tests {
         let mut out = vec![0f32; 84 * 7];
         let row = 64 + 4 + 1; // stride 16, gy = 1, gx = 1
         out[row * 7..row * 7 + 7].copy_from_slice(&[0.5, 0.25, 0.0, (2f32).ln(), 0.9, 0.1, 0.8]);
-        let c = p.decode(&out, 0.3);
+        let c = p.decode(&[&out], 0.3);
         assert_eq!(c.len(), 1);
         let c = c[0];
         assert_eq!(c.class_id, 1);
@@ -281,7 +286,7 @@ mod tests {
             .unwrap();
         assert!(e.contains("more than 67108864 values"), "{e}");
         let p = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18909])).unwrap();
-        assert_eq!(p.output_len(), 3549 * 18909);
+        assert_eq!(p.outputs()[0].values(), 3549 * 18909);
         assert!(YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18910])).is_err());
     }
 }
