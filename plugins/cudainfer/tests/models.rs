@@ -29,25 +29,11 @@ fn dog_jpg(properties: &str) -> Vec<Detection> {
 
 /// The reference of tests/data/`name` (yolov8_reference.py's output).
 fn reference(name: &str) -> Vec<Reference> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name);
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    json["detections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            let f = |k: &str| d[k].as_f64().unwrap() as f32;
-            Reference {
-                class_id: d["class_id"].as_u64().unwrap() as u32,
-                label: d["label"].as_str().unwrap().to_string(),
-                confidence: f("confidence"),
-                bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
-            }
-        })
-        .collect()
+    references_in(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
 }
 
 /// The same-class detection of `found` overlapping `r` most, and the IoU.

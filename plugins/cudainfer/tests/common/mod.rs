@@ -211,7 +211,13 @@ pub struct Reference {
 }
 
 pub fn reference_detections() -> Vec<Reference> {
-    let text = std::fs::read_to_string(media("dog.reference.json")).unwrap();
+    references_in(std::path::Path::new(&media("dog.reference.json")))
+}
+
+/// The `detections` of a reference JSON file (class_id, label, confidence,
+/// x1, y1, x2, y2), as the reference scripts write them.
+pub fn references_in(path: &std::path::Path) -> Vec<Reference> {
+    let text = std::fs::read_to_string(path).unwrap();
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     json["detections"]
         .as_array()
