@@ -259,18 +259,28 @@ fn confidence_threshold_zero_is_bounded_by_max_detections() {
     }
 }
 
-#[test]
-fn thresholds_changed_while_playing_take_effect() {
-    let (caps, frames) = decoded_frames(4, 1920, 1080);
-    let (pipeline, received) = branches(
-        1,
-        &format!("model={} confidence-threshold=0.3", dynbatch_model()),
-    );
+/// One branch with trtinfer `properties` (and the dynamic-batch model),
+/// PLAYING, that has inferred the first `count` frames of the clip and is
+/// waiting for more: its pipeline, what came out, and the frames' caps and
+/// buffers.
+fn playing_after(
+    count: usize,
+    properties: &str,
+) -> (gst::Pipeline, Received, gst::Caps, Vec<gst::Buffer>) {
+    let (caps, frames) = decoded_frames(count, 1920, 1080);
+    let (pipeline, mut received) = branches(1, &format!("model={} {properties}", dynbatch_model()));
+    let received = received.remove(0);
     pipeline.set_state(gst::State::Playing).unwrap();
     feed(&pipeline, "src0", &caps, &frames, false);
     wait_for("the first frames are out", || {
-        received[0].lock().unwrap().len() == 4
+        received.lock().unwrap().len() == count
     });
+    (pipeline, received, caps, frames)
+}
+
+#[test]
+fn thresholds_changed_while_playing_take_effect() {
+    let (pipeline, received, caps, frames) = playing_after(4, "confidence-threshold=0.3");
     let infer = pipeline.by_name("infer0").unwrap();
     infer.set_property("confidence-threshold", 0.8f64);
     infer.set_property("max-detections", 1u32);
@@ -278,7 +288,7 @@ fn thresholds_changed_while_playing_take_effect() {
     let later = one_second_later(&frames);
     feed(&pipeline, "src0", &caps, &later, true);
     assert_eq!(run_to_end(&pipeline).error, None);
-    let got = received[0].lock().unwrap();
+    let got = received.lock().unwrap();
     assert_eq!(got.len(), 8);
     for i in 0..4 {
         let before = &got[i].1.detections;
@@ -508,16 +518,7 @@ fn latency_covers_the_batch_wait_and_the_measured_run() {
 
 #[test]
 fn allocation_asks_for_the_frames_held_in_flight() {
-    let (caps, frames) = decoded_frames(1, 1920, 1080);
-    let (pipeline, received) = branches(
-        1,
-        &format!("model={} max-frames-in-flight=5", dynbatch_model()),
-    );
-    pipeline.set_state(gst::State::Playing).unwrap();
-    feed(&pipeline, "src0", &caps, &frames, false);
-    wait_for("the frame is out", || {
-        received[0].lock().unwrap().len() == 1
-    });
+    let (pipeline, _, caps, _) = playing_after(1, "max-frames-in-flight=5");
     let mut query = gst::query::Allocation::new(Some(&caps), true);
     let sink = pipeline
         .by_name("infer0")
