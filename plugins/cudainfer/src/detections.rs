@@ -4,8 +4,11 @@
 //! (roi type = label, box in frame pixels, ids 0..n-1 in order of descending
 //! confidence) with a `detection` parameter structure
 //! (`label`: string, `class-id`: uint, `confidence`: double), so any
-//! GStreamer program reads them with stock APIs. Rust applications get the
-//! whole result at once from [`FrameDetections::from_buffer`].
+//! GStreamer program reads them with stock APIs. A classifier's classes
+//! come the same way: one region-of-interest meta per class covering the
+//! whole frame, with a `classification` parameter structure of the same
+//! fields. Rust applications get the whole result at once from
+//! [`FrameDetections::from_buffer`].
 
 use std::sync::Arc;
 
@@ -14,6 +17,9 @@ use crate::custom_meta;
 const META_NAME: &str = "GstCudaInferDetectionsMeta";
 /// Name of the parameter structure on each region-of-interest meta.
 pub const DETECTION_PARAM: &str = "detection";
+/// Name of the parameter structure on each whole-frame class's
+/// region-of-interest meta.
+pub const CLASSIFICATION_PARAM: &str = "classification";
 
 /// One detected object, box in frame pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,12 +33,25 @@ pub struct Detection {
     pub height: f32,
 }
 
-/// All detections of one frame, highest confidence first.
+/// One class of the whole frame (`model-type=classifier`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub class_id: u32,
+    pub label: String,
+    pub confidence: f32,
+}
+
+/// All results of one frame, highest confidence first: objects of
+/// detectors, classes of classifiers.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct FrameDetections {
     /// Path of the model that produced them.
     pub model: String,
     pub detections: Vec<Detection>,
+    pub classifications: Vec<Classification>,
+    /// Size of the frame the model ran on, which the classes' metas cover.
+    pub frame_width: u32,
+    pub frame_height: u32,
 }
 
 #[derive(Clone, Debug, glib::Boxed)]
@@ -66,7 +85,10 @@ impl FrameDetections {
         buffer.foreach_meta_mut(|mut meta| {
             let ours = meta
                 .downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
-                .is_some_and(|roi| roi.param(DETECTION_PARAM).is_some());
+                .is_some_and(|roi| {
+                    roi.param(DETECTION_PARAM).is_some()
+                        || roi.param(CLASSIFICATION_PARAM).is_some()
+                });
             std::ops::ControlFlow::Continue(if ours {
                 gst::buffer::BufferMetaForeachAction::Remove
             } else {
@@ -76,23 +98,37 @@ impl FrameDetections {
         true
     }
 
-    /// Attaches the result: one region-of-interest meta per object and the
-    /// whole result as the project's own meta.
+    /// Attaches the result: one region-of-interest meta per object and per
+    /// class (ids 0..n-1 across both) and the whole result as the project's
+    /// own meta.
     pub fn attach(self, buffer: &mut gst::BufferRef) {
-        for (id, d) in self.detections.iter().enumerate() {
+        let boxes = self.detections.iter().map(|d| {
             let rect = (
                 d.x.round().max(0.0) as u32,
                 d.y.round().max(0.0) as u32,
                 d.width.round().max(0.0) as u32,
                 d.height.round().max(0.0) as u32,
             );
-            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, &d.label, rect);
+            (DETECTION_PARAM, &d.label, d.class_id, d.confidence, rect)
+        });
+        let frame = (0, 0, self.frame_width, self.frame_height);
+        let classes = self.classifications.iter().map(|c| {
+            (
+                CLASSIFICATION_PARAM,
+                &c.label,
+                c.class_id,
+                c.confidence,
+                frame,
+            )
+        });
+        for (id, (param, label, class_id, confidence, rect)) in boxes.chain(classes).enumerate() {
+            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, label, rect);
             roi.set_id(id as i32);
             roi.add_param(
-                gst::Structure::builder(DETECTION_PARAM)
-                    .field("label", &d.label)
-                    .field("class-id", d.class_id)
-                    .field("confidence", d.confidence as f64)
+                gst::Structure::builder(param)
+                    .field("label", label)
+                    .field("class-id", class_id)
+                    .field("confidence", confidence as f64)
                     .build(),
             );
         }

@@ -17,7 +17,7 @@ pub mod spec;
 pub mod tensor_meta;
 mod trtinfer;
 
-pub use detections::{Detection, FrameDetections};
+pub use detections::{Classification, Detection, FrameDetections};
 
 /// The pure parts of model loading (labels bytes, the model's input/output
 /// check), for the fuzzers in `fuzz/`: not part of the API applications use.

@@ -226,3 +226,134 @@ fn ssd_priors_must_fit_the_model() {
         "{error}"
     );
 }
+
+/// dog.jpg through MobileNetV2 (`model-type=classifier`, ImageNet labels)
+/// with `properties`. Converted to RGB before cudapreprocess, as the
+/// reference resamples the RGB frame: the classes move by up to 0.03 when
+/// cudapreprocess resamples jpegdec's subsampled chroma itself.
+fn classify_dog_jpg(properties: &str) -> Run {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! video/x-raw,format=RGB ! cudapreprocess \
+         ! trtinfer model={} model-type=classifier labels={} {properties} ! appsink name=sink",
+        media("dog.jpg"),
+        shared_model("mobilenetv2_1.0_224_float.onnx"),
+        shared_model("imagenet_labels_1001.txt"),
+    ));
+    assert_eq!(run.error, None);
+    assert_eq!(run.buffers.len(), 1);
+    run
+}
+
+/// The top classes of classifier_reference.py's output: (class id, label,
+/// confidence).
+fn reference_classes() -> Vec<(u32, String, f32)> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/mobilenetv2_dog.reference.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["class_id"].as_u64().unwrap() as u32,
+                c["label"].as_str().unwrap().to_string(),
+                c["confidence"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect()
+}
+
+/// The top 3 classes, in order, within 0.02 of the reference (which
+/// stretches with Pillow's antialiased bilinear filter, the definition
+/// cudapreprocess follows), as the Rust meta and as whole-frame
+/// region-of-interest metas with a `classification` parameter.
+#[test]
+fn mobilenetv2_on_dog_jpg_matches_the_reference() {
+    let run = classify_dog_jpg("classifier-top-k=3 confidence-threshold=0.05");
+    let reference = reference_classes();
+    assert_eq!(reference.len(), 3);
+    let frame = &run.detections()[0];
+    assert!(frame.detections.is_empty());
+    let found = &frame.classifications;
+    assert_eq!(found.len(), 3, "{found:?}");
+    for (c, (id, label, confidence)) in found.iter().zip(&reference) {
+        eprintln!(
+            "{label}: confidence {:.4} (reference {confidence:.4})",
+            c.confidence
+        );
+        assert_eq!((c.class_id, &c.label), (*id, label));
+        assert!(
+            (c.confidence - confidence).abs() <= 0.02,
+            "{label}: {} vs {confidence}",
+            c.confidence
+        );
+    }
+    // What a C or Python program sees: stock region-of-interest metas.
+    let buffer = &run.buffers[0];
+    let mut rois: Vec<_> = buffer
+        .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+        .map(|roi| {
+            let param = roi.param("classification").expect("a classification param");
+            (
+                roi.id(),
+                roi.rect(),
+                roi.roi_type().to_string(),
+                param.get::<String>("label").unwrap(),
+                param.get::<u32>("class-id").unwrap(),
+                param.get::<f64>("confidence").unwrap(),
+            )
+        })
+        .collect();
+    rois.sort_by_key(|r| r.0);
+    assert_eq!(rois.len(), 3);
+    for ((id, rect, roi_type, label, class_id, confidence), c) in rois.iter().zip(found) {
+        assert_eq!(*rect, (0, 0, 768, 576), "the whole frame, roi {id}");
+        assert_eq!(
+            (roi_type, label, *class_id),
+            (&c.label, &c.label, c.class_id)
+        );
+        assert!((*confidence as f32 - c.confidence).abs() < 1e-6);
+    }
+}
+
+/// The default top-k is 1, and confidence-threshold applies to classes.
+#[test]
+fn classifier_top_k_and_threshold() {
+    let reference = reference_classes();
+    let run = classify_dog_jpg("confidence-threshold=0.05");
+    let found = &run.detections()[0].classifications;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].class_id, reference[0].0);
+    // Above the best class's confidence: nothing.
+    let run = classify_dog_jpg("classifier-top-k=3 confidence-threshold=0.5");
+    assert!(run.detections()[0].classifications.is_empty());
+    assert_eq!(
+        run.buffers[0]
+            .iter_meta::<gst_video::VideoRegionOfInterestMeta>()
+            .count(),
+        0
+    );
+    // The output is already a distribution: auto does not softmax it
+    // again, forcing softmax flattens it below the threshold.
+    let run = classify_dog_jpg("classifier-activation=softmax confidence-threshold=0.05");
+    assert!(run.detections()[0].classifications.is_empty());
+}
+
+#[test]
+fn a_yolox_model_is_not_a_classifier() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={} model-type=classifier ! appsink name=sink",
+        media("dog.jpg"),
+        model()
+    ));
+    let error = run.expect_error();
+    assert!(
+        error.contains("does not fit model-type=classifier")
+            && error.contains("classifier needs an output [N, classes]")
+            && error.contains("[1, 3549, 85]"),
+        "{error}"
+    );
+}

@@ -15,10 +15,10 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::cuda::{self, DeviceTensor, Gpu};
-use crate::detections::{Detection, FrameDetections};
+use crate::detections::{Classification, Detection, FrameDetections};
 use crate::parsers::{
-    self, keep_most_confident, nms, Candidate, DecodeLimits, FamilyOptions, ModelOutput,
-    ModelShapes, ModelType, OutputParser,
+    self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelOutput, ModelShapes, ModelType,
+    OutputParser,
 };
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
@@ -434,13 +434,14 @@ impl Detector {
 
     /// Runs the model once on `tensors` (all in the same memory, at most
     /// [`Self::max_batch`]) and decodes each item's output with its own
-    /// limits (threshold, then the most confident): on the GPU for GPU tensors and a GPU provider, else on the
-    /// host (GPU tensors given to the cpu provider are copied to the host).
-    fn candidates(
+    /// limits (threshold, then the most confident): on the GPU for GPU
+    /// tensors, a GPU provider and a family with a device decoder, else on
+    /// the host (GPU tensors are then copied to the host).
+    fn decode_run(
         &mut self,
         tensors: &[&Tensor],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<Vec<Candidate>>, String> {
+    ) -> Result<Vec<FrameResult>, String> {
         let device_tensors: Option<Vec<&DeviceTensor>> = tensors
             .iter()
             .map(|t| match &t.storage {
@@ -452,7 +453,8 @@ impl Detector {
         if let (Some(devices), Some(_)) = (&device_tensors, &self.gpu) {
             if let Some(runner) = &mut self.device_runner {
                 let runner = runner.as_mut().map_err(|e| e.clone())?;
-                return runner.run(&mut self.session, devices, tensors[0].shape(), limits);
+                let all = runner.run(&mut self.session, devices, tensors[0].shape(), limits)?;
+                return Ok(all.into_iter().map(FrameResult::Candidates).collect());
             }
         }
         let item_len: usize = tensors[0].shape().iter().product();
@@ -489,8 +491,7 @@ impl Detector {
                     .iter()
                     .map(|&(raw, len)| &raw[i * len..(i + 1) * len])
                     .collect();
-                let all = self.parser.decode(&item, l.confidence);
-                keep_most_confident(all, l.max_detections)
+                self.parser.decode_frame(&item, *l)
             })
             .collect())
     }
@@ -534,7 +535,7 @@ impl Detector {
                         max_detections: thresholds[i].max_detections,
                     })
                     .collect();
-                this.candidates(&views, &limits)
+                this.decode_run(&views, &limits)
             };
             match run(self, &group) {
                 Ok(all) => {
@@ -562,17 +563,38 @@ impl Detector {
             .collect()
     }
 
-    /// NMS, then boxes mapped to frame pixels and clipped to the frame.
+    /// Candidates through NMS, then boxes mapped to frame pixels and
+    /// clipped to the frame; classes labelled.
     fn to_frame_detections(
         &self,
-        candidates: Vec<Candidate>,
+        result: FrameResult,
         tensor: &Tensor,
         thresholds: &Thresholds,
     ) -> FrameDetections {
-        let kept = nms::class_wise_nms(candidates, thresholds.nms);
         let t = &tensor.transform;
+        let mut frame = FrameDetections {
+            model: self.model_name.clone(),
+            frame_width: t.frame_width,
+            frame_height: t.frame_height,
+            ..Default::default()
+        };
+        let candidates = match result {
+            FrameResult::Candidates(c) => c,
+            FrameResult::Classes(classes) => {
+                frame.classifications = classes
+                    .into_iter()
+                    .map(|c| Classification {
+                        class_id: c.class_id,
+                        label: self.label(c.class_id),
+                        confidence: c.confidence,
+                    })
+                    .collect();
+                return frame;
+            }
+        };
+        let kept = nms::class_wise_nms(candidates, thresholds.nms);
         let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);
-        let detections = kept
+        frame.detections = kept
             .into_iter()
             .filter_map(|c| {
                 let (x1, y1) = t.to_frame(c.x1, c.y1);
@@ -590,9 +612,6 @@ impl Detector {
                 })
             })
             .collect();
-        FrameDetections {
-            model: self.model_name.clone(),
-            detections,
-        }
+        frame
     }
 }

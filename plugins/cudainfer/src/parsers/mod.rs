@@ -1,8 +1,9 @@
 //! Model families: what input each wants (its preset) and how its raw output
-//! becomes detection candidates, on the host and, with its own kernel, on
-//! the GPU. Adding a family means adding a module here and a [`ModelType`]
+//! becomes detection candidates (or, for classifiers, classes), on the host
+//! and, with its own kernel, on the GPU. Adding a family means adding a module here and a [`ModelType`]
 //! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
+pub mod classifier;
 pub mod nms;
 pub mod ssd;
 pub mod yolov8;
@@ -32,6 +33,11 @@ pub enum ModelType {
         nick = "ssd"
     )]
     Ssd = 2,
+    #[enum_value(
+        name = "Whole-frame classifier (MobileNetV2...): stretched RGB (x-127.5)/127.5 input, [N, classes] output",
+        nick = "classifier"
+    )]
+    Classifier = 3,
 }
 
 /// Settings of one family, from the element's properties; the other
@@ -40,6 +46,7 @@ pub enum ModelType {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct FamilyOptions {
     pub ssd: ssd::SsdOptions,
+    pub classifier: classifier::ClassifierOptions,
 }
 
 /// One detection before NMS, in tensor pixel coordinates.
@@ -51,6 +58,23 @@ pub struct Candidate {
     pub y1: f32,
     pub x2: f32,
     pub y2: f32,
+}
+
+/// One class of a whole-frame classification.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassScore {
+    pub class_id: u32,
+    pub confidence: f32,
+}
+
+/// What a family makes of one image's output, so that `inference/` carries
+/// either kind without knowing the family.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FrameResult {
+    /// Detection candidates, in tensor pixels, before NMS.
+    Candidates(Vec<Candidate>),
+    /// Classes of the whole frame, most confident first.
+    Classes(Vec<ClassScore>),
 }
 
 /// What one frame keeps of its decoded output: candidates above `confidence`, at most the `max_detections` most confident.
@@ -141,6 +165,12 @@ pub trait OutputParser: Send + Sync {
     /// Decodes one image's (batch item's) part of each output of
     /// [`Self::outputs`] into candidates whose confidence exceeds `threshold`.
     fn decode(&self, outputs: &[&[f32]], threshold: f32) -> Vec<Candidate>;
+    /// One image's result within `limits`: for detectors, the most
+    /// confident of [`Self::decode`]'s candidates.
+    fn decode_frame(&self, outputs: &[&[f32]], limits: DecodeLimits) -> FrameResult {
+        let all = self.decode(outputs, limits.confidence);
+        FrameResult::Candidates(keep_most_confident(all, limits.max_detections))
+    }
     /// The family's decoder of outputs on `gpu`, which gives the same
     /// candidates as [`Self::decode`], where it has a kernel; `None` decodes
     /// on the host. The error says why it cannot be made.
@@ -160,6 +190,10 @@ pub fn new_parser(
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
         ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
         ModelType::Ssd => Ok(Box::new(ssd::SsdParser::new(shapes, &options.ssd)?)),
+        ModelType::Classifier => Ok(Box::new(classifier::ClassifierParser::new(
+            shapes,
+            &options.classifier,
+        )?)),
     }
 }
 

@@ -13,6 +13,7 @@ use super::in_flight::{Deliver, InFlight};
 use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
 use crate::inference::{DetectorConfig, Thresholds};
+use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
 use crate::{spec, tensor_meta, FrameDetections};
@@ -38,6 +39,7 @@ struct Settings {
     model: Option<PathBuf>,
     model_type: ModelType,
     ssd: SsdOptions,
+    classifier: ClassifierOptions,
     labels: Option<PathBuf>,
     confidence_threshold: f64,
     nms_threshold: f64,
@@ -63,6 +65,7 @@ impl Default for Settings {
             model: None,
             model_type: ModelType::default(),
             ssd: SsdOptions::default(),
+            classifier: ClassifierOptions::default(),
             labels: None,
             confidence_threshold: DEFAULT_CONFIDENCE,
             nms_threshold: DEFAULT_NMS,
@@ -171,6 +174,28 @@ impl ObjectImpl for TrtInfer {
                          strides=8,16,32,64;min-sizes=10,16,24/32,48/64,96/128,192,256;variances=0.1,0.2; \
                          keys left out (or all: unset) take these, UltraFace's, values",
                     )
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default(
+                    "classifier-activation",
+                    Activation::default(),
+                )
+                .nick("Classifier activation")
+                .blurb(
+                    "model-type=classifier: how output rows become probabilities: auto softmaxes a row \
+                     unless it already is a distribution (all in 0..1, summing to about 1)",
+                )
+                .flags(mutable_ready)
+                .build(),
+                glib::ParamSpecUInt::builder("classifier-top-k")
+                    .nick("Classifier top k")
+                    .blurb(
+                        "model-type=classifier: how many of the most probable classes (above \
+                         confidence-threshold) each frame gets",
+                    )
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(ClassifierOptions::default().top_k)
                     .flags(mutable_ready)
                     .build(),
                 glib::ParamSpecString::builder("labels")
@@ -309,7 +334,12 @@ impl ObjectImpl for TrtInfer {
         let mut s = self.settings.lock().unwrap();
         if matches!(
             pspec.name(),
-            "model" | "model-type" | "ssd-boxes" | "ssd-priors"
+            "model"
+                | "model-type"
+                | "ssd-boxes"
+                | "ssd-priors"
+                | "classifier-activation"
+                | "classifier-top-k"
         ) {
             *self.last_input_spec.lock().unwrap() = None;
         }
@@ -323,6 +353,10 @@ impl ObjectImpl for TrtInfer {
                     .expect("type checked upstream")
                     .unwrap_or_default()
             }
+            "classifier-activation" => {
+                s.classifier.activation = value.get().expect("type checked upstream")
+            }
+            "classifier-top-k" => s.classifier.top_k = value.get().expect("type checked upstream"),
             "labels" => s.labels = path_property(value),
             "confidence-threshold" => {
                 s.confidence_threshold = value.get().expect("type checked upstream")
@@ -367,6 +401,8 @@ impl ObjectImpl for TrtInfer {
             "model-type" => s.model_type.to_value(),
             "ssd-boxes" => s.ssd.boxes.to_value(),
             "ssd-priors" => s.ssd.priors.to_value(),
+            "classifier-activation" => s.classifier.activation.to_value(),
+            "classifier-top-k" => s.classifier.top_k.to_value(),
             "labels" => path(&s.labels),
             "confidence-threshold" => s.confidence_threshold.to_value(),
             "nms-threshold" => s.nms_threshold.to_value(),
@@ -508,6 +544,7 @@ impl BaseTransformImpl for TrtInfer {
             model_type: settings.model_type,
             family: FamilyOptions {
                 ssd: settings.ssd.clone(),
+                classifier: settings.classifier.clone(),
             },
             labels: settings.labels.clone(),
             providers,
