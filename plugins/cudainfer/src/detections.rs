@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use crate::custom_meta;
+use crate::raw_outputs::RawTensor;
 
 const META_NAME: &str = "GstCudaInferDetectionsMeta";
 /// Name of the parameter structure on each region-of-interest meta.
@@ -49,6 +50,9 @@ pub struct FrameDetections {
     pub model: String,
     pub detections: Vec<Detection>,
     pub classifications: Vec<Classification>,
+    /// The model's outputs themselves (`model-type=raw`), also attached as
+    /// their own meta (see [`crate::raw_outputs`]).
+    pub raw_outputs: Vec<RawTensor>,
     /// Size of the frame the model ran on, which the classes' metas cover.
     pub frame_width: u32,
     pub frame_height: u32,
@@ -76,12 +80,14 @@ impl FrameDetections {
         custom_meta::get::<DetectionsHandle>(buffer, META_NAME).map(|h| h.0)
     }
 
-    /// Removes the detections of an earlier `trtinfer` (its meta and its
-    /// region-of-interest metas); true if there were any.
+    /// Removes the results of an earlier `trtinfer` (its meta, its
+    /// region-of-interest metas and its raw outputs); true if there were
+    /// any.
     pub fn remove_from(buffer: &mut gst::BufferRef) -> bool {
         if !custom_meta::remove(buffer, META_NAME) {
             return false;
         }
+        RawTensor::remove_from(buffer);
         buffer.foreach_meta_mut(|mut meta| {
             let ours = meta
                 .downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
@@ -99,9 +105,12 @@ impl FrameDetections {
     }
 
     /// Attaches the result: one region-of-interest meta per object and per
-    /// class (ids 0..n-1 across both) and the whole result as the project's
-    /// own meta.
+    /// class (ids 0..n-1 across both), the raw outputs meta if there are
+    /// raw outputs, and the whole result as the project's own meta.
     pub fn attach(self, buffer: &mut gst::BufferRef) {
+        if !self.raw_outputs.is_empty() {
+            RawTensor::attach(&self.raw_outputs, buffer);
+        }
         let boxes = self.detections.iter().map(|d| {
             let rect = (
                 d.x.round().max(0.0) as u32,

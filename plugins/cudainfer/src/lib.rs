@@ -2,7 +2,8 @@
 //!
 //! - `cudapreprocess` attaches a model-ready tensor to each frame;
 //! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
-//!   the detections (see [`detections`]).
+//!   the detections (see [`detections`]), or with `model-type=raw` the
+//!   model's outputs themselves (see [`raw_outputs`]).
 
 use gst::glib;
 
@@ -13,11 +14,13 @@ pub mod detections;
 pub mod inference;
 pub mod parsers;
 pub mod preprocess;
+pub mod raw_outputs;
 pub mod spec;
 pub mod tensor_meta;
 mod trtinfer;
 
 pub use detections::{Classification, Detection, FrameDetections};
+pub use raw_outputs::RawTensor;
 
 /// The pure parts of model loading (labels bytes, the model's input/output
 /// check), for the fuzzers in `fuzz/`: not part of the API applications use.
@@ -74,6 +77,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
     tensor_meta::register();
     detections::register();
+    raw_outputs::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
     Ok(())

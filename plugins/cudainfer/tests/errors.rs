@@ -459,6 +459,42 @@ fn model_with_fp16_output() {
     );
 }
 
+/// model-type=raw hands on every output, so it checks every output's
+/// type, not only the first's.
+#[test]
+fn raw_model_with_an_fp16_second_output() {
+    let constant = |output: &str, elem_type: u64| {
+        node(
+            "Constant",
+            &[],
+            &[output],
+            &[zeros_attribute("value", elem_type, &[1, 4])],
+        )
+    };
+    let model = temp_model(
+        "raw_fp16_output",
+        &onnx_model(
+            "raw_fp16_output",
+            &[constant("scores", FLOAT), constant("half", FLOAT16)],
+            &[("images", FLOAT, &fixed(&[1, 3, 64, 64]))],
+            &[
+                ("scores", FLOAT, &fixed(&[1, 4])),
+                ("half", FLOAT16, &fixed(&[1, 4])),
+            ],
+        ),
+    );
+    let e = within(60, {
+        let model = model.clone();
+        move || infer_error(&format!("model={model} model-type=raw"))
+    });
+    let _ = std::fs::remove_file(&model);
+    assert_contains(
+        &e,
+        "the model's output 'half' is float16 but model-type=raw needs float32",
+    );
+    assert_contains(&e, "export the model with a float32 output");
+}
+
 #[test]
 fn model_with_a_flat_output() {
     let e = model_error(

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use gstcudainfer::Detection;
+use gstcudainfer::{Detection, RawTensor};
 
 fn shared_model(name: &str) -> String {
     shared_dir().join("models").join(name).display().to_string()
@@ -356,4 +356,95 @@ fn a_yolox_model_is_not_a_classifier() {
             && error.contains("[1, 3549, 85]"),
         "{error}"
     );
+}
+
+/// The raw outputs meta as C or Python reads it: the `outputs` array's
+/// structures through stock GstStructure getters, the data bytes as
+/// little-endian float32.
+fn raw_outputs_from_structure(buffer: &gst::BufferRef) -> Vec<RawTensor> {
+    let meta = gst::meta::CustomMeta::from_buffer(buffer, "GstCudaInferRawOutputsMeta").unwrap();
+    let outputs = meta.structure().get::<gst::Array>("outputs").unwrap();
+    outputs
+        .iter()
+        .map(|v| {
+            let s = v.get::<gst::Structure>().unwrap();
+            assert_eq!(s.name(), "output");
+            let shape = s.get::<gst::Array>("shape").unwrap();
+            let bytes = s.get::<glib::Bytes>("data").unwrap();
+            RawTensor {
+                name: s.get::<String>("name").unwrap(),
+                shape: shape
+                    .iter()
+                    .map(|d| d.get::<u64>().unwrap() as usize)
+                    .collect(),
+                data: bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The classes YOLOX's formula finds in one image's `[anchors, 85]` output
+/// of a 416x416 input: objectness × class score above `threshold`.
+fn yolox_classes(output: &[f32], threshold: f32) -> std::collections::BTreeSet<u32> {
+    let anchors: usize = [8, 16, 32].iter().map(|s| (416 / s) * (416 / s)).sum();
+    let rows: Vec<&[f32]> = output.chunks_exact(85).collect();
+    assert_eq!(rows.len(), anchors);
+    rows.iter()
+        .flat_map(|row| {
+            row[5..]
+                .iter()
+                .enumerate()
+                .filter(|(_, &score)| row[4] * score > threshold)
+                .map(|(class_id, _)| class_id as u32)
+        })
+        .collect()
+}
+
+/// model-type=raw hands YOLOX's output on undecoded (cudapreprocess set to
+/// YOLOX's preset, as raw's own is stretched RGB): decoding it here finds
+/// what model-type=yolox finds, and the GstStructure fields hold what the
+/// Rust reader returns.
+#[test]
+fn raw_attaches_yolox_nanos_output_as_it_is() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert \
+         ! cudapreprocess resize-mode=letterbox channel-order=bgr pad-value=114 \
+         ! trtinfer model={} model-type=raw ! appsink name=sink",
+        media("dog.jpg"),
+        model()
+    ));
+    assert_eq!(run.error, None);
+    assert_eq!(run.buffers.len(), 1);
+    let tensors = RawTensor::from_buffer(&run.buffers[0]).expect("the raw outputs meta");
+    assert_eq!(tensors.len(), 1);
+    assert_eq!(tensors[0].name, "output");
+    assert_eq!(tensors[0].shape, [1, 3549, 85]);
+    assert_eq!(tensors[0].data.len(), 3549 * 85);
+    assert_eq!(raw_outputs_from_structure(&run.buffers[0]), tensors);
+    let classes = yolox_classes(&tensors[0].data, 0.3);
+    for (class_id, name) in [(16, "dog"), (1, "bicycle"), (2, "car")] {
+        assert!(classes.contains(&class_id), "no {name} in {classes:?}");
+    }
+    assert!(
+        run.detections()[0].detections.is_empty(),
+        "raw decodes nothing"
+    );
+}
+
+/// A second trtinfer replaces the first's results, raw outputs included.
+#[test]
+fn a_second_trtinfer_removes_the_raw_outputs() {
+    let run = run(&format!(
+        "filesrc location={} ! jpegdec ! videoconvert ! cudapreprocess \
+         ! trtinfer model={model} model-type=raw keep-tensor=true \
+         ! trtinfer model={model} ! appsink name=sink",
+        media("dog.jpg"),
+        model = model()
+    ));
+    assert_eq!(run.error, None);
+    assert_eq!(RawTensor::from_buffer(&run.buffers[0]), None);
+    assert!(!run.detections()[0].detections.is_empty());
 }

@@ -591,6 +591,10 @@ impl Detector {
                     .collect();
                 return frame;
             }
+            FrameResult::Tensors(tensors) => {
+                frame.raw_outputs = tensors;
+                return frame;
+            }
         };
         let kept = nms::class_wise_nms(candidates, thresholds.nms);
         let (fw, fh) = (t.frame_width as f32, t.frame_height as f32);

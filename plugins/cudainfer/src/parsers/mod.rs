@@ -1,10 +1,12 @@
 //! Model families: what input each wants (its preset) and how its raw output
-//! becomes detection candidates (or, for classifiers, classes), on the host
+//! becomes detection candidates (or, for classifiers, classes; for `raw`,
+//! the outputs as they are), on the host
 //! and, with its own kernel, on the GPU. Adding a family means adding a module here and a [`ModelType`]
 //! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod classifier;
 pub mod nms;
+pub mod raw;
 pub mod ssd;
 pub mod yolov8;
 pub mod yolox;
@@ -38,6 +40,11 @@ pub enum ModelType {
         nick = "classifier"
     )]
     Classifier = 3,
+    #[enum_value(
+        name = "Raw: no decoding, every output attached as it is; stretched RGB 0..255 input (set cudapreprocess for the model)",
+        nick = "raw"
+    )]
+    Raw = 4,
 }
 
 /// Settings of one family, from the element's properties; the other
@@ -75,6 +82,8 @@ pub enum FrameResult {
     Candidates(Vec<Candidate>),
     /// Classes of the whole frame, most confident first.
     Classes(Vec<ClassScore>),
+    /// The frame's part of each output, not decoded.
+    Tensors(Vec<crate::raw_outputs::RawTensor>),
 }
 
 /// What one frame keeps of its decoded output: candidates above `confidence`, at most the `max_detections` most confident.
@@ -194,6 +203,7 @@ pub fn new_parser(
             shapes,
             &options.classifier,
         )?)),
+        ModelType::Raw => Ok(Box::new(raw::RawParser::new(shapes)?)),
     }
 }
 
