@@ -73,6 +73,21 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// RGB stretched to `width` x `height`, normalised as (x − mean) / std
+    /// on the 0..255 scale: the preset of the stretching families.
+    pub fn stretched_rgb(width: u32, height: u32, mean: f32, std: f32) -> Self {
+        Self {
+            width,
+            height,
+            channel_order: ChannelOrder::Rgb,
+            resize_mode: ResizeMode::Stretch,
+            pixel_scale: 1.0,
+            mean: [mean; 3],
+            std: [std; 3],
+            pad_value: 0.0,
+        }
+    }
+
     pub fn to_structure(&self) -> gst::Structure {
         gst::Structure::builder(INPUT_SPEC_QUERY)
             .field("width", self.width)

@@ -251,6 +251,19 @@ fn image_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
     Ok((width, height))
 }
 
+/// Shapes of a model with one input and one output named `name`, for the
+/// families' unit tests.
+#[cfg(test)]
+pub(crate) fn test_shapes(input: &[i64], name: &str, output: &[i64]) -> ModelShapes {
+    ModelShapes {
+        input: input.to_vec(),
+        outputs: vec![ModelOutput {
+            name: name.into(),
+            shape: output.to_vec(),
+        }],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

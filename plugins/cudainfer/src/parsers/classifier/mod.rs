@@ -12,7 +12,7 @@ use super::{
     image_input_size, Candidate, ClassScore, DecodeLimits, FrameResult, ModelShapes, OutputParser,
     OutputUse, MAX_OUTPUT_VALUES,
 };
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::InputSpec;
 
 /// How the scores of a row become probabilities.
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
@@ -69,16 +69,7 @@ impl ClassifierParser {
             ));
         };
         Ok(Self {
-            spec: InputSpec {
-                width,
-                height,
-                channel_order: ChannelOrder::Rgb,
-                resize_mode: ResizeMode::Stretch,
-                pixel_scale: 1.0,
-                mean: [127.5; 3],
-                std: [127.5; 3],
-                pad_value: 0.0,
-            },
+            spec: InputSpec::stretched_rgb(width, height, 127.5, 127.5),
             num_classes: classes as usize,
             options: options.clone(),
         })
@@ -172,6 +163,7 @@ impl OutputParser for ClassifierParser {
 mod tests {
     use super::*;
     use crate::parsers::ModelOutput;
+    use crate::spec::{ChannelOrder, ResizeMode};
 
     fn parser(
         output: Vec<i64>,

@@ -13,7 +13,7 @@ use super::{
     MAX_OUTPUT_VALUES,
 };
 use crate::raw_outputs::RawTensor;
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::InputSpec;
 
 /// One output as the family hands it on.
 struct RawOutput {
@@ -61,16 +61,7 @@ impl RawParser {
             })
             .collect::<Result<Vec<_>, String>>()?;
         Ok(Self {
-            spec: InputSpec {
-                width,
-                height,
-                channel_order: ChannelOrder::Rgb,
-                resize_mode: ResizeMode::Stretch,
-                pixel_scale: 1.0,
-                mean: [0.0; 3],
-                std: [1.0; 3],
-                pad_value: 0.0,
-            },
+            spec: InputSpec::stretched_rgb(width, height, 0.0, 1.0),
             outputs,
         })
     }
@@ -122,6 +113,7 @@ impl OutputParser for RawParser {
 mod tests {
     use super::*;
     use crate::parsers::ModelOutput;
+    use crate::spec::{ChannelOrder, ResizeMode};
 
     fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawParser, String> {
         RawParser::new(&ModelShapes {

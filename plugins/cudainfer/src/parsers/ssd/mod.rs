@@ -27,7 +27,7 @@ use super::{
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::InputSpec;
 
 const KERNEL: KernelSource = KernelSource {
     sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
@@ -339,16 +339,7 @@ impl SsdParser {
             }
         };
         Ok(Self {
-            spec: InputSpec {
-                width,
-                height,
-                channel_order: ChannelOrder::Rgb,
-                resize_mode: ResizeMode::Stretch,
-                pixel_scale: 1.0,
-                mean: [127.0; 3],
-                std: [128.0; 3],
-                pad_value: 0.0,
-            },
+            spec: InputSpec::stretched_rgb(width, height, 127.0, 128.0),
             priors: priors as usize,
             num_classes: num_classes as usize,
             scores_index,
@@ -511,6 +502,7 @@ impl DeviceDecoder for SsdDeviceDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::ResizeMode;
 
     fn output(name: &str, shape: &[i64]) -> ModelOutput {
         ModelOutput {

@@ -214,13 +214,7 @@ mod tests {
     use super::*;
 
     fn shapes(input: [i64; 4], output: [i64; 3]) -> ModelShapes {
-        ModelShapes {
-            input: input.to_vec(),
-            outputs: vec![super::super::ModelOutput {
-                name: "output".into(),
-                shape: output.to_vec(),
-            }],
-        }
+        super::super::test_shapes(&input, "output", &output)
     }
 
     #[test]
