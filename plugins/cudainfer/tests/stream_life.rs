@@ -44,26 +44,32 @@ fn pull(sink: &gst_app::AppSink) -> gst::Buffer {
         .unwrap()
 }
 
+/// The pipeline `description` and its appsink `sink`.
+fn with_sink(description: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    let pipeline = gst::parse::launch(description)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    (pipeline, sink)
+}
+
 /// Seeks 8 times (back and forth, flushing, accurate) while frames are in
 /// flight; after each seek the frames start at the target, follow each
 /// other, and carry the detections of a plain run: no frame from before
 /// the seek comes out after it, and the stream never stalls.
 fn seeks_lose_nothing(infer: &str) {
     let reference = reference();
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = with_sink(&format!(
         "filesrc location={} ! {DECODE} ! cudapreprocess ! trtinfer model={} {infer} \
          ! appsink name=sink sync=false max-buffers=2",
         media("dog_1080p.mp4"),
         dynbatch_model()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
     pipeline.set_state(gst::State::Paused).unwrap();
     pipeline
         .state(gst::ClockTime::from_seconds(30))
@@ -352,19 +358,11 @@ fn a_resolution_change_mid_stream_keeps_detections_right() {
 #[test]
 fn playing_to_null_and_back_50_times() {
     init();
-    let pipeline = gst::parse::launch(&format!(
+    let (pipeline, sink) = with_sink(&format!(
         "videotestsrc pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
          ! cudapreprocess ! trtinfer model={} max-frames-in-flight=4 ! appsink name=sink sync=false max-buffers=1",
         dynbatch_model()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
     for cycle in 0..50 {
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut last = None;

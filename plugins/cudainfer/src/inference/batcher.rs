@@ -10,7 +10,7 @@
 //! batches smaller.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -84,6 +84,9 @@ struct Shared {
     largest_batch: AtomicUsize,
     /// How long the last runs took (model, decoding, NMS), newest last.
     recent_runs: Mutex<VecDeque<Duration>>,
+    /// The longest of `recent_runs` in nanoseconds, kept once per batch:
+    /// every element reads it for every frame.
+    longest_recent_run: AtomicU64,
 }
 
 /// Runs remembered for the latency estimate.
@@ -187,6 +190,7 @@ pub fn shared(
         max_batch_size: info.max_batch_size,
         largest_batch: AtomicUsize::new(0),
         recent_runs: Mutex::new(VecDeque::new()),
+        longest_recent_run: AtomicU64::new(0),
     });
     let worker_shared = shared.clone();
     let worker = std::thread::Builder::new()
@@ -290,12 +294,7 @@ impl Batcher {
     /// The longest of the recent batch runs (zero before the first): what a
     /// frame waits for its result once its batch has formed.
     pub fn batch_time(&self) -> Duration {
-        let runs = self
-            .shared
-            .recent_runs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        runs.iter().copied().max().unwrap_or_default()
+        Duration::from_nanos(self.shared.longest_recent_run.load(Ordering::Relaxed))
     }
 
     /// The most frames run at once so far.
@@ -391,6 +390,10 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
                 runs.pop_front();
             }
             runs.push_back(run);
+            let longest = runs.iter().copied().max().unwrap_or_default();
+            shared
+                .longest_recent_run
+                .store(longest.as_nanos() as u64, Ordering::Relaxed);
         }
         gst::debug!(
             CAT,
