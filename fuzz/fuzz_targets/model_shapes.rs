@@ -9,8 +9,8 @@ use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{CappedAlloc, Reader};
 use gstcudainfer::inference::MAX_INPUT_VALUES;
-use gstcudainfer::internals::{check_model_io, ModelValue, ValueKind};
-use gstcudainfer::parsers::{self, ModelOutput, ModelShapes, ModelType};
+use gstcudainfer::internals::{check_model_io, model_shapes, ModelValue, ValueKind};
+use gstcudainfer::parsers::{self, ModelType};
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]
@@ -70,16 +70,7 @@ fuzz_target!(|data: &[u8]| {
         .fold(1u64, |n, &d| n.saturating_mul(d as u64));
     assert!(per_frame <= MAX_INPUT_VALUES);
     // What Detector::load does next.
-    let shapes = ModelShapes {
-        input: input.to_vec(),
-        outputs: outputs
-            .iter()
-            .map(|o| ModelOutput {
-                name: o.name.clone(),
-                shape: o.tensor_shape().unwrap_or_default().to_vec(),
-            })
-            .collect(),
-    };
+    let shapes = model_shapes(input, &outputs);
     match parsers::new_parser(ModelType::Yolox, &shapes, &Default::default()) {
         Ok(parser) => {
             let spec = parser.input_spec();

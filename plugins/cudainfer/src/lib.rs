@@ -28,7 +28,8 @@ pub use raw_outputs::RawTensor;
 #[doc(hidden)]
 pub mod internals {
     pub use crate::inference::checks::{
-        check_input_size, check_model_io, parse_labels, LabelsError, ModelValue, ValueKind,
+        check_input_size, check_model_io, model_shapes, parse_labels, LabelsError, ModelValue,
+        ValueKind,
     };
 }
 

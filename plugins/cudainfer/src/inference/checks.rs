@@ -102,6 +102,21 @@ pub fn check_model_io(
 
 /// Refuses inputs that would take gigabytes per frame (a mistyped export):
 /// the model and the pre-processing would allocate them before any error.
+/// The shapes a family is made from: the input's and every output's by
+/// name. A value that is not a tensor has no shape, which no family takes.
+pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::parsers::ModelShapes {
+    crate::parsers::ModelShapes {
+        input: input.to_vec(),
+        outputs: outputs
+            .iter()
+            .map(|o| crate::parsers::ModelOutput {
+                name: o.name.clone(),
+                shape: o.tensor_shape().unwrap_or_default().to_vec(),
+            })
+            .collect(),
+    }
+}
+
 pub fn check_input_size(shape: &[i64]) -> Result<(), String> {
     let side = crate::spec::MAX_TENSOR_SIDE as i64;
     if let [_, _, h, w] = shape {

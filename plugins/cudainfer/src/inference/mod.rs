@@ -17,8 +17,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Classification, Detection, FrameDetections};
 use crate::parsers::{
-    self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelOutput, ModelShapes, ModelType,
-    OutputParser,
+    self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelType, OutputParser,
 };
 use crate::spec::InputSpec;
 use crate::tensor_meta::{Tensor, TensorStorage};
@@ -297,17 +296,7 @@ impl Detector {
                 config.model.display()
             )));
         };
-        let shapes = ModelShapes {
-            input: input_shape.to_vec(),
-            // A value that is not a tensor has no shape, which no family takes.
-            outputs: outputs
-                .iter()
-                .map(|o| ModelOutput {
-                    name: o.name.clone(),
-                    shape: o.tensor_shape().unwrap_or_default().to_vec(),
-                })
-                .collect(),
-        };
+        let shapes = checks::model_shapes(input_shape, &outputs);
         let mismatch = |e: String| {
             LoadError::ModelMismatch(format!(
                 "the model '{}' does not fit model-type={family_name}: {e}. Use a model of that family or set model-type",
