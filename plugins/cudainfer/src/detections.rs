@@ -19,11 +19,15 @@ const META_NAME: &str = "GstCudaInferDetectionsMeta";
 /// Name of the parameter structure on each region-of-interest meta.
 pub const DETECTION_PARAM: &str = "detection";
 /// Name of the parameter structure on each whole-frame class's
-/// region-of-interest meta.
+/// region-of-interest meta, and on an object's meta once a classifier ran
+/// on its crop (its most probable class).
 pub const CLASSIFICATION_PARAM: &str = "classification";
+/// Name of the parameter structure a tracker puts on an object's
+/// region-of-interest meta.
+pub const TRACKING_PARAM: &str = "tracking";
 
 /// One detected object, box in frame pixels.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Detection {
     pub class_id: u32,
     pub label: String,
@@ -32,10 +36,49 @@ pub struct Detection {
     pub y: f32,
     pub width: f32,
     pub height: f32,
+    /// Classes of this object from a classifier run on its crop
+    /// (secondary inference), most probable first; empty otherwise.
+    pub classifications: Vec<Classification>,
+    /// The object's track, once a tracker has seen it.
+    pub track: Option<Track>,
 }
 
-/// One class of the whole frame (`model-type=classifier`).
-#[derive(Debug, Clone, PartialEq)]
+/// Where an object's track stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrackState {
+    /// Seen too few times to be trusted yet.
+    #[default]
+    Tentative,
+    /// Matched often enough: a real object.
+    Confirmed,
+    /// Not matched in this frame; the box is the motion model's prediction.
+    Lost,
+}
+
+impl TrackState {
+    /// The name used in the `tracking` parameter's `state` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackState::Tentative => "tentative",
+            TrackState::Confirmed => "confirmed",
+            TrackState::Lost => "lost",
+        }
+    }
+}
+
+/// An object's identity over frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Track {
+    /// Unique in the process: never shared between streams.
+    pub id: u64,
+    /// Frames since the track began.
+    pub age: u32,
+    pub state: TrackState,
+}
+
+/// One class of the whole frame (`model-type=classifier`), or of one
+/// object's crop.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Classification {
     pub class_id: u32,
     pub label: String,
@@ -111,36 +154,80 @@ impl FrameDetections {
         if !self.raw_outputs.is_empty() {
             RawTensor::attach(&self.raw_outputs, buffer);
         }
-        let boxes = self.detections.iter().map(|d| {
+        let mut id = 0;
+        for d in &self.detections {
             let rect = (
                 d.x.round().max(0.0) as u32,
                 d.y.round().max(0.0) as u32,
                 d.width.round().max(0.0) as u32,
                 d.height.round().max(0.0) as u32,
             );
-            (DETECTION_PARAM, &d.label, d.class_id, d.confidence, rect)
-        });
+            let mut roi = add_roi(
+                buffer,
+                id,
+                DETECTION_PARAM,
+                &d.label,
+                d.class_id,
+                d.confidence,
+                rect,
+            );
+            id += 1;
+            if let Some(top) = d.classifications.first() {
+                roi.add_param(class_param(
+                    CLASSIFICATION_PARAM,
+                    &top.label,
+                    top.class_id,
+                    top.confidence,
+                ));
+            }
+            if let Some(track) = d.track {
+                roi.add_param(
+                    gst::Structure::builder(TRACKING_PARAM)
+                        .field("id", track.id)
+                        .field("age", track.age)
+                        .field("state", track.state.as_str())
+                        .build(),
+                );
+            }
+        }
         let frame = (0, 0, self.frame_width, self.frame_height);
-        let classes = self.classifications.iter().map(|c| {
-            (
+        for c in &self.classifications {
+            add_roi(
+                buffer,
+                id,
                 CLASSIFICATION_PARAM,
                 &c.label,
                 c.class_id,
                 c.confidence,
                 frame,
-            )
-        });
-        for (id, (param, label, class_id, confidence, rect)) in boxes.chain(classes).enumerate() {
-            let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, label, rect);
-            roi.set_id(id as i32);
-            roi.add_param(
-                gst::Structure::builder(param)
-                    .field("label", label)
-                    .field("class-id", class_id)
-                    .field("confidence", confidence as f64)
-                    .build(),
             );
+            id += 1;
         }
         custom_meta::set(buffer, META_NAME, DetectionsHandle(Arc::new(self)));
     }
+}
+
+/// Adds one region-of-interest meta with its `param` structure.
+fn add_roi<'a>(
+    buffer: &'a mut gst::BufferRef,
+    id: i32,
+    param: &str,
+    label: &str,
+    class_id: u32,
+    confidence: f32,
+    rect: (u32, u32, u32, u32),
+) -> gst::MetaRefMut<'a, gst_video::VideoRegionOfInterestMeta, gst::meta::Standalone> {
+    let mut roi = gst_video::VideoRegionOfInterestMeta::add(buffer, label, rect);
+    roi.set_id(id);
+    roi.add_param(class_param(param, label, class_id, confidence));
+    roi
+}
+
+/// A `detection` or `classification` parameter structure.
+fn class_param(name: &str, label: &str, class_id: u32, confidence: f32) -> gst::Structure {
+    gst::Structure::builder(name)
+        .field("label", label)
+        .field("class-id", class_id)
+        .field("confidence", confidence as f64)
+        .build()
 }

@@ -19,7 +19,7 @@ pub mod spec;
 pub mod tensor_meta;
 mod trtinfer;
 
-pub use detections::{Classification, Detection, FrameDetections};
+pub use detections::{Classification, Detection, FrameDetections, Track, TrackState};
 pub use raw_outputs::RawTensor;
 
 /// The pure parts of model loading (labels bytes, the model's input/output

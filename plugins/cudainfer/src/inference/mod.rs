@@ -602,6 +602,7 @@ impl Detector {
                     y: y1,
                     width: x2 - x1,
                     height: y2 - y1,
+                    ..Default::default()
                 })
             })
             .collect();
