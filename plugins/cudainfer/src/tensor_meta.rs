@@ -76,6 +76,7 @@ struct TensorHandle(Arc<Tensor>);
 /// Registers the meta; called once, at plugin load.
 pub fn register() {
     custom_meta::register(META_NAME);
+    custom_meta::register(OBJECTS_META_NAME);
 }
 
 /// Attaches `tensor` to `buffer`, replacing a tensor already there (a second
@@ -94,4 +95,38 @@ pub fn get(buffer: &gst::BufferRef) -> Option<Arc<Tensor>> {
 /// downstream keeps the buffer.
 pub fn remove(buffer: &mut gst::BufferRef) -> bool {
     custom_meta::remove(buffer, META_NAME)
+}
+
+const OBJECTS_META_NAME: &str = "GstCudaInferObjectTensorsMeta";
+
+/// One object's crop as a model input (`cudapreprocess mode=objects`).
+#[derive(Debug)]
+pub struct ObjectTensor {
+    /// Index of the object in the frame's `FrameDetections::detections`.
+    pub object: usize,
+    pub tensor: Arc<Tensor>,
+}
+
+#[derive(Clone, Debug, glib::Boxed)]
+#[boxed_type(name = "GstCudaInferObjectTensors")]
+struct ObjectTensorsHandle(Arc<Vec<ObjectTensor>>);
+
+/// Attaches the crops of a frame's objects (possibly none: the frame was
+/// looked at and had no object to classify), replacing any there.
+pub fn attach_objects(buffer: &mut gst::BufferRef, tensors: Vec<ObjectTensor>) {
+    custom_meta::set(
+        buffer,
+        OBJECTS_META_NAME,
+        ObjectTensorsHandle(Arc::new(tensors)),
+    );
+}
+
+/// The crops attached to `buffer`, if any.
+pub fn get_objects(buffer: &gst::BufferRef) -> Option<Arc<Vec<ObjectTensor>>> {
+    custom_meta::get::<ObjectTensorsHandle>(buffer, OBJECTS_META_NAME).map(|h| h.0)
+}
+
+/// Takes the crops off `buffer` once inference is done with them.
+pub fn remove_objects(buffer: &mut gst::BufferRef) -> bool {
+    custom_meta::remove(buffer, OBJECTS_META_NAME)
 }

@@ -111,7 +111,7 @@ pub struct DeviceTensor {
     gpu: Arc<Gpu>,
     /// Behind a lock so that holders of a shared tensor can let the frame
     /// go as soon as the kernel is done, not when the last holder drops it.
-    source: Mutex<Option<super::gst_cuda::MappedCudaMemory>>,
+    source: Mutex<Option<Arc<super::gst_cuda::MappedCudaMemory>>>,
 }
 
 impl std::fmt::Debug for DeviceTensor {
@@ -128,7 +128,7 @@ impl DeviceTensor {
     pub fn new(
         buffer: PooledBuffer,
         gpu: Arc<Gpu>,
-        source: Option<super::gst_cuda::MappedCudaMemory>,
+        source: Option<Arc<super::gst_cuda::MappedCudaMemory>>,
     ) -> Result<Self, String> {
         // The buffer's previous tensor waited for this event before the
         // buffer came back to the pool, so it can be recorded again.

@@ -6,13 +6,15 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::objects::ObjectFilter;
 use crate::cuda::gst_cuda::{self, CudaContext};
 use crate::cuda::{self as gpu_mod, Gpu};
-use crate::preprocess::cpu::CpuPreprocessor;
+use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
-use crate::preprocess::{Plan, SUPPORTED_FORMATS};
+use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
 use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
-use crate::{tensor_meta, CUDA_MEMORY_FEATURE};
+use crate::tensor_meta::{self, ObjectTensor, Tensor};
+use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -25,12 +27,36 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// Smallest |std| accepted.
 const MIN_STD: f32 = 1e-6;
 
+const DEFAULT_MIN_OBJECT_SIZE: u32 = 16;
+const DEFAULT_MAX_OBJECTS: u32 = 32;
+
 /// Used where neither the model nor a property says otherwise.
 const FALLBACK_PAD_VALUE: f32 = 114.0;
+
+/// What a tensor is made of.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstCudaPreprocessMode")]
+pub enum Mode {
+    #[default]
+    #[enum_value(name = "Frame: one tensor of the whole frame", nick = "frame")]
+    Frame = 0,
+    /// Secondary inference: the frame's objects, found by a trtinfer
+    /// detector upstream, each cropped into its own tensor.
+    #[enum_value(
+        name = "Objects: one tensor per object a detector upstream found (for a classifier)",
+        nick = "objects"
+    )]
+    Objects = 1,
+}
 
 /// Property values; "unset" (0, auto, empty, -1) means "as the model wants".
 #[derive(Debug, Clone)]
 struct Settings {
+    mode: Mode,
+    object_classes: String,
+    min_object_size: u32,
+    max_objects: u32,
     width: u32,
     height: u32,
     resize_mode: ResizeMode,
@@ -45,6 +71,10 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
+            mode: Mode::Frame,
+            object_classes: String::new(),
+            min_object_size: DEFAULT_MIN_OBJECT_SIZE,
+            max_objects: DEFAULT_MAX_OBJECTS,
             width: 0,
             height: 0,
             resize_mode: ResizeMode::Auto,
@@ -149,6 +179,8 @@ enum Backend {
 struct State {
     info: gst_video::VideoInfo,
     backend: Backend,
+    /// The plan of the whole frame; crops are planned from its spec.
+    plan: Plan,
 }
 
 #[derive(Default)]
@@ -189,7 +221,36 @@ impl ObjectImpl for CudaPreprocess {
             // mean and std validate laxly: GLib would drop a NaN or infinity
             // with a console warning and run on; set_caps refuses them with
             // an element error instead.
+            let mutable_playing = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING;
             vec![
+                glib::ParamSpecEnum::builder_with_default("mode", Mode::Frame)
+                    .nick("Mode")
+                    .blurb("frame: one tensor of the whole frame; objects: one tensor per object that a \
+                            trtinfer detector upstream found (crops, for a trtinfer model-type=classifier \
+                            downstream, which puts its classes on each object)")
+                    .flags(mutable_ready)
+                    .build(),
+                glib::ParamSpecString::builder("object-classes")
+                    .nick("Object classes")
+                    .blurb("mode=objects: the objects to crop, comma-separated labels or class ids \
+                            (e.g. \"person,car\" or \"0,2\"); empty: every object")
+                    .flags(mutable_playing)
+                    .build(),
+                glib::ParamSpecUInt::builder("min-object-size")
+                    .nick("Minimum object size")
+                    .blurb("mode=objects: objects narrower or lower than this many pixels are not cropped")
+                    .default_value(DEFAULT_MIN_OBJECT_SIZE)
+                    .flags(mutable_playing)
+                    .build(),
+                glib::ParamSpecUInt::builder("max-objects")
+                    .nick("Maximum objects")
+                    .blurb("mode=objects: at most this many objects of a frame are cropped, the most \
+                            confident first")
+                    .minimum(1)
+                    .maximum(4096)
+                    .default_value(DEFAULT_MAX_OBJECTS)
+                    .flags(mutable_playing)
+                    .build(),
                 glib::ParamSpecUInt::builder("width")
                     .nick("Tensor width")
                     .blurb("Width of the tensor in pixels (at most 8192; a model downstream must want the same); \
@@ -264,6 +325,15 @@ impl ObjectImpl for CudaPreprocess {
         }
         let mut s = self.settings.lock().unwrap();
         match pspec.name() {
+            "mode" => s.mode = value.get().expect("type checked upstream"),
+            "object-classes" => {
+                s.object_classes = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .unwrap_or_default()
+            }
+            "min-object-size" => s.min_object_size = value.get().expect("type checked upstream"),
+            "max-objects" => s.max_objects = value.get().expect("type checked upstream"),
             "width" => s.width = value.get().expect("type checked upstream"),
             "height" => s.height = value.get().expect("type checked upstream"),
             "resize-mode" => s.resize_mode = value.get().expect("type checked upstream"),
@@ -281,6 +351,10 @@ impl ObjectImpl for CudaPreprocess {
         let s = self.settings.lock().unwrap();
         let array = |v: &[f32]| gst::Array::new(v.iter().map(|&f| f as f64)).to_value();
         match pspec.name() {
+            "mode" => s.mode.to_value(),
+            "object-classes" => s.object_classes.to_value(),
+            "min-object-size" => s.min_object_size.to_value(),
+            "max-objects" => s.max_objects.to_value(),
             "width" => s.width.to_value(),
             "height" => s.height.to_value(),
             "resize-mode" => s.resize_mode.to_value(),
@@ -463,6 +537,58 @@ impl CudaPreprocess {
     }
 }
 
+impl CudaPreprocess {
+    /// mode=objects: one tensor per chosen object of the detections
+    /// upstream attached, each made of the object's box as the whole frame
+    /// would be (same spec, same kernels).
+    fn crop_objects(
+        state: &State,
+        filter: &ObjectFilter,
+        buf: &gst::BufferRef,
+    ) -> Result<Vec<ObjectTensor>, String> {
+        let Some(found) = FrameDetections::from_buffer(buf) else {
+            return Err("cudapreprocess mode=objects crops the objects a detector found, but the frame \
+                        carries no detections: put a trtinfer detector before it (... ! cudapreprocess ! \
+                        trtinfer model=detector.onnx ! cudapreprocess mode=objects ! trtinfer \
+                        model=classifier.onnx model-type=classifier ! ...)"
+                .into());
+        };
+        let mut chosen = Vec::new();
+        let mut plans = Vec::new();
+        for index in filter.select(&found.detections) {
+            let d = &found.detections[index];
+            if let Some(region) = Region::around([d.x, d.y, d.width, d.height], &state.info) {
+                plans.push(Plan::for_region(&state.info, &state.plan.spec, region)?);
+                chosen.push(index);
+            }
+        }
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tensors: Vec<Tensor> = match &state.backend {
+            Backend::Cpu(_) => {
+                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
+                    .map_err(|_| "cannot map the video frame for reading".to_string())?;
+                plans
+                    .iter()
+                    .map(|plan| cpu::run_plan(plan, &frame))
+                    .collect::<Result<_, _>>()?
+            }
+            Backend::Cuda(pre) => {
+                pre.run_regions(gst_cuda::device_frame(buf, &state.info)?, &plans)?
+            }
+        };
+        Ok(chosen
+            .into_iter()
+            .zip(tensors)
+            .map(|(object, tensor)| ObjectTensor {
+                object,
+                tensor: Arc::new(tensor),
+            })
+            .collect())
+    }
+}
+
 impl BaseTransformImpl for CudaPreprocess {
     const MODE: gst_base::subclass::BaseTransformMode =
         gst_base::subclass::BaseTransformMode::AlwaysInPlace;
@@ -540,36 +666,53 @@ impl BaseTransformImpl for CudaPreprocess {
         let backend = if on_gpu {
             let pre = self
                 .cuda_backend_gpu(settings.device_id)
-                .and_then(|gpu| CudaPreprocessor::new(gpu, plan))
+                .and_then(|gpu| CudaPreprocessor::new(gpu, plan.clone()))
                 .map_err(|e| self.caps_failed(gst::LibraryError::Init, &e))?;
             Backend::Cuda(pre)
         } else {
-            Backend::Cpu(CpuPreprocessor::new(plan))
+            Backend::Cpu(CpuPreprocessor::new(plan.clone()))
         };
-        *self.state.lock().unwrap() = Some(State { info, backend });
+        *self.state.lock().unwrap() = Some(State {
+            info,
+            backend,
+            plan,
+        });
         Ok(())
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let tensor = {
-            let state = self.state.lock().unwrap();
-            let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-            let result = match &state.backend {
-                Backend::Cpu(pre) => {
-                    let frame =
-                        gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
-                            .map_err(|_| "cannot map the video frame for reading".to_string());
-                    frame.and_then(|f| pre.run(&f))
-                }
-                Backend::Cuda(pre) => {
-                    gst_cuda::device_frame(buf, &state.info).and_then(|frame| pre.run(frame))
-                }
-            };
-            result.map_err(|e| {
-                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
-                gst::FlowError::Error
-            })?
+        let fail = |e: String| {
+            gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+            gst::FlowError::Error
         };
+        let settings = self.settings.lock().unwrap().clone();
+        let state = self.state.lock().unwrap();
+        let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
+        if settings.mode == Mode::Objects {
+            let filter = ObjectFilter::new(
+                &settings.object_classes,
+                settings.min_object_size,
+                settings.max_objects as usize,
+            );
+            let crops = Self::crop_objects(state, &filter, buf).map_err(fail)?;
+            // One kind of input per frame: the last cudapreprocess says
+            // what the next trtinfer runs on.
+            tensor_meta::remove(buf);
+            tensor_meta::attach_objects(buf, crops);
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let tensor = match &state.backend {
+            Backend::Cpu(pre) => {
+                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
+                    .map_err(|_| "cannot map the video frame for reading".to_string());
+                frame.and_then(|f| pre.run(&f))
+            }
+            Backend::Cuda(pre) => {
+                gst_cuda::device_frame(buf, &state.info).and_then(|frame| pre.run(frame))
+            }
+        }
+        .map_err(fail)?;
+        tensor_meta::remove_objects(buf);
         tensor_meta::attach(buf, Arc::new(tensor));
         Ok(gst::FlowSuccess::Ok)
     }

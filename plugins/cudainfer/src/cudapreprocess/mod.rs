@@ -2,12 +2,14 @@
 //! (resize, letterbox, colour order, normalisation, NCHW float32) and
 //! attaches it as a meta; the frame itself passes through unchanged.
 //! The model's input spec is learnt from a downstream `trtinfer`;
-//! properties override it.
+//! properties override it. With `mode=objects` it crops the objects a
+//! detector upstream found, one tensor each, for a classifier downstream.
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod objects;
 
 glib::wrapper! {
     pub struct CudaPreprocess(ObjectSubclass<imp::CudaPreprocess>) @extends gst_base::BaseTransform, gst::Element, gst::Object;

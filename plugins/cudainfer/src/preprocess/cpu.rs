@@ -11,7 +11,7 @@ fn resample(c: &ComponentPlan, data: &[u8], stride: usize) -> Vec<f32> {
     let ow = c.x_taps.len();
     let mut rows = vec![0f32; c.height * ow];
     for (y, out_row) in rows.chunks_exact_mut(ow).enumerate() {
-        let row = &data[y * stride + c.offset..];
+        let row = &data[(c.first_row + y) * stride + c.offset..];
         for (out, t) in out_row.iter_mut().zip(&c.x_taps) {
             *out = t
                 .range()
@@ -42,53 +42,61 @@ impl CpuPreprocessor {
     }
     /// Builds the tensor for one mapped frame of the format given to `new`.
     pub fn run(&self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<Tensor, String> {
-        let resampled: Vec<Vec<f32>> = self
-            .plan
-            .components
-            .iter()
-            .map(|c| {
-                let data = frame
-                    .plane_data(c.plane)
-                    .map_err(|e| format!("cannot read plane {}: {e}", c.plane))?;
-                Ok(resample(
-                    c,
-                    data,
-                    frame.plane_stride()[c.plane as usize] as usize,
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-
-        let (spec, norm) = (&self.plan.spec, &self.plan.norm);
-        let (tw, th) = (spec.width as usize, spec.height as usize);
-        let area = tw * th;
-        let mut data = vec![0f32; 3 * area];
-        for (channel, pad) in data.chunks_exact_mut(area).zip(self.plan.pad_values()) {
-            channel.fill(pad);
-        }
-        let g = &self.plan.geometry;
-        let (cw, cx, cy) = (
-            g.content_width as usize,
-            g.content_x as usize,
-            g.content_y as usize,
-        );
-        let samples = resampled[0].iter().zip(&resampled[1]).zip(&resampled[2]);
-        for (i, ((&a, &b), &c)) in samples.enumerate() {
-            let rgb = match &self.plan.yuv {
-                Some(conv) => conv.convert(a, b, c),
-                None => [a, b, c],
-            };
-            let at = (cy + i / cw) * tw + cx + i % cw;
-            for ch in 0..3 {
-                data[ch * area + at] = rgb[norm.source_channel[ch]] * norm.gain[ch] + norm.bias[ch];
-            }
-        }
-
-        Ok(Tensor {
-            channels: 3,
-            height: th,
-            width: tw,
-            storage: TensorStorage::Host(data),
-            transform: self.plan.geometry.transform,
-        })
+        run_plan(&self.plan, frame)
     }
+}
+
+/// Builds the tensor `plan` describes (the whole frame or a region of it)
+/// from one mapped frame of the plan's format.
+pub fn run_plan(
+    plan: &Plan,
+    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+) -> Result<Tensor, String> {
+    let resampled: Vec<Vec<f32>> = plan
+        .components
+        .iter()
+        .map(|c| {
+            let data = frame
+                .plane_data(c.plane)
+                .map_err(|e| format!("cannot read plane {}: {e}", c.plane))?;
+            Ok(resample(
+                c,
+                data,
+                frame.plane_stride()[c.plane as usize] as usize,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+
+    let (spec, norm) = (&plan.spec, &plan.norm);
+    let (tw, th) = (spec.width as usize, spec.height as usize);
+    let area = tw * th;
+    let mut data = vec![0f32; 3 * area];
+    for (channel, pad) in data.chunks_exact_mut(area).zip(plan.pad_values()) {
+        channel.fill(pad);
+    }
+    let g = &plan.geometry;
+    let (cw, cx, cy) = (
+        g.content_width as usize,
+        g.content_x as usize,
+        g.content_y as usize,
+    );
+    let samples = resampled[0].iter().zip(&resampled[1]).zip(&resampled[2]);
+    for (i, ((&a, &b), &c)) in samples.enumerate() {
+        let rgb = match &plan.yuv {
+            Some(conv) => conv.convert(a, b, c),
+            None => [a, b, c],
+        };
+        let at = (cy + i / cw) * tw + cx + i % cw;
+        for ch in 0..3 {
+            data[ch * area + at] = rgb[norm.source_channel[ch]] * norm.gain[ch] + norm.bias[ch];
+        }
+    }
+
+    Ok(Tensor {
+        channels: 3,
+        height: th,
+        width: tw,
+        storage: TensorStorage::Host(data),
+        transform: plan.geometry.transform,
+    })
 }

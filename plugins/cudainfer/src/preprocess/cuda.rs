@@ -150,47 +150,58 @@ pub struct CudaPreprocessor {
     _floats: CudaSlice<f32>,
 }
 
+/// The kernel's parameters for `plan`, with its filter tables uploaded
+/// (the slices must outlive the launches that use them; their drop is
+/// ordered after those on the stream).
+fn upload(
+    stream: &Arc<cudarc::driver::CudaStream>,
+    plan: &Plan,
+) -> Result<(PreprocessParams, CudaSlice<i32>, CudaSlice<f32>), String> {
+    let mut tables = Tables::default();
+    let mut params = PreprocessParams::default();
+    for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
+        dst.step = c.step as i32;
+        dst.x = tables.add(&c.x_taps);
+        dst.y = tables.add(&c.y_taps);
+    }
+    let upload_error = |e| format!("cannot upload the filter tables to the GPU: {e}");
+    let ints = stream.clone_htod(&tables.ints).map_err(upload_error)?;
+    let floats = stream.clone_htod(&tables.floats).map_err(upload_error)?;
+    params.ints = ints.device_ptr(stream).0;
+    params.floats = floats.device_ptr(stream).0;
+    let spec = &plan.spec;
+    params.content_w = plan.geometry.content_width as i32;
+    params.content_h = plan.geometry.content_height as i32;
+    params.content_x = plan.geometry.content_x as i32;
+    params.content_y = plan.geometry.content_y as i32;
+    params.tensor_w = spec.width as i32;
+    params.tensor_h = spec.height as i32;
+    if let Some(yuv) = &plan.yuv {
+        params.is_yuv = 1;
+        params.y_offset = yuv.y_offset;
+        params.y_gain = yuv.y_gain;
+        params.uv_gain = yuv.uv_gain;
+        params.r_v = yuv.r_v;
+        params.g_u = yuv.g_u;
+        params.g_v = yuv.g_v;
+        params.b_u = yuv.b_u;
+    }
+    params.source_channel = plan.norm.source_channel.map(|c| c as i32);
+    params.gain = plan.norm.gain;
+    params.bias = plan.norm.bias;
+    params.pad = plan.pad_values();
+    Ok((params, ints, floats))
+}
+
 impl CudaPreprocessor {
     pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
         let kernel = gpu.kernel(KERNEL)?;
-        let mut tables = Tables::default();
-        let mut params = PreprocessParams::default();
-        for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
-            dst.step = c.step as i32;
-            dst.x = tables.add(&c.x_taps);
-            dst.y = tables.add(&c.y_taps);
-        }
         // The GPU's one stream, as inference: tried on the H100, a stream per
         // pre-processor ordered through the tensors' events was faster at 16
         // streams but let batched results differ from unbatched ones.
         let stream = gpu.stream();
-        let upload_error = |e| format!("cannot upload the filter tables to the GPU: {e}");
-        let ints = stream.clone_htod(&tables.ints).map_err(upload_error)?;
-        let floats = stream.clone_htod(&tables.floats).map_err(upload_error)?;
-        params.ints = ints.device_ptr(stream).0;
-        params.floats = floats.device_ptr(stream).0;
-        let spec = &plan.spec;
-        params.content_w = plan.geometry.content_width as i32;
-        params.content_h = plan.geometry.content_height as i32;
-        params.content_x = plan.geometry.content_x as i32;
-        params.content_y = plan.geometry.content_y as i32;
-        params.tensor_w = spec.width as i32;
-        params.tensor_h = spec.height as i32;
-        if let Some(yuv) = &plan.yuv {
-            params.is_yuv = 1;
-            params.y_offset = yuv.y_offset;
-            params.y_gain = yuv.y_gain;
-            params.uv_gain = yuv.uv_gain;
-            params.r_v = yuv.r_v;
-            params.g_u = yuv.g_u;
-            params.g_v = yuv.g_v;
-            params.b_u = yuv.b_u;
-        }
-        params.source_channel = plan.norm.source_channel.map(|c| c as i32);
-        params.gain = plan.norm.gain;
-        params.bias = plan.norm.bias;
-        params.pad = plan.pad_values();
-        let len = 3 * spec.width as usize * spec.height as usize;
+        let (params, ints, floats) = upload(stream, &plan)?;
+        let len = 3 * plan.spec.width as usize * plan.spec.height as usize;
         let producer_done = stream
             .context()
             .new_event(None)
@@ -226,44 +237,80 @@ impl CudaPreprocessor {
     /// Queues the kernel for one frame; the tensor is ready on the GPU's
     /// stream when the kernel is done (no host wait here).
     pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, String> {
+        let mut tensors = self.launch(frame, &[(&self.plan, self.params)])?;
+        Ok(tensors.pop().expect("one tensor per plan"))
+    }
+
+    /// Queues one kernel per region plan (objects' crops of one frame, each
+    /// made for this preprocessor's tensor spec); each tensor keeps the
+    /// frame mapped until it is released.
+    pub fn run_regions(&self, frame: DeviceFrame, plans: &[Plan]) -> Result<Vec<Tensor>, String> {
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stream = self.pool.gpu().stream();
+        let mut uploaded = Vec::with_capacity(plans.len());
+        for plan in plans {
+            uploaded.push(upload(stream, plan)?);
+        }
+        let with_params: Vec<(&Plan, PreprocessParams)> =
+            plans.iter().zip(&uploaded).map(|(p, u)| (p, u.0)).collect();
+        // The tables go once the launches are queued: cudarc frees device
+        // memory in stream order, after the kernels that read them.
+        self.launch(frame, &with_params)
+    }
+
+    fn launch(
+        &self,
+        frame: DeviceFrame,
+        plans: &[(&Plan, PreprocessParams)],
+    ) -> Result<Vec<Tensor>, String> {
         self.check_context(&frame)?;
         let gpu = self.pool.gpu();
-        let mut buffer = self.pool.take()?;
         let stream = gpu.stream();
         if !*NO_PRODUCER_WAIT {
             let event = self.producer_done.lock().unwrap_or_else(|e| e.into_inner());
             gst_cuda::wait_for_producer(gpu, &event, &frame)?;
         }
-        let mut params = self.params;
-        for (dst, c) in params.comp.iter_mut().zip(&self.plan.components) {
-            let plane = c.plane as usize;
-            dst.data = frame.planes[plane] + c.offset as u64;
-            dst.pitch = frame.strides[plane];
+        let source = Arc::new(frame.memory);
+        let mut tensors = Vec::with_capacity(plans.len());
+        for (plan, params) in plans {
+            let mut buffer = self.pool.take()?;
+            let mut params = *params;
+            for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
+                let plane = c.plane as usize;
+                let pitch = frame.strides[plane];
+                dst.data =
+                    frame.planes[plane] + c.offset as u64 + c.first_row as u64 * pitch as u64;
+                dst.pitch = pitch;
+            }
+            params.out = buffer.slice_mut().device_ptr(stream).0;
+            let (w, h) = (plan.spec.width, plan.spec.height);
+            let config = LaunchConfig {
+                grid_dim: (w.div_ceil(32), h.div_ceil(8), 1),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: the parameters describe the mapped frame (alive in
+            // `source`, handed to the tensor) and a buffer of 3 * w * h
+            // floats (every plan has this preprocessor's spec); the tables
+            // live until after the launch is queued, freed in stream order.
+            unsafe {
+                stream
+                    .launch_builder(&self.kernel)
+                    .arg(&params)
+                    .launch(config)
+            }
+            .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
+            let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(source.clone()))?;
+            tensors.push(Tensor {
+                channels: 3,
+                height: h as usize,
+                width: w as usize,
+                storage: TensorStorage::Device(tensor),
+                transform: plan.geometry.transform,
+            });
         }
-        params.out = buffer.slice_mut().device_ptr(stream).0;
-        let (w, h) = (self.plan.spec.width, self.plan.spec.height);
-        let config = LaunchConfig {
-            grid_dim: (w.div_ceil(32), h.div_ceil(8), 1),
-            block_dim: (32, 8, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: the parameters describe the mapped frame (alive in
-        // `frame.memory`, handed to the tensor) and a buffer of 3 * w * h
-        // floats; the tables live in `self`.
-        unsafe {
-            stream
-                .launch_builder(&self.kernel)
-                .arg(&params)
-                .launch(config)
-        }
-        .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
-        let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(frame.memory))?;
-        Ok(Tensor {
-            channels: 3,
-            height: h as usize,
-            width: w as usize,
-            storage: TensorStorage::Device(tensor),
-            transform: self.plan.geometry.transform,
-        })
+        Ok(tensors)
     }
 }

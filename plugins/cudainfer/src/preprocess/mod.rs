@@ -39,22 +39,26 @@ pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
 
 /// Where one colour component lives in a frame and how it is resampled:
 /// samples `step` bytes apart from byte `offset` in each row of plane
-/// `plane`, `height` rows, filtered with `x_taps` and `y_taps`.
+/// `plane`, `height` rows from row `first_row`, filtered with `x_taps` and
+/// `y_taps` (indices relative to `offset` and `first_row`).
 #[derive(Debug, Clone)]
 pub struct ComponentPlan {
     pub plane: u32,
     pub step: usize,
     pub offset: usize,
+    pub first_row: usize,
     pub height: usize,
     pub x_taps: Vec<AxisTaps>,
     pub y_taps: Vec<AxisTaps>,
 }
 
 impl ComponentPlan {
-    /// `size`: the component's samples; `extent`: the frame in those samples
+    /// `start`: the region's first sample (column, row) in the component;
+    /// `size`: the region's samples; `extent`: the region in those samples
     /// (half the luma size for 4:2:0 chroma); `grid_offset`: chroma siting.
     fn new(
         (plane, step, offset): (u32, usize, usize),
+        start: (usize, usize),
         size: (usize, usize),
         extent: (f64, f64),
         grid_offset: (f64, f64),
@@ -63,7 +67,8 @@ impl ComponentPlan {
         Self {
             plane,
             step,
-            offset,
+            offset: offset + start.0 * step,
+            first_row: start.1,
             height: size.1,
             x_taps: axis_filter(out.0, size.0, extent.0, grid_offset.0),
             y_taps: axis_filter(out.1, size.1, extent.1, grid_offset.1),
@@ -94,19 +99,108 @@ pub struct Plan {
     pub yuv: Option<YuvToRgb>,
 }
 
+/// A rectangle of a frame in whole pixels: what a tensor is made of (the
+/// whole frame, or one object's crop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    pub fn whole(info: &gst_video::VideoInfo) -> Self {
+        Self {
+            x: 0,
+            y: 0,
+            width: info.width(),
+            height: info.height(),
+        }
+    }
+
+    /// The pixels a box (x, y, width, height in frame pixels) touches:
+    /// rounded outwards, clipped to the frame, widened to even coordinates
+    /// for 4:2:0 formats so that the crop starts on a chroma sample. `None`
+    /// when nothing of it is in the frame.
+    pub fn around(bbox: [f32; 4], info: &gst_video::VideoInfo) -> Option<Self> {
+        let (fw, fh) = (info.width() as f32, info.height() as f32);
+        let [x, y, w, h] = bbox;
+        if ![x, y, w, h].iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let even = is_420(info.format());
+        let down = |v: f32, limit: f32| {
+            let v = v.floor().clamp(0.0, limit) as u32;
+            if even {
+                v & !1
+            } else {
+                v
+            }
+        };
+        let up = |v: f32, limit: f32| {
+            let v = v.ceil().clamp(0.0, limit) as u32;
+            if even {
+                (v + (v & 1)).min(limit as u32)
+            } else {
+                v
+            }
+        };
+        let (x1, y1) = (down(x, fw), down(y, fh));
+        let (x2, y2) = (up(x + w, fw), up(y + h, fh));
+        (x2 > x1 && y2 > y1).then(|| Self {
+            x: x1,
+            y: y1,
+            width: x2 - x1,
+            height: y2 - y1,
+        })
+    }
+}
+
+fn is_420(format: VideoFormat) -> bool {
+    matches!(format, VideoFormat::Nv12 | VideoFormat::I420)
+}
+
 impl Plan {
-    /// Fails only for formats outside [`SUPPORTED_FORMATS`].
+    /// The whole frame. Fails only for formats outside
+    /// [`SUPPORTED_FORMATS`].
     pub fn new(info: &gst_video::VideoInfo, spec: &InputSpec) -> Result<Self, String> {
-        let (w, h) = (info.width() as usize, info.height() as usize);
-        let geometry = geometry(spec, w as u32, h as u32);
+        Self::for_region(info, spec, Region::whole(info))
+    }
+
+    /// `region` of the frame (inside it; even coordinates for 4:2:0, see
+    /// [`Region::around`]), resized as the whole frame would be; the
+    /// transform still maps the tensor to whole-frame pixels.
+    pub fn for_region(
+        info: &gst_video::VideoInfo,
+        spec: &InputSpec,
+        region: Region,
+    ) -> Result<Self, String> {
+        let (w, h) = (region.width as usize, region.height as usize);
+        let (x0, y0) = (region.x as usize, region.y as usize);
+        let mut geometry = geometry(spec, w as u32, h as u32);
+        let t = &mut geometry.transform;
+        t.offset_x -= region.x as f32 * t.scale_x;
+        t.offset_y -= region.y as f32 * t.scale_y;
+        t.frame_width = info.width();
+        t.frame_height = info.height();
         let out = (geometry.content_width, geometry.content_height);
-        let full =
-            |layout| ComponentPlan::new(layout, (w, h), (w as f64, h as f64), (0.0, 0.0), out);
+        let full = |layout| {
+            ComponentPlan::new(
+                layout,
+                (x0, y0),
+                (w, h),
+                (w as f64, h as f64),
+                (0.0, 0.0),
+                out,
+            )
+        };
         let site = info.chroma_site();
         let siting = |flag| if site.contains(flag) { 0.25 } else { 0.0 };
         let half = |layout| {
             ComponentPlan::new(
                 layout,
+                (x0 / 2, y0 / 2),
                 (w.div_ceil(2), h.div_ceil(2)),
                 (w as f64 / 2.0, h as f64 / 2.0),
                 (
@@ -344,6 +438,48 @@ pub fn axis_filter(output_len: u32, source_len: usize, extent: f64, offset: f64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(format: VideoFormat) -> gst_video::VideoInfo {
+        gst::init().unwrap();
+        gst_video::VideoInfo::builder(format, 100, 80)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_region_is_the_pixels_a_box_touches() {
+        let rgb = info(VideoFormat::Rgb);
+        let r = Region::around([10.2, 5.7, 20.1, 30.0], &rgb).unwrap();
+        assert_eq!((r.x, r.y, r.width, r.height), (10, 5, 21, 31));
+        // Clipped to the frame; nothing left of a box outside it.
+        let r = Region::around([-5.0, 70.5, 200.0, 50.0], &rgb).unwrap();
+        assert_eq!((r.x, r.y, r.width, r.height), (0, 70, 100, 10));
+        assert_eq!(Region::around([120.0, 0.0, 10.0, 10.0], &rgb), None);
+        assert_eq!(Region::around([f32::NAN, 0.0, 10.0, 10.0], &rgb), None);
+        // 4:2:0: even start and end, so the crop starts on a chroma sample.
+        let r = Region::around([11.5, 5.0, 20.0, 30.0], &info(VideoFormat::Nv12)).unwrap();
+        assert_eq!((r.x, r.y, r.width, r.height), (10, 4, 22, 32));
+    }
+
+    #[test]
+    fn a_region_plan_maps_its_tensor_back_to_frame_pixels() {
+        let rgb = info(VideoFormat::Rgb);
+        let spec = InputSpec::stretched_rgb(20, 20, 0.0, 1.0);
+        let region = Region {
+            x: 30,
+            y: 10,
+            width: 40,
+            height: 10,
+        };
+        let plan = Plan::for_region(&rgb, &spec, region).unwrap();
+        let t = plan.geometry.transform;
+        assert_eq!(t.to_frame(0.0, 0.0), (30.0, 10.0));
+        assert_eq!(t.to_frame(20.0, 20.0), (70.0, 20.0));
+        assert_eq!((t.frame_width, t.frame_height), (100, 80));
+        let c = &plan.components[0];
+        assert_eq!((c.offset, c.first_row, c.height), (90, 10, 10));
+        assert_eq!(c.x_taps.len(), 20);
+    }
 
     #[test]
     fn upscale_is_half_pixel_bilinear() {

@@ -9,13 +9,14 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::in_flight::{Deliver, InFlight};
+use super::in_flight::{Deliver, InFlight, Outcome, Pending};
 use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
 use crate::inference::{DetectorConfig, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
+use crate::tensor_meta::ObjectTensor;
 use crate::{spec, tensor_meta, FrameDetections};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -435,6 +436,91 @@ impl ObjectImpl for TrtInfer {
 }
 
 impl TrtInfer {
+    /// Puts each object's classes (from a classifier run on its crop) on
+    /// that object in the frame's detections, and, unless `keep-tensor`,
+    /// takes the crops off the frame.
+    fn finish_objects(&self, buffer: &mut gst::BufferRef, classes: Vec<(usize, FrameDetections)>) {
+        if !self.settings.lock().unwrap().keep_tensor {
+            tensor_meta::remove_objects(buffer);
+        }
+        if classes.is_empty() {
+            return;
+        }
+        // Checked at submission: the crops came from these detections.
+        let Some(found) = FrameDetections::from_buffer(buffer) else {
+            return;
+        };
+        let mut found = (*found).clone();
+        for (object, result) in classes {
+            if let Some(d) = found.detections.get_mut(object) {
+                d.classifications = result.classifications;
+            }
+        }
+        FrameDetections::remove_from(buffer);
+        found.attach(buffer);
+        self.update_latency();
+    }
+
+    /// Queues each of a frame's object crops (`cudapreprocess
+    /// mode=objects`) for the model; the crops of all streams of the batch
+    /// group batch together.
+    fn submit_objects(
+        &self,
+        inbuf: gst::Buffer,
+        objects: &[ObjectTensor],
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (model_type, thresholds) = {
+            let settings = self.settings.lock().unwrap();
+            (settings.model_type, settings.thresholds())
+        };
+        if model_type != ModelType::Classifier {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "the frame carries object crops (cudapreprocess mode=objects), which this trtinfer \
+                     cannot use with model-type={}: crops are for classifiers. Set model-type=classifier \
+                     and a classifier model, or set mode=frame on the cudapreprocess before it",
+                    glib::EnumValue::from_value(&model_type.to_value()).map_or("?", |(_, v)| v.nick())
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let detections = FrameDetections::from_buffer(&inbuf).map_or(0, |d| d.detections.len());
+        if let Some(stray) = objects.iter().find(|o| o.object >= detections) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "the frame's crop of object {} has no object: the frame carries {} detections. An \
+                     element between cudapreprocess mode=objects and trtinfer changed the detections; \
+                     put the cudapreprocess right before this trtinfer",
+                    stray.object,
+                    detections
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let (pending, in_flight) = {
+            let guard = self.state.lock().unwrap();
+            let state = guard.as_ref().ok_or(gst::FlowError::Flushing)?;
+            let replies = objects
+                .iter()
+                .map(|o| {
+                    let reply = state.batcher.submit(
+                        &state.membership,
+                        o.tensor.clone(),
+                        thresholds,
+                        state.budget,
+                    );
+                    (o.object, reply)
+                })
+                .collect();
+            (Pending::Objects(replies), state.in_flight.clone())
+        };
+        in_flight.submit(inbuf, pending)
+    }
+
     /// Attaches a frame's detections and, unless `keep-tensor`, takes the
     /// tensor off the frame now that inference is done with it.
     fn finish(&self, buffer: &mut gst::BufferRef, detections: FrameDetections) {
@@ -588,7 +674,7 @@ impl BaseTransformImpl for TrtInfer {
                 return Err(gst::FlowError::Flushing);
             };
             match result {
-                Ok(detections) => {
+                Ok(Outcome::Frame(detections)) => {
                     gst::trace!(
                         CAT,
                         obj = element,
@@ -596,6 +682,11 @@ impl BaseTransformImpl for TrtInfer {
                         detections.detections.len()
                     );
                     element.imp().finish(buffer.make_mut(), detections);
+                    element.src_pad().push(buffer)
+                }
+                Ok(Outcome::Objects(classes)) => {
+                    gst::trace!(CAT, obj = element, "{} objects classified", classes.len());
+                    element.imp().finish_objects(buffer.make_mut(), classes);
                     element.src_pad().push(buffer)
                 }
                 Err(e) => {
@@ -751,16 +842,24 @@ impl BaseTransformImpl for TrtInfer {
         let Some(inbuf) = self.take_queued_buffer() else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let Some(tensor) = tensor_meta::get(&inbuf) else {
+        let objects = tensor_meta::get_objects(&inbuf);
+        let tensor = tensor_meta::get(&inbuf);
+        if tensor.is_none() && objects.is_none() {
             let message = if FrameDetections::from_buffer(&inbuf).is_some() {
                 "the frame already went through a trtinfer, which took its tensor: put a cudapreprocess \
-                 before each trtinfer, or set keep-tensor=true on the first"
+                 before each trtinfer (mode=objects to classify the objects found), or set keep-tensor=true \
+                 on the first"
             } else {
                 "the frame carries no tensor meta: put cudapreprocess before trtinfer (... ! cudapreprocess ! trtinfer ...)"
             };
             gst::element_imp_error!(self, gst::StreamError::Format, ("{}", message));
             return Err(gst::FlowError::Error);
-        };
+        }
+        // cudapreprocess attaches one kind and takes the other off.
+        if let Some(objects) = objects {
+            return self.submit_objects(inbuf, &objects);
+        }
+        let tensor = tensor.expect("checked above");
         let thresholds = self.settings.lock().unwrap().thresholds();
         let (reply, in_flight) = {
             let guard = self.state.lock().unwrap();
@@ -787,7 +886,7 @@ impl BaseTransformImpl for TrtInfer {
             let reply = state
                 .batcher
                 .submit(&state.membership, tensor, thresholds, state.budget);
-            (reply, state.in_flight.clone())
+            (Pending::Frame(reply), state.in_flight.clone())
         };
         in_flight.submit(inbuf, reply)
     }

@@ -20,13 +20,44 @@ use crate::inference::batcher::Reply;
 
 /// Attaches a frame's result and pushes it downstream.
 pub type Deliver = Box<
-    dyn Fn(gst::Buffer, Result<FrameDetections, String>) -> Result<gst::FlowSuccess, gst::FlowError>
-        + Send,
+    dyn Fn(gst::Buffer, Result<Outcome, String>) -> Result<gst::FlowSuccess, gst::FlowError> + Send,
 >;
+
+/// What a frame waits for: the result of its tensor, or of each of its
+/// objects' crops (`cudapreprocess mode=objects`; none when it had none).
+pub enum Pending {
+    Frame(Reply),
+    Objects(Vec<(usize, Reply)>),
+}
+
+/// A frame's result: the frame's, or each object's by its index in the
+/// frame's detections.
+pub enum Outcome {
+    Frame(FrameDetections),
+    Objects(Vec<(usize, FrameDetections)>),
+}
+
+impl Pending {
+    fn wait(self) -> Result<Outcome, String> {
+        let receive = |reply: Reply| {
+            reply
+                .recv()
+                .unwrap_or_else(|_| Err("the batching thread stopped".into()))
+        };
+        match self {
+            Pending::Frame(reply) => receive(reply).map(Outcome::Frame),
+            Pending::Objects(replies) => replies
+                .into_iter()
+                .map(|(object, reply)| receive(reply).map(|r| (object, r)))
+                .collect::<Result<_, _>>()
+                .map(Outcome::Objects),
+        }
+    }
+}
 
 struct Queued {
     buffer: gst::Buffer,
-    reply: Reply,
+    reply: Pending,
     generation: u64,
 }
 
@@ -92,12 +123,12 @@ impl InFlight {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a frame whose result will arrive on `reply`; waits while the
+    /// Queues a frame whose result(s) will arrive on `reply`; waits while the
     /// stream has its maximum in flight. Returns downstream's last error.
     pub fn submit(
         &self,
         buffer: gst::Buffer,
-        reply: Reply,
+        reply: Pending,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let max = self.shared.max;
         let mut q = self.wait_while(|q| q.frames.len() + q.busy as usize >= max);
@@ -196,9 +227,7 @@ fn deliver_in_order(shared: &Shared, deliver: Deliver) {
                 q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let result = reply
-            .recv()
-            .unwrap_or_else(|_| Err("the batching thread stopped".into()));
+        let result = reply.wait();
         let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
         // A flush (now or since the frame was queued) or a stop while we
         // waited drops the frame.
