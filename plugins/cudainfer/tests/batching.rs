@@ -80,6 +80,48 @@ fn a_fixed_batch_model_runs_one_frame_at_a_time_and_says_so() {
     assert_eq!(received[1].lock().unwrap().len(), 4);
 }
 
+/// A fixed-batch model serves several streams with a pool of sessions:
+/// runs overlap (`concurrent-runs`), and every stream gets its frames in
+/// order with the results of one session alone.
+#[test]
+fn a_pool_of_sessions_runs_a_fixed_batch_model_for_many_streams_at_once() {
+    let (caps, frames) = frames();
+    let run = |sessions: u32, group: &str| {
+        let (pipeline, received) = branches(
+            3,
+            &format!("model={} sessions={sessions} batch-group={group}", model()),
+        );
+        for i in 0..3 {
+            feed(&pipeline, &format!("src{i}"), &caps, &frames, true);
+        }
+        assert_eq!(run_to_end(&pipeline).error, None);
+        let concurrent: u32 = pipeline
+            .by_name("infer0")
+            .unwrap()
+            .property("concurrent-runs");
+        let received: Vec<_> = received
+            .iter()
+            .map(|r| std::mem::take(&mut *r.lock().unwrap()))
+            .collect();
+        (concurrent, received)
+    };
+    let (one_at_a_time, reference) = run(1, "pool-of-one");
+    assert_eq!(one_at_a_time, 1);
+    let (concurrent, pooled) = run(3, "pool-of-three");
+    assert!(
+        concurrent > 1,
+        "three sessions and three streams, but never two runs at once"
+    );
+    for (i, (got, want)) in pooled.iter().zip(&reference).enumerate() {
+        assert_eq!(got.len(), FRAMES, "branch {i} lost frames");
+        for ((pts, d), (ref_pts, r)) in got.iter().zip(want) {
+            assert_eq!(pts, ref_pts, "branch {i}: frames out of order");
+            assert!(same_detections(d, r), "branch {i} at {pts}: {d:?} vs {r:?}");
+        }
+    }
+    println!("concurrent runs with 3 sessions: {concurrent}");
+}
+
 #[test]
 fn a_stalled_stream_does_not_hold_back_the_others() {
     let (caps, frames) = frames();

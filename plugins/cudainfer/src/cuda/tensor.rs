@@ -164,6 +164,15 @@ impl DeviceTensor {
         &self.gpu
     }
 
+    /// Makes work queued on `stream` from now on wait until the tensor is
+    /// written (no host wait): for readers on another stream than the
+    /// GPU's shared one.
+    pub fn ready_on(&self, stream: &cudarc::driver::CudaStream) -> Result<(), String> {
+        stream
+            .wait(self.buffer.written())
+            .map_err(|e| format!("cannot order the model run after the pre-processing: {e}"))
+    }
+
     /// The values on the GPU.
     pub fn slice(&self) -> &CudaSlice<f32> {
         self.buffer.slice()

@@ -15,7 +15,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{same_memory, Detector, DetectorConfig, LoadError, Thresholds};
+use super::{same_memory, Detector, DetectorConfig, LoadError, SessionStream, Thresholds};
 use crate::detections::FrameDetections;
 use crate::tensor_meta::{Tensor, TensorStorage};
 
@@ -82,6 +82,10 @@ struct Shared {
     wake: Condvar,
     max_batch_size: usize,
     largest_batch: AtomicUsize,
+    /// Model runs under way now, and the most at once so far (a pool's
+    /// sessions overlap).
+    running: AtomicUsize,
+    most_running: AtomicUsize,
     /// How long the last runs took (model, decoding, NMS), newest last.
     recent_runs: Mutex<VecDeque<Duration>>,
     /// The longest of `recent_runs` in nanoseconds, kept once per batch:
@@ -94,7 +98,8 @@ const RECENT_RUNS: usize = 64;
 
 pub struct Batcher {
     shared: Arc<Shared>,
-    worker: Option<JoinHandle<()>>,
+    /// One per session of the pool.
+    workers: Vec<JoinHandle<()>>,
     /// What the loaded model is, for the elements to show.
     pub info: ModelInfo,
 }
@@ -108,6 +113,33 @@ pub struct ModelInfo {
     /// Frames per run: the smaller of what was asked and what the model
     /// takes.
     pub max_batch_size: usize,
+    /// Sessions of the model that run batches at the same time.
+    pub sessions: usize,
+}
+
+/// How a batcher is made (used when it is made; later elements of the key
+/// share it as it is).
+#[derive(Debug, Clone, Copy)]
+pub struct BatcherOptions {
+    pub max_batch_size: usize,
+    /// The user asked for `max_batch_size` rather than the default.
+    pub max_batch_size_set: bool,
+    /// Sessions in the pool; 0: [`auto_sessions`].
+    pub sessions: usize,
+}
+
+/// Sessions of a pool when the user does not say: a model that takes one
+/// frame per run cannot batch, so on a GPU several runs at once (each on
+/// its own CUDA stream) keep the GPU busy; on the CPU one session already
+/// uses every core.
+pub const AUTO_GPU_SESSIONS: usize = 4;
+
+pub fn auto_sessions(model_limit: usize, provider: super::runtime::Provider) -> usize {
+    if model_limit == 1 && provider != super::runtime::Provider::Cpu {
+        AUTO_GPU_SESSIONS
+    } else {
+        1
+    }
 }
 
 /// One key's batcher, or where it is being made: elements of the same key
@@ -137,10 +169,14 @@ fn slot(key: &BatchKey) -> Slot {
 /// asked for it, rather than the default); `warn` gets non-fatal problems.
 pub fn shared(
     key: &BatchKey,
-    max_batch_size: usize,
-    max_batch_size_set: bool,
+    options: BatcherOptions,
     mut warn: impl FnMut(&str),
 ) -> Result<Arc<Batcher>, LoadError> {
+    let BatcherOptions {
+        max_batch_size,
+        max_batch_size_set,
+        sessions,
+    } = options;
     let slot = slot(key);
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(existing) = slot.upgrade() {
@@ -153,6 +189,16 @@ pub fn shared(
                 key.group,
                 existing.info.max_batch_size,
                 max_batch_size
+            ));
+        }
+        if sessions != 0 && existing.info.sessions != sessions {
+            warn(&format!(
+                "this trtinfer shares the sessions of '{}' (batch-group '{}'), a pool of {}; its \
+                 sessions={} is not used",
+                key.config.model.display(),
+                key.group,
+                existing.info.sessions,
+                sessions
             ));
         }
         return Ok(existing);
@@ -175,39 +221,84 @@ pub fn shared(
             gst::info!(CAT, "{}", message);
         }
     }
+    let sessions = match sessions {
+        0 => auto_sessions(model_limit, detector.active_provider()),
+        n => n,
+    };
     let info = ModelInfo {
         input_spec: detector.input_spec().clone(),
         active_provider: detector.active_provider(),
         library: detector.library().to_path_buf(),
         max_batch_size: max_batch_size.min(model_limit).max(1),
+        sessions,
     };
+    let warm_up_error = |e| LoadError::Runtime(super::runtime::RuntimeError::Provider(e));
     detector
         .warm_up(info.max_batch_size)
-        .map_err(|e| LoadError::Runtime(super::runtime::RuntimeError::Provider(e)))?;
+        .map_err(warm_up_error)?;
+    // The pool's other sessions, loaded at once (their warnings are the
+    // first's), each on a CUDA stream of its own.
+    let mut detectors = vec![detector];
+    let others: Vec<Result<Detector, LoadError>> = std::thread::scope(|scope| {
+        let loads: Vec<_> = (1..sessions)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut d = Detector::load_on(&key.config, SessionStream::Own, |_| {})?;
+                    d.warm_up(info.max_batch_size).map_err(warm_up_error)?;
+                    Ok(d)
+                })
+            })
+            .collect();
+        loads
+            .into_iter()
+            .map(|l| l.join().expect("a model load does not panic"))
+            .collect()
+    });
+    for d in others {
+        detectors.push(d?);
+    }
     let shared = Arc::new(Shared {
         queue: Mutex::new(Queue::default()),
         wake: Condvar::new(),
         max_batch_size: info.max_batch_size,
         largest_batch: AtomicUsize::new(0),
+        running: AtomicUsize::new(0),
+        most_running: AtomicUsize::new(0),
         recent_runs: Mutex::new(VecDeque::new()),
         longest_recent_run: AtomicU64::new(0),
     });
-    let worker_shared = shared.clone();
-    let worker = std::thread::Builder::new()
-        .name("trtinfer-batch".into())
-        .spawn(move || run_batches(detector, &worker_shared))
-        .map_err(|e| {
-            LoadError::Runtime(super::runtime::RuntimeError::Provider(format!(
-                "cannot start the batching thread: {e}"
-            )))
-        })?;
+    let mut workers = Vec::with_capacity(detectors.len());
+    for detector in detectors {
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("trtinfer-batch".into())
+            .spawn(move || run_batches(detector, &worker_shared));
+        match worker {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                stop_workers(&shared, workers);
+                return Err(LoadError::Runtime(super::runtime::RuntimeError::Provider(
+                    format!("cannot start the batching thread: {e}"),
+                )));
+            }
+        }
+    }
     let batcher = Arc::new(Batcher {
         shared,
-        worker: Some(worker),
+        workers,
         info,
     });
     *slot = Arc::downgrade(&batcher);
     Ok(batcher)
+}
+
+/// Stops the workers once the queue is empty and waits for them.
+fn stop_workers(shared: &Shared, workers: Vec<JoinHandle<()>>) {
+    shared.lock().stop = true;
+    shared.wake.notify_all();
+    for worker in workers {
+        let _ = worker.join();
+    }
 }
 
 /// A stream's place in a batcher: what the batcher knows of whether the
@@ -301,15 +392,16 @@ impl Batcher {
     pub fn largest_batch(&self) -> usize {
         self.shared.largest_batch.load(Ordering::Relaxed)
     }
+
+    /// The most model runs under way at once so far (sessions of the pool).
+    pub fn most_concurrent_runs(&self) -> usize {
+        self.shared.most_running.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Batcher {
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_one();
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        stop_workers(&self.shared, std::mem::take(&mut self.workers));
     }
 }
 
@@ -366,7 +458,12 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         let (tensors, replies): (Vec<Arc<Tensor>>, Vec<_>) =
             batch.into_iter().map(|j| (j.tensor, j.reply)).unzip();
         let views: Vec<&Tensor> = tensors.iter().map(Arc::as_ref).collect();
+        let now_running = shared.running.fetch_add(1, Ordering::Relaxed) + 1;
+        shared
+            .most_running
+            .fetch_max(now_running, Ordering::Relaxed);
         let results = detector.detect_batch(&views, &thresholds);
+        shared.running.fetch_sub(1, Ordering::Relaxed);
         // Unmap the frames now rather than when the tensors' last holder
         // (a buffer's meta, downstream) drops them: their kernels ran before
         // the batch, whose decoding synchronised the stream, so this does

@@ -87,6 +87,7 @@ pub trait DeviceDecoder: Send {
 
 pub struct DeviceRunner {
     gpu: Arc<Gpu>,
+    stream: Arc<CudaStream>,
     decoder: Box<dyn DeviceDecoder>,
     decode_kernel: CudaFunction,
     input_name_c: std::ffi::CString,
@@ -110,8 +111,12 @@ pub struct DeviceRunner {
 }
 
 impl DeviceRunner {
+    /// `stream`: where the session runs (its compute stream) and where we
+    /// gather and decode; the GPU's shared stream, or one of the session's
+    /// own in a pool of sessions.
     pub fn new(
         gpu: Arc<Gpu>,
+        stream: Arc<CudaStream>,
         session: &Session,
         input_name: &str,
         outputs: &[OutputUse],
@@ -144,7 +149,6 @@ impl DeviceRunner {
                 .bind_output_to_device(name, &memory_info)
                 .map_err(|e| format!("cannot keep the model output '{name}' on the GPU: {e}"))?;
         }
-        let stream = gpu.stream();
         let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
         // Room for every (position, class) pair: nothing is ever dropped.
         let candidates = stream
@@ -156,6 +160,7 @@ impl DeviceRunner {
         let histograms = stream.alloc_zeros::<u32>(BINS).map_err(alloc_error)?;
         Ok(Self {
             gpu,
+            stream,
             decoder,
             decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
@@ -214,10 +219,17 @@ impl DeviceRunner {
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let item_len: usize = item_shape.iter().product();
         let run_batch = self.run_batch.max(tensors.len());
+        // The tensors were written on the GPU's shared stream: a session
+        // of a pool, on its own stream, waits (on the GPU) until they are.
+        if !Arc::ptr_eq(&self.stream, self.gpu.stream()) {
+            for t in tensors {
+                t.ready_on(&self.stream)?;
+            }
+        }
         let input = if run_batch == 1 {
             tensors[0].device_ptr()
         } else {
-            let stream = self.gpu.stream().clone();
+            let stream = self.stream.clone();
             let batch = self.batch_buffer(item_len * run_batch)?;
             for (i, t) in tensors.iter().enumerate() {
                 stream
@@ -250,7 +262,7 @@ impl DeviceRunner {
         batch: usize,
     ) -> Result<(), String> {
         let item_len: usize = item_shape.iter().product();
-        let stream = self.gpu.stream().clone();
+        let stream = self.stream.clone();
         let zeros = {
             let buffer = self.batch_buffer(item_len * batch)?;
             stream
@@ -271,7 +283,7 @@ impl DeviceRunner {
     fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<f32>, String> {
         if self.batch.as_ref().is_none_or(|b| b.len() < len) {
             // SAFETY: callers fill what they use before the model reads it.
-            let buffer = unsafe { self.gpu.stream().alloc::<f32>(len) }
+            let buffer = unsafe { self.stream.alloc::<f32>(len) }
                 .map_err(|e| format!("cannot allocate GPU memory for a batch: {e}"))?;
             self.batch = Some(buffer);
         }
@@ -367,7 +379,7 @@ impl DeviceRunner {
                     .filter(|&i| counts[1 + i] as usize > limits[i].max_detections)
                     .collect();
                 if !over.is_empty() {
-                    let stream = self.gpu.stream().clone();
+                    let stream = self.stream.clone();
                     let bins = stream
                         .clone_dtoh(&self.histograms.slice(..images * BINS))
                         .map_err(copy_error)?;
@@ -385,16 +397,14 @@ impl DeviceRunner {
             // More survivors than room (a very low threshold on a batch):
             // grow and decode again, so nothing is dropped.
             self.candidates = self
-                .gpu
-                .stream()
+                .stream
                 .alloc_zeros::<f32>(total * RECORD)
                 .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
         };
         let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); images];
         if total > 0 {
             let records = self
-                .gpu
-                .stream()
+                .stream
                 .clone_dtoh(&self.candidates.slice(..total * RECORD))
                 .map_err(copy_error)?;
             for r in records.chunks_exact(RECORD) {
@@ -435,7 +445,7 @@ impl DeviceRunner {
         thresholds: &[f32],
         histogram: bool,
     ) -> Result<Vec<u32>, String> {
-        let stream = self.gpu.stream().clone();
+        let stream = self.stream.clone();
         let images = thresholds.len();
         let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
         if self.counts.len() < 1 + images {

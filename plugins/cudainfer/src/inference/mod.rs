@@ -99,6 +99,8 @@ pub struct Detector {
     /// Runs GPU tensors on GPU providers; made at load, before any frame
     /// (the error says why GPU tensors cannot be run).
     device_runner: Option<Result<DeviceRunner, String>>,
+    /// The session's compute stream: it must outlive the session.
+    _stream: Option<Arc<cudarc::driver::CudaStream>>,
     max_batch: usize,
 }
 
@@ -224,10 +226,30 @@ fn model_value(outlet: &ort::value::Outlet) -> ModelValue {
     }
 }
 
+/// Which CUDA stream a session runs on (GPU providers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStream {
+    /// The GPU's shared stream, where pre-processing runs: ordered with it
+    /// without any wait.
+    Shared,
+    /// A stream of its own, so that sessions of a pool run at the same time;
+    /// each run waits (on the GPU) for its input tensors.
+    Own,
+}
+
 impl Detector {
-    /// Loads the model; `warn` receives non-fatal problems (a provider that
-    /// was skipped, a short label file).
-    pub fn load(config: &DetectorConfig, mut warn: impl FnMut(&str)) -> Result<Self, LoadError> {
+    /// Loads the model on the GPU's shared stream; `warn` receives
+    /// non-fatal problems (a provider that was skipped, a short label file).
+    pub fn load(config: &DetectorConfig, warn: impl FnMut(&str)) -> Result<Self, LoadError> {
+        Self::load_on(config, SessionStream::Shared, warn)
+    }
+
+    /// Loads the model with its GPU work on `stream`.
+    pub fn load_on(
+        config: &DetectorConfig,
+        stream: SessionStream,
+        mut warn: impl FnMut(&str),
+    ) -> Result<Self, LoadError> {
         let model_file = check_readable(
             &config.model,
             "model file",
@@ -259,9 +281,20 @@ impl Detector {
         let gpu = wants_gpu
             .then(|| cuda::gpu(config.device_id.max(0) as usize).ok())
             .flatten();
+        let gpu_stream = match (&gpu, stream) {
+            (None, _) => None,
+            (Some(g), SessionStream::Shared) => Some(g.stream().clone()),
+            (Some(g), SessionStream::Own) => {
+                Some(g.stream().context().new_stream().map_err(|e| {
+                    LoadError::Runtime(RuntimeError::Provider(format!(
+                        "cannot create a CUDA stream for a session of the pool: {e}"
+                    )))
+                })?)
+            }
+        };
         let options = ProviderOptions {
             device_id: config.device_id,
-            compute_stream: gpu.as_ref().map(|g| g.stream().cu_stream() as usize),
+            compute_stream: gpu_stream.as_ref().map(|s| s.cu_stream() as usize),
             cuda: config.cuda.clone(),
             tensorrt: config.tensorrt.clone(),
         };
@@ -317,13 +350,23 @@ impl Detector {
             ));
         }
         let gpu = gpu.filter(|_| active_provider != Provider::Cpu);
-        let device_runner = gpu.as_ref().and_then(|gpu| {
-            parser.device_decoder(gpu).map(|decoder| {
-                decoder.and_then(|d| {
-                    DeviceRunner::new(gpu.clone(), &session, &input_name, &parser.outputs(), d)
+        let device_runner = gpu
+            .as_ref()
+            .zip(gpu_stream.clone())
+            .and_then(|(gpu, stream)| {
+                parser.device_decoder(gpu).map(|decoder| {
+                    decoder.and_then(|d| {
+                        DeviceRunner::new(
+                            gpu.clone(),
+                            stream,
+                            &session,
+                            &input_name,
+                            &parser.outputs(),
+                            d,
+                        )
+                    })
                 })
-            })
-        });
+            });
         Ok(Self {
             session,
             input_name,
@@ -333,6 +376,7 @@ impl Detector {
             library,
             model_name: config.model.display().to_string(),
             gpu,
+            _stream: gpu_stream,
             device_runner,
             max_batch,
         })

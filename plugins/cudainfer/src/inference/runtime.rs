@@ -175,8 +175,9 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
                 .with_device_id(options.device_id)
                 .with_tf32(options.cuda.tf32);
             if let Some(stream) = stream {
-                // SAFETY: the stream belongs to the process-wide Gpu, which
-                // is never dropped.
+                // SAFETY: the stream is the process-wide Gpu's, never
+                // dropped, or a pool session's own, which its Detector drops
+                // after the session (field order).
                 cuda = unsafe { cuda.with_compute_stream(stream) };
             }
             cuda.build().error_on_failure()

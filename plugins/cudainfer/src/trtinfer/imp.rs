@@ -10,7 +10,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
-use crate::inference::batcher::{self, BatchKey, Batcher, Membership};
+use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
 use crate::inference::{DetectorConfig, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
@@ -54,6 +54,7 @@ struct Settings {
     max_batch_size: u32,
     /// max-batch-size was set (a fixed-batch model warns only then).
     max_batch_size_set: bool,
+    sessions: u32,
     batch_timeout_ms: u32,
     max_frames_in_flight: u32,
     max_detections: u32,
@@ -79,6 +80,7 @@ impl Default for Settings {
             batch_group: String::new(),
             max_batch_size: DEFAULT_MAX_BATCH,
             max_batch_size_set: false,
+            sessions: 0,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_frames_in_flight: DEFAULT_IN_FLIGHT,
             max_detections: DEFAULT_MAX_DETECTIONS,
@@ -122,6 +124,8 @@ pub struct TrtInfer {
     active_provider: Mutex<Option<&'static str>>,
     /// largest-batch of the last run, readable after stop.
     last_largest_batch: AtomicUsize,
+    /// concurrent-runs of the last run, readable after stop.
+    last_concurrent_runs: AtomicUsize,
     /// The model's input of the last start, answered while stopped: a
     /// branch being torn down stops trtinfer (downstream first) while the
     /// source may still send caps, and cudapreprocess must not fail there.
@@ -279,6 +283,16 @@ impl ObjectImpl for TrtInfer {
                     .default_value(DEFAULT_MAX_BATCH)
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecUInt::builder("sessions")
+                    .nick("Sessions")
+                    .blurb("Sessions of the model in the group's pool: each runs batches at the same time as \
+                            the others (on the GPU, each on its own CUDA stream), so a model with a fixed \
+                            batch of 1 still serves many streams; 0: 4 for such a model on a GPU provider, \
+                            else 1. Each session holds its own copy of the model's weights and workspace")
+                    .maximum(16)
+                    .default_value(0)
+                    .flags(mutable_ready)
+                    .build(),
                 glib::ParamSpecUInt::builder("batch-timeout")
                     .nick("Batch timeout (ms)")
                     .blurb("Longest a frame waits for others to fill its batch, in milliseconds; \
@@ -316,6 +330,12 @@ impl ObjectImpl for TrtInfer {
                 glib::ParamSpecUInt::builder("largest-batch")
                     .nick("Largest batch")
                     .blurb("The most frames the shared session has run at once so far (0 before the first)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecUInt::builder("concurrent-runs")
+                    .nick("Concurrent runs")
+                    .blurb("The most model runs the group's sessions (see sessions) have had under way at \
+                            once so far (0 before the first)")
                     .read_only()
                     .build(),
                 glib::ParamSpecString::builder("active-provider")
@@ -380,6 +400,7 @@ impl ObjectImpl for TrtInfer {
                     .expect("type checked upstream")
                     .unwrap_or_default()
             }
+            "sessions" => s.sessions = value.get().expect("type checked upstream"),
             "max-batch-size" => {
                 s.max_batch_size = value.get().expect("type checked upstream");
                 s.max_batch_size_set = true;
@@ -415,6 +436,7 @@ impl ObjectImpl for TrtInfer {
             "tensorrt-fp16" => s.tensorrt_fp16.to_value(),
             "batch-group" => s.batch_group.to_value(),
             "max-batch-size" => s.max_batch_size.to_value(),
+            "sessions" => s.sessions.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
             "max-detections" => s.max_detections.to_value(),
@@ -422,6 +444,11 @@ impl ObjectImpl for TrtInfer {
             "largest-batch" => (self.state.lock().unwrap().as_ref().map_or_else(
                 || self.last_largest_batch.load(Ordering::Relaxed),
                 |s| s.batcher.largest_batch(),
+            ) as u32)
+                .to_value(),
+            "concurrent-runs" => (self.state.lock().unwrap().as_ref().map_or_else(
+                || self.last_concurrent_runs.load(Ordering::Relaxed),
+                |s| s.batcher.most_concurrent_runs(),
             ) as u32)
                 .to_value(),
             "active-provider" => self
@@ -648,23 +675,26 @@ impl BaseTransformImpl for TrtInfer {
             config,
             group: settings.batch_group.clone(),
         };
-        let batcher = batcher::shared(
-            &key,
-            settings.max_batch_size as usize,
-            settings.max_batch_size_set,
-            |w| gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w)),
-        )
+        let options = BatcherOptions {
+            max_batch_size: settings.max_batch_size as usize,
+            max_batch_size_set: settings.max_batch_size_set,
+            sessions: settings.sessions as usize,
+        };
+        let batcher = batcher::shared(&key, options, |w| {
+            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
+        })
         .map_err(|e| e.to_error_message())?;
         let info = &batcher.info;
         gst::info!(
             CAT,
             imp = self,
-            "{} with the {} execution provider (library {}), input {:?}, batches of up to {}",
+            "{} with the {} execution provider (library {}), input {:?}, batches of up to {}, {} session(s)",
             key.config.model.display(),
             info.active_provider.name(),
             info.library.display(),
             info.input_spec,
-            info.max_batch_size
+            info.max_batch_size,
+            info.sessions
         );
         *self.active_provider.lock().unwrap() = Some(info.active_provider.name());
         *self.last_input_spec.lock().unwrap() = Some(info.input_spec.clone());
@@ -725,6 +755,8 @@ impl BaseTransformImpl for TrtInfer {
         if let Some(state) = &state {
             self.last_largest_batch
                 .store(state.batcher.largest_batch(), Ordering::Relaxed);
+            self.last_concurrent_runs
+                .store(state.batcher.most_concurrent_runs(), Ordering::Relaxed);
         }
         drop(state);
         Ok(())
