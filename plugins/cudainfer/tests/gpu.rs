@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use gst::prelude::*;
 use gstcudainfer::tensor_meta::{self, TensorStorage};
-use gstcudainfer::FrameDetections;
+use gstcudainfer::{Classification, FrameDetections, RawTensor};
 
 fn gpu_available() -> bool {
     init();
@@ -641,4 +641,155 @@ fn batched_gpu_streams_equal_the_unbatched_cpu_path() {
         STREAMS * 300
     );
     assert!(largest_batch > 1, "the GPU streams were batched");
+}
+
+fn mobilenet(properties: &str) -> String {
+    let models = shared_dir().join("models");
+    format!(
+        "trtinfer model={} model-type=classifier labels={} classifier-top-k=3 confidence-threshold=0 {properties}",
+        models.join("mobilenetv2_1.0_224_float.onnx").display(),
+        models.join("imagenet_labels_1001.txt").display()
+    )
+}
+
+/// Largest difference between two lists of classes, which must name the
+/// same classes in the same order.
+fn class_diff(what: &str, gpu: &[Classification], cpu: &[Classification]) -> f32 {
+    assert_eq!(
+        gpu.iter().map(|c| c.class_id).collect::<Vec<_>>(),
+        cpu.iter().map(|c| c.class_id).collect::<Vec<_>>(),
+        "{what}: the GPU and CPU paths give other classes: GPU {gpu:?} CPU {cpu:?}"
+    );
+    gpu.iter()
+        .zip(cpu)
+        .map(|(g, c)| (g.confidence - c.confidence).abs())
+        .fold(0.0, f32::max)
+}
+
+/// A whole-frame classifier (MobileNetV2, a fixed batch of 1: a pool of
+/// sessions on their own CUDA streams by default) on GPU tensors against
+/// the CPU path: the same top 3 classes, confidences within 0.01.
+#[test]
+fn classifier_on_gpu_tensors_equals_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let worst = Arc::new(Mutex::new((0usize, 0f32)));
+    let w = worst.clone();
+    on_both_paths(
+        &cuda_frames("dog_1080p.mp4", Some(60)),
+        &format!("cudapreprocess ! {}", mobilenet("providers=cuda")),
+        &format!("cudapreprocess ! {}", mobilenet("providers=cpu")),
+        |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries classes"),
+        move |gpu, cpu| {
+            let diff = class_diff("frame", &gpu.classifications, &cpu.classifications);
+            let mut w = w.lock().unwrap();
+            w.0 += 1;
+            w.1 = w.1.max(diff);
+        },
+    );
+    let (frames, diff) = *worst.lock().unwrap();
+    println!("VERDICT classifier-equality frames={frames} top3_same=yes max_conf_diff={diff:.1e}");
+    assert!(frames >= 50, "{frames} frames compared");
+    assert!(diff <= 0.01, "confidence differs by {diff}");
+}
+
+/// Secondary inference on the GPU: YOLOX on the GPU finds the objects once
+/// (before the tee, so both paths crop the same boxes); the GPU path crops
+/// them from the CUDA frame with the kernel, the CPU path from the
+/// downloaded frame; MobileNetV2 classifies each crop. Every object gets
+/// the same top 3 classes, confidences within 0.01.
+#[test]
+fn crops_classified_on_the_gpu_equal_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let detector = format!(
+        "{} ! cudapreprocess ! trtinfer model={} labels={} providers=cuda",
+        cuda_frames("dog_1080p.mp4", Some(60)),
+        model(),
+        labels()
+    );
+    let totals = Arc::new(Mutex::new((0usize, 0usize, 0f32)));
+    let t = totals.clone();
+    on_both_paths(
+        &detector,
+        &format!(
+            "cudapreprocess mode=objects ! {}",
+            mobilenet("providers=cuda")
+        ),
+        &format!(
+            "cudapreprocess mode=objects ! {}",
+            mobilenet("providers=cpu")
+        ),
+        |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries detections"),
+        move |gpu, cpu| {
+            assert_eq!(gpu.detections.len(), cpu.detections.len());
+            let mut t = t.lock().unwrap();
+            t.0 += 1;
+            for (g, c) in gpu.detections.iter().zip(&cpu.detections) {
+                assert!(
+                    !g.classifications.is_empty(),
+                    "{} was not classified",
+                    g.label
+                );
+                let diff = class_diff(&g.label, &g.classifications, &c.classifications);
+                t.1 += 1;
+                t.2 = t.2.max(diff);
+            }
+        },
+    );
+    let (frames, objects, diff) = *totals.lock().unwrap();
+    println!(
+        "VERDICT crops-classified-equality frames={frames} objects={objects} top3_same=yes max_conf_diff={diff:.1e}"
+    );
+    assert!(
+        frames >= 50 && objects >= 3 * frames,
+        "{frames} frames, {objects} objects"
+    );
+    assert!(diff <= 0.01, "confidence differs by {diff}");
+}
+
+/// model-type=raw on GPU tensors hands on the same outputs as on the CPU.
+#[test]
+fn raw_outputs_on_gpu_tensors_equal_cpu() {
+    if !gpu_available() {
+        return;
+    }
+    let raw = |providers: &str| {
+        format!(
+            "cudapreprocess width=416 height=416 channel-order=bgr pad-value=114 ! trtinfer model={} \
+             model-type=raw providers={providers}",
+            model()
+        )
+    };
+    let worst = Arc::new(Mutex::new((0usize, 0f32)));
+    let w = worst.clone();
+    on_both_paths(
+        &cuda_frames("dog_1080p.mp4", Some(30)),
+        &raw("cuda"),
+        &raw("cpu"),
+        |buffer, _| RawTensor::from_buffer(buffer).expect("every frame carries raw outputs"),
+        move |gpu, cpu| {
+            assert_eq!(gpu.len(), cpu.len());
+            let mut w = w.lock().unwrap();
+            w.0 += 1;
+            for (g, c) in gpu.iter().zip(&cpu) {
+                assert_eq!((&g.name, &g.shape), (&c.name, &c.shape));
+                let diff = g
+                    .data
+                    .iter()
+                    .zip(&c.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                w.1 = w.1.max(diff);
+            }
+        },
+    );
+    let (frames, diff) = *worst.lock().unwrap();
+    println!("VERDICT raw-equality frames={frames} max_abs_diff={diff:.1e}");
+    assert!(frames >= 25, "{frames} frames compared");
+    // Objectness and class scores are in 0..1, boxes in pixels: TF32 is
+    // off, so the runs differ in summation order only.
+    assert!(diff <= 0.05, "outputs differ by {diff}");
 }
