@@ -6,7 +6,7 @@
 #   scripts/trixie-chroot.sh [test]        make the chroot if needed, build the
 #                                          tests (cargo, release) and run them all
 #                                          inside: the Rust test binaries, the
-#                                          Python appsink test, the gst-inspect check
+#                                          Python tests, the gst-inspect check
 #   scripts/trixie-chroot.sh create        only make (or remake) the chroot
 #   scripts/trixie-chroot.sh run CMD...    run CMD inside, with the same mounts and
 #                                          environment as the tests (e.g. run bash)
@@ -282,7 +282,7 @@ EOF
   return $rc
 }
 
-# Runs inside the chroot: every test binary, the Python test, the inspect check.
+# Runs inside the chroot: every test binary, the Python tests, the inspect check.
 suite() {
   local list=$1 failed=() dir bin name t
   echo "=== GStreamer inside the chroot:"
@@ -300,6 +300,8 @@ suite() {
   done <"$list"
   echo "=== python-appsink"
   python3 "$top/tests/python/test_print_detections.py" || failed+=(python-appsink)
+  echo "=== python-analytics"
+  python3 "$top/tests/python/test_analytics_meta.py" || failed+=(python-analytics)
   echo "=== inspect"
   "$top/tests/inspect/check_inspect.sh" -p /tmp/cudainfer-plugin || failed+=(inspect)
   if [ ${#failed[@]} -gt 0 ]; then
