@@ -6,7 +6,7 @@
 #   scripts/trixie-chroot.sh [test]        make the chroot if needed, build the
 #                                          tests (cargo, release) and run them all
 #                                          inside: the Rust test binaries, the
-#                                          Python appsink test, the gst-inspect check
+#                                          Python tests, the gst-inspect check
 #   scripts/trixie-chroot.sh create        only make (or remake) the chroot
 #   scripts/trixie-chroot.sh run CMD...    run CMD inside, with the same mounts and
 #                                          environment as the tests (e.g. run bash)
@@ -27,17 +27,20 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
 # What the tests need at run time in trixie. gcc/libc6-dev: tests/ort_library.rs
-# builds a stand-in library with cc.
+# builds a stand-in library with cc. gir1.2-gst-plugins-bad-1.0: GstAnalytics
+# for tests/python/test_analytics_meta.py.
 packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   python3 python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  gir1.2-gst-plugins-bad-1.0
   gcc libc6-dev
 )
 # Elements the tests use; the chroot is refused if one is missing.
 elements=(
   filesrc qtdemux h264parse avdec_h264 jpegdec decodebin videoconvert videoscale
   videotestsrc appsrc appsink identity tee queue fakesink capsfilter
+  objectdetectionoverlay
 )
 # Bump when the way the chroot is made changes.
 recipe=1
@@ -72,10 +75,39 @@ $audit"
     GST_REGISTRY_1_0=/tmp/check-registry.bin /bin/sh -euc '
     gst-launch-1.0 --version | head -1
     for e in "$@"; do gst-inspect-1.0 --exists "$e" || { echo "element $e is missing" >&2; exit 1; }; done
-    python3 -c "import gi; gi.require_version(\"Gst\", \"1.0\"); gi.require_version(\"GstVideo\", \"1.0\"); from gi.repository import Gst, GstVideo; Gst.init(None); print(\"PyGObject\", gi.__version__, \"GStreamer\", Gst.version_string())"
+    python3 -c "import gi; gi.require_version(\"Gst\", \"1.0\"); gi.require_version(\"GstVideo\", \"1.0\"); gi.require_version(\"GstAnalytics\", \"1.0\"); from gi.repository import Gst, GstVideo, GstAnalytics; Gst.init(None); print(\"PyGObject\", gi.__version__, \"GStreamer\", Gst.version_string())"
     cc --version | head -1
     rm -f /tmp/check-registry.bin
   ' check "${elements[@]}" || die "the chroot in $dir is not usable (see above)"
+}
+
+# Installs into the chroot the packages the list gained since it was made,
+# when that is all that changed (same recipe, no package dropped): minutes
+# less than making it anew. False when it must be made anew.
+add_new_packages() {
+  local old missing=() p
+  [ -f "$root/.cudainfer-stamp" ] || return 1
+  old=$(cat "$root/.cudainfer-stamp")
+  case $old in "recipe=$recipe suite=trixie packages="*) ;; *) return 1 ;; esac
+  for p in ${old#*packages=}; do
+    [[ " ${packages[*]} " == *" $p "* ]] || return 1
+  done
+  for p in "${packages[@]}"; do
+    [[ " ${old#*packages=} " == *" $p "* ]] || missing+=("$p")
+  done
+  log "adding ${missing[*]} to $root"
+  no_mounts_under "$root"
+  mount_in proc /proc -t proc proc
+  $sudo chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 /bin/sh -euc '
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "$@"
+    apt-get clean
+    rm -rf /var/lib/apt/lists/*
+  ' install "${missing[@]}" || { cleanup; return 1; }
+  cleanup
+  check_chroot "$root"
+  printf '%s\n' "$stamp_text" | $sudo tee "$root/.cudainfer-stamp" >/dev/null
 }
 
 create() {
@@ -83,6 +115,7 @@ create() {
     log "chroot up to date: $root"
     return
   fi
+  add_new_packages && return
   command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || {
     log "installing debootstrap"
     $sudo apt-get update -qq
@@ -249,7 +282,7 @@ EOF
   return $rc
 }
 
-# Runs inside the chroot: every test binary, the Python test, the inspect check.
+# Runs inside the chroot: every test binary, the Python tests, the inspect check.
 suite() {
   local list=$1 failed=() dir bin name t
   echo "=== GStreamer inside the chroot:"
@@ -267,6 +300,8 @@ suite() {
   done <"$list"
   echo "=== python-appsink"
   python3 "$top/tests/python/test_print_detections.py" || failed+=(python-appsink)
+  echo "=== python-analytics"
+  python3 "$top/tests/python/test_analytics_meta.py" || failed+=(python-analytics)
   echo "=== inspect"
   "$top/tests/inspect/check_inspect.sh" -p /tmp/cudainfer-plugin || failed+=(inspect)
   if [ ${#failed[@]} -gt 0 ]; then

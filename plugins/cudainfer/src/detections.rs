@@ -12,10 +12,14 @@
 
 use std::sync::Arc;
 
+use crate::analytics;
 use crate::custom_meta;
 use crate::raw_outputs::RawTensor;
 
 const META_NAME: &str = "GstCudaInferDetectionsMeta";
+/// Field of our meta saying that `attach` added the buffer's
+/// GstAnalytics relation meta (so `remove_from` takes it off).
+const ADDED_RELATION_META: &str = "added-analytics-relation-meta";
 /// Name of the parameter structure on each region-of-interest meta.
 pub const DETECTION_PARAM: &str = "detection";
 /// Name of the parameter structure on each whole-frame class's
@@ -110,6 +114,16 @@ impl Detection {
     pub fn corners(&self) -> [f32; 4] {
         [self.x, self.y, self.x + self.width, self.y + self.height]
     }
+
+    /// The box as (x, y, w, h) in whole pixels, as the metas carry it.
+    pub fn pixel_box(&self) -> (u32, u32, u32, u32) {
+        (
+            self.x.round().max(0.0) as u32,
+            self.y.round().max(0.0) as u32,
+            self.width.round().max(0.0) as u32,
+            self.height.round().max(0.0) as u32,
+        )
+    }
 }
 
 /// Registers the meta; called once, at plugin load.
@@ -124,11 +138,16 @@ impl FrameDetections {
     }
 
     /// Removes the results of an earlier `trtinfer` (its meta, its
-    /// region-of-interest metas and its raw outputs); true if there were
-    /// any.
+    /// region-of-interest metas, its raw outputs and the GstAnalytics
+    /// relation meta it added); true if there were any.
     pub fn remove_from(buffer: &mut gst::BufferRef) -> bool {
+        let added_relation_meta =
+            custom_meta::get_field::<bool>(buffer, META_NAME, ADDED_RELATION_META);
         if !custom_meta::remove(buffer, META_NAME) {
             return false;
+        }
+        if added_relation_meta == Some(true) {
+            analytics::remove(buffer);
         }
         RawTensor::remove_from(buffer);
         buffer.foreach_meta_mut(|mut meta| {
@@ -149,19 +168,17 @@ impl FrameDetections {
 
     /// Attaches the result: one region-of-interest meta per object and per
     /// class (ids 0..n-1 across both), the raw outputs meta if there are
-    /// raw outputs, and the whole result as the project's own meta.
+    /// raw outputs, on GStreamer >= 1.24 the same in a GstAnalytics relation
+    /// meta (see [`analytics`]), and the whole result as the project's own
+    /// meta.
     pub fn attach(self, buffer: &mut gst::BufferRef) {
         if !self.raw_outputs.is_empty() {
             RawTensor::attach(&self.raw_outputs, buffer);
         }
         let mut id = 0;
+        let added_relation_meta = analytics::attach(&self, buffer);
         for d in &self.detections {
-            let rect = (
-                d.x.round().max(0.0) as u32,
-                d.y.round().max(0.0) as u32,
-                d.width.round().max(0.0) as u32,
-                d.height.round().max(0.0) as u32,
-            );
+            let rect = d.pixel_box();
             let mut roi = add_roi(
                 buffer,
                 id,
@@ -204,6 +221,9 @@ impl FrameDetections {
             id += 1;
         }
         custom_meta::set(buffer, META_NAME, DetectionsHandle(Arc::new(self)));
+        if added_relation_meta {
+            custom_meta::set_field(buffer, META_NAME, ADDED_RELATION_META, true);
+        }
     }
 }
 

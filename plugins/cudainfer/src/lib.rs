@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+pub mod analytics;
 pub mod cuda;
 mod cudapreprocess;
 mod custom_meta;
