@@ -208,13 +208,13 @@ impl BaseTransformImpl for InferOverlay {
         let info = gst_video::VideoInfo::from_caps(incaps).map_err(|_| {
             let text = format!("inferoverlay cannot handle caps {incaps}: feed raw video");
             fail(
-                gst::error_msg!(gst::CoreError::Negotiation, ["{}", text]),
+                gst::error_msg!(gst::CoreError::Negotiation, ("{}", text)),
                 text,
             )
         })?;
         let target = Target::new(&info).map_err(|e| {
             fail(
-                gst::error_msg!(gst::CoreError::Negotiation, ["{}", e]),
+                gst::error_msg!(gst::CoreError::Negotiation, ("{}", e)),
                 e.to_string(),
             )
         })?;
@@ -225,7 +225,7 @@ impl BaseTransformImpl for InferOverlay {
             let device_id = self.settings.lock().unwrap().device_id;
             let cuda = self.cuda_backend(device_id).map_err(|e| {
                 fail(
-                    gst::error_msg!(gst::LibraryError::Init, ["{}", e]),
+                    gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
                     e.to_string(),
                 )
             })?;
