@@ -268,14 +268,13 @@ fn check_drawn(format: &str) {
                 .find(|o| band(o, x, y))
                 .unwrap();
             let want = expected_components(&output.info, class_colour(last.class_id));
-            for k in 0..3 {
+            for (k, want) in want.into_iter().enumerate() {
                 let got = output.get(k, x, y) as f64;
                 assert!(
-                    (got - want[k]).abs() <= tolerance,
-                    "{format} {} edge: component {k} at ({x}, {y}) is {got}, the colour of {}'s box is {}",
+                    (got - want).abs() <= tolerance,
+                    "{format} {} edge: component {k} at ({x}, {y}) is {got}, the colour of {}'s box is {want}",
                     d.label,
                     last.label,
-                    want[k]
                 );
             }
             edge_points += 1;

@@ -19,19 +19,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Settings {
     style: Style,
     device_id: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            style: Style::default(),
-            device_id: 0,
-        }
-    }
 }
 
 enum Backend {

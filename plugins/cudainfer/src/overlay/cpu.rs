@@ -118,7 +118,7 @@ mod tests {
         let target = Target::new(&info).unwrap();
         let [yc, uc, vc] = target.encode(class_colour(3));
         let map = buffer.map_readable().unwrap();
-        let (stride, uv_at) = (info.stride()[0] as usize, info.offset()[0 + 1]);
+        let (stride, uv_at) = (info.stride()[0] as usize, info.offset()[1]);
         for y in 0..16 {
             for x in 0..20 {
                 let want = if on_edge(x, y) { yc } else { 7 };
