@@ -19,26 +19,33 @@ if [ ! -f "$plugin" ]; then
   echo "gpu-stage: cargo did not produce the plugin $plugin; check the [lib] crate-type (cdylib) in plugins/cudainfer/Cargo.toml" >&2
   exit 1
 fi
-test_bin=$(cargo test --release --test gpu --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
+# The executable of integration test $1, built in release mode.
+test_binary() {
+  cargo test --release --test "$1" --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu" and m.get("executable"):
-        print(m["executable"])') || true
-if [ -z "$test_bin" ]; then
-  echo "gpu-stage: cannot build the GPU test binary (cargo test --release --test gpu --no-run)" >&2
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
+        print(m["executable"])' "$1" || true
+}
+test_bin=$(test_binary gpu)
+overlay_bin=$(test_binary overlay)
+if [ -z "$test_bin" ] || [ -z "$overlay_bin" ]; then
+  echo "gpu-stage: cannot build the GPU test binaries (cargo test --release --test gpu/overlay --no-run)" >&2
   exit 1
 fi
 art=target/gpu-artifacts
 rm -rf "$art" && mkdir -p "$art"
 ln -s "$plugin" "$art/libgstcudainfer.so"
 ln -s "$test_bin" "$art/gpu-tests"
+ln -s "$overlay_bin" "$art/overlay-tests"
 ln -s "$target/release/examples/pipeline_bench" "$art/pipeline_bench"
 ln -s "$target/release/examples/infer_bench" "$art/infer_bench"
 ln -s "$target/release/examples/soak_bench" "$art/soak_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
 ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
+ln -s "$top/scripts/gpu-overlay.sh" "$art/gpu-overlay.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"

@@ -3,7 +3,8 @@
 //! - `cudapreprocess` attaches a model-ready tensor to each frame;
 //! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
 //!   the detections (see [`detections`]), or with `model-type=raw` the
-//!   model's outputs themselves (see [`raw_outputs`]).
+//!   model's outputs themselves (see [`raw_outputs`]);
+//! - `inferoverlay` draws the detections on the frame (see [`overlay`]).
 
 use gst::glib;
 
@@ -13,6 +14,8 @@ mod cudapreprocess;
 mod custom_meta;
 pub mod detections;
 pub mod inference;
+mod inferoverlay;
+pub mod overlay;
 pub mod parsers;
 pub mod preprocess;
 pub mod raw_outputs;
@@ -82,6 +85,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     raw_outputs::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
+    inferoverlay::register(plugin)?;
     Ok(())
 }
 

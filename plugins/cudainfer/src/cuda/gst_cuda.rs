@@ -281,13 +281,8 @@ pub fn wait_for_producer(
     Ok(true)
 }
 
-/// Locates the planes of `buffer`'s CUDA memory. The error says what is
-/// wrong with the buffer.
-pub fn device_frame(
-    buffer: &gst::BufferRef,
-    info: &gst_video::VideoInfo,
-) -> Result<DeviceFrame, String> {
-    let lib = library()?;
+/// The one memory block of a CUDA frame, checked to be CUDA memory.
+fn cuda_memory(lib: &Library, buffer: &gst::BufferRef) -> Result<gst::Memory, String> {
     // A new reference, not `to_owned()`: that copies the memory (a
     // cuMemAllocPitch, a blocking copy and a cuMemFree per frame), which
     // serialised every stream on the driver's locks.
@@ -303,21 +298,79 @@ pub fn device_frame(
     if unsafe { (lib.is_cuda_memory)(memory.as_mut_ptr()) } == 0 {
         return Err("the caps say memory:CUDAMemory but the frame is not in CUDA memory".into());
     }
-    // SAFETY: it is a GstCudaMemory (checked above), whose layout starts with
-    // CudaMemoryHead; mapping with GST_MAP_CUDA returns the device address.
-    let head = memory.as_mut_ptr() as *const CudaMemoryHead;
-    let (mapped, base, size, context) = unsafe {
+    Ok(memory)
+}
+
+/// Locates the planes of `buffer`'s CUDA memory, mapped for reading. The
+/// error says what is wrong with the buffer.
+pub fn device_frame(
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<DeviceFrame, String> {
+    let lib = library()?;
+    let memory = cuda_memory(lib, buffer)?;
+    // SAFETY: it is a GstCudaMemory (checked above); mapping with
+    // GST_MAP_CUDA returns the device address.
+    let mapped = unsafe {
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
         if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
             return Err("cannot map the CUDA memory of the frame".into());
         }
-        let map = map.assume_init();
-        let base = map.data as u64;
-        let size = map.size as u64;
-        let context = (lib.context_get_handle)((*head).context) as usize;
-        (MappedCudaMemory { memory, map }, base, size, context)
+        MappedCudaMemory {
+            memory,
+            map: map.assume_init(),
+        }
     };
+    locate(lib, buffer, info, mapped)
+}
+
+/// As [`device_frame`], mapped for writing: memory the buffer shares with
+/// another (a tee's other branch) is first copied on the GPU and the copy
+/// put in the buffer, so the write is seen by this buffer only.
+pub fn device_frame_mut(
+    buffer: &mut gst::BufferRef,
+    info: &gst_video::VideoInfo,
+) -> Result<DeviceFrame, String> {
+    let lib = library()?;
+    cuda_memory(lib, buffer)?;
+    // SAFETY: a writable buffer (a &mut BufferRef) of one CUDA memory
+    // (checked above). gst_buffer_map, unlike gst_memory_map, replaces a
+    // memory that cannot be mapped for writing with a mapped copy; the map
+    // holds a reference to the mapped memory, which MappedCudaMemory takes
+    // over and releases after unmapping, as gst_buffer_unmap would.
+    let mapped = unsafe {
+        let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
+        let flags = gst::ffi::GST_MAP_WRITE | GST_MAP_CUDA;
+        if gst::ffi::gst_buffer_map(buffer.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
+            return Err("cannot map the CUDA memory of the frame for writing".into());
+        }
+        let map = map.assume_init();
+        MappedCudaMemory {
+            memory: from_glib_full(map.memory),
+            map,
+        }
+    };
+    // SAFETY: a valid GstMemory, held by `mapped`.
+    if unsafe { (lib.is_cuda_memory)(mapped.memory.as_mut_ptr()) } == 0 {
+        return Err("the frame's memory, copied for writing, is not CUDA memory".into());
+    }
+    locate(lib, buffer, info, mapped)
+}
+
+/// The planes of a mapped CUDA frame, checked against its memory.
+fn locate(
+    lib: &Library,
+    buffer: &gst::BufferRef,
+    info: &gst_video::VideoInfo,
+    mapped: MappedCudaMemory,
+) -> Result<DeviceFrame, String> {
+    let base = mapped.map.data as u64;
+    let size = mapped.map.size as u64;
+    // SAFETY: the memory is a GstCudaMemory (checked by the callers), whose
+    // layout starts with CudaMemoryHead, alive while `mapped` holds it.
+    let head = mapped.memory.as_mut_ptr() as *const CudaMemoryHead;
+    let context = unsafe { (lib.context_get_handle)((*head).context) as usize };
     let producer_stream = match (lib.memory_get_stream, lib.stream_get_handle) {
         (Some(get_stream), Some(get_handle)) => {
             // SAFETY: a GstCudaMemory, kept alive by `mapped`; the stream
