@@ -123,6 +123,7 @@ impl BoxFilter {
     }
 
     /// Velocity of the centre, pixels per frame.
+    #[cfg(test)]
     pub fn velocity(&self) -> (f32, f32) {
         (self.axes[0].v, self.axes[1].v)
     }

@@ -127,16 +127,13 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Forgets every track (a flush or a new stream); ids are not reused.
     pub fn reset(&mut self) {
         self.tracks.clear();
     }
 
     /// Tracks alive now, of any state.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tracks.len()
     }
@@ -337,7 +334,7 @@ mod tests {
     #[test]
     fn confirms_after_min_hits_and_keeps_id() {
         let params = Params::default();
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         let mut first = None;
         for frame in 0..5u32 {
             let out = tr.update(&[obs(0, 0.9, 10.0 + 3.0 * frame as f32, 20.0)], 1, &params);
@@ -357,7 +354,7 @@ mod tests {
     #[test]
     fn low_scores_continue_but_never_start_tracks() {
         let params = Params::default();
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         // A 0.3 detection alone starts nothing.
         let out = tr.update(&[obs(0, 0.3, 0.0, 0.0)], 1, &params);
         assert_eq!(ids(&out), vec![None]);
@@ -387,7 +384,7 @@ mod tests {
             max_lost: 5,
             ..Params::default()
         };
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         let mut id = 0;
         // 15 frames: long enough for the velocity to settle near 10 px.
         for f in 0..15 {
@@ -425,7 +422,7 @@ mod tests {
 
     #[test]
     fn class_aware_matching() {
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         let aware = Params::default();
         let a = tr.update(&[obs(0, 0.9, 0.0, 0.0)], 1, &aware).tracks[0]
             .unwrap()
@@ -442,7 +439,7 @@ mod tests {
             class_aware: false,
             ..aware
         };
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         let a = tr.update(&[obs(0, 0.9, 0.0, 0.0)], 1, &blind).tracks[0]
             .unwrap()
             .id;
@@ -455,7 +452,7 @@ mod tests {
     #[test]
     fn gap_predicts_several_frames() {
         let params = Params::default();
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         let mut id = 0;
         // 20 px per frame: a box 40 wide no longer overlaps itself one
         // frame on, but does after a correctly predicted gap of 5 frames.
@@ -474,7 +471,7 @@ mod tests {
     #[test]
     fn unmatched_tentative_track_ends() {
         let params = Params::default();
-        let mut tr = Tracker::new();
+        let mut tr = Tracker::default();
         tr.update(&[obs(0, 0.9, 0.0, 0.0)], 1, &params);
         let out = tr.update(&[], 1, &params);
         assert!(out.lost.is_empty());
