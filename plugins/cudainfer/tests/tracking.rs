@@ -648,3 +648,27 @@ fn properties_apply_while_playing() {
     h.element().unwrap().set_property("low-threshold", 0.95f64);
     assert_eq!(push(&mut h, 1, moving_box(1)), None);
 }
+
+/// CUDA-memory caps negotiate as system ones do: the element touches only
+/// metadata, so a frame under `memory:CUDAMemory` caps gets its tracks
+/// (the buffer here is plain memory; no GPU is needed for the metadata).
+#[test]
+fn cuda_memory_caps_are_accepted() {
+    init();
+    let mut h = Harness::new("infertrack");
+    let caps = gst::Caps::builder("video/x-raw")
+        .features([gstcudainfer::CUDA_MEMORY_FEATURE])
+        .field("format", "NV12")
+        .field("width", SCENE_W as i32)
+        .field("height", SCENE_H as i32)
+        .field("framerate", gst::Fraction::new(30, 1))
+        .build();
+    h.set_src_caps(caps.clone());
+    let t = push(&mut h, 0, moving_box(0)).expect("a track");
+    assert_eq!((t.age, t.state), (0, TrackState::Tentative));
+    let negotiated = h.sinkpad().unwrap().current_caps().unwrap();
+    assert!(negotiated
+        .features(0)
+        .unwrap()
+        .contains(gstcudainfer::CUDA_MEMORY_FEATURE));
+}
