@@ -518,18 +518,12 @@ fn synthetic_scene_mota_and_id_switches() {
     assert!(with_lost.id_switches <= 1, "{with_lost:?}");
     // While hidden (frames 60..76) the car is one lost detection of the
     // id it had before, near its true box, and takes the id back after.
-    let car_id = |f: usize| {
-        out[f]
-            .detections
-            .iter()
-            .find(|d| d.label == "car")
-            .and_then(|d| d.track)
-            .map(|t| (t.id, t.state))
-    };
+    let car = |f: usize| out[f].detections.iter().find(|d| d.label == "car");
+    let car_id = |f: usize| car(f).and_then(|d| d.track).map(|t| (t.id, t.state));
     let (id, _) = car_id(59).expect("the car is tracked before it hides");
     for f in 60..76 {
         assert_eq!(car_id(f), Some((id, TrackState::Lost)), "frame {f}");
-        let d = out[f].detections.iter().find(|d| d.label == "car").unwrap();
+        let d = car(f).unwrap();
         let truth = gt.objects[f][2].1;
         assert!(
             iou(d.corners(), truth) >= 0.5,

@@ -16,19 +16,10 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Settings {
     params: Params,
     emit_lost: bool,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            params: Params::default(),
-            emit_lost: false,
-        }
-    }
 }
 
 /// The stream's tracks and where in time the last tracked frame was.
@@ -292,6 +283,20 @@ impl BaseTransformImpl for InferTrack {
         for (d, track) in result.detections.iter_mut().zip(tracked.tracks) {
             d.track = track;
         }
+        // One line per frame (label:id:state), which scripts/gpu-track.sh reads.
+        gst::log!(
+            CAT,
+            imp = self,
+            "tracks at {}: [{}]",
+            buffer.pts().display(),
+            {
+                let each = result.detections.iter().filter_map(|d| {
+                    d.track
+                        .map(|t| format!("{}:{}:{}", d.label, t.id, t.state.as_str()))
+                });
+                each.collect::<Vec<_>>().join(" ")
+            }
+        );
         if settings.emit_lost {
             result
                 .detections
