@@ -8,7 +8,7 @@
 #
 # PLUGIN_DIR (the folder of libgstcudainfer.so) becomes GST_PLUGIN_PATH;
 # without it GST_PLUGIN_PATH is used as set, else <repo>/target/release.
-# ELEMENT defaults to cudapreprocess, trtinfer and inferoverlay. Exits 1 on any problem,
+# ELEMENT defaults to cudapreprocess, trtinfer, inferoverlay and infertrack. Exits 1 on any problem,
 # naming the element and property.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,7 +23,7 @@ while getopts "p:h" opt; do
 done
 shift $((OPTIND - 1))
 elements=("$@")
-[ ${#elements[@]} -gt 0 ] || elements=(cudapreprocess trtinfer inferoverlay)
+[ ${#elements[@]} -gt 0 ] || elements=(cudapreprocess trtinfer inferoverlay infertrack)
 
 if [ -n "$plugin_dir" ]; then
   export GST_PLUGIN_PATH="$plugin_dir"

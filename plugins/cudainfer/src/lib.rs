@@ -4,7 +4,9 @@
 //! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
 //!   the detections (see [`detections`]), or with `model-type=raw` the
 //!   model's outputs themselves (see [`raw_outputs`]);
-//! - `inferoverlay` draws the detections on the frame (see [`overlay`]).
+//! - `inferoverlay` draws the detections on the frame (see [`overlay`]);
+//! - `infertrack` follows the detected objects over frames and gives each
+//!   a track id.
 
 use gst::glib;
 
@@ -16,6 +18,7 @@ pub mod detections;
 pub mod inference;
 mod inferoverlay;
 pub mod overlay;
+mod infertrack;
 pub mod parsers;
 pub mod preprocess;
 pub mod raw_outputs;
@@ -86,6 +89,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
     inferoverlay::register(plugin)?;
+    infertrack::register(plugin)?;
     Ok(())
 }
 
