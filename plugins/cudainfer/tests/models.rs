@@ -80,30 +80,173 @@ fn yolov12n_on_dog_jpg_matches_the_reference() {
     }
 }
 
-/// The int8 YOLOv8-nano (ConvInteger) finds the same three objects where
-/// YOLOv12-nano's reference has them.
+/// The same objects as `reference`, each at IoU >= `min_iou` and within
+/// `max_conf_diff` of its confidence, except objects within `margin` of
+/// `threshold` on either side, which may be missing from either: the two
+/// resample differently (Pillow's 8-bit resize against cudapreprocess's
+/// float one), enough to move a score across the threshold.
+fn same_objects(
+    what: &str,
+    found: &[Detection],
+    reference: &[Reference],
+    (min_iou, max_conf_diff): (f32, f32),
+    (threshold, margin): (f32, f32),
+) -> (f32, f32) {
+    let mut worst = (1.0f32, 0.0f32);
+    for r in reference {
+        match best_match(found, r) {
+            Some((d, overlap)) if overlap >= min_iou => {
+                let diff = (d.confidence - r.confidence).abs();
+                assert!(
+                    diff <= max_conf_diff,
+                    "{what}: {} confidence {} vs reference {}",
+                    r.label,
+                    d.confidence,
+                    r.confidence
+                );
+                worst = (worst.0.min(overlap), worst.1.max(diff));
+            }
+            _ => assert!(
+                r.confidence < threshold + margin,
+                "{what}: no {} ({:.3}) at IoU {min_iou} among {found:?}",
+                r.label,
+                r.confidence
+            ),
+        }
+    }
+    for d in found.iter().filter(|d| d.confidence >= threshold + margin) {
+        assert!(
+            reference
+                .iter()
+                .any(|r| r.class_id == d.class_id && iou(d.corners(), r.bbox) >= min_iou),
+            "{what}: {} ({:.3}) is not in the reference {:?}",
+            d.label,
+            d.confidence,
+            reference.iter().map(|r| &r.label).collect::<Vec<_>>()
+        );
+    }
+    worst
+}
+
+/// How far the int8 model's confidences may be from its reference's. Its
+/// activations are quantized dynamically (each tensor's scale from its
+/// range), so input differences at float rounding level move a marginal
+/// score by hundredths: noise of 1e-7 on dog.jpg's tensor spreads the
+/// truck's score over 0.459-0.514 (tests/reference/int8_sensitivity.py),
+/// where float32 yolov12n does not move (it matches its reference to 1e-4
+/// on every frame). Measured here: 0.056 at most, on trucks.
+const INT8_CONFIDENCE: f32 = 0.08;
+
+/// The int8 YOLOv8-nano (dynamically quantized: ConvInteger) against its
+/// own reference (yolov8_reference.py with this model).
 #[test]
-fn yolov8n_int8_finds_dog_bicycle_and_car() {
+fn yolov8n_int8_on_dog_jpg_matches_the_reference() {
     let found = dog_jpg(&format!(
         "model={} model-type=yolov8",
         shared_model("yolov8n_int8.onnx")
     ));
-    let reference = reference("yolov12n_dog.reference.json");
-    for r in reference.iter().filter(|r| r.label != "truck") {
-        let (d, overlap) =
-            best_match(&found, r).unwrap_or_else(|| panic!("no {} among {found:?}", r.label));
-        eprintln!(
-            "{}: confidence {:.4}, IoU {overlap:.4}",
-            r.label, d.confidence
+    let reference = reference("yolov8n_int8_dog.reference.json");
+    assert_eq!(reference.len(), 4, "dog, bicycle, car and truck");
+    let (iou, diff) = same_objects(
+        "yolov8n_int8",
+        &found,
+        &reference,
+        (0.95, INT8_CONFIDENCE),
+        (0.25, 0.0),
+    );
+    eprintln!("lowest IoU {iou:.4}, largest confidence difference {diff:.4}");
+    assert_eq!(found.len(), reference.len(), "{found:?}");
+}
+
+/// The detections of every frame of dog_1080p.mp4 (avdec_h264, RGB, as the
+/// reference decodes it) through `model`, in order.
+fn dog_1080p(model: &str) -> Vec<Vec<Detection>> {
+    let run = run(&format!(
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=RGB \
+         ! cudapreprocess ! trtinfer model={} model-type=yolov8 labels={} confidence-threshold=0.25 \
+           nms-threshold=0.45 ! appsink name=sink",
+        media("dog_1080p.mp4"),
+        shared_model(model),
+        labels()
+    ));
+    assert_eq!(run.error, None);
+    let pts: Vec<_> = run.buffers.iter().map(|b| b.pts().unwrap()).collect();
+    assert!(pts.windows(2).all(|w| w[0] < w[1]), "frames in order");
+    run.detections()
+        .iter()
+        .map(|d| d.detections.clone())
+        .collect()
+}
+
+/// The reference of each frame (yolov8_video_reference.py's output).
+fn video_reference(name: &str) -> Vec<Vec<Reference>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    json["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|frame| {
+            frame
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let f = |k: &str| d[k].as_f64().unwrap() as f32;
+                    Reference {
+                        class_id: d["class_id"].as_u64().unwrap() as u32,
+                        label: d["label"].as_str().unwrap().to_string(),
+                        confidence: f("confidence"),
+                        bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Every frame of the clip against the reference of that frame: the same
+/// objects at IoU >= 0.9, confidences within `max_conf_diff` (a frame's
+/// objects within 0.03 of the threshold may be missing from either side).
+fn every_frame_of_dog_1080p_matches(model: &str, reference: &str, max_conf_diff: f32) {
+    let found = dog_1080p(model);
+    let reference = video_reference(reference);
+    assert_eq!(reference.len(), 300);
+    assert_eq!(found.len(), 300, "every frame of the clip");
+    let mut worst = (1.0f32, 0.0f32);
+    for (i, (f, r)) in found.iter().zip(&reference).enumerate() {
+        let (iou, diff) = same_objects(
+            &format!("{model} frame {i}"),
+            f,
+            r,
+            (0.9, max_conf_diff),
+            (0.25, 0.03),
         );
-        assert!(overlap >= 0.8, "{}: IoU {overlap} < 0.8", r.label);
-        assert!(
-            d.confidence > 0.5,
-            "{}: confidence {}",
-            r.label,
-            d.confidence
-        );
+        worst = (worst.0.min(iou), worst.1.max(diff));
     }
+    println!(
+        "{model}: 300 frames, {} detections, lowest IoU {:.4}, largest confidence difference {:.4}",
+        found.iter().map(Vec::len).sum::<usize>(),
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn yolov12n_on_every_frame_of_dog_1080p_matches_the_reference() {
+    every_frame_of_dog_1080p_matches("yolov12n.onnx", "yolov12n_dog_1080p.reference.json", 0.05);
+}
+
+#[test]
+fn yolov8n_int8_on_every_frame_of_dog_1080p_matches_the_reference() {
+    every_frame_of_dog_1080p_matches(
+        "yolov8n_int8.onnx",
+        "yolov8n_int8_dog_1080p.reference.json",
+        INT8_CONFIDENCE,
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ Written from the model facts alone (shared models README), with Pillow,
 numpy and onnxruntime, none of the plugin's code: letterbox centred
 (scale r = min(W/w, H/h), content round(w*r) x round(h*r), padding split
 evenly with the odd pixel on the right/bottom, value 114), antialiased
-bilinear resize (Pillow), RGB / 255, NCHW float32. Output [1, 4 + C, A]:
+bilinear resize (Pillow, each channel as a float image), RGB / 255, NCHW float32. Output [1, 4 + C, A]:
 rows 0-3 cx, cy, w, h in input pixels, then C sigmoid class scores; one
 candidate per (anchor, class) above the threshold, greedy class-wise NMS,
 boxes mapped back to image pixels and clipped.
@@ -38,12 +38,20 @@ from PIL import Image
 
 
 def letterbox_centred(image, width, height, pad=114):
+    """The image letterboxed into a float32 HxWx3 canvas. Each channel is
+    resized as a float image (Pillow's antialiased bilinear filter, no
+    rounding to 8 bits): the int8 model's dynamically quantized activations
+    take their scale from the input's range, and an 8-bit resize moved its
+    scores by up to 0.05."""
     w, h = image.size
     r = min(width / w, height / h)
     cw, ch = int(round(w * r)), int(round(h * r))
     left, top = (width - cw) // 2, (height - ch) // 2
-    canvas = Image.new("RGB", (width, height), (pad, pad, pad))
-    canvas.paste(image.resize((cw, ch), Image.BILINEAR), (left, top))
+    rgb = np.asarray(image, dtype=np.float32)
+    canvas = np.full((height, width, 3), float(pad), dtype=np.float32)
+    for c in range(3):
+        channel = Image.fromarray(np.ascontiguousarray(rgb[..., c]), mode="F")
+        canvas[top:top + ch, left:left + cw, c] = np.asarray(channel.resize((cw, ch), Image.BILINEAR))
     # The mapping back uses the scale of each axis as placed.
     return canvas, (cw / w, ch / h), (left, top)
 
@@ -61,7 +69,7 @@ def detect(session, image, labels, conf_threshold, nms_threshold):
     inp = session.get_inputs()[0]
     _, _, height, width = inp.shape
     canvas, (sx, sy), (left, top) = letterbox_centred(image, width, height)
-    tensor = (np.asarray(canvas, dtype=np.float32) / 255.0).transpose(2, 0, 1)[None]
+    tensor = (canvas / 255.0).transpose(2, 0, 1)[None]
     out = session.run(None, {inp.name: np.ascontiguousarray(tensor)})[0][0]
 
     boxes, scores = out[:4], out[4:]  # [4, A], [C, A]
