@@ -11,7 +11,7 @@ use crate::cuda::{self as gpu_mod, Gpu};
 use crate::preprocess::cpu::CpuPreprocessor;
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, SUPPORTED_FORMATS};
-use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::{self, ChannelOrder, ElementType, InputSpec, ResizeMode};
 use crate::{tensor_meta, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -135,6 +135,8 @@ impl Settings {
             } else {
                 learnt.map_or(FALLBACK_PAD_VALUE, |l| l.pad_value)
             },
+            // No property: only the model knows what it takes.
+            element_type: learnt.map_or(ElementType::Float32, |l| l.element_type),
         })
     }
 }
@@ -590,6 +592,7 @@ mod tests {
             mean: [0.0; 3],
             std: [1.0; 3],
             pad_value: 114.0,
+            element_type: ElementType::Float16,
         };
         let own = Settings {
             channel_order: ChannelOrder::Rgb,
@@ -601,6 +604,7 @@ mod tests {
         assert_eq!(spec.channel_order, ChannelOrder::Rgb);
         assert_eq!(spec.mean, [0.5; 3]);
         assert_eq!(spec.pad_value, 114.0);
+        assert_eq!(spec.element_type, ElementType::Float16);
         let e = Settings::default().resolve(None).unwrap_err();
         assert!(e.contains("set its width and height"), "{e}");
         // Without a model downstream the size is the properties'.

@@ -17,7 +17,7 @@ use super::{grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, ST
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
 const KERNEL: KernelSource = KernelSource {
     sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
@@ -55,6 +55,7 @@ impl Yolov8Parser {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 pad_value: 114.0,
+                element_type: ElementType::Float32,
             },
             anchors,
             num_classes: channels.unwrap_or(0) as usize - 4,
