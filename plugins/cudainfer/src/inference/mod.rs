@@ -6,6 +6,7 @@
 pub mod batcher;
 pub(crate) mod checks;
 pub mod device;
+pub mod placement;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
@@ -268,16 +269,24 @@ impl Detector {
             compute_stream: gpu.as_ref().map(|g| g.stream().cu_stream() as usize),
             cuda: config.cuda.clone(),
             tensorrt: config.tensorrt.clone(),
+            log_placements: false,
         };
-        let (session, active_provider, skipped) =
-            runtime::create_session(&env, &config.model, &config.providers, &options).map_err(
-                |e| match e {
-                    RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
-                    other => LoadError::Runtime(other),
-                },
-            )?;
-        for s in &skipped {
+        let created = runtime::create_session(&env, &config.model, &config.providers, &options)
+            .map_err(|e| match e {
+                RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
+                other => LoadError::Runtime(other),
+            })?;
+        let (session, active_provider) = (created.session, created.provider);
+        for s in &created.skipped {
             warn(s);
+        }
+        if let Some(w) = created
+            .placements
+            .as_ref()
+            .filter(|_| active_provider != Provider::Cpu)
+            .and_then(|p| placement::cpu_fallback_warning(p, active_provider.name()))
+        {
+            warn(&w);
         }
 
         let inputs: Vec<ModelValue> = session.inputs().iter().map(model_value).collect();
