@@ -11,6 +11,10 @@ use common::onnx::*;
 use common::*;
 use gstcudainfer::{Detection, RawTensor};
 
+/// The twins round only the input and outputs to fp16: their boxes stay
+/// within a fraction of a pixel.
+const TWIN_IOU: f32 = 0.99;
+
 fn shared_model(name: &str) -> std::path::PathBuf {
     shared_dir().join("models").join(name)
 }
@@ -41,10 +45,10 @@ fn twin(name: &str, input: &str, half_input: bool, half_outputs: bool) -> String
     temp_model(&tag, &fp16_twin(&bytes, input, half_input, half_outputs))
 }
 
-/// Each of `fp32` matched one to one with a detection of `fp16` of its class:
-/// IoU >= 0.99, confidence within 0.01, and nothing more. Returns the lowest
-/// IoU and the largest confidence difference.
-fn assert_same_detections(fp32: &[Detection], fp16: &[Detection]) -> (f32, f32) {
+/// Each of `fp32` matched one to one with a detection of `fp16` of its class
+/// at IoU >= `min_iou`, confidence within 0.01, and nothing more. Returns
+/// the lowest IoU and the largest confidence difference.
+fn assert_same_detections(fp32: &[Detection], fp16: &[Detection], min_iou: f32) -> (f32, f32) {
     assert!(!fp32.is_empty(), "the float32 model finds something");
     assert_eq!(fp16.len(), fp32.len(), "{fp16:?}\nvs\n{fp32:?}");
     let (mut lowest_iou, mut largest_diff) = (1f32, 0f32);
@@ -59,7 +63,11 @@ fn assert_same_detections(fp32: &[Detection], fp16: &[Detection]) -> (f32, f32) 
             .unwrap_or_else(|| panic!("nothing of class {} in {fp16:?}", d.label));
         used[i] = true;
         let diff = (fp16[i].confidence - d.confidence).abs();
-        assert!(overlap >= 0.99, "{d:?}: IoU {overlap} with {:?}", fp16[i]);
+        assert!(
+            overlap >= min_iou,
+            "{d:?}: IoU {overlap} with {:?}",
+            fp16[i]
+        );
         assert!(diff <= 0.01, "{d:?}: confidence {}", fp16[i].confidence);
         lowest_iou = lowest_iou.min(overlap);
         largest_diff = largest_diff.max(diff);
@@ -79,7 +87,7 @@ fn yolox_fp16_twins_find_what_the_float32_model_finds() {
         let path = twin("yolox_nano.onnx", "images", half_input, half_outputs);
         let fp16 = detect("dog.jpg", &path, thresholds);
         let _ = std::fs::remove_file(&path);
-        let (lowest_iou, largest_diff) = assert_same_detections(&fp32, &fp16);
+        let (lowest_iou, largest_diff) = assert_same_detections(&fp32, &fp16, TWIN_IOU);
         eprintln!(
             "yolox_nano fp16 input {half_input}, outputs {half_outputs}: {} detections, \
              lowest IoU {lowest_iou:.4}, largest confidence difference {largest_diff:.4}",
@@ -104,7 +112,7 @@ fn ultraface_fp16_twin_finds_the_float32_models_faces() {
     let path = twin(name, "input", true, true);
     let fp16 = detect("faces.jpg", &path, properties);
     let _ = std::fs::remove_file(&path);
-    let (lowest_iou, largest_diff) = assert_same_detections(&fp32, &fp16);
+    let (lowest_iou, largest_diff) = assert_same_detections(&fp32, &fp16, TWIN_IOU);
     eprintln!(
         "ultraface fp16: {} faces, lowest IoU {lowest_iou:.4}, largest confidence difference {largest_diff:.4}",
         fp16.len()
@@ -146,4 +154,30 @@ fn raw_hands_an_fp16_output_on_as_float32() {
         "the image's values are not all whole or tiny (the test would show nothing)"
     );
     eprintln!("raw fp16 output: largest difference {largest} over 588 values");
+}
+
+/// A model converted to float16 throughout (weights and arithmetic too:
+/// scripts/make-fp16-model.py on yolox_nano.onnx), named by
+/// CUDAINFER_FP16_MODEL: not in CI, which keeps no such file. Its own fp16
+/// arithmetic moves boxes more than the twins' rounding at the edges, so
+/// IoU >= 0.95 (as the GPU path against the CPU path).
+#[test]
+fn a_converted_fp16_yolox_finds_what_the_float32_model_finds() {
+    let Ok(path) = std::env::var("CUDAINFER_FP16_MODEL") else {
+        eprintln!("skipped: set CUDAINFER_FP16_MODEL to yolox_nano.onnx converted by scripts/make-fp16-model.py");
+        return;
+    };
+    let thresholds = format!(
+        "labels={} confidence-threshold=0.25 nms-threshold=0.45",
+        labels()
+    );
+    let fp32 = detect("dog.jpg", &model(), &thresholds);
+    let fp16 = detect("dog.jpg", &path, &thresholds);
+    // Measured: IoU 0.9745 on the car (a pixel off at its top edge),
+    // confidences within 0.005.
+    let (lowest_iou, largest_diff) = assert_same_detections(&fp32, &fp16, 0.95);
+    eprintln!(
+        "converted fp16 yolox_nano: {} detections, lowest IoU {lowest_iou:.4}, largest confidence difference {largest_diff:.4}",
+        fp16.len()
+    );
 }
