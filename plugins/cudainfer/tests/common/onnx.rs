@@ -184,10 +184,19 @@ pub fn tiny_yolox_model() -> Vec<u8> {
     )
 }
 
-/// The top-level fields of the protobuf `message`, in order: each field's
-/// number and its whole encoding, with the payload of a length-delimited
-/// one (wire types 0, 1, 2 and 5: all that ONNX files use).
-pub fn proto_fields(message: &[u8]) -> Vec<(u32, &[u8], Option<&[u8]>)> {
+/// One field of a protobuf message.
+#[derive(Clone, Copy)]
+pub struct ProtoField<'a> {
+    pub number: u32,
+    /// Its whole encoding (key included).
+    pub whole: &'a [u8],
+    /// The payload of a length-delimited field.
+    pub payload: Option<&'a [u8]>,
+}
+
+/// The top-level fields of the protobuf `message`, in order (wire types 0,
+/// 1, 2 and 5: all that ONNX files use).
+pub fn proto_fields(message: &[u8]) -> Vec<ProtoField<'_>> {
     fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
         let (mut value, mut shift) = (0u64, 0);
         loop {
@@ -225,51 +234,48 @@ pub fn proto_fields(message: &[u8]) -> Vec<(u32, &[u8], Option<&[u8]>)> {
             }
             wire => panic!("protobuf wire type {wire} in an ONNX file"),
         };
-        fields.push(((key >> 3) as u32, &message[start..at], payload));
+        fields.push(ProtoField {
+            number: (key >> 3) as u32,
+            whole: &message[start..at],
+            payload,
+        });
     }
     fields
+}
+
+/// `message` with each field replaced by what `edit` makes of it.
+fn rebuild(message: &[u8], edit: &dyn Fn(ProtoField) -> Vec<u8>) -> Vec<u8> {
+    proto_fields(message).into_iter().flat_map(edit).collect()
 }
 
 /// `value_info` (a ValueInfoProto) renamed `name`, its tensor element type
 /// `elem_type`, its shape kept.
 fn retyped(value_info: &[u8], name: &str, elem_type: u64) -> Vec<u8> {
-    let rebuild = |message: &[u8], edit: &dyn Fn(u32, &[u8], Option<&[u8]>) -> Vec<u8>| {
-        proto_fields(message)
-            .into_iter()
-            .flat_map(|(number, whole, payload)| edit(number, whole, payload))
-            .collect::<Vec<u8>>()
-    };
-    rebuild(
-        value_info,
-        &|number, whole, payload| match (number, payload) {
-            (1, _) => proto_bytes(1, name.as_bytes()),
-            // TypeProto, then its tensor_type, whose field 1 is elem_type.
-            (2, Some(type_proto)) => proto_bytes(
-                2,
-                &rebuild(
-                    type_proto,
-                    &|number, whole, payload| match (number, payload) {
-                        (1, Some(tensor)) => proto_bytes(
-                            1,
-                            &rebuild(tensor, &|number, whole, _| match number {
-                                1 => proto_int(1, elem_type),
-                                _ => whole.to_vec(),
-                            }),
-                        ),
-                        _ => whole.to_vec(),
-                    },
+    rebuild(value_info, &|f| match (f.number, f.payload) {
+        (1, _) => proto_bytes(1, name.as_bytes()),
+        // TypeProto, then its tensor_type, whose field 1 is elem_type.
+        (2, Some(type_proto)) => proto_bytes(
+            2,
+            &rebuild(type_proto, &|f| match (f.number, f.payload) {
+                (1, Some(tensor)) => proto_bytes(
+                    1,
+                    &rebuild(tensor, &|f| match f.number {
+                        1 => proto_int(1, elem_type),
+                        _ => f.whole.to_vec(),
+                    }),
                 ),
-            ),
-            _ => whole.to_vec(),
-        },
-    )
+                _ => f.whole.to_vec(),
+            }),
+        ),
+        _ => f.whole.to_vec(),
+    })
 }
 
 /// The name of a ValueInfoProto.
 fn value_name(value_info: &[u8]) -> String {
     proto_fields(value_info)
         .into_iter()
-        .find_map(|(number, _, payload)| (number == 1).then(|| payload.unwrap().to_vec()))
+        .find_map(|f| (f.number == 1).then(|| f.payload.unwrap().to_vec()))
         .map(|n| String::from_utf8(n).unwrap())
         .unwrap()
 }
@@ -297,11 +303,11 @@ pub fn fp16_twin(model: &[u8], input: &str, half_input: bool, half_outputs: bool
     let fields = proto_fields(model);
     let graph = fields
         .iter()
-        .find_map(|&(number, _, payload)| (number == 7).then_some(payload))
+        .find_map(|f| (f.number == 7).then_some(f.payload))
         .flatten()
         .expect("an ONNX model has a graph");
-    for (number, whole, payload) in proto_fields(graph) {
-        match (number, payload) {
+    for f in proto_fields(graph) {
+        match (f.number, f.payload) {
             (11, Some(info)) if half_input && value_name(info) == input => {
                 found_input = true;
                 let renamed = format!("{input}_fp16");
@@ -317,16 +323,16 @@ pub fn fp16_twin(model: &[u8], input: &str, half_input: bool, half_outputs: bool
                 output_casts.extend(cast(&name, &renamed, FLOAT16));
                 graph_out.extend(proto_bytes(12, &retyped(info, &renamed, FLOAT16)));
             }
-            _ => graph_out.extend_from_slice(whole),
+            _ => graph_out.extend_from_slice(f.whole),
         }
     }
     assert!(found_input || !half_input, "the model has no input {input}");
     graph_out.extend(output_casts);
     fields
         .iter()
-        .flat_map(|&(number, whole, _)| match number {
+        .flat_map(|f| match f.number {
             7 => proto_bytes(7, &graph_out),
-            _ => whole.to_vec(),
+            _ => f.whole.to_vec(),
         })
         .collect()
 }
