@@ -360,8 +360,8 @@ impl DeviceRunner {
             let output = results
                 .get(name)
                 .ok_or_else(|| format!("the model gave no output '{name}'"))?;
-            let half = self.converted[i].is_some();
-            let (shape_of, data) = if half {
+            let is_half = self.converted[i].is_some();
+            let (shape_of, data) = if is_half {
                 let t = output
                     .view()
                     .downcast::<ort::value::TensorValueType<half::f16>>()
@@ -390,7 +390,7 @@ impl DeviceRunner {
                     shape[0]
                 ));
             }
-            pointers.push(if half {
+            pointers.push(if is_half {
                 let kernel = self
                     .convert_kernel
                     .as_ref()
@@ -550,13 +550,13 @@ impl DeviceRunner {
     }
 }
 
-/// Converts `len` fp16 values at device address `half` into `buffer` (grown
+/// Converts `len` fp16 values at device address `input` into `buffer` (grown
 /// to fit) with `kernel` (convert.cu); returns the buffer's address. Queued
 /// on `stream`, so before the decoding kernel that reads it.
 fn to_float32(
     stream: &Arc<CudaStream>,
     kernel: &CudaFunction,
-    half: u64,
+    input: u64,
     len: usize,
     buffer: &mut CudaSlice<f32>,
 ) -> Result<u64, String> {
@@ -567,13 +567,13 @@ fn to_float32(
     }
     let out = buffer.device_ptr(stream).0;
     let n = len as u64;
-    // SAFETY: `half` holds `len` fp16 values (the output of the run just
+    // SAFETY: `input` holds `len` fp16 values (the output of the run just
     // done, its shape checked) and `out` room for `len` floats, both on
     // the stream's device; the kernel reads and writes below `n` only.
     unsafe {
         stream
             .launch_builder(kernel)
-            .arg(&half)
+            .arg(&input)
             .arg(&out)
             .arg(&n)
             .launch(LaunchConfig::for_num_elems(len as u32))
