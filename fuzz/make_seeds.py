@@ -71,6 +71,70 @@ MODEL = {
     "two_outputs": model([IMAGES], [OUTPUT, value("aux", 2, [1, 10])]),
 }
 
+def yolov8(inp, out, thr=0.25, nms=0.45, max_det=300, values=(), matching=False):
+    return yolox(inp, out, thr, nms, max_det, values, matching)
+
+
+# One anchor's channels (cx, cy, w, h, class scores), cycled channel-major.
+YOLOV8 = {
+    "yolov12n_640": yolov8([1, 3, 640, 640], [1, 84, 8400], values=(320, 240, 50, 80, 0.9, 0.1)),
+    "small_64": yolov8([1, 3, 64, 64], [1, 6, 84], values=(32, 32, 8, 8, 0.5, 0.7)),
+    "dynamic_batch": yolov8([-1, 3, 320, 320], [-1, 84, 2100], values=ODD),
+    "matching_anchors": yolov8([1, 3, 96, 32], [1, 5, 0], thr=0.0, max_det=65535,
+                               values=(1.0, 2.0, 3.0, 4.0, 0.5), matching=True),
+    "nan_thresholds": yolov8([1, 3, 64, 64], [1, 6, 84], thr=math.nan, nms=math.nan, values=ODD),
+    "four_channels": yolov8([1, 3, 64, 64], [1, 4, 84]),
+    "symbolic_size": yolov8([1, 3, -1, -1], [1, 84, 8400]),
+    # Its first find: a class count whose output size overflowed.
+    "overflowing_class_count": yolov8([1, 3, 96, 32], [1, 0x2222222222222241, 5], thr=0.45,
+                                      max_det=65535, values=(1.0, 2.0, 3.0, 4.0, 0.5),
+                                      matching=True),
+}
+
+ULTRAFACE_PRIORS = "strides=8,16,32,64;min-sizes=10,16,24/32,48/64,96/128,192,256;variances=0.1,0.2"
+
+
+def ssd(flags, inp, scores, boxes, priors="", thr=0.7, nms=0.3, max_det=300, values=()):
+    return (bytes([flags]) + string(priors) + shape(inp) + shape(scores) + shape(boxes)
+            + f32(thr, nms) + struct.pack("<H", max_det) + f32(*values))
+
+
+# A face prior (background, face) and its box: decoded corners, or regressions.
+FACE = (0.1, 0.9)
+SSD = {
+    "ultraface_decoded": ssd(0, [1, 3, 240, 320], [1, 4420, 2], [1, 4420, 4],
+                             values=FACE + (0.2, 0.3, 0.4, 0.6)),
+    "ultraface_raw": ssd(1, [1, 3, 240, 320], [1, 4420, 2], [1, 4420, 4], ULTRAFACE_PRIORS,
+                         values=FACE + (0.5, -0.5, 1.0, -1.0)),
+    "raw_default_priors_matching": ssd(3, [1, 3, 64, 64], [1, 0, 3], [1, 0, 4], thr=0.0,
+                                       values=(0.2, 0.3, 0.5, 0.0, 0.0, 0.0, 0.0)),
+    "raw_custom_priors_matching": ssd(3, [1, 3, 32, 48], [1, 0, 2], [1, 0, 4],
+                                      "strides=16;min-sizes=8,16;variances=0.2,0.1",
+                                      values=ODD),
+    "unnamed_boxes_first": ssd(14, [1, 3, 64, 64], [1, 0, 2], [1, 0, 4], values=FACE + (0, 0, 1, 1)),
+    "bad_priors": ssd(1, [1, 3, 240, 320], [1, 4420, 2], [1, 4420, 4], "strides=0;sizes=x"),
+    "nan_thresholds": ssd(2, [1, 3, 64, 64], [1, 0, 2], [1, 0, 4], thr=math.nan, nms=math.nan,
+                          values=ODD),
+    "one_class": ssd(0, [1, 3, 64, 64], [1, 10, 1], [1, 10, 4]),
+}
+
+
+def classifier(activation, top_k, inp, out, thr=0.0, max_det=300, values=()):
+    return (bytes([activation]) + struct.pack("<H", top_k) + shape(inp) + shape(out)
+            + f32(thr) + struct.pack("<H", max_det) + f32(*values))
+
+
+CLASSIFIER = {
+    "mobilenet_logits": classifier(0, 5, [1, 3, 224, 224], [1, 1001], values=(1.0, 3.5, -2.0, 0.5)),
+    "probabilities": classifier(0, 3, [1, 3, 224, 224], [1, 4], values=(0.1, 0.6, 0.2, 0.1)),
+    "softmax_huge_logits": classifier(1, 10, [1, 3, 64, 64], [1, 8],
+                                      values=(3e38, -3e38, 0.0, 1e30, -1e30, 7.0, 7.0, 7.0)),
+    "none_odd": classifier(2, 65535, [-1, 3, 32, 32], [-1, 16], thr=-1.0, values=ODD),
+    "ties_top_k_zero": classifier(1, 0, [1, 3, 32, 32], [1, 4], values=(2.0, 2.0, 2.0, 2.0)),
+    "nan_threshold": classifier(0, 2, [1, 3, 32, 32], [1, 3], thr=math.nan, values=ODD),
+    "rank_three_output": classifier(0, 1, [1, 3, 32, 32], [1, 10, 1]),
+}
+
 coco = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
 LABELS = {
     "coco_first_lines": "".join(f"{n}\n" for n in coco).encode(),
@@ -80,7 +144,9 @@ LABELS = {
     "empty": b"",
 }
 
-for target, seeds in (("yolox_decode", YOLOX), ("model_shapes", MODEL), ("labels", LABELS)):
+for target, seeds in (("yolox_decode", YOLOX), ("yolov8_decode", YOLOV8), ("ssd_decode", SSD),
+                      ("classifier_decode", CLASSIFIER), ("model_shapes", MODEL),
+                      ("labels", LABELS)):
     folder = os.path.join(here, "corpus", target)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

@@ -49,8 +49,9 @@ fn read_values(data: &[u8]) -> (Vec<ModelValue>, Vec<ModelValue>) {
     (inputs, outputs)
 }
 
-fn float32_tensor(v: &ModelValue) -> bool {
-    matches!(&v.kind, ValueKind::Tensor { element, .. } if element == "float32")
+/// A tensor of an element type trtinfer takes (float16 is converted).
+fn float_tensor(v: &ModelValue) -> bool {
+    matches!(&v.kind, ValueKind::Tensor { element, .. } if element == "float32" || element == "float16")
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -59,9 +60,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(!why.is_empty());
         return;
     }
-    // Accepted: one float32 image, a float32 first output, a bounded size.
+    // Accepted: one float32 or float16 image and first output, a bounded size.
     assert_eq!(inputs.len(), 1);
-    assert!(float32_tensor(&inputs[0]) && float32_tensor(&outputs[0]));
+    assert!(float_tensor(&inputs[0]) && float_tensor(&outputs[0]));
     let input = inputs[0].tensor_shape().unwrap();
     let per_frame = input
         .iter()

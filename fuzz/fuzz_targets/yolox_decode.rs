@@ -7,19 +7,11 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use gst_cudainfer_fuzz::{CappedAlloc, Reader};
-use gstcudainfer::parsers::{
-    self, keep_most_confident, nms, Candidate, ModelOutput, ModelShapes, ModelType,
-};
+use gst_cudainfer_fuzz::{check_detections, output_values, CappedAlloc, Reader};
+use gstcudainfer::parsers::{self, ModelOutput, ModelShapes, ModelType};
 
 #[global_allocator]
 static ALLOC: CappedAlloc = CappedAlloc;
-
-/// Largest output decoded per run: decoding is linear, so bigger outputs
-/// only slow the fuzzer down (the shapes are still checked).
-const MAX_DECODED_VALUES: usize = 1 << 19;
-/// Largest `max-detections` tried: NMS is quadratic in it by design.
-const MAX_KEPT: usize = 1024;
 
 /// The input, in order (see `Reader`; `make_seeds.py` writes it): flags
 /// (bit 0: set the output's row count to the input's anchor count, as a
@@ -61,14 +53,6 @@ fn anchors(h: i64, w: i64) -> Option<i64> {
     Some([8, 16, 32].iter().map(|s| (h / s) * (w / s)).sum())
 }
 
-fn same(a: &Candidate, b: &Candidate) -> bool {
-    a.class_id == b.class_id
-        && [a.confidence, a.x1, a.y1, a.x2, a.y2]
-            .iter()
-            .zip([b.confidence, b.x1, b.y1, b.x2, b.y2])
-            .all(|(x, y)| x.to_bits() == y.to_bits())
-}
-
 fuzz_target!(|data: &[u8]| {
     let data = Input::read(data);
     let mut output = data.output;
@@ -98,59 +82,16 @@ fuzz_target!(|data: &[u8]| {
     let output_len = parser.outputs()[0].values();
     assert_eq!(output_len as i64, rows * cols);
 
-    if output_len > MAX_DECODED_VALUES || data.values.is_empty() {
+    let Some(output) = output_values(&data.values, output_len) else {
         return;
-    }
-    let output: Vec<f32> = data
-        .values
-        .iter()
-        .copied()
-        .cycle()
-        .take(output_len)
-        .collect();
+    };
     let candidates = parser.decode(&[&output], data.threshold);
     assert!(candidates.len() <= rows as usize * parser.num_classes());
-    for c in &candidates {
-        assert!((c.class_id as usize) < parser.num_classes());
-        assert!(c.confidence > data.threshold);
-    }
-
-    let max = data.max_detections as usize % (MAX_KEPT + 1);
-    let kept = keep_most_confident(candidates.clone(), max);
-    assert_eq!(kept.len(), candidates.len().min(max));
-    // The kept ones are a subsequence of the candidates (original order)...
-    let mut rest = candidates.iter();
-    for k in &kept {
-        assert!(rest.any(|c| same(c, k)), "kept out of order or invented");
-    }
-    // ...and none dropped is more confident than one kept.
-    if let Some(least) = kept.iter().map(|k| k.confidence).min_by(f32::total_cmp) {
-        let better = |c: &&Candidate| c.confidence.total_cmp(&least).is_gt();
-        assert_eq!(
-            candidates.iter().filter(better).count(),
-            kept.iter().filter(better).count(),
-            "a dropped candidate is more confident than a kept one"
-        );
-    }
-
-    let after = nms::class_wise_nms(kept.clone(), data.nms_threshold);
-    assert!(after.len() <= kept.len());
-    assert!(
-        after
-            .windows(2)
-            .all(|w| w[0].confidence.total_cmp(&w[1].confidence).is_ge()),
-        "NMS output is sorted by confidence"
+    check_detections(
+        &candidates,
+        parser.num_classes(),
+        data.threshold,
+        data.max_detections,
+        data.nms_threshold,
     );
-    if after.len() <= 512 {
-        for (i, a) in after.iter().enumerate() {
-            for b in &after[..i] {
-                assert!(
-                    a.class_id != b.class_id
-                        || nms::iou(a, b).partial_cmp(&data.nms_threshold)
-                            != Some(std::cmp::Ordering::Greater),
-                    "two kept boxes of one class overlap by more than the threshold"
-                );
-            }
-        }
-    }
 });

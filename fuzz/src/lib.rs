@@ -1,8 +1,11 @@
 //! Shared by the fuzz targets: a reader of their simple input format (so that
-//! `make_seeds.py` can write seeds by hand) and an allocator that makes an
-//! unbounded allocation a crash.
+//! `make_seeds.py` can write seeds by hand), an allocator that makes an
+//! unbounded allocation a crash, and the checks every detector's decoding
+//! must pass.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+
+use gstcudainfer::parsers::{keep_most_confident, nms, Candidate};
 
 /// Largest single allocation a target may make: the parsers' biggest
 /// legitimate one (YOLOX anchors at 8192x8192) is 16 MiB.
@@ -104,5 +107,84 @@ impl<'a> Reader<'a> {
             .collect();
         self.data = &[];
         values
+    }
+}
+
+/// The values of a decoded output: `values` cycled to `len`, or `None`
+/// where there are none or the output is too large to decode quickly
+/// (decoding is linear: bigger outputs only slow the fuzzer down).
+pub fn output_values(values: &[f32], len: usize) -> Option<Vec<f32>> {
+    const MAX_DECODED_VALUES: usize = 1 << 19;
+    if len > MAX_DECODED_VALUES || values.is_empty() {
+        return None;
+    }
+    Some(values.iter().copied().cycle().take(len).collect())
+}
+
+/// Largest `max-detections` tried: NMS is quadratic in it by design.
+const MAX_KEPT: usize = 1024;
+
+fn same(a: &Candidate, b: &Candidate) -> bool {
+    a.class_id == b.class_id
+        && [a.confidence, a.x1, a.y1, a.x2, a.y2]
+            .iter()
+            .zip([b.confidence, b.x1, b.y1, b.x2, b.y2])
+            .all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// What every detector's decoding keeps, as trtinfer runs it on a frame:
+/// `candidates` (decoded at `threshold` by a parser of `num_classes`)
+/// are of a known class and above the threshold; the `max_detections` most
+/// confident are kept in order; class-wise NMS at `nms_threshold` leaves
+/// boxes sorted by confidence, no two of a class overlapping above it.
+pub fn check_detections(
+    candidates: &[Candidate],
+    num_classes: usize,
+    threshold: f32,
+    max_detections: u16,
+    nms_threshold: f32,
+) {
+    for c in candidates {
+        assert!((c.class_id as usize) < num_classes);
+        assert!(c.confidence > threshold);
+    }
+
+    let max = max_detections as usize % (MAX_KEPT + 1);
+    let kept = keep_most_confident(candidates.to_vec(), max);
+    assert_eq!(kept.len(), candidates.len().min(max));
+    // The kept ones are a subsequence of the candidates (original order)...
+    let mut rest = candidates.iter();
+    for k in &kept {
+        assert!(rest.any(|c| same(c, k)), "kept out of order or invented");
+    }
+    // ...and none dropped is more confident than one kept.
+    if let Some(least) = kept.iter().map(|k| k.confidence).min_by(f32::total_cmp) {
+        let better = |c: &&Candidate| c.confidence.total_cmp(&least).is_gt();
+        assert_eq!(
+            candidates.iter().filter(better).count(),
+            kept.iter().filter(better).count(),
+            "a dropped candidate is more confident than a kept one"
+        );
+    }
+
+    let after = nms::class_wise_nms(kept.clone(), nms_threshold);
+    assert!(after.len() <= kept.len());
+    assert!(
+        after
+            .windows(2)
+            .all(|w| w[0].confidence.total_cmp(&w[1].confidence).is_ge()),
+        "NMS output is sorted by confidence"
+    );
+    if after.len() <= 512 {
+        for (i, a) in after.iter().enumerate() {
+            for b in &after[..i] {
+                assert!(
+                    a.class_id != b.class_id
+                        || nms::iou(a, b).partial_cmp(&nms_threshold)
+                            != Some(std::cmp::Ordering::Greater),
+                    "two kept boxes of one class overlap by more than the threshold"
+                );
+            }
+        }
     }
 }

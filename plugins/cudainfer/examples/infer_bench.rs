@@ -14,6 +14,7 @@ use gstcudainfer::cuda::{self, DeviceTensor, TensorPool};
 use gstcudainfer::inference::runtime::{CudaOptions, Provider, TensorRtOptions};
 use gstcudainfer::inference::{Detector, DetectorConfig};
 use gstcudainfer::parsers::ModelType;
+use gstcudainfer::spec::ElementType;
 use gstcudainfer::tensor_meta::{FrameTransform, Tensor, TensorStorage};
 
 struct Args {
@@ -59,8 +60,13 @@ fn tensors(detector: &Detector, count: usize) -> Vec<Tensor> {
     let spec = detector.input_spec();
     let (w, h) = (spec.width as usize, spec.height as usize);
     let gpu = cuda::gpu(0).expect("a CUDA device");
-    let pool = TensorPool::new(gpu.clone(), 3 * w * h);
-    let grey = vec![0.5f32; 3 * w * h];
+    let pool = TensorPool::new(gpu.clone(), 3 * w * h, spec.element_type);
+    // Mid-grey in the model's element type.
+    let grey: Vec<u8> = match spec.element_type {
+        ElementType::Float32 => 0.5f32.to_ne_bytes().to_vec(),
+        ElementType::Float16 => half::f16::from_f32(0.5).to_ne_bytes().to_vec(),
+    }
+    .repeat(3 * w * h);
     (0..count)
         .map(|_| {
             let mut buffer = pool.take().expect("GPU memory");

@@ -30,7 +30,8 @@ pub use detections::{Classification, Detection, FrameDetections, Track, TrackSta
 pub use raw_outputs::RawTensor;
 
 /// The pure parts of model loading (labels bytes, the model's input/output
-/// check), for the fuzzers in `fuzz/`: not part of the API applications use.
+/// check) and what the decoders' fuzzers need to reach decoding, for the
+/// fuzzers in `fuzz/`: not part of the API applications use.
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
@@ -38,6 +39,12 @@ pub mod internals {
         check_input_size, check_model_io, model_shapes, parse_labels, LabelsError, ModelValue,
         ValueKind,
     };
+
+    /// How many priors `priors` describes for a `width` x `height` input:
+    /// the count an ssd model with raw boxes must have.
+    pub fn ssd_prior_count(priors: &crate::parsers::ssd::Priors, width: u32, height: u32) -> u64 {
+        priors.count(width, height)
+    }
 }
 
 /// Caps feature of GStreamer's CUDA memory.

@@ -55,10 +55,42 @@ pub enum ResizeMode {
     LetterboxCentred = 3,
 }
 
+/// The element type of the model's input tensor (and of the tensors
+/// `cudapreprocess` makes for it on the GPU).
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstCudaInferElementType")]
+pub enum ElementType {
+    #[default]
+    #[enum_value(name = "float32", nick = "float32")]
+    Float32 = 0,
+    #[enum_value(name = "float16 (IEEE half precision)", nick = "float16")]
+    Float16 = 1,
+}
+
+impl ElementType {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            ElementType::Float32 => 4,
+            ElementType::Float16 => 2,
+        }
+    }
+
+    /// ONNX's name, as export tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ElementType::Float32 => "float32",
+            ElementType::Float16 => "float16",
+        }
+    }
+}
+
 /// Everything the pre-processing needs to know about the model input.
 ///
 /// A tensor value is `(pixel * pixel_scale - mean[c]) / std[c]`, channel `c`
-/// in `channel_order`, laid out NCHW as float32.
+/// in `channel_order`, laid out NCHW as `element_type` (host tensors are
+/// always float32: the host path converts at the model's input).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputSpec {
     pub width: u32,
@@ -70,6 +102,9 @@ pub struct InputSpec {
     pub std: [f32; 3],
     /// Value (0..255 pixel scale, before normalisation) of letterbox padding.
     pub pad_value: f32,
+    /// The model input's element type; families' presets say float32 and
+    /// the loaded model's type replaces it.
+    pub element_type: ElementType,
 }
 
 impl InputSpec {
@@ -85,6 +120,7 @@ impl InputSpec {
             mean: [mean; 3],
             std: [std; 3],
             pad_value: 0.0,
+            element_type: ElementType::Float32,
         }
     }
 
@@ -98,6 +134,7 @@ impl InputSpec {
             .field("mean", gst::Array::new(self.mean))
             .field("std", gst::Array::new(self.std))
             .field("pad-value", self.pad_value)
+            .field("element-type", self.element_type)
             .build()
     }
 
@@ -117,6 +154,7 @@ impl InputSpec {
             mean: triple("mean")?,
             std: triple("std")?,
             pad_value: s.get("pad-value").ok()?,
+            element_type: s.get("element-type").ok()?,
         })
     }
 }
@@ -158,4 +196,5 @@ pub fn parse_input_spec_answer(query: &gst::QueryRef) -> Option<InputSpec> {
 pub fn register_types() {
     ChannelOrder::static_type();
     ResizeMode::static_type();
+    ElementType::static_type();
 }

@@ -38,7 +38,8 @@ pub enum TensorStorage {
     Device(crate::cuda::DeviceTensor),
 }
 
-/// One model-ready input tensor, float32 NCHW with N = 1.
+/// One model-ready input tensor, NCHW with N = 1: float32 on the host; on
+/// the GPU of the model's element type (float16 for an fp16 model).
 #[derive(Debug)]
 pub struct Tensor {
     pub channels: usize,
@@ -60,7 +61,8 @@ impl Tensor {
         }
     }
 
-    /// The values in host memory, copied from the GPU where they are there.
+    /// The values in host memory as float32, copied (and converted) from
+    /// the GPU where they are there.
     pub fn to_host(&self) -> Result<std::borrow::Cow<'_, [f32]>, String> {
         match &self.storage {
             TensorStorage::Host(v) => Ok(v.as_slice().into()),

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use gst::prelude::*;
+use gstcudainfer::spec::ElementType;
 use gstcudainfer::tensor_meta::{self, TensorStorage};
 use gstcudainfer::{Classification, FrameDetections, RawTensor};
 
@@ -288,6 +289,69 @@ fn cuda_detections_equal_cpu_detections() {
     println!(
         "VERDICT detection-equality frames={} detections={} min_iou={:.4} max_conf_diff={:.1e}",
         a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
+    );
+    assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
+    assert!(a.detections >= 900, "dog, bicycle and car in every frame");
+}
+
+/// The element type of the tensors cudapreprocess makes on the GPU for the
+/// model at `model` (as it learns from trtinfer): read on the first frames
+/// of dog_1080p.mp4, between the two elements.
+fn gpu_tensor_element(model: &str) -> Option<ElementType> {
+    let pipeline = gst::parse::launch(&format!(
+        "{} ! cudapreprocess ! identity name=between ! trtinfer model={model} providers=cuda \
+         ! fakesink",
+        cuda_frames("dog_1080p.mp4", Some(5))
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let pad = pipeline
+        .by_name("between")
+        .unwrap()
+        .static_pad("src")
+        .unwrap();
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let Some(buffer) = info.buffer() {
+            if let Some(TensorStorage::Device(d)) =
+                tensor_meta::get(buffer).as_deref().map(|t| &t.storage)
+            {
+                *s.lock().unwrap() = Some(d.element_type());
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    let ended = run_to_end(&pipeline);
+    assert_eq!(ended.error, None);
+    let element = *seen.lock().unwrap();
+    element
+}
+
+/// An fp16 model (YOLOX-nano's fp16 twin, as tests/fp16.rs makes it) on
+/// the GPU path: float16 tensors written by the pre-processing kernel, the
+/// float16 output converted to float32 on the GPU before the yolox kernel;
+/// against the same model on the CPU path (converted on the host).
+#[test]
+fn fp16_cuda_detections_equal_cpu_detections() {
+    if !gpu_available() {
+        return;
+    }
+    let twin = common::onnx::fp16_twin(&std::fs::read(model()).unwrap(), "images", true, true);
+    let path = common::onnx::temp_model("yolox_nano_fp16_gpu", &twin);
+    let element = gpu_tensor_element(&path);
+    let a =
+        gpu_against_cpu_detections(&format!("model={path}"), "", "", None, Tolerance::iou(0.95));
+    let _ = std::fs::remove_file(&path);
+    println!(
+        "VERDICT fp16-detection-equality frames={} detections={} min_iou={:.4} max_conf_diff={:.1e} gpu_tensor={element:?}",
+        a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
+    );
+    assert_eq!(
+        element,
+        Some(ElementType::Float16),
+        "cudapreprocess makes fp16 tensors"
     );
     assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
     assert!(a.detections >= 900, "dog, bicycle and car in every frame");

@@ -1,4 +1,5 @@
-//! Device tensors: float32 buffers on the GPU, each with the event that
+//! Device tensors: float32 or float16 buffers on the GPU (kept as bytes with
+//! their element type, as the model takes either), each with the event that
 //! marks it written, taken from a pool so that no allocation (of memory or
 //! of a driver event) happens per frame, returned to it when the last
 //! reference to the tensor (its meta on the buffer, a batcher) goes.
@@ -8,27 +9,30 @@ use std::sync::{Arc, Mutex, Weak};
 use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr};
 
 use super::Gpu;
+use crate::spec::ElementType;
 
 /// A buffer and the event recorded after the work that last wrote it.
 struct Slot {
-    slice: CudaSlice<f32>,
+    slice: CudaSlice<u8>,
     written: CudaEvent,
 }
 
 type FreeList = Mutex<Vec<Slot>>;
 
-/// Buffers of one length on one GPU.
+/// Buffers of `len` values of one element type on one GPU.
 pub struct TensorPool {
     gpu: Arc<Gpu>,
     len: usize,
+    element_type: ElementType,
     free: Arc<FreeList>,
 }
 
 impl TensorPool {
-    pub fn new(gpu: Arc<Gpu>, len: usize) -> Self {
+    pub fn new(gpu: Arc<Gpu>, len: usize, element_type: ElementType) -> Self {
         Self {
             gpu,
             len,
+            element_type,
             free: Arc::new(Mutex::new(Vec::new())),
         }
     }
@@ -42,6 +46,7 @@ impl TensorPool {
         };
         Ok(PooledBuffer {
             slot: Some(slot),
+            element_type: self.element_type,
             home: Arc::downgrade(&self.free),
         })
     }
@@ -49,12 +54,9 @@ impl TensorPool {
     fn new_slot(&self) -> Result<Slot, String> {
         let stream = self.gpu.stream();
         // SAFETY: every element is written by the kernel before use.
-        let slice = unsafe { stream.alloc::<f32>(self.len) }.map_err(|e| {
-            format!(
-                "cannot allocate {} bytes of GPU memory: {e}",
-                self.len * std::mem::size_of::<f32>()
-            )
-        })?;
+        let bytes = self.len * self.element_type.size();
+        let slice = unsafe { stream.alloc::<u8>(bytes) }
+            .map_err(|e| format!("cannot allocate {bytes} bytes of GPU memory: {e}"))?;
         let written = stream
             .context()
             .new_event(None)
@@ -71,6 +73,7 @@ impl TensorPool {
 /// gone, after a caps change).
 pub struct PooledBuffer {
     slot: Option<Slot>,
+    element_type: ElementType,
     home: Weak<FreeList>,
 }
 
@@ -79,11 +82,12 @@ impl PooledBuffer {
         self.slot.as_ref().expect("present until drop")
     }
 
-    pub fn slice(&self) -> &CudaSlice<f32> {
+    /// The values' bytes.
+    pub fn slice(&self) -> &CudaSlice<u8> {
         &self.slot().slice
     }
 
-    pub fn slice_mut(&mut self) -> &mut CudaSlice<f32> {
+    pub fn slice_mut(&mut self) -> &mut CudaSlice<u8> {
         &mut self.slot.as_mut().expect("present until drop").slice
     }
 
@@ -118,7 +122,8 @@ impl std::fmt::Debug for DeviceTensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceTensor")
             .field("gpu", &self.gpu.ordinal())
-            .field("len", &self.buffer.slice().len())
+            .field("len", &self.len())
+            .field("element_type", &self.element_type())
             .finish()
     }
 }
@@ -173,9 +178,22 @@ impl DeviceTensor {
             .map_err(|e| format!("cannot order the model run after the pre-processing: {e}"))
     }
 
-    /// The values on the GPU.
-    pub fn slice(&self) -> &CudaSlice<f32> {
+    /// The values' bytes on the GPU.
+    pub fn slice(&self) -> &CudaSlice<u8> {
         self.buffer.slice()
+    }
+
+    pub fn element_type(&self) -> ElementType {
+        self.buffer.element_type
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.buffer.slice().len() / self.buffer.element_type.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The device address of the first value.
@@ -184,12 +202,23 @@ impl DeviceTensor {
         ptr
     }
 
-    /// Copies the values to host memory (waits for them).
+    /// Copies the values to host memory as float32 (waits for them).
     pub fn download(&self) -> Result<Vec<f32>, String> {
-        self.gpu
+        let bytes = self
+            .gpu
             .stream()
             .clone_dtoh(self.buffer.slice())
-            .map_err(|e| format!("cannot copy the tensor from the GPU: {e}"))
+            .map_err(|e| format!("cannot copy the tensor from the GPU: {e}"))?;
+        Ok(match self.element_type() {
+            ElementType::Float32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            ElementType::Float16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        })
     }
 }
 

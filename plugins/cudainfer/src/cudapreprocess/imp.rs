@@ -12,7 +12,7 @@ use crate::cuda::{self as gpu_mod, Gpu};
 use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
-use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::{self, ChannelOrder, ElementType, InputSpec, ResizeMode};
 use crate::tensor_meta::{self, ObjectTensor, Tensor};
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
@@ -165,6 +165,8 @@ impl Settings {
             } else {
                 learnt.map_or(FALLBACK_PAD_VALUE, |l| l.pad_value)
             },
+            // No property: only the model knows what it takes.
+            element_type: learnt.map_or(ElementType::Float32, |l| l.element_type),
         })
     }
 }
@@ -733,6 +735,7 @@ mod tests {
             mean: [0.0; 3],
             std: [1.0; 3],
             pad_value: 114.0,
+            element_type: ElementType::Float16,
         };
         let own = Settings {
             channel_order: ChannelOrder::Rgb,
@@ -744,6 +747,7 @@ mod tests {
         assert_eq!(spec.channel_order, ChannelOrder::Rgb);
         assert_eq!(spec.mean, [0.5; 3]);
         assert_eq!(spec.pad_value, 114.0);
+        assert_eq!(spec.element_type, ElementType::Float16);
         let e = Settings::default().resolve(None).unwrap_err();
         assert!(e.contains("set its width and height"), "{e}");
         // Without a model downstream the size is the properties'.

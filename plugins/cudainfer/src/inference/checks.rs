@@ -4,6 +4,7 @@
 //! unit tests and fuzzers (`internals` feature) reach it without a session.
 
 use super::{MAX_INPUT_VALUES, MAX_LABELS_BYTES};
+use crate::spec::ElementType;
 
 /// Why a labels file's bytes are not a labels file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,18 +57,23 @@ impl ModelValue {
     }
 }
 
-/// Checks `value` is a float32 tensor; `role` is "input" or "output".
-pub(crate) fn check_float32(value: &ModelValue, role: &str, family: &str) -> Result<(), String> {
+/// The element type of `value`, a float32 or float16 tensor; `role` is
+/// "input" or "output". fp16 models run on both paths: the host converts at
+/// the session's edges, the GPU path makes fp16 tensors and converts fp16
+/// outputs before decoding, so no family sees anything but float32.
+pub(crate) fn tensor_element(
+    value: &ModelValue,
+    role: &str,
+    family: &str,
+) -> Result<ElementType, String> {
     match &value.kind {
-        ValueKind::Tensor { element, .. } if element == "float32" => Ok(()),
+        ValueKind::Tensor { element, .. } if element == "float32" => Ok(ElementType::Float32),
+        ValueKind::Tensor { element, .. } if element == "float16" => Ok(ElementType::Float16),
         ValueKind::Tensor { element, .. } => Err(format!(
-            "the model's {role} '{}' is {element} but model-type={family} {}: export the model with a float32 {role}",
+            "the model's {role} '{}' is {element} but model-type={family} {} float32 or float16: \
+             export the model with a float32 {role}",
             value.name,
-            if role == "input" {
-                "takes float32 (cudapreprocess makes float32 tensors)"
-            } else {
-                "needs float32"
-            }
+            if role == "input" { "takes" } else { "needs" }
         )),
         ValueKind::Other(other) => Err(format!(
             "the model's {role} '{}' is {other}, not a tensor: model-type={family} needs a float32 tensor",
@@ -95,8 +101,8 @@ pub fn check_model_io(
     let Some(output) = outputs.first() else {
         return Err("the model has no output".into());
     };
-    check_float32(&inputs[0], "input", family)?;
-    check_float32(output, "output", family)?;
+    tensor_element(&inputs[0], "input", family)?;
+    tensor_element(output, "output", family)?;
     check_input_size(inputs[0].tensor_shape().unwrap_or_default())
 }
 
@@ -181,8 +187,23 @@ mod tests {
         let e = check_model_io(&image, &[], "yolox").unwrap_err();
         assert_eq!(e, "the model has no output");
         let half = [tensor("output", "float16", &[1, 3549, 85])];
-        let e = check_model_io(&image, &half, "yolox").unwrap_err();
-        assert!(e.contains("'output' is float16"), "{e}");
+        assert_eq!(check_model_io(&image, &half, "yolox"), Ok(()));
+        assert_eq!(
+            tensor_element(&half[0], "output", "yolox"),
+            Ok(ElementType::Float16)
+        );
+        let bytes = [tensor("images", "uint8", &[1, 3, 416, 416])];
+        let e = check_model_io(&bytes, &output, "yolox").unwrap_err();
+        assert!(
+            e.contains("'images' is uint8 but model-type=yolox takes float32 or float16"),
+            "{e}"
+        );
+        let doubles = [tensor("output", "float64", &[1, 3549, 85])];
+        let e = check_model_io(&image, &doubles, "yolox").unwrap_err();
+        assert!(
+            e.contains("'output' is float64 but model-type=yolox needs float32 or float16"),
+            "{e}"
+        );
         let seq = [ModelValue {
             name: "images".into(),
             kind: ValueKind::Other("Sequence".into()),

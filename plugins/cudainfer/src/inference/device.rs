@@ -7,20 +7,32 @@
 //! writes candidate records through `candidates.cu`; the buffers, the
 //! counts, the max-detections second pass, the copy and the order are the
 //! same for every family and live here.
+//!
+//! fp16 models take fp16 tensors (`cudapreprocess` makes them for such a
+//! model) and their fp16 outputs are converted to float32 on the GPU
+//! (`convert.cu`) before the family's kernel, which never sees fp16.
 
 use std::sync::Arc;
 
 use cudarc::driver::{
     CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
+    PushKernelArg,
 };
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
-use ort::value::{Shape, TensorRefMut};
+use ort::value::{DynValueTypeMarker, Shape, TensorRefMut, ValueRefMut};
 use ort::AsPointer;
 
 use crate::cuda::device::KernelSource;
 use crate::cuda::{DeviceTensor, Gpu};
 use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, OutputUse};
+use crate::spec::ElementType;
+
+/// The fp16-to-float32 conversion of model outputs.
+const CONVERT_KERNEL: KernelSource = KernelSource {
+    sources: &[include_str!("convert.cu")],
+    name: "half_to_float",
+};
 
 /// The candidate helpers every decoding kernel is compiled with: a
 /// family's [`KernelSource`] lists this first, then its own source.
@@ -91,10 +103,16 @@ pub struct DeviceRunner {
     decoder: Box<dyn DeviceDecoder>,
     decode_kernel: CudaFunction,
     input_name_c: std::ffi::CString,
+    /// What the model's input takes (and so the tensors hold).
+    input_element: ElementType,
     memory_info: MemoryInfo<'static>,
     binding: IoBinding,
     /// The outputs the decoder reads, by name, and one image's shape of each.
     outputs: Vec<(String, Vec<usize>)>,
+    /// For each of `outputs` that is fp16, its float32 copy for the decoder.
+    converted: Vec<Option<CudaSlice<f32>>>,
+    /// Compiled where some output is fp16.
+    convert_kernel: Option<CudaFunction>,
     /// The batch size the output binding was last used with.
     bound_batch: usize,
     /// Frames per run (padded up to this); 1 until `warm_up`.
@@ -106,8 +124,8 @@ pub struct DeviceRunner {
     thresholds: CudaSlice<f32>,
     /// Each image's survivors by confidence bin.
     histograms: CudaSlice<u32>,
-    /// Where several tensors are gathered into one batch.
-    batch: Option<CudaSlice<f32>>,
+    /// Where several tensors are gathered into one batch (bytes).
+    batch: Option<CudaSlice<u8>>,
 }
 
 impl DeviceRunner {
@@ -118,11 +136,14 @@ impl DeviceRunner {
         gpu: Arc<Gpu>,
         stream: Arc<CudaStream>,
         session: &Session,
-        input_name: &str,
+        (input_name, input_element): (&str, ElementType),
         outputs: &[OutputUse],
+        output_elements: &[ElementType],
         decoder: Box<dyn DeviceDecoder>,
     ) -> Result<Self, String> {
         let decode_kernel = gpu.kernel(decoder.kernel())?;
+        let any_half = output_elements.contains(&ElementType::Float16);
+        let convert_kernel = any_half.then(|| gpu.kernel(CONVERT_KERNEL)).transpose()?;
         let memory_info = MemoryInfo::new(
             AllocationDevice::CUDA,
             gpu.ordinal() as i32,
@@ -158,6 +179,15 @@ impl DeviceRunner {
         let counts = stream.alloc_zeros::<u32>(2).map_err(alloc_error)?;
         let thresholds = stream.alloc_zeros::<f32>(1).map_err(alloc_error)?;
         let histograms = stream.alloc_zeros::<u32>(BINS).map_err(alloc_error)?;
+        // Sized at the first run, when the batch is known.
+        let converted = output_elements
+            .iter()
+            .map(|e| match e {
+                ElementType::Float16 => stream.alloc_zeros::<f32>(1).map(Some),
+                ElementType::Float32 => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(alloc_error)?;
         Ok(Self {
             gpu,
             stream,
@@ -165,9 +195,12 @@ impl DeviceRunner {
             decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
                 .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
+            input_element,
             memory_info,
             binding,
             outputs,
+            converted,
+            convert_kernel,
             bound_batch: 1,
             run_batch: 1,
             candidates,
@@ -183,7 +216,7 @@ impl DeviceRunner {
     /// aliasing), and that device-to-device copy runs on CUDA's legacy
     /// default stream, which waits for the decoder's work and deadlocks
     /// inside nvh264dec's streaming thread. `input` must outlive the run.
-    fn bind_input(&mut self, input: &TensorRefMut<'_, f32>) -> Result<(), String> {
+    fn bind_input(&mut self, input: &ValueRefMut<'_, DynValueTypeMarker>) -> Result<(), String> {
         let api = ort::api();
         // SAFETY: valid binding, NUL-terminated name and value; ONNX Runtime
         // keeps its own reference to the value's tensor description.
@@ -217,7 +250,7 @@ impl DeviceRunner {
         item_shape: [usize; 4],
         limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
-        let item_len: usize = item_shape.iter().product();
+        let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let run_batch = self.run_batch.max(tensors.len());
         // The tensors were written on the GPU's shared stream: a session
         // of a pool, on its own stream, waits (on the GPU) until they are.
@@ -261,7 +294,7 @@ impl DeviceRunner {
         item_shape: [usize; 4],
         batch: usize,
     ) -> Result<(), String> {
-        let item_len: usize = item_shape.iter().product();
+        let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let stream = self.stream.clone();
         let zeros = {
             let buffer = self.batch_buffer(item_len * batch)?;
@@ -279,34 +312,42 @@ impl DeviceRunner {
             .map_err(|e| format!("the warm-up run failed: {e}"))
     }
 
-    /// The gathering buffer, grown to hold at least `len` floats.
-    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<f32>, String> {
+    /// The gathering buffer, grown to hold at least `len` bytes.
+    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<u8>, String> {
         if self.batch.as_ref().is_none_or(|b| b.len() < len) {
             // SAFETY: callers fill what they use before the model reads it.
-            let buffer = unsafe { self.stream.alloc::<f32>(len) }
+            let buffer = unsafe { self.stream.alloc::<u8>(len) }
                 .map_err(|e| format!("cannot allocate GPU memory for a batch: {e}"))?;
             self.batch = Some(buffer);
         }
         Ok(self.batch.as_mut().expect("allocated above"))
     }
 
-    /// Runs the model on `shape` floats at device address `input`; returns
-    /// the device address of each decoded output, which the binding keeps
-    /// until the next run.
+    /// Runs the model on `shape` values (of the input's element type) at
+    /// device address `input`; returns the device address of each decoded
+    /// output as float32, which the binding (or `converted`) keeps until
+    /// the next run.
     fn infer(
         &mut self,
         session: &mut Session,
         input: u64,
         shape: [usize; 4],
     ) -> Result<Vec<u64>, String> {
-        // SAFETY: `input` holds `shape` floats on this GPU (a tensor the
-        // caller holds, or our batch buffer) for the whole run.
+        let info = self.memory_info.clone();
+        let data = input as usize as *mut _;
+        let dims = Shape::new(shape.map(|d| d as i64));
+        // SAFETY: `input` holds `shape` values of the input's element type
+        // on this GPU (a tensor the caller holds, or our batch buffer) for
+        // the whole run.
         let input = unsafe {
-            TensorRefMut::<f32>::from_raw(
-                self.memory_info.clone(),
-                input as usize as *mut _,
-                Shape::new(shape.map(|d| d as i64)),
-            )
+            match self.input_element {
+                ElementType::Float32 => {
+                    TensorRefMut::<f32>::from_raw(info, data, dims).map(|t| t.into_dyn())
+                }
+                ElementType::Float16 => {
+                    TensorRefMut::<half::f16>::from_raw(info, data, dims).map(|t| t.into_dyn())
+                }
+            }
         }
         .map_err(|e| format!("cannot wrap the GPU tensor for ONNX Runtime: {e}"))?;
         self.bind_input(&input)?;
@@ -327,17 +368,28 @@ impl DeviceRunner {
             .run_binding(&self.binding)
             .map_err(|e| format!("inference failed: {e}"))?;
         let mut pointers = Vec::with_capacity(self.outputs.len());
-        for (name, dims) in &self.outputs {
+        for (i, (name, dims)) in self.outputs.iter().enumerate() {
             let output = results
                 .get(name)
-                .ok_or_else(|| format!("the model gave no output '{name}'"))?
-                .view()
-                .downcast::<ort::value::TensorValueType<f32>>()
-                .map_err(|e| format!("the model output '{name}' is not float32: {e}"))?;
+                .ok_or_else(|| format!("the model gave no output '{name}'"))?;
+            let is_half = self.converted[i].is_some();
+            let (shape_of, data) = if is_half {
+                let t = output
+                    .view()
+                    .downcast::<ort::value::TensorValueType<half::f16>>()
+                    .map_err(|e| format!("the model output '{name}' is not float16: {e}"))?;
+                (t.shape().to_vec(), t.data_ptr() as u64)
+            } else {
+                let t = output
+                    .view()
+                    .downcast::<ort::value::TensorValueType<f32>>()
+                    .map_err(|e| format!("the model output '{name}' is not float32: {e}"))?;
+                (t.shape().to_vec(), t.data_ptr() as u64)
+            };
             // The decoding kernel reads the whole of each image's output: a
             // model whose symbolic dimensions resolve otherwise would have it
             // read past the output.
-            let actual: Vec<i64> = output.shape().iter().copied().collect();
+            let actual: Vec<i64> = shape_of;
             let expected: Vec<i64> = std::iter::once(shape[0])
                 .chain(dims.iter().copied())
                 .map(|d| d as i64)
@@ -350,7 +402,19 @@ impl DeviceRunner {
                     shape[0]
                 ));
             }
-            pointers.push(output.data_ptr() as u64);
+            pointers.push(if is_half {
+                let kernel = self
+                    .convert_kernel
+                    .as_ref()
+                    .expect("compiled when an output is fp16");
+                let buffer = self.converted[i]
+                    .as_mut()
+                    .expect("an fp16 output has a float32 buffer");
+                let len = actual.iter().product::<i64>() as usize;
+                to_float32(self.gpu.stream(), kernel, data, len, buffer)?
+            } else {
+                data
+            });
         }
         Ok(pointers)
     }
@@ -494,6 +558,38 @@ impl DeviceRunner {
             .clone_dtoh(&self.counts.slice(..1 + images))
             .map_err(|e| format!("cannot read the decoded candidates: {e}"))
     }
+}
+
+/// Converts `len` fp16 values at device address `input` into `buffer` (grown
+/// to fit) with `kernel` (convert.cu); returns the buffer's address. Queued
+/// on `stream`, so before the decoding kernel that reads it.
+fn to_float32(
+    stream: &Arc<CudaStream>,
+    kernel: &CudaFunction,
+    input: u64,
+    len: usize,
+    buffer: &mut CudaSlice<f32>,
+) -> Result<u64, String> {
+    if buffer.len() < len {
+        *buffer = stream
+            .alloc_zeros::<f32>(len)
+            .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
+    }
+    let out = buffer.device_ptr(stream).0;
+    let n = len as u64;
+    // SAFETY: `input` holds `len` fp16 values (the output of the run just
+    // done, its shape checked) and `out` room for `len` floats, both on
+    // the stream's device; the kernel reads and writes below `n` only.
+    unsafe {
+        stream
+            .launch_builder(kernel)
+            .arg(&input)
+            .arg(&out)
+            .arg(&n)
+            .launch(LaunchConfig::for_num_elems(len as u32))
+    }
+    .map_err(|e| format!("the fp16 output conversion kernel failed to launch: {e}"))?;
+    Ok(out)
 }
 
 /// The threshold that keeps, of an image's survivors counted in `bins`

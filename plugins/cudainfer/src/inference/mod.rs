@@ -6,20 +6,21 @@
 pub mod batcher;
 pub(crate) mod checks;
 pub mod device;
+pub mod placement;
 pub mod runtime;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ort::session::Session;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{DynTensor, TensorElementType, ValueType};
 
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Classification, Detection, FrameDetections};
 use crate::parsers::{
     self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelType, OutputParser,
 };
-use crate::spec::InputSpec;
+use crate::spec::{ElementType, InputSpec};
 use crate::tensor_meta::{Tensor, TensorStorage};
 use checks::{LabelsError, ModelValue, ValueKind};
 use device::DeviceRunner;
@@ -90,6 +91,10 @@ pub struct Detector {
     session: Session,
     input_name: String,
     parser: Box<dyn OutputParser>,
+    /// The family's preset with the model input's element type.
+    input_spec: InputSpec,
+    /// The element type of each output the parser reads, in its order.
+    output_elements: Vec<ElementType>,
     labels: Vec<String>,
     active_provider: Provider,
     library: PathBuf,
@@ -297,16 +302,24 @@ impl Detector {
             compute_stream: gpu_stream.as_ref().map(|s| s.cu_stream() as usize),
             cuda: config.cuda.clone(),
             tensorrt: config.tensorrt.clone(),
+            log_placements: false,
         };
-        let (session, active_provider, skipped) =
-            runtime::create_session(&env, &config.model, &config.providers, &options).map_err(
-                |e| match e {
-                    RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
-                    other => LoadError::Runtime(other),
-                },
-            )?;
-        for s in &skipped {
+        let created = runtime::create_session(&env, &config.model, &config.providers, &options)
+            .map_err(|e| match e {
+                RuntimeError::Model(m) => LoadError::ModelUnreadable(m),
+                other => LoadError::Runtime(other),
+            })?;
+        let (session, active_provider) = (created.session, created.provider);
+        for s in &created.skipped {
             warn(s);
+        }
+        if let Some(w) = created
+            .placements
+            .as_ref()
+            .filter(|_| active_provider != Provider::Cpu)
+            .and_then(|p| placement::cpu_fallback_warning(p, active_provider.name()))
+        {
+            warn(&w);
         }
 
         let inputs: Vec<ModelValue> = session.inputs().iter().map(model_value).collect();
@@ -338,10 +351,17 @@ impl Detector {
         };
         let parser = parsers::new_parser(family, &shapes, &config.family).map_err(mismatch)?;
         // The outputs a family reads besides the first (checked above) are
-        // float32 too.
-        for used in parser.outputs() {
-            checks::check_float32(&outputs[used.index], "output", family_name).map_err(mismatch)?;
-        }
+        // float32 or float16 too.
+        let output_elements = parser
+            .outputs()
+            .iter()
+            .map(|used| checks::tensor_element(&outputs[used.index], "output", family_name))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(mismatch)?;
+        let input_spec = InputSpec {
+            element_type: checks::tensor_element(input, "input", family_name).map_err(mismatch)?,
+            ..parser.input_spec().clone()
+        };
         if !labels.is_empty() && labels.len() != parser.num_classes() {
             warn(&format!(
                 "the labels file has {} names but the model predicts {} classes; unnamed classes are called class-<id>",
@@ -360,8 +380,9 @@ impl Detector {
                             gpu.clone(),
                             stream,
                             &session,
-                            &input_name,
+                            (&input_name, input_spec.element_type),
                             &parser.outputs(),
+                            &output_elements,
                             d,
                         )
                     })
@@ -371,6 +392,8 @@ impl Detector {
             session,
             input_name,
             parser,
+            input_spec,
+            output_elements,
             labels,
             active_provider,
             library,
@@ -383,7 +406,7 @@ impl Detector {
     }
 
     pub fn input_spec(&self) -> &InputSpec {
-        self.parser.input_spec()
+        &self.input_spec
     }
 
     pub fn active_provider(&self) -> Provider {
@@ -421,13 +444,13 @@ impl Detector {
         let Some(Ok(runner)) = &mut self.device_runner else {
             return Ok(());
         };
-        let spec = self.parser.input_spec();
+        let spec = &self.input_spec;
         let item_shape = [1, 3, spec.height as usize, spec.width as usize];
         runner.warm_up(&mut self.session, item_shape, max_batch)
     }
 
     fn check_tensor(&self, tensor: &Tensor) -> Result<(), String> {
-        let spec = self.parser.input_spec();
+        let spec = &self.input_spec;
         if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize)
             || tensor.channels != 3
         {
@@ -452,7 +475,18 @@ impl Detector {
                         gpu.ordinal()
                     ));
                 }
-                d.slice().len()
+                // Host tensors are float32 whatever the model takes (the
+                // conversion happens at the session); GPU tensors are fed
+                // to the model as they are.
+                if d.element_type() != spec.element_type {
+                    return Err(format!(
+                        "the tensor on the GPU is {} but the model takes {}: let cudapreprocess \
+                         ask trtinfer for the model's input (link them directly)",
+                        d.element_type().name(),
+                        spec.element_type.name()
+                    ));
+                }
+                d.len()
             }
         };
         if held != needed {
@@ -500,17 +534,32 @@ impl Detector {
         // items, whose outputs are not decoded (as on the GPU).
         shape[0] = self.fixed_batch().unwrap_or(tensors.len());
         data.resize(item_len * shape[0], 0.0);
-        let input = TensorRef::from_array_view((shape, &data[..])).map_err(|e| e.to_string())?;
+        let input: DynTensor = match self.input_spec.element_type {
+            ElementType::Float32 => {
+                ort::value::Tensor::from_array((shape, data)).map(|t| t.upcast())
+            }
+            ElementType::Float16 => {
+                let half: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+                ort::value::Tensor::from_array((shape, half)).map(|t| t.upcast())
+            }
+        }
+        .map_err(|e| format!("cannot make the model's input tensor: {e}"))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => input])
             .map_err(|e| format!("inference failed: {e}"))?;
         // Each output the family reads, with one image's length in it.
-        let mut decoded: Vec<(&[f32], usize)> = Vec::new();
-        for used in self.parser.outputs() {
-            let (_, raw) = outputs[used.index]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| format!("the model output is not float32: {e}"))?;
+        // Float16 outputs are converted, so families decode float32 alone.
+        let mut decoded: Vec<(std::borrow::Cow<'_, [f32]>, usize)> = Vec::new();
+        for (used, element) in self.parser.outputs().iter().zip(&self.output_elements) {
+            let value = &outputs[used.index];
+            let raw: std::borrow::Cow<'_, [f32]> = match element {
+                ElementType::Float32 => value.try_extract_tensor::<f32>().map(|(_, r)| r.into()),
+                ElementType::Float16 => value
+                    .try_extract_tensor::<half::f16>()
+                    .map(|(_, r)| r.iter().map(|v| v.to_f32()).collect::<Vec<_>>().into()),
+            }
+            .map_err(|e| format!("the model output is not {}: {e}", element.name()))?;
             if raw.len() < used.values() * tensors.len() {
                 return Err("the model output is too short".into());
             }
@@ -522,7 +571,7 @@ impl Detector {
             .map(|(i, l)| {
                 let item: Vec<&[f32]> = decoded
                     .iter()
-                    .map(|&(raw, len)| &raw[i * len..(i + 1) * len])
+                    .map(|(raw, len)| &raw[i * len..(i + 1) * len])
                     .collect();
                 self.parser.decode_frame(&item, *l)
             })

@@ -2,11 +2,25 @@
 //! process, and building sessions on an ordered list of execution providers.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use ort::environment::Environment;
 use ort::ep;
+use ort::logging::LogLevel;
+use ort::session::builder::SessionBuilder;
 use ort::session::Session;
+
+use super::placement::{NodePlacements, PlacementReader};
+
+/// ONNX Runtime's own messages of the sessions whose log we read.
+static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "cudainfer-ort",
+        gst::DebugColorFlags::empty(),
+        Some("ONNX Runtime's messages (GPU sessions)"),
+    )
+});
 
 /// Oldest ONNX Runtime the `ort` crate accepts, and the one tested.
 pub const MIN_ORT_VERSION: &str = "1.17";
@@ -160,6 +174,10 @@ pub struct ProviderOptions {
     pub compute_stream: Option<usize>,
     pub cuda: CudaOptions,
     pub tensorrt: TensorRtOptions,
+    /// Read where the nodes are placed on the CPU provider too (GPU
+    /// providers always are): for tests of the report on a host without
+    /// a GPU.
+    pub log_placements: bool,
 }
 
 fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProviderDispatch {
@@ -204,25 +222,86 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
     }
 }
 
+/// A session and how it came to be.
+pub struct NewSession {
+    pub session: Session,
+    /// The provider it runs on.
+    pub provider: Provider,
+    /// Why each provider before it could not be used.
+    pub skipped: Vec<String>,
+    /// Where ONNX Runtime placed the nodes, for GPU providers (and with
+    /// [`ProviderOptions::log_placements`]), if it reported it.
+    pub placements: Option<NodePlacements>,
+}
+
+/// The session's log at verbose level, read through a logger of our own
+/// (ONNX Runtime then gives the session its own log, at the session's
+/// level, whatever the environment's): the placement report is read until
+/// `loaded` is set; warnings and errors go to our debug category always.
+fn log_placements(
+    builder: SessionBuilder,
+) -> ort::Result<(SessionBuilder, Arc<Mutex<PlacementReader>>, Arc<AtomicBool>)> {
+    let reader = Arc::new(Mutex::new(PlacementReader::default()));
+    let loaded = Arc::new(AtomicBool::new(false));
+    let (r, l) = (reader.clone(), loaded.clone());
+    let logger = Arc::new(
+        move |level: LogLevel, _category: &str, _id: &str, location: &str, message: &str| {
+            if level >= LogLevel::Warning {
+                gst::warning!(ORT_CAT, "{message} ({location})");
+            } else if !l.load(Ordering::Relaxed) {
+                r.lock().unwrap_or_else(|e| e.into_inner()).feed(message);
+            }
+        },
+    );
+    let builder = builder
+        .with_logger(logger)
+        .map_err(ort::Error::<()>::from)?
+        .with_log_level(LogLevel::Verbose)
+        .map_err(ort::Error::<()>::from)?;
+    Ok((builder, reader, loaded))
+}
+
 /// Creates a session on the first provider of `providers` that works.
-/// Providers that fail are reported in the returned warnings; if none works
-/// the error lists every reason.
+/// Providers that fail are reported in [`NewSession::skipped`]; if none
+/// works the error lists every reason.
 pub fn create_session(
     env: &Environment,
     model: &Path,
     providers: &[Provider],
     options: &ProviderOptions,
-) -> Result<(Session, Provider, Vec<String>), RuntimeError> {
+) -> Result<NewSession, RuntimeError> {
     let mut failures = Vec::new();
     for &provider in providers {
+        let read_placements = provider != Provider::Cpu || options.log_placements;
+        let mut log = None;
         let attempt = Session::builder(env)
             .and_then(|b| {
                 b.with_execution_providers([register(provider, options)])
                     .map_err(ort::Error::from)
             })
+            .and_then(|b| match read_placements {
+                true => log_placements(b).map(|(b, reader, loaded)| {
+                    log = Some((reader, loaded));
+                    b
+                }),
+                false => Ok(b),
+            })
             .and_then(|mut b| b.commit_from_file(model));
         match attempt {
-            Ok(session) => return Ok((session, provider, failures)),
+            Ok(session) => {
+                let placements = log.and_then(|(reader, loaded)| {
+                    // Runs log at the session's level too: stop reading.
+                    loaded.store(true, Ordering::Relaxed);
+                    let reader = reader.lock().unwrap_or_else(|e| e.into_inner());
+                    reader.placements().cloned()
+                });
+                return Ok(NewSession {
+                    session,
+                    provider,
+                    skipped: failures,
+                    placements,
+                });
+            }
             Err(e) => {
                 let msg = e.to_string();
                 // A broken model fails the same way on every provider.

@@ -10,6 +10,7 @@ use super::{AxisTaps, Plan};
 use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
 use crate::cuda::{DeviceTensor, Gpu, TensorPool};
+use crate::spec::ElementType;
 use crate::tensor_meta::{Tensor, TensorStorage};
 
 // The element's category (GStreamer returns the existing one by name).
@@ -52,10 +53,17 @@ fn log_producer_wait() {
     });
 }
 
-const KERNEL: KernelSource = KernelSource {
-    sources: &[include_str!("preprocess.cu")],
-    name: "preprocess",
-};
+/// The kernel writing the tensor in `element_type`: both entry points share
+/// one body in preprocess.cu.
+fn kernel_source(element_type: ElementType) -> KernelSource {
+    KernelSource {
+        sources: &[include_str!("preprocess.cu")],
+        name: match element_type {
+            ElementType::Float32 => "preprocess",
+            ElementType::Float16 => "preprocess_f16",
+        },
+    }
+}
 
 /// Mirrors `AxisTable` in preprocess.cu.
 #[repr(C)]
@@ -195,7 +203,7 @@ fn upload(
 
 impl CudaPreprocessor {
     pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
-        let kernel = gpu.kernel(KERNEL)?;
+        let kernel = gpu.kernel(kernel_source(plan.spec.element_type))?;
         // The GPU's one stream, as inference: tried on the H100, a stream per
         // pre-processor ordered through the tensors' events was faster at 16
         // streams but let batched results differ from unbatched ones.
@@ -209,7 +217,7 @@ impl CudaPreprocessor {
         log_producer_wait();
         Ok(Self {
             producer_done: Mutex::new(producer_done),
-            pool: TensorPool::new(gpu, len),
+            pool: TensorPool::new(gpu, len, plan.spec.element_type),
             plan,
             kernel,
             params,
@@ -293,8 +301,9 @@ impl CudaPreprocessor {
             };
             // SAFETY: the parameters describe the mapped frame (alive in
             // `source`, handed to the tensor) and a buffer of 3 * w * h
-            // floats (every plan has this preprocessor's spec); the tables
-            // live until after the launch is queued, freed in stream order.
+            // values of the kernel's element type (the pool's; every plan has
+            // this preprocessor's spec); the tables live until after the
+            // launch is queued, freed in stream order.
             unsafe {
                 stream
                     .launch_builder(&self.kernel)

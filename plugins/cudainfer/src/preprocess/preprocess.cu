@@ -1,7 +1,8 @@
 // Frame to model tensor, the GPU implementation of src/preprocess/mod.rs:
 // per-component triangle-filter resampling with the filter tables the host
 // computed (the same ones the CPU path uses), YUV to RGB, letterbox padding,
-// channel order and normalisation, written as NCHW float32.
+// channel order and normalisation, written as NCHW float32 (`preprocess`) or
+// float16 (`preprocess_f16`, for fp16 models): one body, two stores.
 // One thread per tensor pixel. Mirrors `PreprocessParams` in preprocess/cuda.rs.
 
 struct AxisTable {
@@ -52,13 +53,22 @@ __device__ float resample(const Component& c, const int* ints, const float* floa
     return acc;
 }
 
-extern "C" __global__ void preprocess(PreprocessParams p) {
+// One tensor value: float32 as is, float16 rounded to nearest (PTX's cvt,
+// which cuda_fp16.h's __float2half_rn is, without needing that header).
+__device__ __forceinline__ void store(float* out, size_t i, float v) { out[i] = v; }
+__device__ __forceinline__ void store(unsigned short* out, size_t i, float v) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    out[i] = h;
+}
+
+template <typename Out>
+__device__ void preprocess_to(const PreprocessParams& p, Out* out) {
     const int x = blockIdx.x * blockDim.x + threadIdx.x;
     const int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= p.tensor_w || y >= p.tensor_h) {
         return;
     }
-    float* out = (float*)p.out;
     const size_t area = (size_t)p.tensor_w * p.tensor_h;
     const size_t at = (size_t)y * p.tensor_w + x;
     // Content pixel (cx, cy); the filter tables are indexed by it.
@@ -66,7 +76,7 @@ extern "C" __global__ void preprocess(PreprocessParams p) {
     const int cy = y - p.content_y;
     if (cx < 0 || cy < 0 || cx >= p.content_w || cy >= p.content_h) {
         for (int c = 0; c < 3; ++c) {
-            out[c * area + at] = p.pad[c];
+            store(out, c * area + at, p.pad[c]);
         }
         return;
     }
@@ -89,6 +99,11 @@ extern "C" __global__ void preprocess(PreprocessParams p) {
         rgb[2] = c;
     }
     for (int ch = 0; ch < 3; ++ch) {
-        out[ch * area + at] = rgb[p.source_channel[ch]] * p.gain[ch] + p.bias[ch];
+        store(out, ch * area + at, rgb[p.source_channel[ch]] * p.gain[ch] + p.bias[ch]);
     }
+}
+
+extern "C" __global__ void preprocess(PreprocessParams p) { preprocess_to(p, (float*)p.out); }
+extern "C" __global__ void preprocess_f16(PreprocessParams p) {
+    preprocess_to(p, (unsigned short*)p.out);
 }

@@ -30,6 +30,7 @@ pub fn proto_int(number: u32, value: u64) -> Vec<u8> {
 pub const FLOAT: u64 = 1;
 pub const UINT8: u64 = 2;
 pub const FLOAT16: u64 = 10;
+pub const DOUBLE: u64 = 11;
 
 /// One dimension of a declared shape.
 #[derive(Clone, Copy)]
@@ -80,7 +81,11 @@ pub fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: &[Vec<u8>])
 pub fn zeros_attribute(name: &str, elem_type: u64, shape: &[u64]) -> Vec<u8> {
     let mut tensor: Vec<u8> = shape.iter().flat_map(|&d| proto_int(1, d)).collect();
     tensor.extend(proto_int(2, elem_type));
-    let item_size = if elem_type == FLOAT16 { 2 } else { 4 };
+    let item_size = match elem_type {
+        FLOAT16 => 2,
+        DOUBLE => 8,
+        _ => 4,
+    };
     let len = shape.iter().product::<u64>() as usize * item_size;
     tensor.extend(proto_bytes(9, &vec![0u8; len]));
     [
@@ -177,4 +182,157 @@ pub fn tiny_yolox_model() -> Vec<u8> {
         )],
         &[("output", FLOAT, &[Named("N"), Fixed(84), Fixed(7)])],
     )
+}
+
+/// One field of a protobuf message.
+#[derive(Clone, Copy)]
+pub struct ProtoField<'a> {
+    pub number: u32,
+    /// Its whole encoding (key included).
+    pub whole: &'a [u8],
+    /// The payload of a length-delimited field.
+    pub payload: Option<&'a [u8]>,
+}
+
+/// The top-level fields of the protobuf `message`, in order (wire types 0,
+/// 1, 2 and 5: all that ONNX files use).
+pub fn proto_fields(message: &[u8]) -> Vec<ProtoField<'_>> {
+    fn read_varint(bytes: &[u8], at: &mut usize) -> u64 {
+        let (mut value, mut shift) = (0u64, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while at < message.len() {
+        let start = at;
+        let key = read_varint(message, &mut at);
+        let payload = match key & 7 {
+            0 => {
+                read_varint(message, &mut at);
+                None
+            }
+            1 => {
+                at += 8;
+                None
+            }
+            2 => {
+                let len = read_varint(message, &mut at) as usize;
+                at += len;
+                Some(&message[at - len..at])
+            }
+            5 => {
+                at += 4;
+                None
+            }
+            wire => panic!("protobuf wire type {wire} in an ONNX file"),
+        };
+        fields.push(ProtoField {
+            number: (key >> 3) as u32,
+            whole: &message[start..at],
+            payload,
+        });
+    }
+    fields
+}
+
+/// `message` with each field replaced by what `edit` makes of it.
+fn rebuild(message: &[u8], edit: &dyn Fn(ProtoField) -> Vec<u8>) -> Vec<u8> {
+    proto_fields(message).into_iter().flat_map(edit).collect()
+}
+
+/// `value_info` (a ValueInfoProto) renamed `name`, its tensor element type
+/// `elem_type`, its shape kept.
+fn retyped(value_info: &[u8], name: &str, elem_type: u64) -> Vec<u8> {
+    rebuild(value_info, &|f| match (f.number, f.payload) {
+        (1, _) => proto_bytes(1, name.as_bytes()),
+        // TypeProto, then its tensor_type, whose field 1 is elem_type.
+        (2, Some(type_proto)) => proto_bytes(
+            2,
+            &rebuild(type_proto, &|f| match (f.number, f.payload) {
+                (1, Some(tensor)) => proto_bytes(
+                    1,
+                    &rebuild(tensor, &|f| match f.number {
+                        1 => proto_int(1, elem_type),
+                        _ => f.whole.to_vec(),
+                    }),
+                ),
+                _ => f.whole.to_vec(),
+            }),
+        ),
+        _ => f.whole.to_vec(),
+    })
+}
+
+/// The name of a ValueInfoProto.
+fn value_name(value_info: &[u8]) -> String {
+    proto_fields(value_info)
+        .into_iter()
+        .find_map(|f| (f.number == 1).then(|| f.payload.unwrap().to_vec()))
+        .map(|n| String::from_utf8(n).unwrap())
+        .unwrap()
+}
+
+/// `model`, a float32 ONNX model, as an fp16 one from the outside: the
+/// graph input named `input` (if `half_input`) and every graph output (if
+/// `half_outputs`) become float16 (named `<name>_fp16`), through Cast nodes
+/// to and from the unchanged float32 graph. The twin computes what the
+/// model computes, on its input rounded to fp16, with its outputs rounded
+/// to fp16: what a converted fp16 model gives at best.
+pub fn fp16_twin(model: &[u8], input: &str, half_input: bool, half_outputs: bool) -> Vec<u8> {
+    let cast = |from: &str, to: &str, elem_type: u64| {
+        // AttributeProto: name 1, i 3, type 20 (INT = 2).
+        let to_attribute = [
+            proto_bytes(1, b"to"),
+            proto_int(3, elem_type),
+            proto_int(20, 2),
+        ]
+        .concat();
+        proto_bytes(1, &node("Cast", &[from], &[to], &[to_attribute]))
+    };
+    let mut found_input = false;
+    let mut graph_out = Vec::new();
+    let mut output_casts = Vec::new();
+    let fields = proto_fields(model);
+    let graph = fields
+        .iter()
+        .find_map(|f| (f.number == 7).then_some(f.payload))
+        .flatten()
+        .expect("an ONNX model has a graph");
+    for f in proto_fields(graph) {
+        match (f.number, f.payload) {
+            (11, Some(info)) if half_input && value_name(info) == input => {
+                found_input = true;
+                let renamed = format!("{input}_fp16");
+                // The Cast first: nodes are in topological order.
+                let mut first = cast(&renamed, input, FLOAT);
+                first.extend(graph_out);
+                graph_out = first;
+                graph_out.extend(proto_bytes(11, &retyped(info, &renamed, FLOAT16)));
+            }
+            (12, Some(info)) if half_outputs => {
+                let name = value_name(info);
+                let renamed = format!("{name}_fp16");
+                output_casts.extend(cast(&name, &renamed, FLOAT16));
+                graph_out.extend(proto_bytes(12, &retyped(info, &renamed, FLOAT16)));
+            }
+            _ => graph_out.extend_from_slice(f.whole),
+        }
+    }
+    assert!(found_input || !half_input, "the model has no input {input}");
+    graph_out.extend(output_casts);
+    fields
+        .iter()
+        .flat_map(|f| match f.number {
+            7 => proto_bytes(7, &graph_out),
+            _ => f.whole.to_vec(),
+        })
+        .collect()
 }

@@ -200,7 +200,7 @@ impl Priors {
 
     /// The number of priors of a `width` x `height` input (sides of at
     /// most `MAX_TENSOR_SIDE`, so it cannot overflow a u64).
-    fn count(&self, width: u32, height: u32) -> u64 {
+    pub(crate) fn count(&self, width: u32, height: u32) -> u64 {
         self.strides
             .iter()
             .zip(&self.min_sizes)

@@ -13,11 +13,13 @@
 
 use cudarc::driver::{CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 
-use super::{grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, STRIDES};
+use super::{
+    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, MAX_OUTPUT_VALUES, STRIDES,
+};
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
 const KERNEL: KernelSource = KernelSource {
     sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
@@ -45,6 +47,17 @@ impl Yolov8Parser {
                  the model's output is {output:?}"
             ));
         }
+        // A huge class count would overflow the output's size (and its
+        // buffers): refuse it here, saying so (found by the yolov8_decode
+        // fuzzer).
+        let values = (anchors as u64).checked_mul(channels.unwrap_or(0) as u64);
+        if values.is_none_or(|v| v > MAX_OUTPUT_VALUES) {
+            return Err(format!(
+                "the model's output {output:?} has more than {MAX_OUTPUT_VALUES} values per frame: \
+                 at most {} classes are supported with a {height}x{width} input",
+                MAX_OUTPUT_VALUES / anchors.max(1) as u64 - 4
+            ));
+        }
         Ok(Self {
             spec: InputSpec {
                 width,
@@ -55,6 +68,7 @@ impl Yolov8Parser {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 pad_value: 114.0,
+                element_type: ElementType::Float32,
             },
             anchors,
             num_classes: channels.unwrap_or(0) as usize - 4,
@@ -230,5 +244,12 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("multiples of 32"), "{e}");
+        // The yolov8_decode fuzzer's find: a class count whose output size
+        // overflows.
+        let e = Yolov8Parser::new(&shapes([1, 3, 96, 32], [1, 0x2222_2222_2222_2241, 63]))
+            .err()
+            .unwrap();
+        assert!(e.contains("more than 67108864 values per frame"), "{e}");
+        assert!(e.contains("at most 1065216 classes"), "{e}");
     }
 }

@@ -16,7 +16,7 @@ use super::{
 use crate::cuda::device::KernelSource;
 use crate::cuda::Gpu;
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
-use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
+use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
 const KERNEL: KernelSource = KernelSource {
     sources: &[CANDIDATES_CUDA, include_str!("decode.cu")],
@@ -87,6 +87,7 @@ impl YoloxParser {
                 mean: [0.0; 3],
                 std: [1.0; 3],
                 pad_value: 114.0,
+                element_type: ElementType::Float32,
             },
             num_classes: cols.unwrap_or(0) as usize - 5,
             anchors,
