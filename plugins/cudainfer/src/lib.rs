@@ -3,7 +3,9 @@
 //! - `cudapreprocess` attaches a model-ready tensor to each frame;
 //! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
 //!   the detections (see [`detections`]), or with `model-type=raw` the
-//!   model's outputs themselves (see [`raw_outputs`]).
+//!   model's outputs themselves (see [`raw_outputs`]);
+//! - `inferpublish` writes each frame's results as a JSON line to a file,
+//!   stdout or an MQTT broker.
 
 use gst::glib;
 
@@ -12,6 +14,7 @@ mod cudapreprocess;
 mod custom_meta;
 pub mod detections;
 pub mod inference;
+mod inferpublish;
 pub mod parsers;
 pub mod preprocess;
 pub mod raw_outputs;
@@ -81,6 +84,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     raw_outputs::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
+    inferpublish::register(plugin)?;
     Ok(())
 }
 
