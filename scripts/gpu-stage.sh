@@ -39,6 +39,7 @@ ln -s "$target/release/examples/soak_bench" "$art/soak_bench"
 ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
 ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
 ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
+ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"
