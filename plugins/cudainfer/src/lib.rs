@@ -6,7 +6,9 @@
 //!   model's outputs themselves (see [`raw_outputs`]);
 //! - `inferoverlay` draws the detections on the frame (see [`overlay`]);
 //! - `infertrack` follows the detected objects over frames and gives each
-//!   a track id.
+//!   a track id;
+//! - `inferpublish` writes each frame's results as a JSON line to a file,
+//!   stdout or an MQTT broker.
 
 use gst::glib;
 
@@ -17,6 +19,7 @@ mod custom_meta;
 pub mod detections;
 pub mod inference;
 mod inferoverlay;
+mod inferpublish;
 mod infertrack;
 pub mod overlay;
 pub mod parsers;
@@ -97,6 +100,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     trtinfer::register(plugin)?;
     inferoverlay::register(plugin)?;
     infertrack::register(plugin)?;
+    inferpublish::register(plugin)?;
     Ok(())
 }
 
