@@ -441,6 +441,14 @@ fn main() {
         eprintln!("NVML not available: no PCIe or memory columns");
     }
     println!(
+        "decoders: {}",
+        args.gpus
+            .iter()
+            .map(|&d| format!("GPU {d} {}", args.decoder(d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB | CPU cores busy |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
