@@ -54,13 +54,10 @@ fn on_devices(devices: &[u32], group: &str) -> (gst::Pipeline, Vec<Received>) {
 
 /// Runs two branches on `devices` to the end: each branch's largest batch
 /// and its results.
-fn run_two(
-    devices: [u32; 2],
-    group: &str,
-) -> (
-    Vec<u32>,
-    Vec<Vec<(u64, std::sync::Arc<gstcudainfer::FrameDetections>)>>,
-) {
+/// Each branch's results, (pts, detections) in arrival order.
+type Results = Vec<Vec<(u64, std::sync::Arc<gstcudainfer::FrameDetections>)>>;
+
+fn run_two(devices: [u32; 2], group: &str) -> (Vec<u32>, Results) {
     let (caps, frames) = decoded_frames(BRANCH_FRAMES, 640, 360);
     let (pipeline, received) = on_devices(&devices, group);
     for i in 0..2 {

@@ -125,9 +125,11 @@ impl Settings {
 struct Preload {
     key: BatchKey,
     options: BatcherOptions,
-    /// The batcher or why not, and the warnings to post.
-    handle: std::thread::JoinHandle<(Result<Arc<Batcher>, LoadError>, Vec<String>)>,
+    handle: std::thread::JoinHandle<Loaded>,
 }
+
+/// The batcher or why not, and the warnings to post.
+type Loaded = (Result<Arc<Batcher>, LoadError>, Vec<String>);
 
 impl Preload {
     fn begin(key: BatchKey, options: BatcherOptions) -> std::io::Result<Self> {
