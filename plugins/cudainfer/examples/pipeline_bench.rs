@@ -2,10 +2,22 @@
 //! decode-only, in one run on one machine.
 //!
 //!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download,preprocess]
-//!                  [--infer "PROP=VALUE ..."] [--plot FILE.png]
+//!                  [--infer "PROP=VALUE ..."] [--plot FILE.png] [--gpus 0,1]
+//!                  [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT]
 //!
 //! `--infer` adds properties to every trtinfer (say `tf32=true`);
 //! `--plot` writes aggregate fps against N for each mode as a PNG.
+//! `--gpus 0,1` spreads the streams round-robin over those CUDA devices,
+//! each with its device's decoder (`nvh264dec` on the first,
+//! `nvh264device1dec` … as the registry names them) and `cudapreprocess
+//! device-id=D ! trtinfer device-id=D`.
+//! `--live` plays every stream at its real frame rate instead (see
+//! common/live.rs): per N, a table per GPU of frames decoded, rendered,
+//! dropped and late, decoder-to-sink latency, NVDEC and SM utilisation, and
+//! the start-up time apart; `--latency-ms` is the pipeline latency (the
+//! budget, default 100), `--seconds` stops a run early. `--decoder` replaces
+//! the NVIDIA decoder (`avdec_h264` tries the benchmark without a GPU, with
+//! `--infer providers=cpu`).
 //!
 //! Modes (each with N concurrent branches, each branch decoding MEDIA K times):
 //! - `decode`:   filesrc ! qtdemux ! h264parse ! nvh264dec ! fakesink
@@ -36,6 +48,11 @@ mod fps_plot;
 #[path = "common/nvml.rs"]
 mod nvml;
 use nvml::Nvml;
+
+#[path = "common/live.rs"]
+mod live;
+
+use gstcudainfer::cuda::placement;
 
 /// NVML samples integrated over a run.
 #[derive(Default, Clone, Copy)]
@@ -126,12 +143,33 @@ struct Args {
     modes: Vec<String>,
     infer_properties: String,
     plot: Option<std::path::PathBuf>,
+    /// CUDA devices the streams are spread over.
+    gpus: Vec<u32>,
+    live: bool,
+    latency_ms: u64,
+    seconds: Option<u64>,
+    /// Replaces the NVIDIA decoder of every device.
+    decoder: Option<String>,
+}
+
+impl Args {
+    /// The device of stream `i` of `streams`.
+    fn device(&self, streams: usize, i: usize) -> u32 {
+        placement::spread(streams, &self.gpus)[i]
+    }
+
+    fn decoder(&self, device: u32) -> String {
+        self.decoder
+            .clone()
+            .unwrap_or_else(|| placement::decoder_for_device("h264", device))
+    }
 }
 
 fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] \
-                 [--modes decode,full,full-queued,download,preprocess] [--infer \"PROP=VALUE ...\"] [--plot FILE.png]";
+                 [--modes decode,full,full-queued,download,preprocess] [--infer \"PROP=VALUE ...\"] [--plot FILE.png] \
+                 [--gpus 0,1] [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT]";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
     let mut args = Args {
@@ -144,28 +182,52 @@ fn parse_args() -> Args {
             .to_vec(),
         infer_properties: String::new(),
         plot: None,
+        gpus: vec![0],
+        live: false,
+        latency_ms: 100,
+        seconds: None,
+        decoder: None,
     };
+    let mut modes_set = false;
     while let Some(flag) = it.next() {
+        if flag == "--live" {
+            args.live = true;
+            continue;
+        }
         let value = it.next().expect(usage);
         match flag.as_str() {
             "--streams" => {
                 args.streams = value.split(',').map(|v| v.parse().expect(usage)).collect()
             }
             "--loops" => args.loops = value.parse().expect(usage),
-            "--modes" => args.modes = value.split(',').map(str::to_string).collect(),
+            "--modes" => {
+                modes_set = true;
+                args.modes = value.split(',').map(str::to_string).collect()
+            }
+            "--gpus" => args.gpus = value.split(',').map(|v| v.parse().expect(usage)).collect(),
+            "--latency-ms" => args.latency_ms = value.parse().expect(usage),
+            "--seconds" => args.seconds = Some(value.parse().expect(usage)),
+            "--decoder" => args.decoder = Some(value),
             "--infer" => args.infer_properties = value,
             "--plot" => args.plot = Some(value.into()),
             _ => panic!("{usage}"),
         }
     }
+    // Live: the pipeline with inference unless asked otherwise.
+    if args.live && !modes_set {
+        args.modes = vec!["full".into()];
+    }
     args
 }
 
-/// One branch: MEDIA decoded `loops` times in a row (concat), then the
-/// mode's elements.
-fn branch(args: &Args, mode: &str, i: usize) -> String {
+/// One branch of `streams`: MEDIA decoded `loops` times in a row (concat),
+/// then the mode's elements, on the stream's device. Live: paced to the
+/// clock before the decoder, into a synchronised sink (common/live.rs).
+fn branch(args: &Args, mode: &str, streams: usize, i: usize) -> String {
+    let device = args.device(streams, i);
     let infer = format!(
-        "cudapreprocess name=pre{i} ! trtinfer name=infer{i} model={} providers=cuda {}",
+        "cudapreprocess name=pre{i} device-id={device} ! trtinfer name=infer{i} model={} \
+         providers=cuda device-id={device} {}",
         args.model, args.infer_properties
     );
     let tail = match mode {
@@ -176,12 +238,20 @@ fn branch(args: &Args, mode: &str, i: usize) -> String {
         "download" => " ! cudadownload ! video/x-raw".into(),
         other => panic!("unknown mode {other}"),
     };
-    let sink = format!("fakesink name=sink{i} sync=false");
+    let (pace, sink) = if args.live {
+        (
+            "identity sync=true ! ",
+            format!("fakesink name=sink{i} sync=true qos=false"),
+        )
+    } else {
+        ("", format!("fakesink name=sink{i} sync=false"))
+    };
     let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
     let files: String = (0..args.loops)
         .map(|_| format!(" {file} ! c{i}."))
         .collect();
-    format!("concat name=c{i} ! nvh264dec{tail} ! {sink}{files}")
+    let decoder = args.decoder(device);
+    format!("concat name=c{i} ! {pace}{decoder} name=dec{i}{tail} ! {sink}{files}")
 }
 
 struct RunResult {
@@ -202,7 +272,9 @@ struct Arrivals {
 }
 
 fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunResult {
-    let description: Vec<String> = (0..streams).map(|i| branch(args, mode, i)).collect();
+    let description: Vec<String> = (0..streams)
+        .map(|i| branch(args, mode, streams, i))
+        .collect();
     let pipeline = gst::parse::launch(&description.join("  "))
         .expect("pipeline")
         .downcast::<gst::Pipeline>()
@@ -293,20 +365,89 @@ fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunR
     }
 }
 
-/// The `p` quantile of sorted values, if there are any.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    Some(sorted[(last as f64 * p).round() as usize])
+use live::percentile;
+
+/// `--live`: one run per N and mode, a table each.
+fn main_live(args: &Args) {
+    let period = live::clip_frame_period(&args.media).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
+    let nvml: std::collections::HashMap<u32, Arc<Nvml>> = args
+        .gpus
+        .iter()
+        .filter_map(|&d| Nvml::open_device(d).map(|n| (d, Arc::new(n))))
+        .collect();
+    if nvml.is_empty() {
+        eprintln!("NVML not available: no utilisation columns");
+    }
+    let budget = Duration::from_millis(args.latency_ms);
+    println!(
+        "## live: {} at {:.2} fps per stream, pipeline latency {} ms, GPUs {:?} (decoders {})",
+        args.media,
+        1.0 / period.as_secs_f64(),
+        args.latency_ms,
+        args.gpus,
+        args.gpus
+            .iter()
+            .map(|&d| args.decoder(d))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut best: Option<usize> = None;
+    for mode in &args.modes {
+        for &streams in &args.streams {
+            eprintln!("live {mode} with {streams} stream(s)...");
+            let setup = live::LiveSetup {
+                branches: (0..streams)
+                    .map(|i| branch(args, mode, streams, i))
+                    .collect(),
+                devices: (0..streams).map(|i| args.device(streams, i)).collect(),
+                latency: budget,
+                period,
+                limit: args.seconds.map(Duration::from_secs),
+                nvml: &nvml,
+            };
+            match live::run_live(&setup) {
+                Ok(result) => {
+                    println!("\nmode {mode}:");
+                    live::print_table(streams, &result, budget);
+                    if live::meets(&result.total, budget) {
+                        best = best.max(Some(streams));
+                    }
+                }
+                Err(e) => {
+                    println!("\nmode {mode}, {streams} streams: FAILED: {e}");
+                    println!("LIVE streams={streams} pass=false error");
+                }
+            }
+        }
+    }
+    println!(
+        "\nLIVE BEST {}",
+        best.map_or("none".into(), |b| b.to_string())
+    );
 }
 
 fn main() {
     let args = parse_args();
     gst::init().unwrap();
     gstcudainfer::plugin_register_static().unwrap();
+    if args.live {
+        return main_live(&args);
+    }
     let nvml = Nvml::open().map(Arc::new);
     if nvml.is_none() {
         eprintln!("NVML not available: no PCIe or memory columns");
     }
+    println!(
+        "decoders: {}",
+        args.gpus
+            .iter()
+            .map(|&d| format!("GPU {d} {}", args.decoder(d)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB | CPU cores busy |"
     );

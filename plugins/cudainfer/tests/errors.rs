@@ -225,8 +225,8 @@ fn cuda_memory_caps() {
     let expected = if gstcudainfer::cuda::device::driver_present() {
         "the caps say memory:CUDAMemory but the frame is not in CUDA memory"
     } else {
-        "cudapreprocess cannot use CUDA memory: there is no CUDA driver on this machine \
-         (libcuda.so.1 not found). Without a GPU, decode to system memory"
+        "cudapreprocess cannot use CUDA memory on CUDA device 0 (device-id): there is no CUDA \
+         driver on this machine (libcuda.so.1 not found). Without a GPU, decode to system memory"
     };
     assert_contains(&ended.error.expect("CUDA caps must fail here"), expected);
 }

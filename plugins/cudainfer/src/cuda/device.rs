@@ -30,8 +30,21 @@ pub struct Gpu {
 }
 
 /// One [`Gpu`] per device for the whole process: the primary context stays
-/// retained while GStreamer objects may still refer to it.
-static GPUS: Mutex<Vec<Arc<Gpu>>> = Mutex::new(Vec::new());
+/// retained while GStreamer objects may still refer to it. Each device has
+/// its own slot, so that opening one (its primary context takes a good part
+/// of a second) does not hold up the elements of another.
+type Slot = Arc<Mutex<Option<Arc<Gpu>>>>;
+static GPUS: Mutex<Vec<(usize, Slot)>> = Mutex::new(Vec::new());
+
+fn slot(ordinal: usize) -> Slot {
+    let mut slots = GPUS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, s)) = slots.iter().find(|(o, _)| *o == ordinal) {
+        return s.clone();
+    }
+    let s = Slot::default();
+    slots.push((ordinal, s.clone()));
+    s
+}
 
 /// Whether the CUDA driver library can be loaded (cheap, no GPU work).
 pub fn driver_present() -> bool {
@@ -42,8 +55,9 @@ pub fn driver_present() -> bool {
 /// The process's handle on CUDA device `ordinal`. The error says what is
 /// missing; callers add what the user should do instead.
 pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
-    let mut gpus = GPUS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(g) = gpus.iter().find(|g| g.ordinal == ordinal) {
+    let slot = slot(ordinal);
+    let mut opened = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(g) = opened.as_ref() {
         return Ok(g.clone());
     }
     if !driver_present() {
@@ -69,7 +83,7 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
         arch: OnceLock::new(),
         kernels: Mutex::new(HashMap::new()),
     });
-    gpus.push(gpu.clone());
+    *opened = Some(gpu.clone());
     Ok(gpu)
 }
 

@@ -11,7 +11,6 @@ use std::ffi::{c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::{Arc, OnceLock};
 
-use glib::prelude::*;
 use glib::translate::*;
 
 use super::Gpu;
@@ -160,13 +159,7 @@ impl CudaContext {
         // its reference; borrowed, not reffed.
         let object: Borrowed<glib::Object> =
             unsafe { from_glib_borrow(self.0.as_ptr() as *mut glib::gobject_ffi::GObject) };
-        object.find_property("cuda-device-id")?;
-        // A guint in the versions we know; an int would do as well.
-        let value = object.property_value("cuda-device-id");
-        value
-            .get::<u32>()
-            .ok()
-            .or_else(|| value.get::<i32>().ok().and_then(|d| u32::try_from(d).ok()))
+        super::placement::cuda_device_property(&object)
     }
 
     /// A `gst.cuda.context` GstContext holding this context.

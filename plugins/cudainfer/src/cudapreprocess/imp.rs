@@ -477,15 +477,57 @@ impl CudaPreprocess {
         gst::loggable_error!(CAT, "{}", e)
     }
 
+    /// The nearest CUDA element upstream that says which device it is on
+    /// (`cuda-device-id`: nvcodec's decoders), through elements of one
+    /// input (queue, capsfilter, identity) and bins' ghost pads: its name
+    /// and device. `None` where nothing upstream says.
+    fn upstream_cuda_device(&self) -> Option<(String, u32)> {
+        // Deep enough for any chain of queues and filters in front of us.
+        const MAX_HOPS: usize = 16;
+        let mut pad = self.obj().sink_pad().peer();
+        for _ in 0..MAX_HOPS {
+            let mut src = pad?;
+            while let Some(target) = src.downcast_ref::<gst::GhostPad>().and_then(|g| g.target()) {
+                src = target;
+            }
+            let element = src.parent_element()?;
+            if let Some(device) = gpu_mod::placement::cuda_device_property(element.upcast_ref()) {
+                return Some((element.name().to_string(), device));
+            }
+            let mut inputs = element.sink_pads().into_iter();
+            pad = match (inputs.next(), inputs.next()) {
+                (Some(only), None) => only.peer(),
+                _ => return None,
+            };
+        }
+        None
+    }
+
+    /// An error when the decoder upstream is on another GPU than
+    /// `device_id`: its frames could not be read in our context.
+    fn check_upstream_device(&self, device_id: u32) -> Result<(), String> {
+        match self.upstream_cuda_device() {
+            Some((name, other)) if other != device_id => Err(format!(
+                "{name} upstream decodes on CUDA device {other}, but cudapreprocess device-id is \
+                 {device_id}: set device-id={other} (and trtinfer device-id={other}), or use the \
+                 decoder of device {device_id} ({})",
+                gpu_mod::placement::conventional_decoder_name("h264", device_id)
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The GPU for CUDA-memory input, with the pipeline's context made if
     /// no CUDA element has asked for it yet.
     fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, String> {
         let gpu = gpu_mod::gpu(device_id as usize).map_err(|e| {
             format!(
-                "cudapreprocess cannot use CUDA memory: {e}. Without a GPU, decode to system memory \
-                 (for example avdec_h264 ! videoconvert) before cudapreprocess"
+                "cudapreprocess cannot use CUDA memory on CUDA device {device_id} (device-id): {e}. \
+                 Without a GPU, decode to system memory (for example avdec_h264 ! videoconvert) \
+                 before cudapreprocess"
             )
         })?;
+        self.check_upstream_device(device_id)?;
         self.ensure_cuda_context(&gpu)?;
         Ok(gpu)
     }
@@ -520,13 +562,27 @@ impl CudaPreprocess {
 
     /// Answers a `gst.cuda.context` query (a CUDA decoder asking, at its
     /// NULL to READY), making the context on the first one. Without a GPU
-    /// it is not answered and the decoder works as it would without us.
+    /// it is not answered and the decoder works as it would without us;
+    /// nor is it when the decoder upstream is on another device (it would
+    /// refuse our context, and set_caps says what to change).
     fn answer_cuda_context_query(&self, query: &mut gst::QueryRef) -> bool {
+        let device_id = self.settings.lock().unwrap().device_id;
+        if let Some((name, other)) = self
+            .upstream_cuda_device()
+            .filter(|&(_, other)| other != device_id)
+        {
+            gst::info!(
+                CAT,
+                imp = self,
+                "not offering the context of CUDA device {device_id} to {name}, which is on device {other}"
+            );
+            return false;
+        }
         if self.cuda_context.lock().unwrap().is_none() {
             if !gpu_mod::device::driver_present() {
                 return false;
             }
-            let device_id = self.settings.lock().unwrap().device_id as usize;
+            let device_id = device_id as usize;
             if let Err(e) = gpu_mod::gpu(device_id).and_then(|g| self.ensure_cuda_context(&g)) {
                 gst::warning!(CAT, imp = self, "cannot provide a CUDA context: {}", e);
                 return false;

@@ -119,7 +119,7 @@ pub struct ModelInfo {
 
 /// How a batcher is made (used when it is made; later elements of the key
 /// share it as it is).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatcherOptions {
     pub max_batch_size: usize,
     /// The user asked for `max_batch_size` rather than the default.

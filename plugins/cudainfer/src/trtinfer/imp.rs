@@ -11,8 +11,8 @@ use gst_base::subclass::prelude::*;
 
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
-use crate::inference::runtime::{parse_providers, CudaOptions, TensorRtOptions};
-use crate::inference::{DetectorConfig, Thresholds};
+use crate::inference::runtime::{parse_providers, CudaOptions, RuntimeError, TensorRtOptions};
+use crate::inference::{DetectorConfig, LoadError, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
@@ -117,9 +117,43 @@ impl Settings {
     }
 }
 
+/// A model load begun at NULL to READY. A bin starts its elements one after
+/// the other (READY to PAUSED), so loads begun in `start` would run one at
+/// a time: on two GPUs the second GPU's session waited for the first's.
+/// Begun at READY, the loads of all trtinfers of a pipeline overlap, and
+/// `start` takes the result (loads of one key still share their slot).
+struct Preload {
+    key: BatchKey,
+    options: BatcherOptions,
+    handle: std::thread::JoinHandle<Loaded>,
+}
+
+/// The batcher or why not, and the warnings to post.
+type Loaded = (Result<Arc<Batcher>, LoadError>, Vec<String>);
+
+impl Preload {
+    fn begin(key: BatchKey, options: BatcherOptions) -> std::io::Result<Self> {
+        let loading = key.clone();
+        let handle = std::thread::Builder::new()
+            .name("trtinfer-load".into())
+            .spawn(move || {
+                let mut warnings = Vec::new();
+                let loaded = batcher::shared(&loading, options, |w| warnings.push(w.to_string()));
+                (loaded, warnings)
+            })?;
+        Ok(Self {
+            key,
+            options,
+            handle,
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct TrtInfer {
     settings: Mutex<Settings>,
+    /// The load begun at NULL to READY, taken by `start`.
+    preload: Mutex<Option<Preload>>,
     state: Mutex<Option<State>>,
     active_provider: Mutex<Option<&'static str>>,
     /// largest-batch of the last run, readable after stop.
@@ -568,6 +602,68 @@ impl TrtInfer {
         self.update_latency();
     }
 
+    /// What makes this element share a batcher, and how one is made, from
+    /// its properties; an error names the property to fix.
+    fn batch_key(settings: &Settings) -> Result<(BatchKey, BatcherOptions), gst::ErrorMessage> {
+        let Some(model) = settings.model.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::NotFound,
+                ("no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)")
+            ));
+        };
+        let providers = parse_providers(&settings.providers)
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
+        let config = DetectorConfig {
+            model,
+            model_type: settings.model_type,
+            family: FamilyOptions {
+                ssd: settings.ssd.clone(),
+                classifier: settings.classifier.clone(),
+            },
+            labels: settings.labels.clone(),
+            providers,
+            device_id: settings.device_id,
+            ort_library: settings.ort_library.clone(),
+            cuda: CudaOptions {
+                tf32: settings.tf32,
+            },
+            tensorrt: TensorRtOptions {
+                cache_dir: settings.tensorrt_cache_dir.clone(),
+                fp16: settings.tensorrt_fp16,
+            },
+        };
+        let key = BatchKey {
+            config,
+            group: settings.batch_group.clone(),
+        };
+        let options = BatcherOptions {
+            max_batch_size: settings.max_batch_size as usize,
+            max_batch_size_set: settings.max_batch_size_set,
+            sessions: settings.sessions as usize,
+        };
+        Ok((key, options))
+    }
+
+    /// Begins loading the model in the background (NULL to READY); a
+    /// setting that is wrong is left for `start` to report.
+    fn begin_preload(&self) {
+        let settings = self.settings.lock().unwrap().clone();
+        let Ok((key, options)) = Self::batch_key(&settings) else {
+            return;
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "loading {} in the background",
+            key.config.model.display()
+        );
+        match Preload::begin(key, options) {
+            Ok(p) => *self.preload.lock().unwrap() = Some(p),
+            // start loads it then, in the streaming thread.
+            Err(e) => gst::warning!(CAT, imp = self, "cannot start a loading thread: {e}"),
+        }
+    }
+
     /// What this element adds to the pipeline's latency: a frame waits up to
     /// the batch timeout for its batch and then for the batch's run; the
     /// frames queued before it (at most `max-frames-in-flight`) are the
@@ -621,6 +717,20 @@ impl ElementImpl for TrtInfer {
         Some(&*METADATA)
     }
 
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::NullToReady => self.begin_preload(),
+            // A load begun but not taken finishes in its thread; the
+            // batcher it made goes when the last holder does.
+            gst::StateChange::ReadyToNull => drop(self.preload.lock().unwrap().take()),
+            _ => {}
+        }
+        self.parent_change_state(transition)
+    }
+
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst::Caps::builder("video/x-raw").build();
@@ -644,45 +754,28 @@ impl BaseTransformImpl for TrtInfer {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let Some(model) = settings.model.clone() else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                ("no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)")
-            ));
-        };
-        let providers = parse_providers(&settings.providers)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-        let config = DetectorConfig {
-            model,
-            model_type: settings.model_type,
-            family: FamilyOptions {
-                ssd: settings.ssd.clone(),
-                classifier: settings.classifier.clone(),
-            },
-            labels: settings.labels.clone(),
-            providers,
-            device_id: settings.device_id,
-            ort_library: settings.ort_library.clone(),
-            cuda: CudaOptions {
-                tf32: settings.tf32,
-            },
-            tensorrt: TensorRtOptions {
-                cache_dir: settings.tensorrt_cache_dir.clone(),
-                fp16: settings.tensorrt_fp16,
-            },
-        };
-        let key = BatchKey {
-            config,
-            group: settings.batch_group.clone(),
-        };
-        let options = BatcherOptions {
-            max_batch_size: settings.max_batch_size as usize,
-            max_batch_size_set: settings.max_batch_size_set,
-            sessions: settings.sessions as usize,
-        };
-        let batcher = batcher::shared(&key, options, |w| {
-            gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
-        })
+        let (key, options) = Self::batch_key(&settings)?;
+        let preloaded = self.preload.lock().unwrap().take();
+        let batcher = match preloaded.filter(|p| p.key == key && p.options == options) {
+            Some(preload) => {
+                let (loaded, warnings) = preload.handle.join().unwrap_or_else(|_| {
+                    (
+                        Err(LoadError::Runtime(RuntimeError::Provider(
+                            "loading the model stopped unexpectedly (a panic in the loading thread)"
+                                .into(),
+                        ))),
+                        Vec::new(),
+                    )
+                });
+                for w in warnings {
+                    gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w));
+                }
+                loaded
+            }
+            None => batcher::shared(&key, options, |w| {
+                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
+            }),
+        }
         .map_err(|e| e.to_error_message())?;
         let info = &batcher.info;
         gst::info!(

@@ -1,0 +1,439 @@
+//! `pipeline_bench --live`: N streams played at their real frame rate, as
+//! cameras would deliver them, and what each frame costs on its way.
+//!
+//! Each branch paces its encoded stream with `identity sync=true` before the
+//! decoder (a live source delivers frame k at its time, not as fast as the
+//! file reads) and ends in `fakesink sync=true` with `max-lateness` of one
+//! frame period, under a fixed pipeline latency (`--latency-ms`): a frame
+//! that reaches its sink later than its time plus that latency plus one
+//! period and its own duration is dropped there, as a display or recorder
+//! would. Branch i starts i/N of a frame period after branch 0 (a pad
+//! offset), so streams are not in phase. Per frame: the time from the
+//! decoder's src pad to the sink's pad (keyed by PTS), and how late it
+//! reached the sink against the pipeline clock ("late": more than one
+//! period after its time plus the latency). Start-up (PLAYING asked until
+//! every stream's first frame reached its sink) is reported apart; the
+//! figures are of the frames from `SETTLING` after it.
+//!
+//! Included with `#[path = "common/live.rs"] mod live;`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use super::nvml::Nvml;
+
+/// After every stream's first frame, how long before the steady state.
+pub const SETTLING: Duration = Duration::from_secs(1);
+
+/// One frame at its sink.
+struct Arrival {
+    at: Instant,
+    /// Decoder src pad to sink pad.
+    latency_ms: f64,
+    /// Reached the sink this long after it was due (its running time plus
+    /// the pipeline latency); negative: early.
+    lateness_ms: f64,
+}
+
+#[derive(Default)]
+struct StreamLog {
+    /// Frames out of the decoder.
+    decoded: u64,
+    /// When each frame in transit left the decoder, by PTS.
+    left_decoder: HashMap<u64, Instant>,
+    arrivals: Vec<Arrival>,
+}
+
+/// What a live run is made of.
+pub struct LiveSetup<'a> {
+    /// One pipeline description per stream; stream i's elements are named
+    /// `c{i}` (the paced source's concat), `dec{i}` and `sink{i}`.
+    pub branches: Vec<String>,
+    /// The CUDA device of each stream.
+    pub devices: Vec<u32>,
+    pub latency: Duration,
+    pub period: Duration,
+    /// Stop after this long, if the clip has not ended.
+    pub limit: Option<Duration>,
+    /// NVML of each device in `devices`, where available.
+    pub nvml: &'a HashMap<u32, Arc<Nvml>>,
+}
+
+/// One device's share of a live run (or all of it).
+#[derive(Debug, Clone, Default)]
+pub struct LiveRow {
+    pub label: String,
+    pub streams: usize,
+    pub decoded: u64,
+    pub rendered: u64,
+    /// Frames the sinks dropped as too late (basesink's `stats`, start-up
+    /// included): later than max-lateness (one period) plus the frame's
+    /// duration.
+    pub sink_dropped: u64,
+    /// Steady-state frames that reached the sink more than one period
+    /// after they were due.
+    pub late: u64,
+    /// Frames that left the decoder but never reached the sink (those
+    /// still on their way when a time limit stopped the run aside).
+    pub lost: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub decoder_percent: Option<f64>,
+    pub sm_percent: Option<f64>,
+}
+
+pub struct LiveResult {
+    pub startup: Option<Duration>,
+    /// Steady state, seconds.
+    pub seconds: f64,
+    pub rows: Vec<LiveRow>,
+    pub total: LiveRow,
+}
+
+/// The `p` quantile of sorted values, if there are any.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * p).round() as usize])
+}
+
+/// The frame period of the first video stream of `media` (H.264 in MP4),
+/// from its caps after preroll.
+pub fn clip_frame_period(media: &str) -> Result<Duration, String> {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={media} ! qtdemux ! h264parse name=parse ! fakesink"
+    ))
+    .map_err(|e| format!("cannot read {media}: {e}"))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_string())?;
+    pipeline
+        .set_state(gst::State::Paused)
+        .map_err(|e| format!("cannot preroll {media}: {e}"))?;
+    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
+    let caps = pipeline
+        .by_name("parse")
+        .and_then(|p| p.static_pad("src"))
+        .and_then(|p| p.current_caps());
+    let _ = pipeline.set_state(gst::State::Null);
+    let rate = caps
+        .as_ref()
+        .and_then(|c| c.structure(0))
+        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+        .filter(|f| f.numer() > 0 && f.denom() > 0)
+        .ok_or_else(|| format!("{media} has no frame rate in its caps: {caps:?}"))?;
+    Ok(Duration::from_secs_f64(
+        rate.denom() as f64 / rate.numer() as f64,
+    ))
+}
+
+fn sample_utilisation(
+    nvml: Vec<(u32, Arc<Nvml>)>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(Instant, u32, u32, u32)>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            let at = Instant::now();
+            for (device, n) in &nvml {
+                samples.push((at, *device, n.decoder_percent(), n.sm_percent()));
+            }
+        }
+        samples
+    })
+}
+
+pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
+    let streams = setup.branches.len();
+    let pipeline = gst::parse::launch(&setup.branches.join("  "))
+        .map_err(|e| format!("cannot build the live pipeline: {e}"))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| "not a pipeline".to_string())?;
+    pipeline.set_latency(gst::ClockTime::from_nseconds(
+        setup.latency.as_nanos() as u64
+    ));
+    let logs: Vec<Arc<Mutex<StreamLog>>> = (0..streams).map(|_| Default::default()).collect();
+    for (i, log) in logs.iter().enumerate() {
+        let by_name = |name: String| {
+            pipeline
+                .by_name(&name)
+                .ok_or_else(|| format!("the live branch has no element {name}"))
+        };
+        // Out of phase: stream i starts i/N of a period after stream 0.
+        let offset = setup.period.as_nanos() as i64 * i as i64 / streams as i64;
+        by_name(format!("c{i}"))?
+            .static_pad("src")
+            .ok_or("concat has no src pad")?
+            .set_offset(offset);
+        let l = log.clone();
+        by_name(format!("dec{i}"))?
+            .static_pad("src")
+            .ok_or("the decoder has no src pad")?
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    let mut l = l.lock().unwrap();
+                    l.decoded += 1;
+                    l.left_decoder.insert(pts.nseconds(), Instant::now());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        let sink = by_name(format!("sink{i}"))?;
+        sink.set_property(
+            "max-lateness",
+            setup.period.as_nanos().min(i64::MAX as u128) as i64,
+        );
+        let l = log.clone();
+        let latency = setup.latency;
+        let element = sink.downgrade();
+        sink.static_pad("sink")
+            .ok_or("the sink has no sink pad")?
+            .add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                let at = Instant::now();
+                let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
+                    return gst::PadProbeReturn::Ok;
+                };
+                // Due at its running time plus the pipeline latency, as
+                // the sink sees it.
+                let due = pad
+                    .sticky_event::<gst::event::Segment>(0)
+                    .and_then(|e| {
+                        e.segment()
+                            .downcast_ref::<gst::ClockTime>()
+                            .and_then(|s| s.to_running_time(pts))
+                    })
+                    .map(|rt| rt.nseconds() as f64 / 1e6 + latency.as_secs_f64() * 1e3);
+                let now = element
+                    .upgrade()
+                    .and_then(|e| e.current_running_time())
+                    .map(|rt| rt.nseconds() as f64 / 1e6);
+                let mut l = l.lock().unwrap();
+                let left = l.left_decoder.remove(&pts.nseconds());
+                if let (Some(left), Some(due), Some(now)) = (left, due, now) {
+                    l.arrivals.push(Arrival {
+                        at,
+                        latency_ms: (at - left).as_secs_f64() * 1e3,
+                        lateness_ms: now - due,
+                    });
+                }
+                gst::PadProbeReturn::Ok
+            });
+    }
+
+    let mut devices: Vec<u32> = setup.devices.clone();
+    devices.sort_unstable();
+    devices.dedup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_utilisation(
+        devices
+            .iter()
+            .filter_map(|d| setup.nvml.get(d).map(|n| (*d, n.clone())))
+            .collect(),
+        stop.clone(),
+    );
+    let asked = Instant::now();
+    let bus = pipeline.bus().ok_or("no bus")?;
+    if let Err(e) = pipeline.set_state(gst::State::Playing) {
+        // The element that failed said why on the bus.
+        let why = bus
+            .timed_pop_filtered(gst::ClockTime::ZERO, &[gst::MessageType::Error])
+            .and_then(|m| match m.view() {
+                gst::MessageView::Error(e) => Some(e.error().to_string()),
+                _ => None,
+            });
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(format!(
+            "cannot start the live pipeline: {}",
+            why.unwrap_or_else(|| e.to_string())
+        ));
+    }
+    let mut failure = None;
+    let mut last_report = Instant::now();
+    loop {
+        if setup.limit.is_some_and(|l| asked.elapsed() > l) {
+            break;
+        }
+        let msg = bus.timed_pop_filtered(
+            gst::ClockTime::from_mseconds(200),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        match msg.as_ref().map(|m| m.view()) {
+            Some(gst::MessageView::Eos(_)) => break,
+            Some(gst::MessageView::Error(e)) => {
+                failure = Some(format!("{} ({:?})", e.error(), e.debug()));
+                break;
+            }
+            _ => {}
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            last_report = Instant::now();
+            let at_sinks: usize = logs.iter().map(|l| l.lock().unwrap().arrivals.len()).sum();
+            eprintln!("  live x{streams}: {at_sinks} frames at the sinks");
+        }
+    }
+    let ended = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap_or_default();
+    let rendered: Vec<(u64, u64)> = (0..streams)
+        .map(|i| {
+            pipeline
+                .by_name(&format!("sink{i}"))
+                .map(|s| s.property::<gst::Structure>("stats"))
+                .map_or((0, 0), |s| {
+                    (
+                        s.get::<u64>("rendered").unwrap_or(0),
+                        s.get::<u64>("dropped").unwrap_or(0),
+                    )
+                })
+        })
+        .collect();
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(f) = failure {
+        return Err(f);
+    }
+
+    let logs: Vec<StreamLog> = logs
+        .into_iter()
+        .map(|l| std::mem::take(&mut *l.lock().unwrap()))
+        .collect();
+    // Start-up: until the slowest stream's first frame.
+    let firsts: Vec<Option<Instant>> = logs
+        .iter()
+        .map(|l| l.arrivals.first().map(|a| a.at))
+        .collect();
+    let started = firsts
+        .iter()
+        .copied()
+        .collect::<Option<Vec<_>>>()
+        .and_then(|f| f.into_iter().max());
+    let startup = started.map(|s| s - asked);
+    // The first frames of the last streams to start meet decoders and
+    // batches still filling: steady state begins a settling time later.
+    let steady_from = started.map_or(ended, |s| (s + SETTLING).min(ended));
+    let seconds = (ended - steady_from).as_secs_f64();
+    let period_ms = setup.period.as_secs_f64() * 1e3;
+    // A frame that left its decoder this shortly before the end may still
+    // have been on its way when the run was stopped.
+    let in_transit_from = ended
+        .checked_sub(setup.latency + setup.period * 2 + Duration::from_millis(500))
+        .unwrap_or(ended);
+
+    let row = |label: String, members: &[usize]| -> LiveRow {
+        let mut latencies: Vec<f64> = Vec::new();
+        let mut r = LiveRow {
+            label,
+            streams: members.len(),
+            ..Default::default()
+        };
+        for &i in members {
+            let l = &logs[i];
+            r.decoded += l.decoded;
+            r.rendered += rendered[i].0;
+            let lost = l
+                .left_decoder
+                .values()
+                .filter(|&&left| left < in_transit_from)
+                .count() as u64;
+            r.lost += lost;
+            for a in l.arrivals.iter().filter(|a| a.at >= steady_from) {
+                latencies.push(a.latency_ms);
+                if a.lateness_ms > period_ms {
+                    r.late += 1;
+                }
+            }
+            r.sink_dropped += rendered[i].1;
+        }
+        latencies.sort_by(f64::total_cmp);
+        r.p50_ms = percentile(&latencies, 0.5);
+        r.p99_ms = percentile(&latencies, 0.99);
+        r.max_ms = latencies.last().copied();
+        let on: Vec<&(Instant, u32, u32, u32)> = samples
+            .iter()
+            .filter(|s| s.0 >= steady_from && members.iter().any(|&i| setup.devices[i] == s.1))
+            .collect();
+        if !on.is_empty() {
+            let n = on.len() as f64;
+            r.decoder_percent = Some(on.iter().map(|s| s.2 as f64).sum::<f64>() / n);
+            r.sm_percent = Some(on.iter().map(|s| s.3 as f64).sum::<f64>() / n);
+        }
+        r
+    };
+    let rows = devices
+        .iter()
+        .map(|d| {
+            let members: Vec<usize> = (0..streams).filter(|&i| setup.devices[i] == *d).collect();
+            row(format!("GPU {d}"), &members)
+        })
+        .collect();
+    let all: Vec<usize> = (0..streams).collect();
+    let total = row("all".into(), &all);
+    Ok(LiveResult {
+        startup,
+        seconds,
+        rows,
+        total,
+    })
+}
+
+/// Whether a run met the goal: in the steady state no frame lost or late
+/// by more than a period (stricter than the sink's dropping, which allows
+/// the frame's duration on top), p99 within `budget`.
+pub fn meets(row: &LiveRow, budget: Duration) -> bool {
+    row.lost == 0
+        && row.late == 0
+        && row.rendered > 0
+        && row.p99_ms.is_some_and(|p| p <= budget.as_secs_f64() * 1e3)
+}
+
+pub fn print_table(streams: usize, result: &LiveResult, budget: Duration) {
+    let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+    let pct = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.0}"));
+    println!();
+    println!(
+        "### live, {streams} streams: start-up {}, steady state {:.1} s (from {} s after the last stream's first frame)",
+        result
+            .startup
+            .map_or("never (a stream sent no frame)".into(), |s| format!(
+                "{:.2} s",
+                s.as_secs_f64()
+            )),
+        result.seconds,
+        SETTLING.as_secs()
+    );
+    println!("| GPU | streams | decoded | rendered | dropped by the sink (whole run) | late > 1 period (steady state) | lost | decoder→sink p50 ms | p99 ms | max ms | NVDEC % | SM % |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let many = result.rows.len() > 1;
+    for r in result.rows.iter().chain(many.then_some(&result.total)) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.label,
+            r.streams,
+            r.decoded,
+            r.rendered,
+            r.sink_dropped,
+            r.late,
+            r.lost,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            ms(r.max_ms),
+            pct(r.decoder_percent),
+            pct(r.sm_percent)
+        );
+    }
+    let t = &result.total;
+    // One line for scripts.
+    println!(
+        "LIVE streams={streams} dropped={} late={} lost={} p99_ms={} startup_s={} pass={}",
+        t.sink_dropped,
+        t.late,
+        t.lost,
+        t.p99_ms.map_or("none".into(), |p| format!("{p:.1}")),
+        result
+            .startup
+            .map_or("none".into(), |s| format!("{:.2}", s.as_secs_f64())),
+        meets(t, budget)
+    );
+}
