@@ -15,6 +15,7 @@ apt_packages=(
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   fonts-dejavu-core
   mosquitto  # MQTT broker for the inferpublish tests
+  gstreamer1.0-plugins-ugly  # x264enc, for pipelines/annotate.sh and its test
 )
 missing=()
 for p in "${apt_packages[@]}"; do
