@@ -115,9 +115,7 @@ fn main() {
                 |w| eprintln!("warning: {w}"),
             )
             .unwrap_or_else(|e| panic!("cannot load the model: {e:?}"));
-            detector
-                .warm_up(batch, gstcudainfer::inference::BatchPadding::Max)
-                .expect("warm-up");
+            detector.warm_up(batch).expect("warm-up");
             let load_s = started.elapsed().as_secs_f64();
             let inputs = tensors(&detector, batch);
             let refs: Vec<&Tensor> = inputs.iter().collect();

@@ -15,9 +15,7 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{
-    same_memory, BatchPadding, Detector, DetectorConfig, LoadError, SessionStream, Thresholds,
-};
+use super::{same_memory, Detector, DetectorConfig, LoadError, SessionStream, Thresholds};
 use crate::detections::FrameDetections;
 use crate::tensor_meta::{Tensor, TensorStorage};
 
@@ -128,8 +126,6 @@ pub struct BatcherOptions {
     pub max_batch_size_set: bool,
     /// Sessions in the pool; 0: [`auto_sessions`].
     pub sessions: usize,
-    /// What GPU batches are padded to.
-    pub padding: BatchPadding,
 }
 
 /// Sessions of a pool when the user does not say: a model that takes one
@@ -180,7 +176,6 @@ pub fn shared(
         max_batch_size,
         max_batch_size_set,
         sessions,
-        padding,
     } = options;
     let slot = slot(key);
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -239,7 +234,7 @@ pub fn shared(
     };
     let warm_up_error = |e| LoadError::Runtime(super::runtime::RuntimeError::Provider(e));
     detector
-        .warm_up(info.max_batch_size, padding)
+        .warm_up(info.max_batch_size)
         .map_err(warm_up_error)?;
     // The pool's other sessions, loaded at once (their warnings are the
     // first's), each on a CUDA stream of its own.
@@ -249,8 +244,7 @@ pub fn shared(
             .map(|_| {
                 scope.spawn(|| {
                     let mut d = Detector::load_on(&key.config, SessionStream::Own, |_| {})?;
-                    d.warm_up(info.max_batch_size, padding)
-                        .map_err(warm_up_error)?;
+                    d.warm_up(info.max_batch_size).map_err(warm_up_error)?;
                     Ok(d)
                 })
             })

@@ -115,9 +115,8 @@ pub struct DeviceRunner {
     convert_kernel: Option<CudaFunction>,
     /// The batch size the output binding was last used with.
     bound_batch: usize,
-    /// The batch sizes runs are padded up to, ascending (the smallest that
-    /// holds the frames); [1] until `warm_up`.
-    buckets: Vec<usize>,
+    /// Frames per run (padded up to this); 1 until `warm_up`.
+    run_batch: usize,
     candidates: CudaSlice<f32>,
     /// Survivors of the batch, then of each image.
     counts: CudaSlice<u32>,
@@ -203,7 +202,7 @@ impl DeviceRunner {
             converted,
             convert_kernel,
             bound_batch: 1,
-            buckets: vec![1],
+            run_batch: 1,
             candidates,
             counts,
             thresholds,
@@ -252,7 +251,7 @@ impl DeviceRunner {
         limits: &[DecodeLimits],
     ) -> Result<Vec<Vec<Candidate>>, String> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
-        let run_batch = padded_batch(&self.buckets, tensors.len());
+        let run_batch = self.run_batch.max(tensors.len());
         // The tensors were written on the GPU's shared stream: a session
         // of a pool, on its own stream, waits (on the GPU) until they are.
         if !Arc::ptr_eq(&self.stream, self.gpu.stream()) {
@@ -283,37 +282,31 @@ impl DeviceRunner {
         self.decode(&outputs, limits)
     }
 
-    /// Fixes the batch sizes runs are padded up to (frames beyond the real
-    /// ones are padding, whose outputs are ignored) and runs each once,
-    /// largest first. ONNX Runtime's CUDA convolutions set up their cuDNN
-    /// plans for each new input shape, which costs far more than the
-    /// padding: measured on the H100, batches of every size from 1 up ran at
-    /// a few frames a second. Sizes run once here cost little later.
+    /// Fixes the batch size of every run at `batch` (frames beyond the real
+    /// ones are padding, whose outputs are ignored) and runs it once. ONNX
+    /// Runtime's CUDA convolutions rebuild their cuDNN plans whenever the
+    /// input shape differs from the previous run's, which costs far more
+    /// than the padding: measured on the H100, batches of changing size ran
+    /// at a few frames a second.
     pub fn warm_up(
         &mut self,
         session: &mut Session,
         item_shape: [usize; 4],
-        buckets: &[usize],
+        batch: usize,
     ) -> Result<(), String> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let stream = self.stream.clone();
-        let largest = buckets.iter().copied().max().unwrap_or(1);
         let zeros = {
-            let buffer = self.batch_buffer(item_len * largest)?;
+            let buffer = self.batch_buffer(item_len * batch)?;
             stream
                 .memset_zeros(buffer)
                 .map_err(|e| format!("cannot clear the warm-up batch: {e}"))?;
             buffer.device_ptr(&stream).0
         };
-        let mut sizes = buckets.to_vec();
-        sizes.sort_unstable();
-        sizes.dedup();
-        for &batch in sizes.iter().rev() {
-            let mut shape = item_shape;
-            shape[0] = batch;
-            self.infer(session, zeros, shape)?;
-        }
-        self.buckets = sizes;
+        self.run_batch = batch;
+        let mut shape = item_shape;
+        shape[0] = batch;
+        self.infer(session, zeros, shape)?;
         stream
             .synchronize()
             .map_err(|e| format!("the warm-up run failed: {e}"))
@@ -599,16 +592,6 @@ fn to_float32(
     Ok(out)
 }
 
-/// The batch size a run of `frames` frames is padded to: the smallest of
-/// `buckets` (ascending) that holds them, or `frames` beyond the largest.
-fn padded_batch(buckets: &[usize], frames: usize) -> usize {
-    buckets
-        .iter()
-        .copied()
-        .find(|&b| b >= frames)
-        .unwrap_or(frames)
-}
-
 /// The threshold that keeps, of an image's survivors counted in `bins`
 /// (its confidence histogram), the fewest whole top bins holding at least
 /// `limit.max_detections`, and so every one of its most confident
@@ -651,18 +634,6 @@ mod tests {
             bins[((c * BINS as f32).clamp(0.0, (BINS - 1) as f32)) as usize] += 1;
         }
         bins
-    }
-
-    #[test]
-    fn runs_are_padded_to_the_smallest_bucket_that_holds_them() {
-        let buckets = [1, 2, 4, 8, 16, 32];
-        let padded: Vec<usize> = [1, 2, 3, 5, 9, 17, 32]
-            .iter()
-            .map(|&n| padded_batch(&buckets, n))
-            .collect();
-        assert_eq!(padded, [1, 2, 4, 8, 16, 32, 32]);
-        assert_eq!(padded_batch(&[32], 3), 32);
-        assert_eq!(padded_batch(&[1], 3), 3);
     }
 
     #[test]

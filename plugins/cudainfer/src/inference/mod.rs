@@ -231,44 +231,6 @@ fn model_value(outlet: &ort::value::Outlet) -> ModelValue {
     }
 }
 
-/// What size GPU batches are padded to (a run of a new input size costs
-/// ONNX Runtime's CUDA provider far more than padding; each size used is
-/// run once at start).
-#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstCudaInferBatchPadding")]
-pub enum BatchPadding {
-    /// Every run is `max-batch-size` frames: one shape, the fastest start.
-    #[default]
-    #[enum_value(name = "Max: every run padded to max-batch-size", nick = "max")]
-    Max = 0,
-    /// The next power of two (and `max-batch-size`): little padding when
-    /// batches do not fill (live cameras), one warm-up run per size.
-    #[enum_value(
-        name = "Power of two: padded to the next power of two up to max-batch-size",
-        nick = "power-of-two"
-    )]
-    PowerOfTwo = 1,
-}
-
-impl BatchPadding {
-    /// The sizes runs of at most `max` frames are padded to, ascending.
-    pub fn buckets(self, max: usize) -> Vec<usize> {
-        let max = max.max(1);
-        match self {
-            BatchPadding::Max => vec![max],
-            BatchPadding::PowerOfTwo => {
-                let mut sizes: Vec<usize> =
-                    std::iter::successors(Some(1usize), |s| s.checked_mul(2))
-                        .take_while(|&s| s < max)
-                        .collect();
-                sizes.push(max);
-                sizes
-            }
-        }
-    }
-}
-
 /// Which CUDA stream a session runs on (GPU providers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionStream {
@@ -478,13 +440,13 @@ impl Detector {
     /// Fixes GPU inference at batches of `max_batch` (padded) and runs it
     /// once, so that no frame pays for the set-up. Nothing to do on the host
     /// path, where a run costs what its frames cost.
-    pub fn warm_up(&mut self, max_batch: usize, padding: BatchPadding) -> Result<(), String> {
+    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), String> {
         let Some(Ok(runner)) = &mut self.device_runner else {
             return Ok(());
         };
         let spec = &self.input_spec;
         let item_shape = [1, 3, spec.height as usize, spec.width as usize];
-        runner.warm_up(&mut self.session, item_shape, &padding.buckets(max_batch))
+        runner.warm_up(&mut self.session, item_shape, max_batch)
     }
 
     fn check_tensor(&self, tensor: &Tensor) -> Result<(), String> {
@@ -738,19 +700,5 @@ impl Detector {
             })
             .collect();
         frame
-    }
-}
-
-#[cfg(test)]
-mod padding_tests {
-    use super::BatchPadding;
-
-    #[test]
-    fn padding_sizes() {
-        assert_eq!(BatchPadding::Max.buckets(32), [32]);
-        assert_eq!(BatchPadding::PowerOfTwo.buckets(32), [1, 2, 4, 8, 16, 32]);
-        assert_eq!(BatchPadding::PowerOfTwo.buckets(12), [1, 2, 4, 8, 12]);
-        assert_eq!(BatchPadding::PowerOfTwo.buckets(1), [1]);
-        assert_eq!(BatchPadding::Max.buckets(0), [1]);
     }
 }

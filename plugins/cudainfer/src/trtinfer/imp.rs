@@ -12,7 +12,7 @@ use gst_base::subclass::prelude::*;
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, RuntimeError, TensorRtOptions};
-use crate::inference::{BatchPadding, DetectorConfig, LoadError, Thresholds};
+use crate::inference::{DetectorConfig, LoadError, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
@@ -55,7 +55,6 @@ struct Settings {
     /// max-batch-size was set (a fixed-batch model warns only then).
     max_batch_size_set: bool,
     sessions: u32,
-    batch_padding: BatchPadding,
     batch_timeout_ms: u32,
     max_frames_in_flight: u32,
     max_detections: u32,
@@ -82,7 +81,6 @@ impl Default for Settings {
             max_batch_size: DEFAULT_MAX_BATCH,
             max_batch_size_set: false,
             sessions: 0,
-            batch_padding: BatchPadding::default(),
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             max_frames_in_flight: DEFAULT_IN_FLIGHT,
             max_detections: DEFAULT_MAX_DETECTIONS,
@@ -329,14 +327,6 @@ impl ObjectImpl for TrtInfer {
                     .default_value(0)
                     .flags(mutable_ready)
                     .build(),
-                glib::ParamSpecEnum::builder_with_default("batch-padding", BatchPadding::default())
-                    .nick("Batch padding")
-                    .blurb("What size GPU runs are padded to: max (max-batch-size, one input shape, the \
-                            fastest start) or power-of-two (the next power of two up to max-batch-size, \
-                            little padding when batches do not fill, as with live cameras; each size is \
-                            run once at start)")
-                    .flags(mutable_ready)
-                    .build(),
                 glib::ParamSpecUInt::builder("batch-timeout")
                     .nick("Batch timeout (ms)")
                     .blurb("Longest a frame waits for others to fill its batch, in milliseconds; \
@@ -445,7 +435,6 @@ impl ObjectImpl for TrtInfer {
                     .unwrap_or_default()
             }
             "sessions" => s.sessions = value.get().expect("type checked upstream"),
-            "batch-padding" => s.batch_padding = value.get().expect("type checked upstream"),
             "max-batch-size" => {
                 s.max_batch_size = value.get().expect("type checked upstream");
                 s.max_batch_size_set = true;
@@ -482,7 +471,6 @@ impl ObjectImpl for TrtInfer {
             "batch-group" => s.batch_group.to_value(),
             "max-batch-size" => s.max_batch_size.to_value(),
             "sessions" => s.sessions.to_value(),
-            "batch-padding" => s.batch_padding.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
             "max-detections" => s.max_detections.to_value(),
@@ -652,7 +640,6 @@ impl TrtInfer {
             max_batch_size: settings.max_batch_size as usize,
             max_batch_size_set: settings.max_batch_size_set,
             sessions: settings.sessions as usize,
-            padding: settings.batch_padding,
         };
         Ok((key, options))
     }
