@@ -411,7 +411,7 @@ impl DeviceRunner {
                     .as_mut()
                     .expect("an fp16 output has a float32 buffer");
                 let len = actual.iter().product::<i64>() as usize;
-                to_float32(self.gpu.stream(), kernel, data, len, buffer)?
+                to_float32(&self.stream, kernel, data, len, buffer)?
             } else {
                 data
             });
