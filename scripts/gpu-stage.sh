@@ -51,6 +51,7 @@ ln -s "$top/scripts/gpu-models.sh" "$art/gpu-models.sh"
 ln -s "$top/scripts/gpu-fp16.sh" "$art/gpu-fp16.sh"
 ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
 ln -s "$top/scripts/gpu-session.sh" "$art/gpu-session.sh"
+ln -s "$top/scripts/gpu-graph.sh" "$art/gpu-graph.sh"
 ln -s "$top/scripts/gpu-live.sh" "$art/gpu-live.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then

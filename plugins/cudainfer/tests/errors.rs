@@ -581,6 +581,26 @@ fn fixed_batch_model_warns_only_for_an_asked_batch_size() {
     );
 }
 
+/// CUDA graphs are a cuda provider feature: elsewhere a warning says the
+/// property does nothing, and the frames run as usual.
+#[test]
+fn cuda_graph_without_the_cuda_provider_says_it_does_nothing() {
+    let run = run(&format!(
+        "videotestsrc num-buffers=2 ! cudapreprocess ! trtinfer model={} cuda-graph=true \
+         batch-group=cuda-graph-on-cpu ! appsink name=sink",
+        model()
+    ));
+    assert_eq!(run.error, None);
+    assert_eq!(run.buffers.len(), 2);
+    assert!(
+        run.warnings.iter().any(|w| w.contains(
+            "cuda-graph=true applies to the cuda provider only; the cpu provider runs without it"
+        )),
+        "{:?}",
+        run.warnings
+    );
+}
+
 #[test]
 fn start_time_properties_do_not_change_while_playing() {
     use gst::prelude::*;

@@ -857,3 +857,25 @@ fn raw_outputs_on_gpu_tensors_equal_cpu() {
     // off, so the runs differ in summation order only.
     assert!(diff <= 0.05, "outputs differ by {diff}");
 }
+
+/// A CUDA graph captured at start and replayed for every batch gives the
+/// detections of the CPU path (the same kernels, launched by replay).
+#[test]
+fn cuda_graph_detections_equal_cpu_detections() {
+    if !gpu_available() {
+        return;
+    }
+    let a = gpu_against_cpu_detections(
+        &yolox(),
+        "batch-group=cuda-graph",
+        "cuda-graph=true",
+        None,
+        Tolerance::iou(0.95),
+    );
+    println!(
+        "VERDICT cuda-graph-detection-equality frames={} detections={} min_iou={:.4} max_conf_diff={:.1e}",
+        a.frames, a.detections, a.lowest_iou, a.largest_confidence_diff
+    );
+    assert_eq!(a.frames, 300, "every frame of dog_1080p.mp4 is compared");
+    assert!(a.detections >= 900, "dog, bicycle and car in every frame");
+}

@@ -126,6 +126,11 @@ pub struct DeviceRunner {
     histograms: CudaSlice<u32>,
     /// Where several tensors are gathered into one batch (bytes).
     batch: Option<CudaSlice<u8>>,
+    /// The session replays a captured CUDA graph: every run reads the
+    /// gathering buffer and writes `graph_outputs`, at fixed addresses.
+    cuda_graph: bool,
+    /// With `cuda_graph`, the outputs' buffers (bytes), bound once.
+    graph_outputs: Vec<CudaSlice<u8>>,
 }
 
 impl DeviceRunner {
@@ -133,13 +138,13 @@ impl DeviceRunner {
     /// gather and decode; the GPU's shared stream, or one of the session's
     /// own in a pool of sessions.
     pub fn new(
-        gpu: Arc<Gpu>,
-        stream: Arc<CudaStream>,
+        (gpu, stream): (Arc<Gpu>, Arc<CudaStream>),
         session: &Session,
         (input_name, input_element): (&str, ElementType),
         outputs: &[OutputUse],
         output_elements: &[ElementType],
         decoder: Box<dyn DeviceDecoder>,
+        cuda_graph: bool,
     ) -> Result<Self, String> {
         let decode_kernel = gpu.kernel(decoder.kernel())?;
         let any_half = output_elements.contains(&ElementType::Float16);
@@ -208,6 +213,8 @@ impl DeviceRunner {
             thresholds,
             histograms,
             batch: None,
+            cuda_graph,
+            graph_outputs: Vec::new(),
         })
     }
 
@@ -216,16 +223,30 @@ impl DeviceRunner {
     /// aliasing), and that device-to-device copy runs on CUDA's legacy
     /// default stream, which waits for the decoder's work and deadlocks
     /// inside nvh264dec's streaming thread. `input` must outlive the run.
+    pub fn cuda_graph(&self) -> bool {
+        self.cuda_graph
+    }
+
     fn bind_input(&mut self, input: &ValueRefMut<'_, DynValueTypeMarker>) -> Result<(), String> {
+        let name = self.input_name_c.clone();
+        self.bind(true, &name, input)
+            .map_err(|message| format!("cannot bind the GPU tensor: {message}"))
+    }
+
+    /// Binds `value` as the input or output `name` through the C API (see
+    /// `bind_input`); ONNX Runtime keeps its own reference to the value's
+    /// description, and the memory must outlive the runs.
+    fn bind(
+        &mut self,
+        input: bool,
+        name: &std::ffi::CStr,
+        value: &ValueRefMut<'_, DynValueTypeMarker>,
+    ) -> Result<(), String> {
         let api = ort::api();
-        // SAFETY: valid binding, NUL-terminated name and value; ONNX Runtime
-        // keeps its own reference to the value's tensor description.
+        // SAFETY: valid binding, NUL-terminated name and value.
         unsafe {
-            let status = (api.BindInput)(
-                self.binding.ptr().cast_mut(),
-                self.input_name_c.as_ptr(),
-                input.ptr(),
-            );
+            let bind = if input { api.BindInput } else { api.BindOutput };
+            let status = bind(self.binding.ptr().cast_mut(), name.as_ptr(), value.ptr());
             if status.0.is_null() {
                 return Ok(());
             }
@@ -233,8 +254,69 @@ impl DeviceRunner {
                 .to_string_lossy()
                 .into_owned();
             (api.ReleaseStatus)(status.0);
-            Err(format!("cannot bind the GPU tensor: {message}"))
+            Err(message)
         }
+    }
+
+    /// Wraps `len` bytes at `ptr` on our GPU as a tensor of `element` and
+    /// `dims` for ONNX Runtime.
+    ///
+    /// # Safety
+    /// `ptr` holds `dims` values of `element` for as long as ONNX Runtime
+    /// may use the value.
+    unsafe fn wrap(
+        &self,
+        ptr: u64,
+        element: ElementType,
+        dims: Vec<i64>,
+    ) -> Result<ValueRefMut<'static, DynValueTypeMarker>, String> {
+        let info = self.memory_info.clone();
+        let data = ptr as usize as *mut _;
+        let dims = Shape::new(dims);
+        // SAFETY: as the caller promises.
+        unsafe {
+            match element {
+                ElementType::Float32 => {
+                    TensorRefMut::<f32>::from_raw(info, data, dims).map(|t| t.into_dyn())
+                }
+                ElementType::Float16 => {
+                    TensorRefMut::<half::f16>::from_raw(info, data, dims).map(|t| t.into_dyn())
+                }
+            }
+        }
+        .map_err(|e| format!("cannot wrap GPU memory for ONNX Runtime: {e}"))
+    }
+
+    /// With a CUDA graph: our own buffer for each output, bound once, so
+    /// that the replayed graph writes where it was captured writing.
+    fn bind_graph_outputs(&mut self, batch: usize) -> Result<(), String> {
+        let mut buffers = Vec::with_capacity(self.outputs.len());
+        for (i, (name, dims)) in self.outputs.clone().iter().enumerate() {
+            let element = if self.converted[i].is_some() {
+                ElementType::Float16
+            } else {
+                ElementType::Float32
+            };
+            let shape: Vec<i64> = std::iter::once(batch)
+                .chain(dims.iter().copied())
+                .map(|d| d as i64)
+                .collect();
+            let len = shape.iter().product::<i64>() as usize * element.size();
+            let buffer = self.stream.alloc_zeros::<u8>(len).map_err(|e| {
+                format!("cannot allocate GPU memory for the model output '{name}': {e}")
+            })?;
+            let ptr = buffer.device_ptr(&self.stream).0;
+            // SAFETY: `buffer` holds `shape` values of `element` and lives
+            // in `graph_outputs` as long as the binding.
+            let value = unsafe { self.wrap(ptr, element, shape)? };
+            let name_c = std::ffi::CString::new(name.as_str())
+                .map_err(|_| format!("the model output name '{name}' contains a NUL byte"))?;
+            self.bind(false, &name_c, &value)
+                .map_err(|m| format!("cannot bind the model output '{name}' to GPU memory: {m}"))?;
+            buffers.push(buffer);
+        }
+        self.graph_outputs = buffers;
+        Ok(())
     }
 
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
@@ -259,7 +341,8 @@ impl DeviceRunner {
                 t.ready_on(&self.stream)?;
             }
         }
-        let input = if run_batch == 1 {
+        // A captured graph reads the gathering buffer, where it was captured.
+        let input = if run_batch == 1 && !self.cuda_graph {
             tensors[0].device_ptr()
         } else {
             let stream = self.stream.clone();
@@ -306,7 +389,16 @@ impl DeviceRunner {
         self.run_batch = batch;
         let mut shape = item_shape;
         shape[0] = batch;
-        self.infer(session, zeros, shape)?;
+        // With a CUDA graph ONNX Runtime runs normally first, then captures
+        // (and replays) on a later run: all before the first frame.
+        let runs = if self.cuda_graph {
+            GRAPH_WARM_UP_RUNS
+        } else {
+            1
+        };
+        for _ in 0..runs {
+            self.infer(session, zeros, shape)?;
+        }
         stream
             .synchronize()
             .map_err(|e| format!("the warm-up run failed: {e}"))
@@ -333,34 +425,26 @@ impl DeviceRunner {
         input: u64,
         shape: [usize; 4],
     ) -> Result<Vec<u64>, String> {
-        let info = self.memory_info.clone();
-        let data = input as usize as *mut _;
-        let dims = Shape::new(shape.map(|d| d as i64));
         // SAFETY: `input` holds `shape` values of the input's element type
         // on this GPU (a tensor the caller holds, or our batch buffer) for
         // the whole run.
-        let input = unsafe {
-            match self.input_element {
-                ElementType::Float32 => {
-                    TensorRefMut::<f32>::from_raw(info, data, dims).map(|t| t.into_dyn())
-                }
-                ElementType::Float16 => {
-                    TensorRefMut::<half::f16>::from_raw(info, data, dims).map(|t| t.into_dyn())
-                }
-            }
-        }
-        .map_err(|e| format!("cannot wrap the GPU tensor for ONNX Runtime: {e}"))?;
+        let input =
+            unsafe { self.wrap(input, self.input_element, shape.map(|d| d as i64).to_vec())? };
         self.bind_input(&input)?;
         if shape[0] != self.bound_batch {
-            // After a run the binding holds that run's output, which ONNX
-            // Runtime then takes as pre-allocated and of a fixed shape: a
-            // new batch size needs fresh output bindings.
-            for (name, _) in &self.outputs {
-                self.binding
-                    .bind_output_to_device(name, &self.memory_info)
-                    .map_err(|e| {
-                        format!("cannot keep the model output '{name}' on the GPU: {e}")
-                    })?;
+            if self.cuda_graph {
+                self.bind_graph_outputs(shape[0])?;
+            } else {
+                // After a run the binding holds that run's output, which ONNX
+                // Runtime then takes as pre-allocated and of a fixed shape: a
+                // new batch size needs fresh output bindings.
+                for (name, _) in &self.outputs {
+                    self.binding
+                        .bind_output_to_device(name, &self.memory_info)
+                        .map_err(|e| {
+                            format!("cannot keep the model output '{name}' on the GPU: {e}")
+                        })?;
+                }
             }
             self.bound_batch = shape[0];
         }
@@ -591,6 +675,11 @@ fn to_float32(
     .map_err(|e| format!("the fp16 output conversion kernel failed to launch: {e}"))?;
     Ok(out)
 }
+
+/// Runs at start with a CUDA graph: ONNX Runtime's CUDA provider runs
+/// normally a few times (its `min_num_runs_before_cuda_graph_capture`)
+/// before it captures; more runs only replay.
+const GRAPH_WARM_UP_RUNS: usize = 4;
 
 /// The threshold that keeps, of an image's survivors counted in `bins`
 /// (its confidence histogram), the fewest whole top bins holding at least

@@ -377,17 +377,28 @@ impl Detector {
                 parser.device_decoder(gpu).map(|decoder| {
                     decoder.and_then(|d| {
                         DeviceRunner::new(
-                            gpu.clone(),
-                            stream,
+                            (gpu.clone(), stream),
                             &session,
                             (&input_name, input_spec.element_type),
                             &parser.outputs(),
                             &output_elements,
                             d,
+                            config.cuda.cuda_graph && active_provider == Provider::Cuda,
                         )
                     })
                 })
             });
+        // A captured graph needs the device runner's fixed buffers; other
+        // runs would be captured with addresses that change.
+        if config.cuda.cuda_graph
+            && active_provider == Provider::Cuda
+            && !matches!(device_runner, Some(Ok(_)))
+        {
+            return Err(LoadError::ModelMismatch(format!(
+                "cuda-graph=true needs a model family decoded on the GPU (yolox, yolov8, ssd); \
+                 model-type={family_name} is decoded on the host: set cuda-graph=false"
+            )));
+        }
         Ok(Self {
             session,
             input_name,
@@ -440,6 +451,11 @@ impl Detector {
     /// Fixes GPU inference at batches of `max_batch` (padded) and runs it
     /// once, so that no frame pays for the set-up. Nothing to do on the host
     /// path, where a run costs what its frames cost.
+    /// Whether the session replays a captured CUDA graph.
+    fn cuda_graph(&self) -> bool {
+        matches!(&self.device_runner, Some(Ok(r)) if r.cuda_graph())
+    }
+
     pub fn warm_up(&mut self, max_batch: usize) -> Result<(), String> {
         let Some(Ok(runner)) = &mut self.device_runner else {
             return Ok(());
@@ -523,6 +539,14 @@ impl Detector {
                 let all = runner.run(&mut self.session, devices, tensors[0].shape(), limits)?;
                 return Ok(all.into_iter().map(FrameResult::Candidates).collect());
             }
+        }
+        if self.cuda_graph() {
+            return Err(
+                "cuda-graph=true replays a graph captured on GPU tensors, but the frame's \
+                        tensor is in host memory: feed CUDA frames (nvh264dec ! cudapreprocess) or \
+                        set cuda-graph=false"
+                    .into(),
+            );
         }
         let item_len: usize = tensors[0].shape().iter().product();
         let mut data = Vec::with_capacity(item_len * tensors.len());

@@ -11,7 +11,9 @@ use gst_base::subclass::prelude::*;
 
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
-use crate::inference::runtime::{parse_providers, CudaOptions, RuntimeError, TensorRtOptions};
+use crate::inference::runtime::{
+    parse_providers, CudaOptions, Provider, RuntimeError, TensorRtOptions,
+};
 use crate::inference::{DetectorConfig, LoadError, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
@@ -48,6 +50,7 @@ struct Settings {
     device_id: i32,
     ort_library: Option<PathBuf>,
     tf32: bool,
+    cuda_graph: bool,
     tensorrt_cache_dir: Option<PathBuf>,
     tensorrt_fp16: bool,
     batch_group: String,
@@ -75,6 +78,7 @@ impl Default for Settings {
             device_id: 0,
             ort_library: None,
             tf32: false,
+            cuda_graph: false,
             tensorrt_cache_dir: None,
             tensorrt_fp16: false,
             batch_group: String::new(),
@@ -279,6 +283,15 @@ impl ObjectImpl for TrtInfer {
                             /opt/onnxruntime/lib, then the dynamic linker's search. One library per process")
                     .flags(mutable_ready)
                     .build(),
+                glib::ParamSpecBoolean::builder("cuda-graph")
+                    .nick("CUDA graph")
+                    .blurb("cuda provider: capture the model's run as a CUDA graph at start and replay it for \
+                            every batch (fewer kernel launches from the host). Needs CUDA frames and a \
+                            family decoded on the GPU (yolox, yolov8, ssd), and every node of the model on \
+                            the cuda provider")
+                    .default_value(false)
+                    .flags(mutable_ready)
+                    .build(),
                 glib::ParamSpecBoolean::builder("tf32")
                     .nick("TF32 on the CUDA provider")
                     .blurb("Let the cuda provider run convolutions on TF32 tensor cores (GPUs since Ampere): \
@@ -427,6 +440,7 @@ impl ObjectImpl for TrtInfer {
             "ort-library" => s.ort_library = path_property(value),
             "tensorrt-cache-dir" => s.tensorrt_cache_dir = path_property(value),
             "tf32" => s.tf32 = value.get().expect("type checked upstream"),
+            "cuda-graph" => s.cuda_graph = value.get().expect("type checked upstream"),
             "tensorrt-fp16" => s.tensorrt_fp16 = value.get().expect("type checked upstream"),
             "batch-group" => {
                 s.batch_group = value
@@ -467,6 +481,7 @@ impl ObjectImpl for TrtInfer {
             "ort-library" => path(&s.ort_library),
             "tensorrt-cache-dir" => path(&s.tensorrt_cache_dir),
             "tf32" => s.tf32.to_value(),
+            "cuda-graph" => s.cuda_graph.to_value(),
             "tensorrt-fp16" => s.tensorrt_fp16.to_value(),
             "batch-group" => s.batch_group.to_value(),
             "max-batch-size" => s.max_batch_size.to_value(),
@@ -626,6 +641,7 @@ impl TrtInfer {
             ort_library: settings.ort_library.clone(),
             cuda: CudaOptions {
                 tf32: settings.tf32,
+                cuda_graph: settings.cuda_graph,
             },
             tensorrt: TensorRtOptions {
                 cache_dir: settings.tensorrt_cache_dir.clone(),
@@ -789,6 +805,16 @@ impl BaseTransformImpl for TrtInfer {
             info.max_batch_size,
             info.sessions
         );
+        if key.config.cuda.cuda_graph && info.active_provider != Provider::Cuda {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "cuda-graph=true applies to the cuda provider only; the {} provider runs without it",
+                    info.active_provider.name()
+                )
+            );
+        }
         *self.active_provider.lock().unwrap() = Some(info.active_provider.name());
         *self.last_input_spec.lock().unwrap() = Some(info.input_spec.clone());
         let element = self.obj().downgrade();
