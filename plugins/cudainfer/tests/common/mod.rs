@@ -136,17 +136,27 @@ pub struct Ended {
     pub warnings: Vec<String>,
 }
 
-/// Plays `pipeline` to EOS or the first error and stops it.
+/// Longest a pipeline may go without a bus message before [`run_to_end`]
+/// calls it stuck (long runs post state and latency messages, and QoS).
+const SILENCE_LIMIT_S: u64 = 600;
+
+/// Plays `pipeline` to EOS or the first error and stops it. A pipeline
+/// that neither ends nor fails within the silence limit is an error too,
+/// never a short run that looks complete.
 pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
     let mut warnings = Vec::new();
     let bus = pipeline.bus().unwrap();
     // A failed start has posted its error already: read it without waiting.
     let started = pipeline.set_state(gst::State::Playing).is_ok();
-    let wait = gst::ClockTime::from_seconds(if started { 120 } else { 1 });
+    let wait = gst::ClockTime::from_seconds(if started { SILENCE_LIMIT_S } else { 1 });
     let mut error = None;
+    let mut ended = false;
     for msg in bus.iter_timed(wait) {
         match msg.view() {
-            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Eos(_) => {
+                ended = true;
+                break;
+            }
             gst::MessageView::Error(e) => {
                 error = Some(e.error().to_string());
                 break;
@@ -157,6 +167,11 @@ pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
     }
     if !started && error.is_none() {
         error = Some("state change failed without an error message".into());
+    }
+    if started && !ended && error.is_none() {
+        error = Some(format!(
+            "the pipeline neither ended nor failed: no bus message for {SILENCE_LIMIT_S} s"
+        ));
     }
     pipeline.set_state(gst::State::Null).unwrap();
     Ended { error, warnings }
