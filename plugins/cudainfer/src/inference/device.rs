@@ -396,8 +396,25 @@ impl DeviceRunner {
         } else {
             1
         };
+        // ONNX Runtime captures in CUDA's global mode, where another
+        // thread's allocation invalidates the capture: the sessions of a
+        // pool, loading at once, take turns (measured on the H200: four
+        // parallel captures failed with "operation failed due to a previous
+        // error during capture").
+        let _capturing = self
+            .cuda_graph
+            .then(|| CAPTURE.lock().unwrap_or_else(|e| e.into_inner()));
         for _ in 0..runs {
-            self.infer(session, zeros, shape)?;
+            self.infer(session, zeros, shape).map_err(|e| {
+                if self.cuda_graph {
+                    format!(
+                        "cuda-graph: ONNX Runtime could not capture the model's run as a CUDA graph \
+                         ({e}); set cuda-graph=false"
+                    )
+                } else {
+                    e
+                }
+            })?;
         }
         stream
             .synchronize()
@@ -680,6 +697,9 @@ fn to_float32(
 /// normally a few times (its `min_num_runs_before_cuda_graph_capture`)
 /// before it captures; more runs only replay.
 const GRAPH_WARM_UP_RUNS: usize = 4;
+
+/// Held while a session captures its CUDA graph (see `warm_up`).
+static CAPTURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The threshold that keeps, of an image's survivors counted in `bins`
 /// (its confidence histogram), the fewest whole top bins holding at least
