@@ -48,6 +48,7 @@ ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
 ln -s "$top/scripts/gpu-overlay.sh" "$art/gpu-overlay.sh"
 ln -s "$top/scripts/gpu-track.sh" "$art/gpu-track.sh"
 ln -s "$top/scripts/gpu-models.sh" "$art/gpu-models.sh"
+ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"

@@ -14,6 +14,7 @@ apt_packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   fonts-dejavu-core
+  mosquitto  # MQTT broker for the inferpublish tests
 )
 missing=()
 for p in "${apt_packages[@]}"; do

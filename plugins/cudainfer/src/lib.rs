@@ -6,7 +6,9 @@
 //!   model's outputs themselves (see [`raw_outputs`]);
 //! - `inferoverlay` draws the detections on the frame (see [`overlay`]);
 //! - `infertrack` follows the detected objects over frames and gives each
-//!   a track id.
+//!   a track id;
+//! - `inferpublish` writes each frame's results as a JSON line to a file,
+//!   stdout or an MQTT broker.
 
 use gst::glib;
 
@@ -19,6 +21,7 @@ pub mod inference;
 mod inferoverlay;
 pub mod overlay;
 mod infertrack;
+mod inferpublish;
 pub mod parsers;
 pub mod preprocess;
 pub mod raw_outputs;
@@ -90,6 +93,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     trtinfer::register(plugin)?;
     inferoverlay::register(plugin)?;
     infertrack::register(plugin)?;
+    inferpublish::register(plugin)?;
     Ok(())
 }
 

@@ -1,0 +1,77 @@
+//! The rustls client configuration of `mqtts://` locations: the CA file's
+//! certificates, else the system's roots.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+#[derive(Debug)]
+pub enum TlsError {
+    CaFile { path: PathBuf, reason: String },
+    NoRoots(String),
+    Config(rustls::Error),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::CaFile { path, reason } => write!(
+                f,
+                "cannot use the CA file '{}': {reason}: set ca-file to a PEM file of the broker's CA certificate(s)",
+                path.display()
+            ),
+            TlsError::NoRoots(why) => write!(
+                f,
+                "no CA certificates for mqtts:// (the system's could not be loaded: {why}): set ca-file"
+            ),
+            TlsError::Config(e) => write!(f, "TLS set-up failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let ca_err = |reason: String| TlsError::CaFile {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| ca_err(e.to_string()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ca_err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_err("it holds no PEM certificate".into()));
+            }
+            for cert in certs {
+                roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "none found".into());
+                return Err(TlsError::NoRoots(why));
+            }
+        }
+    }
+    // ring rather than rustls' default aws-lc-rs: no cmake-built C library.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Config)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
