@@ -26,6 +26,8 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(6);
 const START_TIMEOUT: Duration = Duration::from_secs(40);
 /// Longest wait for EOS to reach the sinks when stopping.
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a pipeline to reach NULL before the camera goes on.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// How one run of the pipeline ended.
 enum Outcome {
@@ -154,8 +156,9 @@ impl Worker {
                 Ok(p) => {
                     *self.pipeline.lock().unwrap() = Some(p.clone());
                     let outcome = self.run_once(&p);
-                    let _ = p.set_state(gst::State::Null);
-                    *self.pipeline.lock().unwrap() = None;
+                    // The stopped pipeline stays for /metrics (trtinfer keeps
+                    // its counters after stop) until the next one replaces it.
+                    self.tear_down(p);
                     outcome
                 }
                 Err(e) => Outcome::Failed(e.to_string()),
@@ -193,6 +196,30 @@ impl Worker {
         }
         self.stats.set_state(CameraState::Stopping);
         log::event(Level::Info, "camera_stopped", &[("camera", &self.id)]);
+    }
+
+    /// Sets the pipeline to NULL on a thread of its own and waits a bounded
+    /// time: a source stuck in its teardown (rtspsrc after a lost server can
+    /// take minutes) must not keep the camera from its next try, nor the
+    /// service from ending.
+    fn tear_down(&self, p: gst::Pipeline) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("teardown {}", self.id))
+            .spawn(move || {
+                let _ = p.set_state(gst::State::Null);
+                let _ = tx.send(());
+            });
+        if spawned.is_ok() && rx.recv_timeout(TEARDOWN_WAIT).is_err() {
+            log::event(
+                Level::Warn,
+                "teardown_slow",
+                &[
+                    ("camera", &self.id),
+                    ("waited_ms", &TEARDOWN_WAIT.as_millis()),
+                ],
+            );
+        }
     }
 
     fn redact(&self, text: &str) -> String {
@@ -251,6 +278,17 @@ impl Worker {
                             return Outcome::Failed("cannot seek back to loop the file".into());
                         }
                     }
+                    // rtspsrc reports a lost connection as a warning and may
+                    // then play out what it holds for a long time: a camera
+                    // whose source cannot read is restarted at once.
+                    gst::MessageView::Warning(w)
+                        if stopping.is_none()
+                            && (w.error().matches(gst::ResourceError::Read)
+                                || w.error().matches(gst::ResourceError::OpenReadWrite)) =>
+                    {
+                        let debug = w.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                        return Outcome::Failed(self.redact(&format!("{}{debug}", w.error())));
+                    }
                     gst::MessageView::Warning(w) => log::event(
                         Level::Warn,
                         "camera_warning",
@@ -266,7 +304,7 @@ impl Worker {
                 self.stats.set_state(CameraState::Stopping);
                 // EOS from the sources: the results elements write (and
                 // MQTT delivers) what is in flight, recordings are finalised.
-                p.send_event(gst::event::Eos::new());
+                send_eos(p);
                 stopping = Some(Instant::now());
             }
             if let Some(since) = stopping {
@@ -296,5 +334,27 @@ impl Worker {
                 return Outcome::Failed(format!("no frame for {} s", limit.as_secs()));
             }
         }
+    }
+}
+
+/// EOS into every branch the decoder feeds (the inference branch and any
+/// other stream's fakesink), not through the source: a source that is
+/// stuck, or a live one, might never pass it on.
+fn send_eos(p: &gst::Pipeline) {
+    let mut sent = false;
+    for name in ["infer-queue"] {
+        if let Some(pad) = p.by_name(name).and_then(|e| e.static_pad("sink")) {
+            sent |= pad.send_event(gst::event::Eos::new());
+        }
+    }
+    for sink in p.iterate_sinks().into_iter().flatten() {
+        if sink.name().starts_with("other-stream") {
+            if let Some(pad) = sink.static_pad("sink") {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+    }
+    if !sent {
+        p.send_event(gst::event::Eos::new());
     }
 }

@@ -152,6 +152,7 @@ pub fn build(
     connect_source_setup(&src, uri);
 
     let queue = make("queue")?;
+    queue.set_property("name", "infer-queue");
     let pre = make("cudapreprocess")?;
     let infer = make("trtinfer")?;
     infer.set_property("model", &settings.model);
@@ -200,6 +201,7 @@ pub fn build(
             let _ = pad.link(&queue_sink);
         } else if let Some(pipeline) = pipeline_weak.upgrade() {
             if let Ok(sink) = gst::ElementFactory::make("fakesink")
+                .name(format!("other-stream-{}", pad.name()))
                 .property("sync", false)
                 .property("async", false)
                 .build()
