@@ -12,6 +12,7 @@ cd "$top"
 shared=${CUDAINFER_SHARED_DIR:-$top/../shared}
 # --lib: building examples alone does not build the plugin's cdylib.
 cargo build --release -p gst-plugin-cudainfer --lib --example pipeline_bench --example infer_bench --example soak_bench
+cargo build --release -p cudainfer-run
 target=${CARGO_TARGET_DIR:-target}
 case $target in /*) ;; *) target=$top/$target ;; esac
 plugin=$target/release/libgstcudainfer.so
@@ -49,6 +50,8 @@ ln -s "$top/scripts/gpu-overlay.sh" "$art/gpu-overlay.sh"
 ln -s "$top/scripts/gpu-track.sh" "$art/gpu-track.sh"
 ln -s "$top/scripts/gpu-models.sh" "$art/gpu-models.sh"
 ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
+ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
+ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"

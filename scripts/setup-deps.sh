@@ -15,6 +15,7 @@ apt_packages=(
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   fonts-dejavu-core
   mosquitto  # MQTT broker for the inferpublish tests
+  libgstrtspserver-1.0-dev gstreamer1.0-rtsp  # cudainfer-run's tests: local RTSP servers
 )
 missing=()
 for p in "${apt_packages[@]}"; do

@@ -153,6 +153,11 @@ pub fn build(
 
     let queue = make("queue")?;
     queue.set_property("name", "infer-queue");
+    // A few frames only: trtinfer keeps its own frames in flight, and a long
+    // queue would hold minutes of a file ahead of real time and of an EOS.
+    queue.set_property("max-size-buffers", 4u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
     let pre = make("cudapreprocess")?;
     let infer = make("trtinfer")?;
     infer.set_property("model", &settings.model);

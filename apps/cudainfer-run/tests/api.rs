@@ -44,6 +44,7 @@ fn cameras_added_and_removed_under_load() {
     );
     let body = format!("{{\"uri\": \"{uri}\"}}");
     let mut rss = Vec::new();
+    let mut delete_times = Vec::new();
     let start = Instant::now();
     for round in 0..20 {
         let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
@@ -62,7 +63,9 @@ fn cameras_added_and_removed_under_load() {
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(ids, ["cam-1", "cam-2", "cam-3", "cam-4", id.as_str()]);
+        let started = Instant::now();
         let (status, reply) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
+        delete_times.push(started.elapsed());
         assert_eq!(status, 204, "{reply}");
         // DELETE returns once the pipeline is down: nothing more comes.
         let after_delete = lines_of(&read_lines(&json), &id).len();
@@ -77,6 +80,9 @@ fn cameras_added_and_removed_under_load() {
         rss.push(service.metrics().0["cudainfer_process_resident_bytes"]);
     }
     let elapsed = start.elapsed();
+    let slowest_delete = delete_times.iter().max().unwrap();
+    println!("slowest DELETE {:.2} s", slowest_delete.as_secs_f64());
+    assert!(*slowest_delete < Duration::from_secs(10), "DELETE took {slowest_delete:?}");
     // The four kept running throughout.
     let lines = read_lines(&json);
     let metrics = service.metrics();
