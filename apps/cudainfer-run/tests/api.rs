@@ -82,7 +82,10 @@ fn cameras_added_and_removed_under_load() {
     let elapsed = start.elapsed();
     let slowest_delete = delete_times.iter().max().unwrap();
     println!("slowest DELETE {:.2} s", slowest_delete.as_secs_f64());
-    assert!(*slowest_delete < Duration::from_secs(10), "DELETE took {slowest_delete:?}");
+    assert!(
+        *slowest_delete < Duration::from_secs(10),
+        "DELETE took {slowest_delete:?}"
+    );
     // The four kept running throughout.
     let lines = read_lines(&json);
     let metrics = service.metrics();
