@@ -47,6 +47,9 @@ pub fn view(camera: &Camera) -> CameraView {
     }
 }
 
+/// A per-camera counter: name, help, how to read it from a snapshot.
+type Counter = (&'static str, &'static str, fn(&crate::stats::Snapshot) -> u64);
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -57,7 +60,7 @@ pub fn render(service: &Service) -> String {
     let cameras: Vec<Arc<Camera>> = service.list();
     let snaps: Vec<_> = cameras.iter().map(|c| (c, c.stats.snapshot())).collect();
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&crate::stats::Snapshot) -> u64); 4] = [
+    let counters: [Counter; 4] = [
         (
             "cudainfer_camera_frames_in_total",
             "decoded frames that entered inference",
