@@ -48,7 +48,11 @@ pub fn view(camera: &Camera) -> CameraView {
 }
 
 /// A per-camera counter: name, help, how to read it from a snapshot.
-type Counter = (&'static str, &'static str, fn(&crate::stats::Snapshot) -> u64);
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&crate::stats::Snapshot) -> u64,
+);
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
