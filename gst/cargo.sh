@@ -4,6 +4,8 @@
 #   cargo.sh build CARGO SOURCE_ROOT TARGET_DIR OUTPUT
 #       cargo build --release, then copies libgstcudainfer.so to OUTPUT
 #       (only when it changed).
+#   cargo.sh build-bin CARGO SOURCE_ROOT TARGET_DIR OUTPUT
+#       cargo build --release -p cudainfer-run, then copies the binary to OUTPUT.
 #   cargo.sh test CARGO SOURCE_ROOT TARGET_DIR [CARGO_TEST_ARGS...]
 #       cargo test --release --workspace, with ORT_DYLIB_PATH defaulting to
 #       SOURCE_ROOT/.ort/libonnxruntime.so (scripts/setup-deps.sh).
@@ -20,6 +22,16 @@ case $mode in
     built="$target_dir/release/libgstcudainfer.so"
     if ! cmp -s "$built" "$out"; then
       # Copy then rename, so a process that has the old file open keeps it.
+      cp "$built" "$out.tmp"
+      mv -f "$out.tmp" "$out"
+    fi
+    ;;
+  build-bin)
+    out=$1
+    shift
+    "$cargo" build --release -p cudainfer-run --manifest-path "$src/Cargo.toml" --target-dir "$target_dir" "$@"
+    built="$target_dir/release/cudainfer-run"
+    if ! cmp -s "$built" "$out"; then
       cp "$built" "$out.tmp"
       mv -f "$out.tmp" "$out"
     fi

@@ -12,6 +12,7 @@ cd "$top"
 shared=${CUDAINFER_SHARED_DIR:-$top/../shared}
 # --lib: building examples alone does not build the plugin's cdylib.
 cargo build --release -p gst-plugin-cudainfer --lib --example pipeline_bench --example infer_bench --example soak_bench
+cargo build --release -p cudainfer-run
 target=${CARGO_TARGET_DIR:-target}
 case $target in /*) ;; *) target=$top/$target ;; esac
 plugin=$target/release/libgstcudainfer.so
@@ -53,6 +54,8 @@ ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
 ln -s "$top/scripts/gpu-session.sh" "$art/gpu-session.sh"
 ln -s "$top/scripts/gpu-graph.sh" "$art/gpu-graph.sh"
 ln -s "$top/scripts/gpu-live.sh" "$art/gpu-live.sh"
+ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
+ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"

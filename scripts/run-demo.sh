@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Demo: detection on dog_1080p.mp4 with the Rust example, one line per frame.
+# Demo: cudainfer-run on dog_1080p.mp4, each frame's detections as one JSON
+# line on stdout (the service's logs on stderr).
 #
 #   scripts/run-demo.sh [VIDEO [MODEL [LABELS]]]
 #
 # Installs the dependencies (scripts/setup-deps.sh), builds
-# target/release/examples/detect and runs it. Test data comes from
+# target/release/cudainfer-run and runs it on the clip once, as fast as it goes. Test data comes from
 # $CUDAINFER_SHARED_DIR, else <repo>/../shared, else /work/shared.
 # ONNX Runtime: $ORT_DYLIB_PATH if set, else <repo>/.ort/libonnxruntime.so.
 set -euo pipefail
@@ -27,6 +28,8 @@ model=${2:-$shared/models/yolox_nano.onnx}
 labels=${3:-$shared/models/coco-labels.txt}
 
 "$top/scripts/setup-deps.sh" >&2  # stdout: the frames only
-cargo build --release --example detect
+cargo build --release -p cudainfer-run
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$top/.ort/libonnxruntime.so}"
-exec "$top/target/release/examples/detect" "$video" "$model" "$labels"
+target=${CARGO_TARGET_DIR:-$top/target}
+exec "$target/release/cudainfer-run" --model "$model" --labels "$labels" --once --no-sync --json - \
+  "file://$(realpath "$video")"

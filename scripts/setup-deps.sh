@@ -16,6 +16,7 @@ apt_packages=(
   fonts-dejavu-core
   mosquitto  # MQTT broker for the inferpublish tests
   gstreamer1.0-plugins-ugly  # x264enc, for pipelines/annotate.sh and its test
+  libgstrtspserver-1.0-dev gstreamer1.0-rtsp  # cudainfer-run's tests: local RTSP servers
 )
 missing=()
 for p in "${apt_packages[@]}"; do

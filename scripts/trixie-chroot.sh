@@ -28,13 +28,15 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 
 # What the tests need at run time in trixie. gcc/libc6-dev: tests/ort_library.rs
 # builds a stand-in library with cc. gir1.2-gst-plugins-bad-1.0: GstAnalytics
-# for tests/python/test_analytics_meta.py.
+# for tests/python/test_analytics_meta.py. gstreamer1.0-rtsp: the RTSP server
+# library of cudainfer-run's tests.
 packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   python3 python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   gir1.2-gst-plugins-bad-1.0
   gcc libc6-dev
+  gstreamer1.0-rtsp
 )
 # Elements the tests use; the chroot is refused if one is missing.
 elements=(

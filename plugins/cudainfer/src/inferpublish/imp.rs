@@ -1,5 +1,5 @@
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -43,6 +43,7 @@ struct Settings {
     ca_file: Option<PathBuf>,
     client_id: Option<String>,
     flush_timeout_ms: u32,
+    append: bool,
 }
 
 impl Default for Settings {
@@ -56,6 +57,7 @@ impl Default for Settings {
             ca_file: None,
             client_id: None,
             flush_timeout_ms: DEFAULT_FLUSH_TIMEOUT_MS,
+            append: false,
         }
     }
 }
@@ -182,6 +184,14 @@ impl ObjectImpl for InferPublish {
                     .default_value(DEFAULT_FLUSH_TIMEOUT_MS)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("append")
+                    .nick("Append")
+                    .blurb("Open the results file for appending instead of truncating it, so that several \
+                            elements (cameras) and restarts write to one file; each line is one write, so \
+                            lines of different elements do not interleave")
+                    .default_value(false)
+                    .flags(mutable_ready)
+                    .build(),
                 glib::ParamSpecUInt64::builder("published")
                     .nick("Published")
                     .blurb("Lines written, or MQTT messages the broker accepted (acknowledged at QoS 1), \
@@ -228,6 +238,7 @@ impl ObjectImpl for InferPublish {
                     .filter(|v| !v.is_empty())
             }
             "flush-timeout" => s.flush_timeout_ms = value.get().expect("type checked upstream"),
+            "append" => s.append = value.get().expect("type checked upstream"),
             other => unreachable!("unknown property {other}"),
         }
     }
@@ -248,6 +259,7 @@ impl ObjectImpl for InferPublish {
             "ca-file" => path(&s.ca_file).to_value(),
             "client-id" => s.client_id.to_value(),
             "flush-timeout" => s.flush_timeout_ms.to_value(),
+            "append" => s.append.to_value(),
             "published" | "dropped" => {
                 drop(s);
                 let counts = self.counts();
@@ -294,7 +306,12 @@ impl InferPublish {
                 name: "stdout".into(),
             }),
             Location::File(path) => {
-                let file = File::create(&path).map_err(|e| {
+                let file = if settings.append {
+                    File::options().append(true).create(true).open(&path)
+                } else {
+                    File::create(&path)
+                };
+                let file = file.map_err(|e| {
                     gst::error_msg!(
                         gst::ResourceError::OpenWrite,
                         (
@@ -305,7 +322,8 @@ impl InferPublish {
                     )
                 })?;
                 Ok(Output::Lines {
-                    writer: Box::new(BufWriter::new(file)),
+                    // Unbuffered: each line goes out in one write (below).
+                    writer: Box::new(file),
                     name: format!("'{}'", path.display()),
                 })
             }
@@ -577,12 +595,12 @@ impl BaseTransformImpl for InferPublish {
         state.seq += 1;
         match &mut state.output {
             Output::Lines { writer, name } => {
-                // Flushed per line: a reader tailing the file sees whole frames, and a full disk
-                // fails this frame rather than one much later.
-                let written = writer
-                    .write_all(&line)
-                    .and_then(|_| writer.write_all(b"\n"))
-                    .and_then(|_| writer.flush());
+                // One write per line, flushed: a reader tailing the file sees whole frames, lines
+                // of elements sharing stdout or an appended file do not interleave, and a full
+                // disk fails this frame rather than one much later.
+                let mut line = line;
+                line.push(b'\n');
+                let written = writer.write_all(&line).and_then(|_| writer.flush());
                 if let Err(e) = written {
                     let name = name.clone();
                     drop(guard);

@@ -1,0 +1,360 @@
+//! A camera: a thread that builds its pipeline, watches it, and on a
+//! failure tears it down alone and tries again with backoff, until it is
+//! removed or the service ends.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+
+use crate::camera_uri::{redact_text, CameraUri, SourceKind};
+use crate::log::{self, Level};
+use crate::pipeline::{self, PipelineSettings};
+use crate::stats::{CameraState, CameraStats};
+
+/// First retry after this; doubled per failure up to `MAX_BACKOFF`.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(8);
+/// A camera that ran this long before failing starts its backoff anew.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// No decoded frame for this long after the first one: the source stalled
+/// (a network cut that closes nothing), so the camera is restarted.
+const STALL_TIMEOUT: Duration = Duration::from_secs(6);
+/// The first frame may take this long (connection, model load).
+const START_TIMEOUT: Duration = Duration::from_secs(40);
+/// Longest wait for EOS to reach the sinks when stopping.
+const EOS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for a pipeline to reach NULL before the camera goes on.
+const TEARDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// How one run of the pipeline ended.
+enum Outcome {
+    Stopped,
+    Finished,
+    Failed(String),
+}
+
+#[derive(Default)]
+struct Control {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Control {
+    fn stopped(&self) -> bool {
+        *self.stop.lock().unwrap()
+    }
+
+    /// Sleeps up to `d`; true when stopped meanwhile.
+    fn wait(&self, d: Duration) -> bool {
+        let guard = self.stop.lock().unwrap();
+        let (guard, _) = self.wake.wait_timeout_while(guard, d, |s| !*s).unwrap();
+        *guard
+    }
+}
+
+pub struct Camera {
+    pub id: String,
+    pub uri: CameraUri,
+    pub loop_file: bool,
+    pub stats: Arc<CameraStats>,
+    control: Arc<Control>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The running pipeline, for /metrics to read `trtinfer`'s counters.
+    pipeline: Arc<Mutex<Option<gst::Pipeline>>>,
+}
+
+impl Camera {
+    pub fn start(
+        id: String,
+        uri: CameraUri,
+        loop_file: bool,
+        settings: Arc<PipelineSettings>,
+    ) -> Arc<Camera> {
+        let camera = Arc::new(Camera {
+            id,
+            uri,
+            loop_file,
+            stats: Arc::default(),
+            control: Arc::default(),
+            thread: Mutex::new(None),
+            pipeline: Arc::default(),
+        });
+        camera.stats.set_state(CameraState::Connecting);
+        let worker = Worker {
+            id: camera.id.clone(),
+            uri: camera.uri.clone(),
+            loop_file,
+            settings,
+            stats: camera.stats.clone(),
+            control: camera.control.clone(),
+            pipeline: camera.pipeline.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("camera {}", camera.id))
+            .spawn(move || worker.run())
+            .expect("a thread can be started");
+        *camera.thread.lock().unwrap() = Some(handle);
+        camera
+    }
+
+    /// Asks the camera to end (EOS, outputs flushed); does not wait.
+    pub fn request_stop(&self) {
+        *self.control.stop.lock().unwrap() = true;
+        self.control.wake.notify_all();
+    }
+
+    /// Ends the camera and waits for its thread.
+    pub fn stop(&self) {
+        self.request_stop();
+        if let Some(handle) = self.thread.lock().unwrap().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// A `trtinfer` property of the running pipeline (`largest-batch`, …).
+    pub fn infer_property(&self, name: &str) -> Option<u32> {
+        let pipeline = self.pipeline.lock().unwrap().clone()?;
+        pipeline
+            .iterate_elements()
+            .into_iter()
+            .flatten()
+            .find(|e| e.factory().is_some_and(|f| f.name() == "trtinfer"))
+            .map(|e| e.property::<u32>(name))
+    }
+}
+
+/// What the camera's thread owns.
+struct Worker {
+    id: String,
+    uri: CameraUri,
+    loop_file: bool,
+    settings: Arc<PipelineSettings>,
+    stats: Arc<CameraStats>,
+    control: Arc<Control>,
+    pipeline: Arc<Mutex<Option<gst::Pipeline>>>,
+}
+
+impl Worker {
+    fn run(self) {
+        let mut backoff = MIN_BACKOFF;
+        log::event(
+            Level::Info,
+            "camera_started",
+            &[("camera", &self.id), ("uri", &self.uri.redacted())],
+        );
+        loop {
+            if self.control.stopped() {
+                break;
+            }
+            self.stats.set_state(CameraState::Connecting);
+            self.stats.forget_in_flight();
+            let started = Instant::now();
+            let outcome = match pipeline::build(&self.id, &self.uri, &self.settings, &self.stats) {
+                Ok(p) => {
+                    *self.pipeline.lock().unwrap() = Some(p.clone());
+                    let outcome = self.run_once(&p);
+                    // The stopped pipeline stays for /metrics (trtinfer keeps
+                    // its counters after stop) until the next one replaces it.
+                    self.tear_down(p);
+                    outcome
+                }
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            match outcome {
+                Outcome::Stopped => break,
+                Outcome::Finished => {
+                    self.stats.set_state(CameraState::Finished);
+                    log::event(Level::Info, "camera_finished", &[("camera", &self.id)]);
+                    while !self.control.wait(Duration::from_secs(3600)) {}
+                    break;
+                }
+                Outcome::Failed(reason) => {
+                    if started.elapsed() > HEALTHY_RUN {
+                        backoff = MIN_BACKOFF;
+                    }
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.stats.set_state(CameraState::Retrying);
+                    self.stats.set_error(reason.clone());
+                    log::event(
+                        Level::Warn,
+                        "camera_failed",
+                        &[
+                            ("camera", &self.id),
+                            ("reason", &reason),
+                            ("retry_in_ms", &backoff.as_millis()),
+                        ],
+                    );
+                    if self.control.wait(backoff) {
+                        break;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.stats.set_state(CameraState::Stopping);
+        log::event(Level::Info, "camera_stopped", &[("camera", &self.id)]);
+    }
+
+    /// Sets the pipeline to NULL on a thread of its own and waits a bounded
+    /// time: a source stuck in its teardown (rtspsrc after a lost server can
+    /// take minutes) must not keep the camera from its next try, nor the
+    /// service from ending.
+    fn tear_down(&self, p: gst::Pipeline) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("teardown {}", self.id))
+            .spawn(move || {
+                let _ = p.set_state(gst::State::Null);
+                let _ = tx.send(());
+            });
+        if spawned.is_ok() && rx.recv_timeout(TEARDOWN_WAIT).is_err() {
+            log::event(
+                Level::Warn,
+                "teardown_slow",
+                &[
+                    ("camera", &self.id),
+                    ("waited_ms", &TEARDOWN_WAIT.as_millis()),
+                ],
+            );
+        }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        redact_text(text, &self.uri.secrets())
+    }
+
+    fn error_text(&self, e: &gst::message::Error) -> String {
+        let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+        let from = e.src().map(|s| s.name().to_string()).unwrap_or_default();
+        self.redact(&format!("{from}: {}{debug}", e.error()))
+    }
+
+    fn run_once(&self, p: &gst::Pipeline) -> Outcome {
+        let bus = p.bus().expect("a pipeline has a bus");
+        if p.set_state(gst::State::Playing).is_err() {
+            // The element's error says why.
+            let reason = bus
+                .timed_pop_filtered(gst::ClockTime::from_seconds(1), &[gst::MessageType::Error])
+                .and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(self.error_text(e)),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "the pipeline did not start".into());
+            return Outcome::Failed(reason);
+        }
+        let mut stopping: Option<Instant> = None;
+        let mut last_in = self.stats.frames_in.load(Ordering::Relaxed);
+        let mut progress = Instant::now();
+        let mut seen_frame = false;
+        let out_at_start = self.stats.frames_out.load(Ordering::Relaxed);
+        loop {
+            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+                match msg.view() {
+                    gst::MessageView::Error(e) => {
+                        if stopping.is_some() {
+                            return Outcome::Stopped;
+                        }
+                        return Outcome::Failed(self.error_text(e));
+                    }
+                    gst::MessageView::Eos(_) => {
+                        if stopping.is_some() {
+                            return Outcome::Stopped;
+                        }
+                        if self.uri.kind() != SourceKind::File {
+                            return Outcome::Failed("the stream ended".into());
+                        }
+                        if !self.loop_file {
+                            return Outcome::Finished;
+                        }
+                        if p.seek_simple(
+                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                            gst::ClockTime::ZERO,
+                        )
+                        .is_err()
+                        {
+                            return Outcome::Failed("cannot seek back to loop the file".into());
+                        }
+                    }
+                    // rtspsrc reports a lost connection as a warning and may
+                    // then play out what it holds for a long time: a camera
+                    // whose source cannot read is restarted at once.
+                    gst::MessageView::Warning(w)
+                        if stopping.is_none()
+                            && (w.error().matches(gst::ResourceError::Read)
+                                || w.error().matches(gst::ResourceError::OpenReadWrite)) =>
+                    {
+                        let debug = w.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                        return Outcome::Failed(self.redact(&format!("{}{debug}", w.error())));
+                    }
+                    gst::MessageView::Warning(w) => log::event(
+                        Level::Warn,
+                        "camera_warning",
+                        &[
+                            ("camera", &self.id),
+                            ("message", &self.redact(&w.error().to_string())),
+                        ],
+                    ),
+                    _ => {}
+                }
+            }
+            if stopping.is_none() && self.control.stopped() {
+                self.stats.set_state(CameraState::Stopping);
+                // EOS from the sources: the results elements write (and
+                // MQTT delivers) what is in flight, recordings are finalised.
+                send_eos(p);
+                stopping = Some(Instant::now());
+            }
+            if let Some(since) = stopping {
+                if since.elapsed() > EOS_TIMEOUT {
+                    return Outcome::Stopped;
+                }
+                continue;
+            }
+            let frames_in = self.stats.frames_in.load(Ordering::Relaxed);
+            if frames_in != last_in {
+                last_in = frames_in;
+                progress = Instant::now();
+                seen_frame = true;
+            }
+            if self.stats.frames_out.load(Ordering::Relaxed) != out_at_start
+                && self.stats.state() != CameraState::Running
+            {
+                self.stats.set_state(CameraState::Running);
+                log::event(Level::Info, "camera_running", &[("camera", &self.id)]);
+            }
+            let limit = if seen_frame {
+                STALL_TIMEOUT
+            } else {
+                START_TIMEOUT
+            };
+            if progress.elapsed() > limit {
+                return Outcome::Failed(format!("no frame for {} s", limit.as_secs()));
+            }
+        }
+    }
+}
+
+/// EOS into every branch the decoder feeds (the inference branch and any
+/// other stream's fakesink), not through the source: a source that is
+/// stuck, or a live one, might never pass it on.
+fn send_eos(p: &gst::Pipeline) {
+    let mut sent = false;
+    for name in ["infer-queue"] {
+        if let Some(pad) = p.by_name(name).and_then(|e| e.static_pad("sink")) {
+            sent |= pad.send_event(gst::event::Eos::new());
+        }
+    }
+    for sink in p.iterate_sinks().into_iter().flatten() {
+        if sink.name().starts_with("other-stream") {
+            if let Some(pad) = sink.static_pad("sink") {
+                pad.send_event(gst::event::Eos::new());
+            }
+        }
+    }
+    if !sent {
+        p.send_event(gst::event::Eos::new());
+    }
+}

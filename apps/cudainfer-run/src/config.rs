@@ -1,0 +1,316 @@
+//! The service's settings: the command line, or a TOML file (`--config`)
+//! whose values the command line overrides.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::camera_uri::{CameraUri, UriError};
+
+pub const USAGE: &str = "\
+usage: cudainfer-run --model M [options] [URI...]
+       cudainfer-run --config FILE [options] [URI...]
+
+A camera is a URI: rtsp://[user:pass@]host[:port]/path, http(s)://..., file:///path.
+
+options:
+  --model PATH          ONNX model (required here or in the config file)
+  --model-type T        yolox (default), yolov8, ssd
+  --labels PATH         class names, one per line
+  --json FILE|-         write every frame's results as JSON lines (appended) or to stdout
+  --mqtt URL            publish results to mqtt://host[:port]/topic (one topic for all cameras)
+  --record DIR          record annotated video in 60 s MP4 segments, DIR/<camera>-NNNNN.mp4
+  --http ADDR           REST API and /metrics on ADDR (port alone: 127.0.0.1:PORT)
+  --token-file FILE     bearer token for the API (else $CUDAINFER_RUN_TOKEN); required
+                        when --http is not a loopback address
+  --allow-dir DIR       file:// cameras added through the API must lie under DIR (repeatable)
+  --decode auto|gpu|cpu hardware decoding when a GPU is there (auto, default), or forced
+  --device-id N         GPU for decoding and inference (default 0)
+  --providers LIST      ONNX Runtime providers (default: cuda,cpu with a GPU, else cpu)
+  --once                play file cameras once (default: loop them)
+  --no-sync             process files as fast as possible instead of in real time
+  --status / --no-status  live status table on stderr (default: when stderr is a terminal)
+  --config FILE         TOML file with the same settings (keys as above, '-' as '_';
+                        cameras = [\"rtsp://...\", ...])
+  -h, --help            this text
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}\n\n{USAGE}")]
+    Args(#[from] lexopt::Error),
+    #[error("cannot read the config file '{0}': {1}")]
+    ReadConfig(PathBuf, std::io::Error),
+    #[error("config file '{0}': {1}")]
+    ParseConfig(PathBuf, toml::de::Error),
+    #[error("no model: give --model PATH (or model = \"...\" in the config file)")]
+    NoModel,
+    #[error("model '{0}' does not exist")]
+    ModelMissing(PathBuf),
+    #[error("--{0}: '{1}' is not valid: {2}")]
+    Value(&'static str, String, &'static str),
+    #[error("camera: {0}")]
+    Camera(#[from] UriError),
+    #[error("--http {0}: the API is bound beyond loopback, so it needs a token: put it in a file given with --token-file, or in $CUDAINFER_RUN_TOKEN")]
+    TokenRequired(SocketAddr),
+    #[error("cannot read the token file '{0}': {1}")]
+    ReadToken(PathBuf, std::io::Error),
+    #[error("the token is empty or shorter than 16 characters: use a long random token")]
+    WeakToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// The config file's shape; every key optional (the command line may give it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    model: Option<PathBuf>,
+    #[serde(alias = "model_type")]
+    model_type: Option<String>,
+    labels: Option<PathBuf>,
+    json: Option<String>,
+    mqtt: Option<String>,
+    record: Option<PathBuf>,
+    http: Option<String>,
+    #[serde(alias = "token_file")]
+    token_file: Option<PathBuf>,
+    #[serde(alias = "allow_dirs", alias = "allow-dir")]
+    allow_dirs: Option<Vec<PathBuf>>,
+    decode: Option<Decode>,
+    #[serde(alias = "device_id")]
+    device_id: Option<u32>,
+    providers: Option<String>,
+    once: Option<bool>,
+    sync: Option<bool>,
+    status: Option<bool>,
+    cameras: Option<Vec<String>>,
+}
+
+/// Everything the service runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub model: PathBuf,
+    pub model_type: String,
+    pub labels: Option<PathBuf>,
+    pub json: Option<String>,
+    pub mqtt: Option<String>,
+    pub record: Option<PathBuf>,
+    pub http: Option<SocketAddr>,
+    pub token: Option<String>,
+    pub allow_dirs: Vec<PathBuf>,
+    pub decode: Decode,
+    pub device_id: u32,
+    pub providers: Option<String>,
+    pub loop_files: bool,
+    pub sync: bool,
+    pub status: Option<bool>,
+    pub cameras: Vec<CameraUri>,
+}
+
+/// What the command line asks for.
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+}
+
+pub fn parse_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Command, ConfigError> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_iter(args);
+    let mut cli = FileConfig::default();
+    let mut config_file = None;
+    let mut allow_dirs = Vec::new();
+    let mut cameras = Vec::new();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("config") => config_file = Some(PathBuf::from(parser.value()?)),
+            Long("model") => cli.model = Some(parser.value()?.into()),
+            Long("model-type") => cli.model_type = Some(parser.value()?.string()?),
+            Long("labels") => cli.labels = Some(parser.value()?.into()),
+            Long("json") => cli.json = Some(parser.value()?.string()?),
+            Long("mqtt") => cli.mqtt = Some(parser.value()?.string()?),
+            Long("record") => cli.record = Some(parser.value()?.into()),
+            Long("http") => cli.http = Some(parser.value()?.string()?),
+            Long("token-file") => cli.token_file = Some(parser.value()?.into()),
+            Long("allow-dir") => allow_dirs.push(PathBuf::from(parser.value()?)),
+            Long("decode") => {
+                let v = parser.value()?.string()?;
+                cli.decode = Some(match v.as_str() {
+                    "auto" => Decode::Auto,
+                    "gpu" => Decode::Gpu,
+                    "cpu" => Decode::Cpu,
+                    _ => return Err(ConfigError::Value("decode", v, "use auto, gpu or cpu")),
+                });
+            }
+            Long("device-id") => cli.device_id = Some(parser.value()?.parse()?),
+            Long("providers") => cli.providers = Some(parser.value()?.string()?),
+            Long("once") => cli.once = Some(true),
+            Long("no-sync") => cli.sync = Some(false),
+            Long("status") => cli.status = Some(true),
+            Long("no-status") => cli.status = Some(false),
+            Value(v) => cameras.push(v.string()?),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let file = match &config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::ReadConfig(path.clone(), e))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| ConfigError::ParseConfig(path.clone(), e))?
+        }
+        None => FileConfig::default(),
+    };
+    if !allow_dirs.is_empty() {
+        cli.allow_dirs = Some(allow_dirs);
+    }
+    let mut all_cameras = file.cameras.clone().unwrap_or_default();
+    all_cameras.extend(cameras);
+    resolve(cli, file, all_cameras).map(|c| Command::Run(Box::new(c)))
+}
+
+fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Config, ConfigError> {
+    let model = cli.model.or(file.model).ok_or(ConfigError::NoModel)?;
+    if !model.is_file() {
+        return Err(ConfigError::ModelMissing(model));
+    }
+    let http = match cli.http.or(file.http) {
+        Some(a) => Some(parse_addr(&a)?),
+        None => None,
+    };
+    let token = match cli.token_file.or(file.token_file) {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| ConfigError::ReadToken(path.clone(), e))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("CUDAINFER_RUN_TOKEN").ok(),
+    };
+    if let Some(t) = &token {
+        if t.len() < 16 {
+            return Err(ConfigError::WeakToken);
+        }
+    }
+    if let Some(addr) = http {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(ConfigError::TokenRequired(addr));
+        }
+    }
+    let cameras = cameras
+        .iter()
+        .map(|c| CameraUri::parse(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Config {
+        model,
+        model_type: cli
+            .model_type
+            .or(file.model_type)
+            .unwrap_or_else(|| "yolox".into()),
+        labels: cli.labels.or(file.labels),
+        json: cli.json.or(file.json),
+        mqtt: cli.mqtt.or(file.mqtt),
+        record: cli.record.or(file.record),
+        http,
+        token,
+        allow_dirs: cli.allow_dirs.or(file.allow_dirs).unwrap_or_default(),
+        decode: cli.decode.or(file.decode).unwrap_or_default(),
+        device_id: cli.device_id.or(file.device_id).unwrap_or(0),
+        providers: cli.providers.or(file.providers),
+        loop_files: !cli.once.or(file.once).unwrap_or(false),
+        sync: cli.sync.or(file.sync).unwrap_or(true),
+        status: cli.status.or(file.status),
+        cameras,
+    })
+}
+
+/// `HOST:PORT`, or a port alone for 127.0.0.1 (the safe default).
+fn parse_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    let bad = || ConfigError::Value("http", text.to_string(), "use HOST:PORT or PORT");
+    if let Ok(port) = text.trim_start_matches(':').parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let with_local = text.replace("localhost:", "127.0.0.1:");
+    with_local.parse().map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<std::ffi::OsString> {
+        list.iter().map(Into::into).collect()
+    }
+
+    fn model() -> String {
+        // Any existing file stands for the model here.
+        env!("CARGO_MANIFEST_DIR").to_string() + "/Cargo.toml"
+    }
+
+    #[test]
+    fn port_alone_binds_loopback() {
+        assert_eq!(parse_addr("8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(parse_addr(":8080").unwrap().to_string(), "127.0.0.1:8080");
+        assert!(parse_addr("nowhere").is_err());
+    }
+
+    #[test]
+    fn beyond_loopback_needs_a_token() {
+        let m = model();
+        let err = match parse_args(args(&["x", "--model", &m, "--http", "0.0.0.0:9"])) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted without a token"),
+        };
+        assert!(err.contains("needs a token"), "{err}");
+    }
+
+    #[test]
+    fn config_file_and_command_line() {
+        let dir = std::env::temp_dir().join(format!("cudainfer-run-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "model = \"{}\"\nmodel-type = \"yolov8\"\njson = \"-\"\ncameras = [\"rtsp://u:p@h/a\"]\n",
+                model()
+            ),
+        )
+        .unwrap();
+        let cfg = match parse_args(args(&[
+            "x",
+            "--config",
+            path.to_str().unwrap(),
+            "--model-type",
+            "yolox",
+            "file:///tmp/b.mp4",
+        ]))
+        .unwrap()
+        {
+            Command::Run(c) => c,
+            Command::Help => panic!("help"),
+        };
+        assert_eq!(cfg.model_type, "yolox");
+        assert_eq!(cfg.json.as_deref(), Some("-"));
+        assert_eq!(cfg.cameras.len(), 2);
+        assert_eq!(cfg.cameras[0].redacted(), "rtsp://<redacted>@h/a");
+        std::fs::write(&path, "modell = \"x\"\n").unwrap();
+        let err = parse_args(args(&["x", "--config", path.to_str().unwrap()]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,60 @@
+//! Structured logs: one logfmt line per event on stderr
+//! (`ts=… level=info event=camera_started camera=cam-1 uri="rtsp://…"`), so
+//! that journald, Loki or grep read them alike. Callers pass redacted values
+//! only (camera URIs through `CameraUri::redacted`).
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    Info,
+    Warn,
+}
+
+pub fn event(level: Level, event: &str, fields: &[(&str, &dyn std::fmt::Display)]) {
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let level = match level {
+        Level::Info => "info",
+        Level::Warn => "warn",
+    };
+    let mut line = format!("ts={ts:.3} level={level} event={event}");
+    for (key, value) in fields {
+        line.push(' ');
+        line.push_str(key);
+        line.push('=');
+        line.push_str(&quote(&value.to_string()));
+    }
+    line.push('\n');
+    // One write per line: lines of concurrent cameras do not interleave.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+fn quote(v: &str) -> String {
+    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+        return v.to_string();
+    }
+    let escaped: String = v
+        .chars()
+        .flat_map(|c| match c {
+            '"' => vec!['\\', '"'],
+            '\\' => vec!['\\', '\\'],
+            '\n' => vec!['\\', 'n'],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_quoted_when_needed() {
+        assert_eq!(super::quote("cam-1"), "cam-1");
+        assert_eq!(super::quote("a b \"c\""), "\"a b \\\"c\\\"\"");
+        assert_eq!(super::quote(""), "\"\"");
+    }
+}

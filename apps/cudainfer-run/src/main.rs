@@ -1,0 +1,151 @@
+//! cudainfer-run: the cudainfer elements as a multi-camera service.
+//!
+//! Each camera is its own GstPipeline (see `pipeline`) run and restarted by
+//! its own thread (see `camera`); inference sessions are shared by all of
+//! them inside `trtinfer`. A REST API changes the set while running and
+//! serves Prometheus metrics (`http`); SIGINT/SIGTERM end every camera with
+//! EOS so that the outputs are flushed.
+
+mod camera;
+mod camera_uri;
+mod config;
+mod http;
+mod log;
+mod metrics;
+mod pipeline;
+mod service;
+mod stats;
+mod status;
+
+use std::io::IsTerminal;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Command;
+use crate::log::Level;
+use crate::stats::CameraState;
+
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("GStreamer: {0}")]
+    Gst(#[from] glib::Error),
+    #[error("cannot register the cudainfer elements: {0}")]
+    Register(#[from] glib::BoolError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error("cannot watch SIGINT/SIGTERM: {0}")]
+    Signals(std::io::Error),
+    #[error("no cameras: give camera URIs, or --http to add them through the API")]
+    NoCameras,
+}
+
+fn main() {
+    match run() {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("cudainfer-run: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn run() -> Result<(), RunError> {
+    let config = match config::parse_args(std::env::args_os())? {
+        Command::Help => {
+            print!("{}", config::USAGE);
+            return Ok(());
+        }
+        Command::Run(c) => *c,
+    };
+    if config.cameras.is_empty() && config.http.is_none() {
+        return Err(RunError::NoCameras);
+    }
+    gst::init()?;
+    gstcudainfer::plugin_register_static()?;
+    let gpu = pipeline::rank_decoders(config.decode, config.device_id);
+    if config.decode == config::Decode::Gpu && !gpu {
+        log::event(
+            Level::Warn,
+            "no_gpu_decoder",
+            &[("device_id", &config.device_id), ("using", &"cpu decoding")],
+        );
+    }
+    let settings = pipeline::PipelineSettings::new(&config, gpu);
+    log::event(
+        Level::Info,
+        "service_starting",
+        &[
+            ("model", &settings.model),
+            ("decode", &if gpu { "gpu" } else { "cpu" }),
+            ("providers", &settings.providers),
+            ("cameras", &config.cameras.len()),
+        ],
+    );
+    let service = Arc::new(service::Service::new(
+        settings,
+        config.loop_files,
+        config.allow_dirs.clone(),
+    ));
+
+    let (tx, signals_rx) = mpsc::channel();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(RunError::Signals)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let _ = tx.send(signal);
+            }
+        })
+        .expect("a thread can be started");
+
+    for uri in config.cameras.iter().cloned() {
+        service
+            .add(uri, None, true)
+            .expect("command-line cameras are trusted and within the limit");
+    }
+    if let Some(addr) = config.http {
+        let bound = http::serve(addr, config.token.clone(), service.clone())?;
+        log::event(
+            Level::Info,
+            "api_listening",
+            &[("addr", &bound), ("token", &config.token.is_some())],
+        );
+    }
+    if config
+        .status
+        .unwrap_or_else(|| std::io::stderr().is_terminal())
+    {
+        status::spawn(service.clone());
+    }
+
+    loop {
+        match signals_rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(signal) => {
+                log::event(Level::Info, "shutting_down", &[("signal", &signal)]);
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Without the API nothing can come: end once every camera has.
+        let cameras = service.list();
+        if config.http.is_none()
+            && cameras
+                .iter()
+                .all(|c| c.stats.state() == CameraState::Finished)
+        {
+            log::event(Level::Info, "all_cameras_finished", &[]);
+            break;
+        }
+    }
+    service.shutdown();
+    log::event(Level::Info, "service_stopped", &[]);
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! `/metrics` in Prometheus' text format and the cameras as JSON for the
+//! API; both show camera URIs redacted only.
+
+use std::fmt::Write;
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+use crate::camera::Camera;
+use crate::service::Service;
+use crate::stats::CameraState;
+
+/// A camera as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct CameraView {
+    pub id: String,
+    pub uri: String,
+    pub state: &'static str,
+    #[serde(rename = "loop")]
+    pub loop_file: bool,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub dropped: u64,
+    pub reconnects: u64,
+    pub fps: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+pub fn view(camera: &Camera) -> CameraView {
+    let s = camera.stats.snapshot();
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    CameraView {
+        id: camera.id.clone(),
+        uri: camera.uri.redacted(),
+        state: s.state.name(),
+        loop_file: camera.loop_file,
+        frames_in: s.frames_in,
+        frames_out: s.frames_out,
+        dropped: s.dropped,
+        reconnects: s.reconnects,
+        fps: (s.fps * 100.0).round() / 100.0,
+        latency_p50_ms: ms(s.p50),
+        latency_p99_ms: ms(s.p99),
+        last_error: s.last_error,
+    }
+}
+
+/// A per-camera counter: name, help, how to read it from a snapshot.
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&crate::stats::Snapshot) -> u64,
+);
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values are camera ids (`cam-N`) and fixed words: nothing to escape.
+pub fn render(service: &Service) -> String {
+    let cameras: Vec<Arc<Camera>> = service.list();
+    let snaps: Vec<_> = cameras.iter().map(|c| (c, c.stats.snapshot())).collect();
+    let mut out = String::new();
+    let counters: [Counter; 4] = [
+        (
+            "cudainfer_camera_frames_in_total",
+            "decoded frames that entered inference",
+            |s| s.frames_in,
+        ),
+        (
+            "cudainfer_camera_frames_out_total",
+            "frames that left the results element (one JSON line each)",
+            |s| s.frames_out,
+        ),
+        (
+            "cudainfer_camera_dropped_total",
+            "frames that entered inference and never came out",
+            |s| s.dropped,
+        ),
+        (
+            "cudainfer_camera_reconnects_total",
+            "times the camera failed and was started again",
+            |s| s.reconnects,
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(&mut out, name, "counter", help);
+        for (c, s) in &snaps {
+            let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", c.id, get(s));
+        }
+    }
+    header(
+        &mut out,
+        "cudainfer_camera_fps",
+        "gauge",
+        "output frames per second (last 64 frames)",
+    );
+    for (c, s) in &snaps {
+        let _ = writeln!(
+            out,
+            "cudainfer_camera_fps{{camera=\"{}\"}} {:.3}",
+            c.id, s.fps
+        );
+    }
+    header(
+        &mut out,
+        "cudainfer_camera_state",
+        "gauge",
+        "1 for the camera's current state (connecting, running, retrying, finished, stopping)",
+    );
+    for (c, s) in &snaps {
+        for state in CameraState::ALL {
+            let v = u8::from(s.state == state);
+            let _ = writeln!(
+                out,
+                "cudainfer_camera_state{{camera=\"{}\",state=\"{}\"}} {v}",
+                c.id,
+                state.name()
+            );
+        }
+    }
+    header(
+        &mut out,
+        "cudainfer_camera_latency_seconds",
+        "gauge",
+        "added latency from decoded frame to published result, over the last 1024 frames",
+    );
+    for (c, s) in &snaps {
+        for (q, v) in [("0.5", s.p50), ("0.99", s.p99)] {
+            if let Some(v) = v {
+                let _ = writeln!(
+                    out,
+                    "cudainfer_camera_latency_seconds{{camera=\"{}\",quantile=\"{q}\"}} {:.6}",
+                    c.id,
+                    v.as_secs_f64()
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
+        "cudainfer_trtinfer_largest_batch",
+        "gauge",
+        "most frames the camera's shared inference session ran at once",
+    );
+    let mut largest = 0;
+    for c in &cameras {
+        if let Some(b) = c.infer_property("largest-batch") {
+            largest = largest.max(b);
+            let _ = writeln!(
+                out,
+                "cudainfer_trtinfer_largest_batch{{camera=\"{}\"}} {b}",
+                c.id
+            );
+        }
+    }
+    let device = service.settings.device_id;
+    let processor = if service.settings.gpu { "gpu" } else { "cpu" };
+    header(
+        &mut out,
+        "cudainfer_device_largest_batch",
+        "gauge",
+        "most frames one inference run held, over the running cameras of the device",
+    );
+    let _ = writeln!(
+        out,
+        "cudainfer_device_largest_batch{{device=\"{processor}{device}\"}} {largest}"
+    );
+    if service.settings.gpu {
+        if let Some((free, total)) = gpu_memory(device) {
+            header(
+                &mut out,
+                "cudainfer_gpu_memory_used_bytes",
+                "gauge",
+                "GPU memory in use (all processes)",
+            );
+            let _ = writeln!(
+                out,
+                "cudainfer_gpu_memory_used_bytes{{gpu=\"{device}\"}} {}",
+                total - free
+            );
+            header(
+                &mut out,
+                "cudainfer_gpu_memory_total_bytes",
+                "gauge",
+                "GPU memory",
+            );
+            let _ = writeln!(
+                out,
+                "cudainfer_gpu_memory_total_bytes{{gpu=\"{device}\"}} {total}"
+            );
+        }
+    }
+    header(&mut out, "cudainfer_cameras", "gauge", "cameras configured");
+    let _ = writeln!(out, "cudainfer_cameras {}", cameras.len());
+    if let Some(rss) = rss_bytes() {
+        header(
+            &mut out,
+            "cudainfer_process_resident_bytes",
+            "gauge",
+            "resident memory of the service",
+        );
+        let _ = writeln!(out, "cudainfer_process_resident_bytes {rss}");
+    }
+    out
+}
+
+/// Free and total memory of GPU `device`, through the driver (the context
+/// is the device's primary one, which the pipelines use already).
+fn gpu_memory(device: u32) -> Option<(usize, usize)> {
+    static CONTEXT: OnceLock<Option<Arc<cudarc::driver::CudaContext>>> = OnceLock::new();
+    let ctx = CONTEXT
+        .get_or_init(|| {
+            std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(device as usize).ok())
+                .ok()
+                .flatten()
+        })
+        .as_ref()?;
+    ctx.mem_get_info().ok()
+}
+
+/// Resident set size from /proc/self/statm (Linux).
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}

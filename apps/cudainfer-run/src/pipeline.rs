@@ -1,0 +1,321 @@
+//! One camera's GstPipeline: source and decoder (`uridecodebin`), then
+//! `queue ! cudapreprocess ! trtinfer ! infertrack ! inferpublish…`, an
+//! optional recording branch, and the probes that feed its counters.
+//!
+//! One pipeline per camera isolates failures (a camera's error or teardown
+//! touches no other pipeline), while every `trtinfer` of the process with the
+//! same model, providers and device shares one session and its batches.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gst::prelude::*;
+
+use crate::camera_uri::{CameraUri, SourceKind};
+use crate::config::{Config, Decode};
+use crate::stats::CameraStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("element '{0}' is missing: install the GStreamer plugin that has it")]
+    Missing(&'static str),
+    #[error("cannot link the camera's pipeline: {0}")]
+    Link(String),
+}
+
+/// What every camera's pipeline is made with, fixed at start.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub model: String,
+    pub model_type: String,
+    pub labels: Option<String>,
+    pub providers: String,
+    pub device_id: u32,
+    pub json: Option<String>,
+    pub mqtt: Option<String>,
+    pub record: Option<PathBuf>,
+    pub gpu: bool,
+    pub sync: bool,
+}
+
+impl PipelineSettings {
+    pub fn new(config: &Config, gpu: bool) -> PipelineSettings {
+        let default_json = config.json.is_none() && config.mqtt.is_none();
+        PipelineSettings {
+            model: config.model.display().to_string(),
+            model_type: config.model_type.clone(),
+            labels: config.labels.as_ref().map(|l| l.display().to_string()),
+            providers: config
+                .providers
+                .clone()
+                .unwrap_or_else(|| if gpu { "cuda,cpu" } else { "cpu" }.to_string()),
+            device_id: config.device_id,
+            // Without any output the results go to stdout: a detector whose
+            // results go nowhere is a mistake.
+            json: if default_json {
+                Some("-".into())
+            } else {
+                config.json.clone()
+            },
+            mqtt: config.mqtt.clone(),
+            record: config.record.clone(),
+            gpu,
+            sync: config.sync,
+        }
+    }
+}
+
+/// Ranks the decoders for the whole process: with a GPU, NVIDIA's decoder of
+/// `device_id` first (`nvh264dec` is device 0, `nvh264device1dec` device 1, …;
+/// H.265 likewise) and the other GPUs' not at all; without, no NVIDIA decoder,
+/// so the CPU's (`avdec_h264`) decodes. Returns whether the GPU path is on.
+pub fn rank_decoders(decode: Decode, device_id: u32) -> bool {
+    let registry = gst::Registry::get();
+    let nv_decoders: Vec<gst::ElementFactory> = registry
+        .features(gst::ElementFactory::static_type())
+        .into_iter()
+        .filter_map(|f| f.downcast::<gst::ElementFactory>().ok())
+        .filter(|f| {
+            let n = f.name();
+            n.starts_with("nv")
+                && n.ends_with("dec")
+                && f.has_type(gst::ElementFactoryType::DECODER)
+        })
+        .collect();
+    let ours = |codec: &str| {
+        if device_id == 0 {
+            format!("nv{codec}dec")
+        } else {
+            format!("nv{codec}device{device_id}dec")
+        }
+    };
+    let wanted = [ours("h264"), ours("h265")];
+    let have_gpu = nv_decoders
+        .iter()
+        .any(|f| wanted.contains(&f.name().to_string()));
+    let gpu = match decode {
+        Decode::Cpu => false,
+        Decode::Gpu | Decode::Auto => have_gpu,
+    };
+    for f in &nv_decoders {
+        let rank = if gpu && wanted.contains(&f.name().to_string()) {
+            gst::Rank::PRIMARY + 10
+        } else {
+            gst::Rank::NONE
+        };
+        f.set_rank(rank);
+    }
+    gpu
+}
+
+fn make(factory: &'static str) -> Result<gst::Element, BuildError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| BuildError::Missing(factory))
+}
+
+/// The recording branch's encoder for this memory: the GPU's on CUDA frames.
+fn encoder_description(gpu: bool) -> Result<String, BuildError> {
+    let have = |f: &str| gst::ElementFactory::find(f).is_some();
+    if gpu && have("nvh264enc") {
+        return Ok("nvh264enc ! h264parse".into());
+    }
+    let download = if gpu { "cudadownload ! " } else { "" };
+    let options = [
+        (
+            "x264enc",
+            "videoconvert ! x264enc tune=zerolatency speed-preset=veryfast ! h264parse",
+        ),
+        ("openh264enc", "videoconvert ! openh264enc ! h264parse"),
+        (
+            "avenc_mpeg4",
+            "videoconvert ! avenc_mpeg4 ! mpeg4videoparse",
+        ),
+    ];
+    options
+        .iter()
+        .find(|(f, _)| have(f))
+        .map(|(_, d)| format!("{download}{d}"))
+        .ok_or(BuildError::Missing("x264enc"))
+}
+
+/// Builds camera `id`'s pipeline (in NULL).
+pub fn build(
+    id: &str,
+    uri: &CameraUri,
+    settings: &PipelineSettings,
+    stats: &Arc<CameraStats>,
+) -> Result<gst::Pipeline, BuildError> {
+    let pipeline = gst::Pipeline::with_name(id);
+    let src = make("uridecodebin")?;
+    src.set_property("uri", uri.bare());
+    connect_source_setup(&src, uri);
+
+    let queue = make("queue")?;
+    queue.set_property("name", "infer-queue");
+    // A few frames only: trtinfer keeps its own frames in flight, and a long
+    // queue would hold minutes of a file ahead of real time and of an EOS.
+    queue.set_property("max-size-buffers", 4u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    let pre = make("cudapreprocess")?;
+    let infer = make("trtinfer")?;
+    infer.set_property("model", &settings.model);
+    infer.set_property_from_str("model-type", &settings.model_type);
+    if let Some(labels) = &settings.labels {
+        infer.set_property("labels", labels);
+    }
+    infer.set_property("providers", &settings.providers);
+    infer.set_property("device-id", settings.device_id as i32);
+    let track = make("infertrack")?;
+    let mut chain = vec![queue.clone(), pre.clone(), infer, track];
+    for location in [&settings.json, &settings.mqtt].into_iter().flatten() {
+        let publish = make("inferpublish")?;
+        publish.set_property("location", location);
+        publish.set_property("source", id);
+        if !location.contains("://") && location != "-" && location != "stdout" {
+            // Every camera writes to the one file, line by line.
+            publish.set_property("append", true);
+        }
+        chain.push(publish);
+    }
+    let tee = make("tee")?;
+    let sink = make("fakesink")?;
+    sink.set_property("sync", settings.sync);
+    sink.set_property("async", false);
+    let last = chain.last().expect("not empty").clone();
+    pipeline
+        .add_many(chain.iter().chain([&src, &tee, &sink]))
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    gst::Element::link_many(chain.iter().chain([&tee, &sink]))
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    if let Some(dir) = &settings.record {
+        add_recording(&pipeline, &tee, id, dir, settings.gpu)?;
+    }
+
+    // Decoded video goes to the inference branch; anything else (audio) to a
+    // fakesink of its own, since an unlinked pad would fail the stream.
+    let pipeline_weak = pipeline.downgrade();
+    let queue_sink = queue.static_pad("sink").expect("queue has a sink");
+    src.connect_pad_added(move |_, pad| {
+        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+        let is_video = caps
+            .structure(0)
+            .is_some_and(|s| s.name().starts_with("video/"));
+        if is_video && !queue_sink.is_linked() {
+            let _ = pad.link(&queue_sink);
+        } else if let Some(pipeline) = pipeline_weak.upgrade() {
+            if let Ok(sink) = gst::ElementFactory::make("fakesink")
+                .name(format!("other-stream-{}", pad.name()))
+                .property("sync", false)
+                .property("async", false)
+                .build()
+            {
+                let _ = pipeline.add(&sink);
+                let _ = sink.sync_state_with_parent();
+                let _ = pad.link(&sink.static_pad("sink").expect("fakesink has a sink"));
+            }
+        }
+    });
+
+    add_probes(&pre, &last, &queue, stats);
+    Ok(pipeline)
+}
+
+/// Credentials go to the source element's own properties, never in its URI:
+/// element errors and debug logs quote URIs.
+fn connect_source_setup(src: &gst::Element, uri: &CameraUri) {
+    let user = uri.user().map(str::to_owned);
+    let password = uri.password().map(str::to_owned);
+    let kind = uri.kind();
+    src.connect("source-setup", false, move |args| {
+        let source = args[1]
+            .get::<gst::Element>()
+            .expect("source-setup gives the source");
+        let set = |name: &str, value: &dyn ToValue| {
+            if source.find_property(name).is_some() {
+                source.set_property(name, value.to_value());
+            }
+        };
+        if let Some(u) = &user {
+            set("user-id", u);
+        }
+        if let Some(p) = &password {
+            set("user-pw", p);
+        }
+        if kind == SourceKind::Rtsp {
+            // TCP: no loss on a busy host, and a closed connection is an
+            // immediate error instead of a silent stall.
+            source.set_property_from_str("protocols", "tcp");
+            set("latency", &200u32);
+            set("tcp-timeout", &5_000_000u64);
+        }
+        None
+    });
+}
+
+fn add_recording(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    id: &str,
+    dir: &std::path::Path,
+    gpu: bool,
+) -> Result<(), BuildError> {
+    // A leaky queue: a slow encoder loses recorded frames, never inference.
+    let description = format!(
+        "queue leaky=downstream max-size-buffers=30 max-size-bytes=0 max-size-time=0 ! inferoverlay ! {} ! \
+         splitmuxsink name=mux max-size-time=60000000000",
+        encoder_description(gpu)?
+    );
+    let bin = gst::parse::bin_from_description(&description, true)
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    let mux = bin.by_name("mux").expect("named above");
+    mux.set_property(
+        "location",
+        dir.join(format!("{id}-%05d.mp4")).display().to_string(),
+    );
+    pipeline
+        .add(&bin)
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    tee.link(&bin).map_err(|e| BuildError::Link(e.to_string()))
+}
+
+fn add_probes(
+    pre: &gst::Element,
+    last: &gst::Element,
+    queue: &gst::Element,
+    stats: &Arc<CameraStats>,
+) {
+    let s = stats.clone();
+    pre.static_pad("sink").expect("sink pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            if let Some(b) = info.buffer() {
+                s.frame_in(b.pts());
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let s = stats.clone();
+    last.static_pad("src").expect("src pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            if let Some(b) = info.buffer() {
+                s.frame_out(b.pts());
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    let s = stats.clone();
+    queue.static_pad("src").expect("src pad").add_probe(
+        gst::PadProbeType::EVENT_FLUSH,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(e)) = &info.data {
+                if e.type_() == gst::EventType::FlushStop {
+                    s.forget_in_flight();
+                }
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+}

@@ -1,0 +1,335 @@
+//! The REST API under load, /metrics against the JSON lines, security
+//! (token, hostile requests, credentials), and the end on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Add and remove a camera 20 times while four run: no deadlock, memory
+/// flat, a removed camera stops publishing, an added one starts.
+#[test]
+fn cameras_added_and_removed_under_load() {
+    let dir = temp_dir("load");
+    let clip = small_clip(&dir, 50);
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, json_s, dir_s) = (
+        model(),
+        json.display().to_string(),
+        dir.display().to_string(),
+    );
+    let mut args = vec![
+        "--model",
+        &model,
+        "--json",
+        &json_s,
+        "--http",
+        "0",
+        "--allow-dir",
+        &dir_s,
+    ];
+    for _ in 0..4 {
+        args.push(&uri);
+    }
+    let service = Service::start(&args, &[]);
+    wait_until(
+        "the four cameras publishing",
+        Duration::from_secs(60),
+        || {
+            let lines = read_lines(&json);
+            (1..=4).all(|i| !lines_of(&lines, &format!("cam-{i}")).is_empty())
+        },
+    );
+    let body = format!("{{\"uri\": \"{uri}\"}}");
+    let mut rss = Vec::new();
+    let mut delete_times = Vec::new();
+    let start = Instant::now();
+    for round in 0..20 {
+        let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
+        assert_eq!(status, 201, "{reply}");
+        let id = serde_json::from_str::<serde_json::Value>(&reply).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(id, format!("cam-{}", round + 5));
+        wait_until(&format!("{id} publishing"), Duration::from_secs(30), || {
+            !lines_of(&read_lines(&json), &id).is_empty()
+        });
+        let ids: Vec<String> = service
+            .cameras()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ids, ["cam-1", "cam-2", "cam-3", "cam-4", id.as_str()]);
+        let started = Instant::now();
+        let (status, reply) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
+        delete_times.push(started.elapsed());
+        assert_eq!(status, 204, "{reply}");
+        // DELETE returns once the pipeline is down: nothing more comes.
+        let after_delete = lines_of(&read_lines(&json), &id).len();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            lines_of(&read_lines(&json), &id).len(),
+            after_delete,
+            "{id} still publishing"
+        );
+        let (status, _) = service.request("GET", &format!("/cameras/{id}"), None, None);
+        assert_eq!(status, 404);
+        rss.push(service.metrics().0["cudainfer_process_resident_bytes"]);
+    }
+    let elapsed = start.elapsed();
+    let slowest_delete = delete_times.iter().max().unwrap();
+    println!("slowest DELETE {:.2} s", slowest_delete.as_secs_f64());
+    assert!(
+        *slowest_delete < Duration::from_secs(10),
+        "DELETE took {slowest_delete:?}"
+    );
+    // The four kept running throughout.
+    let lines = read_lines(&json);
+    let metrics = service.metrics();
+    for i in 1..=4 {
+        let cam = format!("cam-{i}");
+        assert!(lines_of(&lines, &cam).len() >= 50, "{cam} stalled");
+        assert_eq!(
+            metrics.camera("cudainfer_camera_reconnects_total", &cam),
+            0.0
+        );
+    }
+    // Memory flat: from round 5 (sessions and pools warm) to round 20.
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let growth = mib(rss[19] - rss[4]);
+    println!(
+        "20 add/remove rounds in {:.1} s; RSS round 5 {:.1} MiB, round 20 {:.1} MiB (growth {growth:.1} MiB)",
+        elapsed.as_secs_f64(),
+        mib(rss[4]),
+        mib(rss[19])
+    );
+    assert!(
+        growth < 24.0,
+        "RSS grew {growth:.1} MiB over 15 rounds: {rss:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Two file cameras played once: /metrics' counters equal the JSON lines;
+/// SIGTERM on a looping camera ends the service with every line complete.
+#[test]
+fn metrics_match_the_json_lines() {
+    let dir = temp_dir("metrics");
+    let clip = small_clip(&dir, 40);
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, labels, json_s) = (model(), labels(), json.display().to_string());
+    let service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--labels",
+            &labels,
+            "--json",
+            &json_s,
+            "--http",
+            "0",
+            "--once",
+            "--no-sync",
+            &uri,
+            &uri,
+        ],
+        &[],
+    );
+    wait_until("both cameras finished", Duration::from_secs(90), || {
+        service.cameras().iter().all(|c| c["state"] == "finished")
+    });
+    let metrics = service.metrics();
+    let lines = read_lines(&json);
+    for cam in ["cam-1", "cam-2"] {
+        let n = lines_of(&lines, cam).len() as f64;
+        let out = metrics.camera("cudainfer_camera_frames_out_total", cam);
+        let frames_in = metrics.camera("cudainfer_camera_frames_in_total", cam);
+        println!("{cam}: {n} lines, frames in {frames_in}, out {out}");
+        assert_eq!(n, 40.0);
+        assert_eq!(out, n);
+        assert_eq!(frames_in, n);
+        assert_eq!(metrics.camera("cudainfer_camera_dropped_total", cam), 0.0);
+        assert_eq!(
+            metrics.0[&format!("cudainfer_camera_state{{camera=\"{cam}\",state=\"finished\"}}")],
+            1.0
+        );
+        assert!(metrics.0.contains_key(&format!(
+            "cudainfer_camera_latency_seconds{{camera=\"{cam}\",quantile=\"0.99\"}}"
+        )));
+    }
+    // One session served both: the CPU provider batches across cameras.
+    assert!(metrics.0["cudainfer_device_largest_batch{device=\"cpu0\"}"] >= 1.0);
+    drop(service);
+
+    // SIGTERM: EOS through every camera, outputs flushed, exit 0.
+    std::fs::remove_file(&json).unwrap();
+    let mut service = Service::start(&["--model", &model, "--json", &json_s, &uri, &uri], &[]);
+    service.wait_log("event=camera_running camera=cam-2", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.ends_with('\n'), "a partial line at the end");
+    assert_eq!(read_lines(&json).len(), text.lines().count());
+    let log = service.log_text();
+    assert!(log.contains("event=shutting_down signal=15"), "{log}");
+    assert!(log.contains("event=service_stopped"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Beyond loopback the token is required and enforced; hostile requests
+/// get a 4xx and change nothing; a camera password shows nowhere.
+#[test]
+fn api_is_secure_by_default() {
+    let dir = temp_dir("security");
+    let model = model();
+    // Bound beyond loopback without a token: refused at start.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cudainfer-run"))
+        .args(["--model", &model, "--http", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a token"), "{err}");
+    // The token is never taken from the command line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cudainfer-run"))
+        .args(["--model", &model, "--token", "abcdefabcdefabcdef"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let token = "k2J9x7QpL0vR4tZ8mW3n";
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let allowed = dir.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let json = dir.join("results.jsonl");
+    let password = "Hunter2SecretPw";
+    let camera = format!("rtsp://admin:{password}@127.0.0.1:1/stream");
+    let (tf, al, js) = (
+        token_file.display().to_string(),
+        allowed.display().to_string(),
+        json.display().to_string(),
+    );
+    let service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--http",
+            "0.0.0.0:0",
+            "--token-file",
+            &tf,
+            "--allow-dir",
+            &al,
+            "--json",
+            &js,
+            "--status",
+            &camera,
+        ],
+        &[],
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], service.addr.unwrap().port()));
+    let req = |method: &str, path: &str, body: Option<&[u8]>, tok: Option<&str>| {
+        http(addr, method, path, body, tok)
+    };
+    assert_eq!(req("GET", "/cameras", None, None).0, 401);
+    assert_eq!(
+        req("GET", "/metrics", None, Some("wrong-token-wrong-token")).0,
+        401
+    );
+    let (status, before) = req("GET", "/cameras", None, Some(token));
+    assert_eq!(status, 200);
+    // A camera added without the token is refused.
+    let add = br#"{"uri": "rtsp://127.0.0.1:1/x"}"#;
+    assert_eq!(req("POST", "/cameras", Some(add), None).0, 401);
+
+    let big = vec![b'x'; 1 << 20];
+    let outside = format!("{{\"uri\": \"file://{}/../token\"}}", allowed.display());
+    let hostile: Vec<(&str, String, Vec<u8>, u16)> = vec![
+        ("POST", "/cameras".into(), b"{not json".to_vec(), 400),
+        ("POST", "/cameras".into(), br#"{"uri": 5}"#.to_vec(), 400),
+        (
+            "POST",
+            "/cameras".into(),
+            br#"{"uri": "rtsp://h/a", "extra": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cameras".into(),
+            br#"{"uri": "ftp://h/a"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cameras".into(),
+            br#"{"uri": "no-scheme:pw@host"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/cameras".into(),
+            br#"{"uri": "file:///etc/passwd"}"#.to_vec(),
+            403,
+        ),
+        ("POST", "/cameras".into(), outside.into_bytes(), 403),
+        ("POST", "/cameras".into(), big, 413),
+        ("DELETE", "/cameras/cam-999".into(), Vec::new(), 404),
+        ("DELETE", "/cameras/../../etc".into(), Vec::new(), 404),
+        ("GET", "/cameras/cam-1%00".into(), Vec::new(), 404),
+        ("PUT", "/cameras".into(), Vec::new(), 405),
+        ("GET", "/admin".into(), Vec::new(), 404),
+    ];
+    for (method, path, body, expected) in &hostile {
+        let (status, reply) = req(method, path, Some(body), Some(token));
+        assert_eq!(status, *expected, "{method} {path}: {reply}");
+        if *expected != 405 && *expected != 404 {
+            let v: serde_json::Value =
+                serde_json::from_str(&reply).unwrap_or_else(|_| panic!("{reply}"));
+            assert!(
+                v["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{reply}"
+            );
+        }
+    }
+    // Nothing changed.
+    let (_, after) = req("GET", "/cameras", None, Some(token));
+    let ids = |t: &str| -> Vec<String> {
+        serde_json::from_str::<Vec<serde_json::Value>>(t)
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].to_string())
+            .collect()
+    };
+    assert_eq!(ids(&before), ids(&after));
+    assert_eq!(ids(&after), ["\"cam-1\""]);
+
+    // The camera fails (nothing on port 1) and retries; its password shows nowhere.
+    wait_until("cam-1 retried", Duration::from_secs(30), || {
+        req("GET", "/metrics", None, Some(token))
+            .1
+            .contains("cudainfer_camera_reconnects_total{camera=\"cam-1\"} 2")
+    });
+    let (_, cameras) = req("GET", "/cameras", None, Some(token));
+    let (_, metrics) = req("GET", "/metrics", None, Some(token));
+    assert!(
+        cameras.contains("rtsp://<redacted>@127.0.0.1:1/stream"),
+        "{cameras}"
+    );
+    let log = service.log_text();
+    let json_text = std::fs::read_to_string(&json).unwrap_or_default();
+    for (what, text) in [
+        ("log", &log),
+        ("/cameras", &cameras),
+        ("/metrics", &metrics),
+        ("JSON", &json_text),
+    ] {
+        assert!(!text.contains(password), "the password is in the {what}");
+    }
+    assert!(log.contains("event=camera_failed camera=cam-1"), "{log}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
