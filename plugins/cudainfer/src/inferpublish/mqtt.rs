@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    TlsConfiguration, TlsError, Transport,
 };
 
 use super::credentials::Credentials;
@@ -51,6 +51,9 @@ pub enum MqttEvent {
     /// The broker answered the connection with a refusal (credentials,
     /// client id, protocol); retried all the same.
     Refused(&'static str),
+    /// The TLS handshake failed on the broker's certificate (untrusted,
+    /// wrong name, expired): a setting to fix, retried all the same.
+    CertificateRejected(rustls::CertificateError),
 }
 
 /// What became of a pushed message.
@@ -246,6 +249,22 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
     }
 }
 
+/// The certificate check that failed, when that is why connecting failed.
+/// rustls' error reaches us inside the io::Error of the TLS stream.
+fn rejected_certificate(error: &ConnectionError) -> Option<rustls::CertificateError> {
+    let io = match error {
+        ConnectionError::Tls(TlsError::TLS(rustls::Error::InvalidCertificate(e))) => {
+            return Some(e.clone())
+        }
+        ConnectionError::Tls(TlsError::Io(io)) | ConnectionError::Io(io) => io,
+        _ => return None,
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(e) => Some(e.clone()),
+        _ => None,
+    }
+}
+
 /// The thread: polls the connection (which the feeder task publishes on)
 /// until stopped, reconnecting after errors.
 async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEvent)) {
@@ -279,9 +298,13 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
             Ok(_) => {}
             Err(error) => {
                 shared.disconnected();
-                on_event(match error {
-                    ConnectionError::ConnectionRefused(code) => MqttEvent::Refused(refusal(code)),
-                    error => MqttEvent::Unreachable {
+                let rejected = rejected_certificate(&error);
+                on_event(match (error, rejected) {
+                    (_, Some(certificate)) => MqttEvent::CertificateRejected(certificate),
+                    (ConnectionError::ConnectionRefused(code), _) => {
+                        MqttEvent::Refused(refusal(code))
+                    }
+                    (error, None) => MqttEvent::Unreachable {
                         error: error.to_string(),
                         retry_in: backoff,
                     },
