@@ -12,7 +12,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::location::{Location, MqttTarget};
-use super::mqtt::{Counts, MqttConfig, MqttEvent, Publisher, Pushed};
+use super::mqtt::{Counts, Flushed, MqttConfig, MqttEvent, Publisher, Pushed};
 use super::record::{self, FrameInfo};
 use super::{credentials, tls};
 use crate::FrameDetections;
@@ -654,16 +654,25 @@ impl InferPublish {
             return;
         };
         let timeout_ms = self.settings.lock().unwrap().flush_timeout_ms;
-        let left = publisher.flush(Duration::from_millis(timeout_ms.into()));
-        if left > 0 {
-            gst::element_imp_warning!(
+        match publisher.flush(Duration::from_millis(timeout_ms.into())) {
+            Flushed::All => {}
+            Flushed::TimedOut(left) => gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Write,
                 (
                     "{left} results were not delivered to {target} within flush-timeout ({timeout_ms} ms): \
                      they count as dropped"
                 )
-            );
+            ),
+            // Already an error: waiting out flush-timeout would only delay the stop.
+            Flushed::Refused(left) => gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                (
+                    "{left} results were not delivered to {target}, which refused the connection (see the \
+                     error): they count as dropped"
+                )
+            ),
         }
     }
 }

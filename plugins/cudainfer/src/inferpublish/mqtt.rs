@@ -66,6 +66,18 @@ pub enum Pushed {
     TooLarge,
 }
 
+/// How a flush ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Every queued message was confirmed.
+    All,
+    /// This many were still waiting at the timeout.
+    TimedOut(usize),
+    /// This many were waiting when the broker refused the connection or
+    /// its certificate was rejected.
+    Refused(usize),
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
     pub published: u64,
@@ -77,6 +89,9 @@ struct State {
     /// The message handed to rumqttc and not yet confirmed.
     in_flight: Option<Vec<u8>>,
     connected: bool,
+    /// The last attempt was refused or the broker's certificate rejected:
+    /// nothing will be delivered until a setting changes, so flush need not wait.
+    refused: bool,
     stop: bool,
     counts: Counts,
 }
@@ -138,6 +153,7 @@ impl Publisher {
                 queue: DropOldest::new(config.max_queued),
                 in_flight: None,
                 connected: false,
+                refused: false,
                 stop: false,
                 counts: Counts::default(),
             }),
@@ -176,16 +192,22 @@ impl Publisher {
         self.shared.lock().counts
     }
 
-    /// Waits up to `timeout` for every queued message to be confirmed;
-    /// returns how many are still waiting.
-    pub fn flush(&self, timeout: Duration) -> usize {
+    /// Waits up to `timeout` for every queued message to be confirmed, or
+    /// until the broker refuses us.
+    pub fn flush(&self, timeout: Duration) -> Flushed {
         let deadline = Instant::now() + timeout;
         let mut s = self.shared.lock();
         loop {
             let waiting = s.queue.len() + usize::from(s.in_flight.is_some());
             let now = Instant::now();
-            if waiting == 0 || now >= deadline {
-                return waiting;
+            if waiting == 0 {
+                return Flushed::All;
+            }
+            if s.refused {
+                return Flushed::Refused(waiting);
+            }
+            if now >= deadline {
+                return Flushed::TimedOut(waiting);
             }
             s = self
                 .shared
@@ -289,7 +311,10 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = MIN_BACKOFF;
-                shared.lock().connected = true;
+                let mut s = shared.lock();
+                s.connected = true;
+                s.refused = false;
+                drop(s);
                 shared.wake_feeder.notify_one();
                 on_event(MqttEvent::Connected);
             }
@@ -299,7 +324,7 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
             Err(error) => {
                 shared.disconnected();
                 let rejected = rejected_certificate(&error);
-                on_event(match (error, rejected) {
+                let event = match (error, rejected) {
                     (_, Some(certificate)) => MqttEvent::CertificateRejected(certificate),
                     (ConnectionError::ConnectionRefused(code), _) => {
                         MqttEvent::Refused(refusal(code))
@@ -308,7 +333,14 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
                         error: error.to_string(),
                         retry_in: backoff,
                     },
-                });
+                };
+                let refused = !matches!(event, MqttEvent::Unreachable { .. });
+                // Reported first: the error is on the bus before a flush it ends lets EOS on.
+                on_event(event);
+                shared.lock().refused = refused;
+                if refused {
+                    shared.settled.notify_all();
+                }
                 tokio::select! {
                     _ = shared.stop_poller.notified() => break,
                     _ = tokio::time::sleep(backoff) => {}
