@@ -123,3 +123,35 @@ impl fmt::Display for Rejected<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(error: CertificateError, ca_file: Option<&Path>) -> String {
+        Rejected {
+            error: &error,
+            ca_file,
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn rejections_name_the_check_and_what_to_set() {
+        let ca = Path::new("/etc/broker-ca.pem");
+        assert_eq!(
+            said(CertificateError::UnknownIssuer, Some(ca)),
+            "the broker's TLS certificate was rejected (UnknownIssuer): no CA certificate in ca-file \
+             '/etc/broker-ca.pem' signed it: set ca-file to a PEM file of the CA that signed the broker's \
+             certificate"
+        );
+        assert!(said(CertificateError::BadSignature, None).contains(
+            "(BadSignature): none of the system's CA certificates signed it (ca-file is unset)"
+        ));
+        assert!(said(CertificateError::NotValidForName, Some(ca))
+            .ends_with("it is not issued for the location's host: use a host name or address the certificate names"));
+        assert!(said(CertificateError::Expired, None).contains("renew the broker's certificate"));
+        assert!(said(CertificateError::Revoked, Some(ca))
+            .ends_with("check the broker's certificate and ca-file"));
+    }
+}
