@@ -15,6 +15,7 @@ apt_packages=(
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   fonts-dejavu-core
   mosquitto  # MQTT broker for the inferpublish tests
+  openssl ca-certificates  # the mqtts:// test's throw-away CA; the system CAs it checks against
   gstreamer1.0-plugins-ugly  # x264enc, for pipelines/annotate.sh and its test
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp  # cudainfer-run's tests: local RTSP servers
 )

@@ -1,11 +1,13 @@
 //! `inferpublish`: JSON lines to a file (validated against
 //! docs/results-schema.json, equal to the metas an appsink sees), to an MQTT
 //! broker (every frame in order; a broker restart mid-stream accounted for
-//! exactly by `dropped`), credentials kept out of every log, and the error
-//! messages of bad locations and failed writes.
+//! exactly by `dropped`), credentials kept out of every log, the error
+//! messages of bad locations and failed writes, and MQTT over TLS (the
+//! broker's CA trusted; another CA or the system's refused with an error).
 //!
 //! The MQTT tests start their own `mosquitto` on 127.0.0.1 (installed by
-//! scripts/setup-deps.sh) and skip, saying so, where it is absent.
+//! scripts/setup-deps.sh), the TLS ones make their certificates with the
+//! `openssl` command line; each skips, saying so, where its tool is absent.
 
 mod common;
 
@@ -39,9 +41,17 @@ fn schema_validator() -> jsonschema::Validator {
 /// dog_1080p.mp4, decoded on the CPU, through YOLOX nano, then `publish`
 /// (one or more elements), then `appsink name=sink`.
 fn dog_pipeline(publish: &str) -> gst::Pipeline {
+    dog_pipeline_first(None, publish)
+}
+
+/// [`dog_pipeline`] ending after the clip's first `frames` frames, if given.
+fn dog_pipeline_first(frames: Option<usize>, publish: &str) -> gst::Pipeline {
     init();
+    let limit = frames
+        .map(|n| format!("identity eos-after={n} ! "))
+        .unwrap_or_default();
     gst::parse::launch(&format!(
-        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! cudapreprocess \
+        "filesrc location={} ! qtdemux ! h264parse ! avdec_h264 ! {limit}cudapreprocess \
          ! trtinfer model={} labels={} ! {publish} ! appsink name=sink sync=false",
         media("dog_1080p.mp4"),
         model(),
@@ -402,17 +412,24 @@ impl Drop for Broker {
 /// A subscriber on `topic` at QoS 1 whose messages arrive on the returned
 /// channel; returns once the broker confirmed the subscription. It
 /// reconnects by itself (rumqttc does when its connection is polled on).
+/// With `ca_file`, over TLS, trusting only that CA.
 fn subscribe(
     port: u16,
     topic: &str,
     id: &str,
     clean_session: bool,
+    ca_file: Option<&Path>,
 ) -> (rumqttc::Client, mpsc::Receiver<Vec<u8>>) {
     let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     options
         .set_clean_session(clean_session)
         .set_keep_alive(Duration::from_secs(5))
         .set_max_packet_size(1 << 22, 1 << 22);
+    if let Some(ca_file) = ca_file {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls_client_config(ca_file)),
+        ));
+    }
     let (client, mut connection) = rumqttc::Client::new(options, 64);
     client.subscribe(topic, rumqttc::QoS::AtLeastOnce).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -470,7 +487,7 @@ fn mqtt_delivers_every_frame_in_order() {
     }
     let dir = scratch("mqtt");
     let broker = Broker::start(&dir, "allow_anonymous true\npersistence false");
-    let (_client, rx) = subscribe(broker.port, "cams/dog/results", "sub-order", true);
+    let (_client, rx) = subscribe(broker.port, "cams/dog/results", "sub-order", true, None);
     let out = dir.join("results.jsonl");
     // The same frames to a file and to the broker: the messages are the file's lines.
     let pipeline = dog_pipeline(&format!(
@@ -521,7 +538,7 @@ fn broker_restart_loses_only_what_dropped_counts() {
             dir.display()
         ),
     );
-    let (_client, rx) = subscribe(broker.port, "cams/restart", "sub-restart", false);
+    let (_client, rx) = subscribe(broker.port, "cams/restart", "sub-restart", false, None);
     // ~25 frames a second at most, so the outage spans frames.
     let pipeline = dog_pipeline(&format!(
         "identity sleep-time=40000 ! inferpublish name=pub location={} max-queued={MAX_QUEUED} mqtt-qos=1",
@@ -740,6 +757,255 @@ fn credentials_never_appear_in_logs() {
         "{msg}"
     );
     assert!(!msg.contains("wrong-Pa55word"));
+    drop(broker);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- MQTT over TLS ---
+
+/// rustls' client set-up trusting only the CA of `ca_file` (ring, as the
+/// element uses).
+fn tls_client_config(ca_file: &Path) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn openssl_present() -> bool {
+    let found = Command::new("openssl")
+        .arg("version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("SKIPPED: openssl is not installed (scripts/setup-deps.sh installs it)");
+    }
+    found
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throw-away CA in `dir`: `<name>.pem` (returned) and `<name>.key`;
+/// P-256, valid for two days.
+fn make_ca(dir: &Path, name: &str) -> PathBuf {
+    let (pem, key) = (format!("{name}.pem"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=cudainfer test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    dir.join(pem)
+}
+
+/// The broker's certificate for 127.0.0.1 and localhost, signed by the CA
+/// `ca` (from [`make_ca`]): returns (certificate, key).
+fn make_server_cert(dir: &Path, ca: &str) -> (PathBuf, PathBuf) {
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    (dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// A mosquitto whose only listener is TLS, with a certificate from a fresh
+/// CA; returns it and that CA's PEM file.
+fn tls_broker(dir: &Path) -> (Broker, PathBuf) {
+    let ca = make_ca(dir, "ca");
+    let (cert, key) = make_server_cert(dir, "ca");
+    let broker = Broker::start(
+        dir,
+        &format!(
+            "allow_anonymous true\npersistence false\ncafile {}\ncertfile {}\nkeyfile {}",
+            ca.display(),
+            cert.display(),
+            key.display()
+        ),
+    );
+    (broker, ca)
+}
+
+#[test]
+fn mqtts_delivers_every_frame_in_order_with_the_brokers_ca() {
+    if !mosquitto_present() || !openssl_present() {
+        return;
+    }
+    // About the clip's first second: identity's eos-after lets a few frames
+    // the decoder still held through, so the count is what the appsink saw.
+    const AT_LEAST: usize = 30;
+    let dir = scratch("mqtts");
+    let (broker, ca) = tls_broker(&dir);
+    let topic = "cams/dog/tls";
+    let (_client, rx) = subscribe(broker.port, topic, "sub-tls", true, Some(&ca));
+    let location = format!("mqtts://127.0.0.1:{}/{topic}", broker.port);
+    let pipeline = dog_pipeline_first(
+        Some(AT_LEAST),
+        &format!(
+            "inferpublish name=pub location={location} ca-file={}",
+            ca.display()
+        ),
+    );
+    let received = collect_detections(&pipeline, "sink");
+    let started = Instant::now();
+    let ended = run_to_end(&pipeline);
+    assert_eq!(ended.error, None);
+    assert_eq!(ended.warnings, Vec::<String>::new(), "connected at once");
+    let received = received.lock().unwrap();
+    let frames = received.len();
+    assert!(
+        (AT_LEAST..FRAMES_IN_CLIP).contains(&frames),
+        "{frames} frames"
+    );
+    let publisher = pipeline.by_name("pub").unwrap();
+    assert_eq!(
+        publisher.property::<u64>("published"),
+        frames as u64,
+        "EOS waited for every PUBACK"
+    );
+    assert_eq!(publisher.property::<u64>("dropped"), 0);
+    let got = collect(&rx, Duration::from_secs(10), |g| g.len() >= frames);
+    assert_eq!(got.len(), frames, "every frame's message arrives");
+    let seqs: Vec<u64> = got.iter().map(seq).collect();
+    assert_eq!(seqs, (0..frames as u64).collect::<Vec<_>>(), "in order");
+    // In the appsink's order, each with that frame's results.
+    for (message, (pts, found)) in got.iter().zip(received.iter()) {
+        assert_line_matches(message, *pts, found);
+        assert!(found.detections.len() >= 3, "dog, bicycle, car at {pts}");
+    }
+    println!(
+        "{frames} frames over TLS to {location} in {:.1} s, all received in order",
+        started.elapsed().as_secs_f64()
+    );
+    drop(broker);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn mqtts_with_an_untrusted_broker_certificate_is_an_element_error() {
+    if !mosquitto_present() || !openssl_present() {
+        return;
+    }
+    let dir = scratch("mqtts-untrusted");
+    let (broker, ca) = tls_broker(&dir);
+    // A subscriber that trusts the right CA: nothing may reach it.
+    let (_client, rx) = subscribe(broker.port, "t", "sub-untrusted", true, Some(&ca));
+    let other_ca = make_ca(&dir, "other-ca");
+    let location = format!("mqtts://127.0.0.1:{}/t", broker.port);
+
+    // A refused broker is not waited for at EOS: with a minute's
+    // flush-timeout the run still ends within seconds.
+    let run = |props: &str| {
+        let started = Instant::now();
+        let e = pattern_run(&format!("location={location} flush-timeout=60000 {props}"));
+        let took = started.elapsed();
+        let msg = e.error.expect("an untrusted certificate is an error");
+        println!("{:.2} s: {msg}", took.as_secs_f64());
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        msg
+    };
+    let msg = run(&format!("ca-file={}", other_ca.display()));
+    assert!(
+        msg.contains(&format!(
+            "cannot connect to the MQTT broker at {location} over TLS: the broker's TLS certificate \
+             was rejected (UnknownIssuer): no CA certificate in ca-file '{}' signed it: set ca-file",
+            other_ca.display()
+        )),
+        "{msg}"
+    );
+    // No ca-file: the system's CAs, none of which signed the throw-away CA.
+    let msg = run("");
+    assert!(
+        msg.contains(
+            "the broker's TLS certificate was rejected (UnknownIssuer): none of the system's CA \
+             certificates signed it (ca-file is unset): set ca-file"
+        ),
+        "{msg}"
+    );
+
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "nothing was published"
+    );
     drop(broker);
     std::fs::remove_dir_all(&dir).unwrap();
 }

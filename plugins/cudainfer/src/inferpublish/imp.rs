@@ -1,6 +1,6 @@
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::location::{Location, MqttTarget};
-use super::mqtt::{Counts, MqttConfig, MqttEvent, Publisher, Pushed};
+use super::mqtt::{Counts, Flushed, MqttConfig, MqttEvent, Publisher, Pushed};
 use super::record::{self, FrameInfo};
 use super::{credentials, tls};
 use crate::FrameDetections;
@@ -91,15 +91,15 @@ pub struct InferPublish {
     /// Lines written or messages the broker confirmed; kept after stop.
     published: AtomicU64,
     dropped: AtomicU64,
-    /// One warning per broker outage, one error per refusal: shared with
-    /// the MQTT thread's event handler.
+    /// One warning per broker outage, one error per refusal or rejected
+    /// certificate: shared with the MQTT thread's event handler.
     events: Arc<EventFlags>,
 }
 
 #[derive(Default)]
 struct EventFlags {
     unreachable_warned: AtomicBool,
-    refusal_reported: AtomicBool,
+    error_reported: AtomicBool,
 }
 
 #[glib::object_subclass]
@@ -364,10 +364,11 @@ impl InferPublish {
         self.events
             .unreachable_warned
             .store(false, Ordering::Relaxed);
-        self.events.refusal_reported.store(false, Ordering::Relaxed);
+        self.events.error_reported.store(false, Ordering::Relaxed);
         let weak = self.obj().downgrade();
         let events = self.events.clone();
         let shown = target.to_string();
+        let ca_file = settings.ca_file.clone();
         let publisher = Publisher::start(
             MqttConfig {
                 target: target.clone(),
@@ -379,7 +380,8 @@ impl InferPublish {
             },
             move |event| {
                 if let Some(obj) = weak.upgrade() {
-                    obj.imp().on_mqtt_event(event, &shown, &events);
+                    obj.imp()
+                        .on_mqtt_event(event, &shown, ca_file.as_deref(), &events);
                 }
             },
         )
@@ -396,7 +398,13 @@ impl InferPublish {
     }
 
     /// Runs on the MQTT thread.
-    fn on_mqtt_event(&self, event: MqttEvent, target: &str, flags: &EventFlags) {
+    fn on_mqtt_event(
+        &self,
+        event: MqttEvent,
+        target: &str,
+        ca_file: Option<&Path>,
+        flags: &EventFlags,
+    ) {
         match event {
             MqttEvent::Connected => {
                 gst::info!(CAT, imp = self, "connected to {target}");
@@ -427,7 +435,7 @@ impl InferPublish {
             }
             MqttEvent::Refused(reason) => {
                 gst::debug!(CAT, imp = self, "{target} refused the connection: {reason}");
-                if !flags.refusal_reported.swap(true, Ordering::Relaxed) {
+                if !flags.error_reported.swap(true, Ordering::Relaxed) {
                     gst::element_imp_error!(
                         self,
                         gst::ResourceError::NotAuthorized,
@@ -435,6 +443,20 @@ impl InferPublish {
                             "the MQTT broker at {target} refused the connection: {reason}: check credentials-file \
                              (or CUDAINFER_MQTT_USERNAME and CUDAINFER_MQTT_PASSWORD) and client-id"
                         )
+                    );
+                }
+            }
+            MqttEvent::CertificateRejected(error) => {
+                let rejected = tls::Rejected {
+                    error: &error,
+                    ca_file,
+                };
+                gst::debug!(CAT, imp = self, "{target}: {rejected}");
+                if !flags.error_reported.swap(true, Ordering::Relaxed) {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Settings,
+                        ("cannot connect to the MQTT broker at {target} over TLS: {rejected}")
                     );
                 }
             }
@@ -650,16 +672,25 @@ impl InferPublish {
             return;
         };
         let timeout_ms = self.settings.lock().unwrap().flush_timeout_ms;
-        let left = publisher.flush(Duration::from_millis(timeout_ms.into()));
-        if left > 0 {
-            gst::element_imp_warning!(
+        match publisher.flush(Duration::from_millis(timeout_ms.into())) {
+            Flushed::All => {}
+            Flushed::TimedOut(left) => gst::element_imp_warning!(
                 self,
                 gst::ResourceError::Write,
                 (
                     "{left} results were not delivered to {target} within flush-timeout ({timeout_ms} ms): \
                      they count as dropped"
                 )
-            );
+            ),
+            // Already an error: waiting out flush-timeout would only delay the stop.
+            Flushed::Refused(left) => gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                (
+                    "{left} results were not delivered to {target}, which refused the connection (see the \
+                     error): they count as dropped"
+                )
+            ),
         }
     }
 }

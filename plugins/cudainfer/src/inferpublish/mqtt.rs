@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS,
-    TlsConfiguration, Transport,
+    TlsConfiguration, TlsError, Transport,
 };
 
 use super::credentials::Credentials;
@@ -51,6 +51,9 @@ pub enum MqttEvent {
     /// The broker answered the connection with a refusal (credentials,
     /// client id, protocol); retried all the same.
     Refused(&'static str),
+    /// The TLS handshake failed on the broker's certificate (untrusted,
+    /// wrong name, expired): a setting to fix, retried all the same.
+    CertificateRejected(rustls::CertificateError),
 }
 
 /// What became of a pushed message.
@@ -61,6 +64,18 @@ pub enum Pushed {
     DroppedOldest,
     /// Larger than [`MAX_MESSAGE`]: dropped.
     TooLarge,
+}
+
+/// How a flush ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Every queued message was confirmed.
+    All,
+    /// This many were still waiting at the timeout.
+    TimedOut(usize),
+    /// This many were waiting when the broker refused the connection or
+    /// its certificate was rejected.
+    Refused(usize),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -74,6 +89,9 @@ struct State {
     /// The message handed to rumqttc and not yet confirmed.
     in_flight: Option<Vec<u8>>,
     connected: bool,
+    /// The last attempt was refused or the broker's certificate rejected:
+    /// nothing will be delivered until a setting changes, so flush need not wait.
+    refused: bool,
     stop: bool,
     counts: Counts,
 }
@@ -135,6 +153,7 @@ impl Publisher {
                 queue: DropOldest::new(config.max_queued),
                 in_flight: None,
                 connected: false,
+                refused: false,
                 stop: false,
                 counts: Counts::default(),
             }),
@@ -173,16 +192,22 @@ impl Publisher {
         self.shared.lock().counts
     }
 
-    /// Waits up to `timeout` for every queued message to be confirmed;
-    /// returns how many are still waiting.
-    pub fn flush(&self, timeout: Duration) -> usize {
+    /// Waits up to `timeout` for every queued message to be confirmed, or
+    /// until the broker refuses us.
+    pub fn flush(&self, timeout: Duration) -> Flushed {
         let deadline = Instant::now() + timeout;
         let mut s = self.shared.lock();
         loop {
             let waiting = s.queue.len() + usize::from(s.in_flight.is_some());
             let now = Instant::now();
-            if waiting == 0 || now >= deadline {
-                return waiting;
+            if waiting == 0 {
+                return Flushed::All;
+            }
+            if s.refused {
+                return Flushed::Refused(waiting);
+            }
+            if now >= deadline {
+                return Flushed::TimedOut(waiting);
             }
             s = self
                 .shared
@@ -246,6 +271,22 @@ fn refusal(code: ConnectReturnCode) -> &'static str {
     }
 }
 
+/// The certificate check that failed, when that is why connecting failed.
+/// rustls' error reaches us inside the io::Error of the TLS stream.
+fn rejected_certificate(error: &ConnectionError) -> Option<rustls::CertificateError> {
+    let io = match error {
+        ConnectionError::Tls(TlsError::TLS(rustls::Error::InvalidCertificate(e))) => {
+            return Some(e.clone())
+        }
+        ConnectionError::Tls(TlsError::Io(io)) | ConnectionError::Io(io) => io,
+        _ => return None,
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(e) => Some(e.clone()),
+        _ => None,
+    }
+}
+
 /// The thread: polls the connection (which the feeder task publishes on)
 /// until stopped, reconnecting after errors.
 async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEvent)) {
@@ -270,7 +311,10 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 backoff = MIN_BACKOFF;
-                shared.lock().connected = true;
+                let mut s = shared.lock();
+                s.connected = true;
+                s.refused = false;
+                drop(s);
                 shared.wake_feeder.notify_one();
                 on_event(MqttEvent::Connected);
             }
@@ -279,13 +323,24 @@ async fn run(shared: Arc<Shared>, config: MqttConfig, on_event: impl Fn(MqttEven
             Ok(_) => {}
             Err(error) => {
                 shared.disconnected();
-                on_event(match error {
-                    ConnectionError::ConnectionRefused(code) => MqttEvent::Refused(refusal(code)),
-                    error => MqttEvent::Unreachable {
+                let rejected = rejected_certificate(&error);
+                let event = match (error, rejected) {
+                    (_, Some(certificate)) => MqttEvent::CertificateRejected(certificate),
+                    (ConnectionError::ConnectionRefused(code), _) => {
+                        MqttEvent::Refused(refusal(code))
+                    }
+                    (error, None) => MqttEvent::Unreachable {
                         error: error.to_string(),
                         retry_in: backoff,
                     },
-                });
+                };
+                let refused = !matches!(event, MqttEvent::Unreachable { .. });
+                // Reported first: the error is on the bus before a flush it ends lets EOS on.
+                on_event(event);
+                shared.lock().refused = refused;
+                if refused {
+                    shared.settled.notify_all();
+                }
                 tokio::select! {
                     _ = shared.stop_poller.notified() => break,
                     _ = tokio::time::sleep(backoff) => {}
