@@ -374,6 +374,27 @@ impl ObjectImpl for CudaPreprocess {
 impl GstObjectImpl for CudaPreprocess {}
 
 impl ElementImpl for CudaPreprocess {
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // A decoder that an autoplugging bin (uridecodebin, decodebin3)
+        // adds later is not linked to us when it asks for its CUDA context:
+        // its query cannot reach us and its bus message finds no answer.
+        // Posting the context at READY lets the pipeline keep it and hand
+        // it to such a decoder. Without a GPU nothing happens.
+        if transition == gst::StateChange::NullToReady
+            && self.cuda_context.lock().unwrap().is_none()
+            && gpu_mod::device::driver_present()
+        {
+            let device_id = self.settings.lock().unwrap().device_id as usize;
+            if let Err(e) = gpu_mod::gpu(device_id).and_then(|g| self.ensure_cuda_context(&g)) {
+                gst::debug!(CAT, imp = self, "no CUDA context to offer yet: {}", e);
+            }
+        }
+        self.parent_change_state(transition)
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
