@@ -188,3 +188,103 @@ pub fn check_detections(
         }
     }
 }
+
+/// A grid-anchor detector family (YOLOX, Ultralytics): one output of rank 3
+/// whose `anchor_axis` counts the anchors of the stride 8/16/32 grids and
+/// whose other axis holds `box_channels` values then one per class.
+pub struct GridFamily {
+    pub model_type: gstcudainfer::parsers::ModelType,
+    pub output_name: &'static str,
+    pub anchor_axis: usize,
+    pub box_channels: i64,
+}
+
+/// A grid family's fuzz input, in order (see `Reader`; `make_seeds.py`
+/// writes it): flags (bit 0: set the output's anchor count to the input's,
+/// as a real export has, so that decoding is reached for many sizes), the
+/// input shape, the output shape, the confidence threshold, the NMS
+/// threshold, max-detections (u16), then the output's values (f32, cycled).
+struct GridInput {
+    input: Vec<i64>,
+    output: Vec<i64>,
+    matching_anchors: bool,
+    threshold: f32,
+    nms_threshold: f32,
+    max_detections: u16,
+    values: Vec<f32>,
+}
+
+impl GridInput {
+    fn read(data: &[u8]) -> Self {
+        let mut r = Reader::new(data);
+        let flags = r.u8();
+        Self {
+            input: r.shape(),
+            output: r.shape(),
+            matching_anchors: flags & 1 != 0,
+            threshold: r.f32(),
+            nms_threshold: r.f32(),
+            max_detections: r.u16(),
+            values: r.rest_f32(),
+        }
+    }
+}
+
+/// Anchors of the stride 8/16/32 grids of an `h`x`w` input, where that is
+/// small.
+fn grid_anchors(h: i64, w: i64) -> Option<i64> {
+    if !(1..=1 << 16).contains(&h) || !(1..=1 << 16).contains(&w) {
+        return None;
+    }
+    Some([8, 16, 32].iter().map(|s| (h / s) * (w / s)).sum())
+}
+
+/// One fuzz case of `family`: the parser from arbitrary model shapes (odd,
+/// negative, huge), then decoding an arbitrary output (NaN, inf) with an
+/// arbitrary threshold, keeping the most confident, and class-wise NMS.
+/// Nothing may panic or allocate without bound, and each step keeps its
+/// invariants.
+pub fn fuzz_grid_family(family: &GridFamily, data: &[u8]) {
+    use gstcudainfer::parsers::{self, ModelOutput, ModelShapes};
+    let data = GridInput::read(data);
+    let mut output = data.output;
+    if data.matching_anchors && data.input.len() == 4 && output.len() == 3 {
+        if let Some(anchors) = grid_anchors(data.input[2], data.input[3]) {
+            output[family.anchor_axis] = anchors;
+        }
+    }
+    let shapes = ModelShapes {
+        input: data.input,
+        outputs: vec![ModelOutput {
+            name: family.output_name.into(),
+            shape: output.clone(),
+        }],
+    };
+    let Ok(parser) = parsers::new_parser(family.model_type, &shapes, &Default::default()) else {
+        return;
+    };
+    let spec = parser.input_spec();
+    assert_eq!(
+        [spec.height as i64, spec.width as i64],
+        shapes.input[2..4],
+        "the spec is the model's input size"
+    );
+    let anchors = output[family.anchor_axis];
+    let channels = output[3 - family.anchor_axis];
+    assert_eq!(parser.num_classes() as i64, channels - family.box_channels);
+    let output_len = parser.outputs()[0].values();
+    assert_eq!(output_len as i64, channels * anchors);
+
+    let Some(output) = output_values(&data.values, output_len) else {
+        return;
+    };
+    let candidates = parser.decode(&[&output], data.threshold);
+    assert!(candidates.len() <= anchors as usize * parser.num_classes());
+    check_detections(
+        &candidates,
+        parser.num_classes(),
+        data.threshold,
+        data.max_detections,
+        data.nms_threshold,
+    );
+}

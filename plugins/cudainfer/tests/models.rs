@@ -200,15 +200,7 @@ fn video_reference(name: &str) -> Vec<Vec<Reference>> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|d| {
-                    let f = |k: &str| d[k].as_f64().unwrap() as f32;
-                    Reference {
-                        class_id: d["class_id"].as_u64().unwrap() as u32,
-                        label: d["label"].as_str().unwrap().to_string(),
-                        confidence: f("confidence"),
-                        bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
-                    }
-                })
+                .map(reference_from_json)
                 .collect()
         })
         .collect()

@@ -238,16 +238,20 @@ pub fn references_in(path: &std::path::Path) -> Vec<Reference> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| {
-            let f = |k: &str| d[k].as_f64().unwrap() as f32;
-            Reference {
-                class_id: d["class_id"].as_u64().unwrap() as u32,
-                label: d["label"].as_str().unwrap().to_string(),
-                confidence: f("confidence"),
-                bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
-            }
-        })
+        .map(reference_from_json)
         .collect()
+}
+
+/// One detection of a reference script's JSON (class_id, label,
+/// confidence, x1, y1, x2, y2).
+pub fn reference_from_json(d: &serde_json::Value) -> Reference {
+    let f = |k: &str| d[k].as_f64().unwrap() as f32;
+    Reference {
+        class_id: d["class_id"].as_u64().unwrap() as u32,
+        label: d["label"].as_str().unwrap().to_string(),
+        confidence: f("confidence"),
+        bbox: [f("x1"), f("y1"), f("x2"), f("y2")],
+    }
 }
 
 // --- Branches of appsrc ! cudapreprocess ! trtinfer ! appsink ---
