@@ -146,6 +146,13 @@ const SILENCE_LIMIT_S: u64 = 600;
 pub fn run_to_end(pipeline: &gst::Pipeline) -> Ended {
     let mut warnings = Vec::new();
     let bus = pipeline.bus().unwrap();
+    // An appsink nobody pulls from holds its EOS until its samples are
+    // taken (wait-on-eos): the run would never end.
+    for element in pipeline.iterate_recurse().into_iter().flatten() {
+        if element.factory().is_some_and(|f| f.name() == "appsink") {
+            element.set_property("wait-on-eos", false);
+        }
+    }
     // A failed start has posted its error already: read it without waiting.
     let started = pipeline.set_state(gst::State::Playing).is_ok();
     let wait = gst::ClockTime::from_seconds(if started { SILENCE_LIMIT_S } else { 1 });
