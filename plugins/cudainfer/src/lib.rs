@@ -53,6 +53,36 @@ pub mod internals {
 /// Caps feature of GStreamer's CUDA memory.
 pub const CUDA_MEMORY_FEATURE: &str = "memory:CUDAMemory";
 
+/// Pads of an element that reads or writes the frame's pixels
+/// (cudapreprocess, inferoverlay): the formats both paths handle, in CUDA
+/// memory first (so that a GPU producer keeps its frames there), then in
+/// system memory.
+fn pixel_pad_templates() -> Vec<gst::PadTemplate> {
+    let formats = || preprocess::SUPPORTED_FORMATS.iter().copied();
+    let mut caps = gst_video::VideoCapsBuilder::new()
+        .features([CUDA_MEMORY_FEATURE])
+        .format_list(formats())
+        .build();
+    caps.merge(
+        gst_video::VideoCapsBuilder::new()
+            .format_list(formats())
+            .build(),
+    );
+    pass_through_pad_templates(&caps)
+}
+
+/// Pads of an element that only reads or writes metadata (trtinfer,
+/// infertrack, inferpublish): any raw video, in system or CUDA memory.
+fn metadata_pad_templates() -> Vec<gst::PadTemplate> {
+    let mut caps = gst::Caps::builder("video/x-raw").build();
+    caps.merge(
+        gst::Caps::builder("video/x-raw")
+            .features([CUDA_MEMORY_FEATURE])
+            .build(),
+    );
+    pass_through_pad_templates(&caps)
+}
+
 /// Always-present `sink` and `src` pads with the same caps: both elements
 /// pass the frame through.
 fn pass_through_pad_templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {

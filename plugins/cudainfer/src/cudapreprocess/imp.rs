@@ -409,20 +409,8 @@ impl ElementImpl for CudaPreprocess {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            // CUDA memory first: a decoder that can keep frames on the GPU
-            // should.
-            let mut caps = gst_video::VideoCapsBuilder::new()
-                .features([CUDA_MEMORY_FEATURE])
-                .format_list(SUPPORTED_FORMATS.iter().copied())
-                .build();
-            caps.merge(
-                gst_video::VideoCapsBuilder::new()
-                    .format_list(SUPPORTED_FORMATS.iter().copied())
-                    .build(),
-            );
-            crate::pass_through_pad_templates(&caps)
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(crate::pixel_pad_templates);
         TEMPLATES.as_ref()
     }
 

@@ -8,7 +8,7 @@ use gst_base::subclass::prelude::*;
 use crate::cuda as gpu_mod;
 use crate::cuda::gst_cuda;
 use crate::overlay::cuda::CudaOverlay;
-use crate::overlay::{self, OverlayError, Style, Target, SUPPORTED_FORMATS};
+use crate::overlay::{self, OverlayError, Style, Target};
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -151,19 +151,8 @@ impl ElementImpl for InferOverlay {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            // CUDA memory first, so frames from the GPU path stay there.
-            let mut caps = gst_video::VideoCapsBuilder::new()
-                .features([CUDA_MEMORY_FEATURE])
-                .format_list(SUPPORTED_FORMATS.iter().copied())
-                .build();
-            caps.merge(
-                gst_video::VideoCapsBuilder::new()
-                    .format_list(SUPPORTED_FORMATS.iter().copied())
-                    .build(),
-            );
-            crate::pass_through_pad_templates(&caps)
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(crate::pixel_pad_templates);
         TEMPLATES.as_ref()
     }
 }

@@ -198,15 +198,8 @@ impl ElementImpl for InferTrack {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let mut any_video = gst::Caps::builder("video/x-raw").build();
-            any_video.merge(
-                gst::Caps::builder("video/x-raw")
-                    .features([crate::CUDA_MEMORY_FEATURE])
-                    .build(),
-            );
-            crate::pass_through_pad_templates(&any_video)
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(crate::metadata_pad_templates);
         TEMPLATES.as_ref()
     }
 }

@@ -748,16 +748,8 @@ impl ElementImpl for TrtInfer {
     }
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
-        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let caps = gst::Caps::builder("video/x-raw").build();
-            let mut any_video = caps.clone();
-            any_video.merge(
-                gst::Caps::builder("video/x-raw")
-                    .features([crate::CUDA_MEMORY_FEATURE])
-                    .build(),
-            );
-            crate::pass_through_pad_templates(&any_video)
-        });
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> =
+            LazyLock::new(crate::metadata_pad_templates);
         TEMPLATES.as_ref()
     }
 }
