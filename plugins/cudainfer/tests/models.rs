@@ -8,10 +8,6 @@ mod common;
 use common::*;
 use gstcudainfer::{Detection, FrameDetections, RawTensor};
 
-fn shared_model(name: &str) -> String {
-    shared_dir().join("models").join(name).display().to_string()
-}
-
 /// dog.jpg through `trtinfer {properties}` at the reference's thresholds.
 fn dog_jpg(properties: &str) -> Vec<Detection> {
     let run = run(&format!(

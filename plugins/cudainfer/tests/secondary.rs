@@ -13,10 +13,6 @@ use common::*;
 use gst::prelude::*;
 use gstcudainfer::{Detection, FrameDetections};
 
-fn shared_model(name: &str) -> String {
-    shared_dir().join("models").join(name).display().to_string()
-}
-
 const CLASSIFIER: &str = "mobilenetv2_1.0_224_float.onnx";
 
 fn classifier(properties: &str) -> String {

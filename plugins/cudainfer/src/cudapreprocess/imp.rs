@@ -752,15 +752,17 @@ impl BaseTransformImpl for CudaPreprocess {
             gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
             gst::FlowError::Error
         };
-        let settings = self.settings.lock().unwrap().clone();
+        // The object filter's properties change while playing: read them
+        // per frame, without copying the rest of the settings.
+        let filter = {
+            let s = self.settings.lock().unwrap();
+            (s.mode == Mode::Objects).then(|| {
+                ObjectFilter::new(&s.object_classes, s.min_object_size, s.max_objects as usize)
+            })
+        };
         let state = self.state.lock().unwrap();
         let state = state.as_ref().ok_or(gst::FlowError::NotNegotiated)?;
-        if settings.mode == Mode::Objects {
-            let filter = ObjectFilter::new(
-                &settings.object_classes,
-                settings.min_object_size,
-                settings.max_objects as usize,
-            );
+        if let Some(filter) = filter {
             let crops = Self::crop_objects(state, &filter, buf).map_err(fail)?;
             // One kind of input per frame: the last cudapreprocess says
             // what the next trtinfer runs on.

@@ -51,6 +51,11 @@ pub fn model() -> String {
         .to_string()
 }
 
+/// The path of `name` in the shared models folder.
+pub fn shared_model(name: &str) -> String {
+    shared_dir().join("models").join(name).display().to_string()
+}
+
 pub fn labels() -> String {
     shared_dir()
         .join("models/coco-labels.txt")
