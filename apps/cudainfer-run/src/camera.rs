@@ -269,12 +269,7 @@ impl Worker {
                         if !self.loop_file {
                             return Outcome::Finished;
                         }
-                        if p.seek_simple(
-                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                            gst::ClockTime::ZERO,
-                        )
-                        .is_err()
-                        {
+                        if loop_to_start(p).is_err() {
                             return Outcome::Failed("cannot seek back to loop the file".into());
                         }
                     }
@@ -335,6 +330,26 @@ impl Worker {
             }
         }
     }
+}
+
+/// Plays a file camera again from its start, at its real rate.
+///
+/// A flushing seek resets the running time to 0, but the sinks are not
+/// `async` (a camera must not wait for preroll), so the pipeline never loses
+/// its state and never gives its elements a new base time: the clock stays
+/// a whole clip ahead and a synchronised sink renders the next loop as fast as
+/// it is decoded. Pausing around the seek makes PLAYING give a new base time
+/// from the reset running time, as an `async` sink's preroll would.
+fn loop_to_start(p: &gst::Pipeline) -> Result<(), glib::BoolError> {
+    p.set_state(gst::State::Paused)
+        .map_err(|_| glib::bool_error!("cannot pause"))?;
+    p.seek_simple(
+        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+        gst::ClockTime::ZERO,
+    )?;
+    p.set_state(gst::State::Playing)
+        .map_err(|_| glib::bool_error!("cannot play again"))?;
+    Ok(())
 }
 
 /// EOS into every branch the decoder feeds (the inference branch and any
