@@ -12,10 +12,10 @@
 //! `nvh264device1dec` … as the registry names them) and `cudapreprocess
 //! device-id=D ! trtinfer device-id=D`.
 //! `--live` plays every stream at its real frame rate instead (see
-//! common/live.rs): per N, a table per GPU of frames decoded, rendered,
-//! dropped and late, decoder-to-sink latency, NVDEC and SM utilisation, and
-//! the start-up time apart; `--latency-ms` is the pipeline latency (the
-//! budget, default 100), `--seconds` stops a run early. `--decoder` replaces
+//! common/live.rs): per N, a table per GPU of frames delivered, decoded,
+//! lost and late, source-to-sink latency, NVDEC and SM utilisation, and the
+//! start-up time apart; `--latency-ms` is the latency budget (default 100),
+//! `--seconds` stops a run early. `--decoder` replaces
 //! the NVIDIA decoder (`avdec_h264` tries the benchmark without a GPU, with
 //! `--infer providers=cpu`).
 //!
@@ -238,13 +238,13 @@ fn branch(args: &Args, mode: &str, streams: usize, i: usize) -> String {
         "download" => " ! cudadownload ! video/x-raw".into(),
         other => panic!("unknown mode {other}"),
     };
-    let (pace, sink) = if args.live {
+    let (pace, sink): (String, String) = if args.live {
         (
-            "identity sync=true ! ",
-            format!("fakesink name=sink{i} sync=true qos=false"),
+            format!("identity name=pace{i} sync=true ! "),
+            format!("fakesink name=sink{i} sync=false"),
         )
     } else {
-        ("", format!("fakesink name=sink{i} sync=false"))
+        (String::new(), format!("fakesink name=sink{i} sync=false"))
     };
     let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
     let files: String = (0..args.loops)
@@ -383,7 +383,7 @@ fn main_live(args: &Args) {
     }
     let budget = Duration::from_millis(args.latency_ms);
     println!(
-        "## live: {} at {:.2} fps per stream, pipeline latency {} ms, GPUs {:?} (decoders {})",
+        "## live: {} at {:.2} fps per stream, latency budget {} ms, GPUs {:?} (decoders {})",
         args.media,
         1.0 / period.as_secs_f64(),
         args.latency_ms,
