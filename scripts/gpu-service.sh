@@ -31,7 +31,7 @@ cp "$media/dog_1080p.mp4" "$out/failing.mp4"
 uris=()
 for _ in $(seq "$cameras"); do uris+=("file://$media/dog_1080p.mp4"); done
 uris+=("file://$out/failing.mp4")
-"$app/cudainfer-run" --model "$models/yolox_nano.onnx" --labels "$models/coco-labels.txt" \
+"$app/cudainfer-run" --model "$models/${SERVICE_MODEL:-yolox_nano_dynbatch.onnx}" --labels "$models/coco-labels.txt" \
   --decode gpu --providers cuda --json "$out/results.jsonl" --http "127.0.0.1:$port" --no-status \
   "${uris[@]}" 2> "$out/service.log" &
 pid=$!
