@@ -221,8 +221,9 @@ fn parse_args() -> Args {
 }
 
 /// One branch of `streams`: MEDIA decoded `loops` times in a row (concat),
-/// then the mode's elements, on the stream's device. Live: paced to the
-/// clock before the decoder, into a synchronised sink (common/live.rs).
+/// then the mode's elements, on the stream's device. Live: a live appsrc
+/// that common/live.rs feeds with the clip's frames, looped, paced to the
+/// clock before the decoder, into a sink that does not synchronise.
 fn branch(args: &Args, mode: &str, streams: usize, i: usize) -> String {
     let device = args.device(streams, i);
     let infer = format!(
@@ -246,11 +247,15 @@ fn branch(args: &Args, mode: &str, streams: usize, i: usize) -> String {
     } else {
         (String::new(), format!("fakesink name=sink{i} sync=false"))
     };
+    let decoder = args.decoder(device);
+    if args.live {
+        // common/live.rs feeds src{i} the clip's frames, looped.
+        return format!("appsrc name=src{i} ! {pace}{decoder} name=dec{i}{tail} ! {sink}");
+    }
     let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
     let files: String = (0..args.loops)
         .map(|_| format!(" {file} ! c{i}."))
         .collect();
-    let decoder = args.decoder(device);
     format!("concat name=c{i} ! {pace}{decoder} name=dec{i}{tail} ! {sink}{files}")
 }
 
@@ -373,6 +378,10 @@ fn main_live(args: &Args) {
         eprintln!("error: {e}");
         std::process::exit(1);
     });
+    let clip = Arc::new(live::read_clip(&args.media).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }));
     let nvml: std::collections::HashMap<u32, Arc<Nvml>> = args
         .gpus
         .iter()
@@ -399,6 +408,8 @@ fn main_live(args: &Args) {
         for &streams in &args.streams {
             eprintln!("live {mode} with {streams} stream(s)...");
             let setup = live::LiveSetup {
+                clip: clip.clone(),
+                loops: args.loops,
                 branches: (0..streams)
                     .map(|i| branch(args, mode, streams, i))
                     .collect(),

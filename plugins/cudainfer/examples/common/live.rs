@@ -1,13 +1,15 @@
 //! `pipeline_bench --live`: N streams played at their real frame rate, as
 //! cameras would deliver them, and what each frame costs on its way.
 //!
-//! Each branch paces its encoded stream with `identity sync=true` before the
-//! decoder (a camera delivers frame k at its time, not as fast as a file
-//! reads) and answers the decoder's latency query as a live source does: a
-//! GstH264Decoder (nvh264dec) upstream of a live source outputs each frame
-//! as soon as it is decoded, while behind a file it may hold frames until its
-//! picture buffer is full (several frame periods), which no camera pipeline
-//! pays. The sinks do not synchronise (`sync=false`): results are consumed
+//! Each branch is fed by a live `appsrc` with the clip's encoded frames,
+//! read once and looped with continuous timestamps (one stream, as a camera
+//! sends: a `concat` of files made every decoder set itself up again at each
+//! new file, all streams at nearly the same moment), paced by `identity
+//! sync=true` before the decoder (a camera delivers frame k at its time, not
+//! as fast as a file reads). Being live matters to the decoder too: a
+//! GstH264Decoder (nvh264dec) upstream of a live source outputs each frame as
+//! soon as it is decoded, while behind a file it may hold frames until its
+//! picture buffer is full (several frame periods), which no camera pays. The sinks do not synchronise (`sync=false`): results are consumed
 //! when they come, as an analytics application does, and the time a frame
 //! reaches its sink is when its results are there. Branch i starts i/N of a
 //! frame period after branch 0 (a pad offset), so streams are not in phase.
@@ -67,11 +69,14 @@ struct StreamLog {
 /// What a live run is made of.
 pub struct LiveSetup<'a> {
     /// One pipeline description per stream; stream i's elements are named
-    /// `c{i}` (the source's concat), `pace{i}` (its `identity sync=true`),
+    /// `src{i}` (an `appsrc`), `pace{i}` (its `identity sync=true`),
     /// `dec{i}` and `sink{i}` (`sync=false`).
     pub branches: Vec<String>,
     /// The CUDA device of each stream.
     pub devices: Vec<u32>,
+    /// The frames every source plays, `loops` times.
+    pub clip: Arc<Clip>,
+    pub loops: usize,
     pub latency: Duration,
     pub period: Duration,
     /// Stop after this long, if the clip has not ended.
@@ -149,6 +154,92 @@ pub fn clip_frame_period(media: &str) -> Result<Duration, String> {
     ))
 }
 
+/// A clip's encoded frames (parsed H.264 as its demuxer gives them), read
+/// once and shared by every stream.
+pub struct Clip {
+    caps: gst::Caps,
+    frames: Vec<gst::Buffer>,
+    /// From time 0 to the end of its last frame: one loop's shift.
+    length: gst::ClockTime,
+}
+
+pub fn read_clip(media: &str) -> Result<Clip, String> {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={media} ! qtdemux ! h264parse ! appsink name=out sync=false"
+    ))
+    .map_err(|e| format!("cannot read {media}: {e}"))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| "not a pipeline".to_string())?;
+    let sink = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or("no appsink")?;
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|e| format!("cannot play {media}: {e}"))?;
+    let mut caps = None;
+    let mut frames = Vec::new();
+    // Until EOS (or an error, which the bus says below).
+    while let Ok(sample) = sink.pull_sample() {
+        if caps.is_none() {
+            caps = sample.caps_owned();
+        }
+        if let Some(b) = sample.buffer_owned() {
+            frames.push(b);
+        }
+    }
+    let error = pipeline
+        .bus()
+        .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+        .map(|m| format!("{m:?}"));
+    let _ = pipeline.set_state(gst::State::Null);
+    if let Some(e) = error {
+        return Err(format!("cannot read {media}: {e}"));
+    }
+    let length = frames
+        .iter()
+        .filter_map(|b| b.pts().map(|p| p + b.duration().unwrap_or_default()))
+        .max()
+        .ok_or_else(|| format!("{media} has no timestamped frames"))?;
+    Ok(Clip {
+        caps: caps.ok_or_else(|| format!("{media} gave no caps"))?,
+        frames,
+        length,
+    })
+}
+
+/// Feeds `src` the clip `loops` times, its timestamps shifted by `offset`
+/// and by the clip's length each loop, one frame each time it asks.
+fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>, loops: usize, offset: gst::ClockTime) {
+    src.set_caps(Some(&clip.caps));
+    src.set_format(gst::Format::Time);
+    src.set_is_live(true);
+    let mut next = 0usize;
+    src.set_callbacks(
+        gst_app::AppSrcCallbacks::builder()
+            .need_data(move |src, _| {
+                let n = clip.frames.len();
+                if next >= n * loops {
+                    if next == n * loops {
+                        let _ = src.end_of_stream();
+                        next += 1;
+                    }
+                    return;
+                }
+                let shift = clip.length * (next / n) as u64 + offset;
+                let mut frame = clip.frames[next % n].copy();
+                {
+                    let f = frame.make_mut();
+                    f.set_pts(f.pts().map(|t| t + shift));
+                    f.set_dts(f.dts().map(|t| t + shift));
+                }
+                next += 1;
+                let _ = src.push_buffer(frame);
+            })
+            .build(),
+    );
+}
+
 fn sample_utilisation(
     nvml: Vec<(u32, Arc<Nvml>)>,
     stop: Arc<AtomicBool>,
@@ -180,25 +271,19 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
                 .ok_or_else(|| format!("the live branch has no element {name}"))
         };
         // Out of phase: stream i starts i/N of a period after stream 0.
-        let offset = setup.period.as_nanos() as i64 * i as i64 / streams as i64;
-        by_name(format!("c{i}"))?
-            .static_pad("src")
-            .ok_or("concat has no src pad")?
-            .set_offset(offset);
+        let offset = setup.period.as_nanos() as u64 * i as u64 / streams as u64;
+        let src = by_name(format!("src{i}"))?
+            .downcast::<gst_app::AppSrc>()
+            .map_err(|_| format!("src{i} is not an appsrc"))?;
+        feed(
+            &src,
+            setup.clip.clone(),
+            setup.loops,
+            gst::ClockTime::from_nseconds(offset),
+        );
         let pace = by_name(format!("pace{i}"))?
             .static_pad("src")
             .ok_or("identity has no src pad")?;
-        // A camera is a live source: the decoder asks, and then outputs
-        // each frame once decoded instead of filling its picture buffer.
-        pace.add_probe(gst::PadProbeType::QUERY_UPSTREAM, |_, info| {
-            if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut() {
-                if let gst::QueryViewMut::Latency(l) = q.view_mut() {
-                    l.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
-                    return gst::PadProbeReturn::Handled;
-                }
-            }
-            gst::PadProbeReturn::Ok
-        });
         let l = log.clone();
         pace.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
             let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
