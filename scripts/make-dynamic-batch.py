@@ -29,7 +29,7 @@ tolerance (1e-3 by default). Inputs are cast to each model's input type, so
 against the float32 model with a wider tolerance.
 
 Needs: numpy, onnx, onnxruntime, Pillow (pip install onnx onnxruntime pillow).
-Exit status 0 only if the edit and the check succeeded.
+Exit status 0 only if the edit and the check succeeded; OUT is written only then.
 """
 import argparse
 import os
@@ -155,11 +155,12 @@ def check_images(path, width, height):
     return np.stack([v.transpose(2, 0, 1) for v in variants]).astype(np.float32) / 255.0
 
 
-def session(path):
+def session(model):
+    """A CPU session of `model`, a path or the serialized model."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def numpy_type(ort_type):
@@ -167,15 +168,15 @@ def numpy_type(ort_type):
 
 
 def check(reference, model, image, tolerance):
-    """REF at batch 1 on each image against MODEL at batch 4; True if every
-    output is within `tolerance`."""
+    """REF at batch 1 on each image against MODEL (a path or the serialized
+    model) at batch 4; True if every output is within `tolerance`."""
     ref, dyn = session(reference), session(model)
     ref_in, dyn_in = ref.get_inputs()[0], dyn.get_inputs()[0]
     if len(ref.get_inputs()) != 1:
         raise EditError("the check handles models with one input")
     height, width = ref_in.shape[2], ref_in.shape[3]
     if not isinstance(dyn_in.shape[0], str):
-        raise EditError(f"{model}: input '{dyn_in.name}' has a fixed batch {dyn_in.shape[0]}, not a symbolic one")
+        raise EditError(f"input '{dyn_in.name}' has a fixed batch {dyn_in.shape[0]}, not a symbolic one")
     images = check_images(image, width, height)
     batched = dyn.run(None, {dyn_in.name: images.astype(numpy_type(dyn_in.type))})
     singles = [ref.run(None, {ref_in.name: images[i:i + 1].astype(numpy_type(ref_in.type))})
@@ -213,21 +214,28 @@ def main():
     parser.add_argument("--tolerance", type=float, default=1e-3)
     args = parser.parse_args()
     try:
-        if not args.check:
+        if args.check:
+            edited = args.output
+        else:
             model, notes = make_dynamic(onnx.load(args.input))
             for n in notes:
                 print(n)
             model.producer_name = (model.producer_name or "") + " + make-dynamic-batch.py"
-            onnx.save(model, args.output)
+            edited = model.SerializeToString()
             io = [f"{v.name} [{', '.join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim)}]"
                   for v in list(model.graph.input) + list(model.graph.output)]
-            print(f"{args.output}: {', '.join(io)}; shape inference and checker passed")
-        print(f"check: {args.output} at batch {CHECK_BATCH} against {args.input} at batch 1, "
-              f"onnxruntime CPU, images from {args.image}")
-        ok = check(args.input, args.output, args.image, args.tolerance)
-    except (EditError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+            print(f"edited: {', '.join(io)}; shape inference and checker passed")
+        print(f"check: {args.output if args.check else 'the edited model'} at batch {CHECK_BATCH} against "
+              f"{args.input} at batch 1, onnxruntime CPU, images from {args.image}")
+        ok = check(args.input, edited, args.image, args.tolerance)
+    except (EditError, onnx.checker.ValidationError, onnx.shape_inference.InferenceError, OSError) as e:
         print(f"make-dynamic-batch: {e}", file=sys.stderr)
         return 1
+    if ok and not args.check:
+        # Written only once checked: a file at OUT is a model that passed.
+        with open(args.output, "wb") as f:
+            f.write(edited)
+        print(f"written: {args.output}")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
