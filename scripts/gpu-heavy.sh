@@ -15,6 +15,7 @@
 #     JSON lines), compared with fp32 (scripts/compare-detections.py): tf32
 #     and fp16 "close", the graphs "equal" to the same precision without,
 #     the fixed-batch pool "same" as the edited model.
+# (b) runs first, so a slow benchmark never starves the verdicts.
 # Writes under $OUT (or /tmp/gpu-heavy) and prints the tables and a PASS/FAIL
 # table last; exit status 1 if an accuracy check failed.
 # Without a GPU (a dry run of the script itself): DECODER=avdec_h264
@@ -45,6 +46,13 @@ for m in "$fp32" "$fp16"; do
 done
 verdicts=()
 verdict() { verdicts+=("| $1 | $2 | $3 |"); }
+# Every step is bounded by its own limit and by what is left of TOTAL_TIMEOUT
+# (seconds, default 330), so the whole script ends within about 6 minutes.
+deadline=$(($(date +%s) + ${TOTAL_TIMEOUT:-330}))
+limit() { # the step's own limit in seconds
+  local left=$((deadline - $(date +%s)))
+  if [ "$left" -lt "$1" ]; then echo $((left > 5 ? left : 5)); else echo "$1"; fi
+}
 
 # Name and trtinfer properties of each variant; the graphs last, as a failed
 # capture ends the benchmark (CUDA graphs are experimental).
@@ -58,27 +66,11 @@ props=(
   "model=$fp16 max-batch-size=$batch cuda-graph=true"
 )
 
-# (a) Throughput, one invocation: every row measured in the same run.
-if [ "${BENCH:-1}" = 1 ]; then
-  variant_args=()
-  for i in "${!names[@]}"; do variant_args+=(--variant "${names[$i]}:${props[$i]}"); done
-  decoder_args=()
-  [ "$decoder" = nvh264dec ] || decoder_args=(--decoder "$decoder")
-  timeout -k 10 "${BENCH_TIMEOUT:-240}" "$app/pipeline_bench" "$clip" "$fp32" --loops "$loops" \
-    --streams "$streams" --modes decode,full --infer "model-type=yolov8 providers=$providers" \
-    "${decoder_args[@]}" "${variant_args[@]}" > "$out/bench.md" 2> "$out/bench.log"
-  rc=$?
-  rows=$(grep -c '^| \(decode\|full\)' "$out/bench.md")
-  verdict "pipeline_bench, $streams streams, ${#names[@]} variants (informational)" \
-    "$([ $rc = 0 ] && [ "$rows" = $((${#names[@]} + 1)) ] && echo PASS || echo FAIL)" \
-    "rc=$rc, $rows of $((${#names[@]} + 1)) rows$([ $rc = 0 ] || echo ": $(grep -m1 -E 'panicked|error' -A1 "$out/bench.log" | tr '\n' ' ' | cut -c1-300)")"
-fi
-
-# (b) Detections of every frame, one variant at a time.
+# (b) first: the verdicts. Detections of every frame, one variant at a time.
 for i in "${!names[@]}"; do
   name=${names[$i]}
   # shellcheck disable=SC2086 # the properties are words for gst-launch
-  timeout -k 10 "${LAUNCH_TIMEOUT:-90}" gst-launch-1.0 -q filesrc location="$clip" ! qtdemux ! h264parse \
+  timeout -k 10 "$(limit "${LAUNCH_TIMEOUT:-45}")" gst-launch-1.0 -q filesrc location="$clip" ! qtdemux ! h264parse \
     ! "$decoder" ${frames:+! identity eos-after=$frames} ! cudapreprocess \
     ! trtinfer model-type=yolov8 providers="$providers" confidence-threshold=0.25 nms-threshold=0.45 \
     ${props[$i]} ! inferpublish location="$out/$name.jsonl" ! fakesink > "$out/$name.log" 2>&1
@@ -103,6 +95,22 @@ while IFS='|' read -r _ name _ _ _ _ _ _ _ _ _ result _; do
   verdict "accuracy: $name" "$(echo "$result" | xargs | cut -d' ' -f1)" "see the accuracy table"
 done < <(grep '^| [a-z]' "$out/accuracy.md" | grep -v '^| variant ')
 [ -s "$out/accuracy.md" ] || verdict "accuracy comparison" FAIL "$(head -3 "$out/accuracy.log" | tr '\n' ' ')"
+
+# (a) Throughput, one invocation: every row measured in the same run.
+if [ "${BENCH:-1}" = 1 ]; then
+  variant_args=()
+  for i in "${!names[@]}"; do variant_args+=(--variant "${names[$i]}:${props[$i]}"); done
+  decoder_args=()
+  [ "$decoder" = nvh264dec ] || decoder_args=(--decoder "$decoder")
+  timeout -k 10 "$(limit "${BENCH_TIMEOUT:-180}")" "$app/pipeline_bench" "$clip" "$fp32" --loops "$loops" \
+    --streams "$streams" --modes decode,full --infer "model-type=yolov8 providers=$providers" \
+    "${decoder_args[@]}" "${variant_args[@]}" > "$out/bench.md" 2> "$out/bench.log"
+  rc=$?
+  rows=$(grep -c '^| \(decode\|full\)' "$out/bench.md")
+  verdict "pipeline_bench, $streams streams, ${#names[@]} variants (informational)" \
+    "$([ $rc = 0 ] && [ "$rows" = $((${#names[@]} + 1)) ] && echo PASS || echo FAIL)" \
+    "rc=$rc, $rows of $((${#names[@]} + 1)) rows$([ $rc = 0 ] || echo ": $(grep -m1 -E 'panicked|error' -A1 "$out/bench.log" | tr '\n' ' ' | cut -c1-300)")"
+fi
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 echo
