@@ -56,7 +56,28 @@ ln -s "$top/scripts/gpu-graph.sh" "$art/gpu-graph.sh"
 ln -s "$top/scripts/gpu-live.sh" "$art/gpu-live.sh"
 ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
 ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
+ln -s "$top/scripts/gpu-heavy.sh" "$art/gpu-heavy.sh"
+ln -s "$top/scripts/compare-detections.py" "$art/compare-detections.py"
 "$shared/gpu/prepare.sh" "$art"/*
+# gpu-heavy.sh's models (made by make-dynamic-batch.py, not shared data): a
+# part of their own (16 MB), stashed to /tmp/gpu/heavy by one more call.
+heavy=${HEAVY_MODELS_SRC:-/tmp/heavy-models}
+python=${CUDAINFER_PYTHON:-python3}
+if [ ! -f "$heavy/yolov12n_dynbatch_fp16.onnx" ] && "$python" -c "import numpy, onnx, onnxruntime, onnxconverter_common, PIL" 2>/dev/null; then
+  mkdir -p "$heavy"
+  { CUDAINFER_SHARED_DIR=$shared "$python" scripts/make-dynamic-batch.py "$shared/models/yolov12n.onnx" "$heavy/yolov12n_dynbatch.onnx" &&
+    "$python" scripts/make-fp16-model.py "$heavy/yolov12n_dynbatch.onnx" "$heavy/yolov12n_dynbatch_fp16.onnx"; } ||
+    echo "gpu-stage: making gpu-heavy.sh's models failed (see above)" >&2
+fi
+if [ -f "$heavy/yolov12n_dynbatch.onnx" ] && [ -f "$heavy/yolov12n_dynbatch_fp16.onnx" ]; then
+  mkdir -p .gpu-stage/heavy
+  cp "$heavy/yolov12n_dynbatch.onnx" "$heavy/yolov12n_dynbatch_fp16.onnx" .gpu-stage/heavy/
+  printf '%s\n' '#!/usr/bin/env bash' 'mkdir -p /tmp/gpu/heavy && cp "$(dirname "$0")"/*.onnx /tmp/gpu/heavy/ && ls -l /tmp/gpu/heavy' \
+    > .gpu-stage/heavy/stash.sh
+  echo "gpu-stage: gpu-heavy.sh's models in .gpu-stage/heavy: run \"bash .gpu-stage/heavy/stash.sh\" (carry .gpu-stage/heavy) before it"
+else
+  echo "gpu-stage: no yolov12n_dynbatch(_fp16).onnx in $heavy and $python cannot make them: gpu-heavy.sh will say so (README, \"A heavier model\")" >&2
+fi
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"
   mv "$top/.gpu-stage" "$top/$STAGE_AS"

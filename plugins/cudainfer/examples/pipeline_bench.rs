@@ -4,8 +4,13 @@
 //!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download,preprocess]
 //!                  [--infer "PROP=VALUE ..."] [--plot FILE.png] [--gpus 0,1]
 //!                  [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT]
+//!                  [--variant "NAME:PROP=VALUE ..."]...
 //!
 //! `--infer` adds properties to every trtinfer (say `tf32=true`);
+//! `--variant` (repeatable, not with `--live`) runs each `full*` mode once per
+//! variant, its properties after `--infer`'s (so `model=OTHER.onnx` replaces
+//! MODEL), the rows named `full NAME`: precision or graph variants measured
+//! in one run beside one decode-only;
 //! `--plot` writes aggregate fps against N for each mode as a PNG.
 //! `--gpus 0,1` spreads the streams round-robin over those CUDA devices,
 //! each with its device's decoder (`nvh264dec` on the first,
@@ -142,6 +147,8 @@ struct Args {
     loops: usize,
     modes: Vec<String>,
     infer_properties: String,
+    /// (name, trtinfer properties) of each `--variant`, in order.
+    variants: Vec<(String, String)>,
     plot: Option<std::path::PathBuf>,
     /// CUDA devices the streams are spread over.
     gpus: Vec<u32>,
@@ -169,7 +176,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] \
                  [--modes decode,full,full-queued,download,preprocess] [--infer \"PROP=VALUE ...\"] [--plot FILE.png] \
-                 [--gpus 0,1] [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT]";
+                 [--gpus 0,1] [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT] \
+                 [--variant \"NAME:PROP=VALUE ...\"]...";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
     let mut args = Args {
@@ -181,6 +189,7 @@ fn parse_args() -> Args {
             .map(String::from)
             .to_vec(),
         infer_properties: String::new(),
+        variants: Vec::new(),
         plot: None,
         gpus: vec![0],
         live: false,
@@ -209,6 +218,11 @@ fn parse_args() -> Args {
             "--seconds" => args.seconds = Some(value.parse().expect(usage)),
             "--decoder" => args.decoder = Some(value),
             "--infer" => args.infer_properties = value,
+            "--variant" => {
+                let (name, properties) = value.split_once(':').expect(usage);
+                args.variants
+                    .push((name.to_string(), properties.to_string()));
+            }
             "--plot" => args.plot = Some(value.into()),
             _ => panic!("{usage}"),
         }
@@ -217,18 +231,33 @@ fn parse_args() -> Args {
     if args.live && !modes_set {
         args.modes = vec!["full".into()];
     }
+    if args.live && !args.variants.is_empty() {
+        eprintln!("--variant is for the throughput runs, not --live: run --live once per variant");
+        std::process::exit(2);
+    }
     args
+}
+
+/// The (name, extra trtinfer properties) runs of `mode`: every variant for
+/// the modes with inference, else one unnamed run.
+fn variants_of(args: &Args, mode: &str) -> Vec<(String, String)> {
+    if mode.starts_with("full") && !args.variants.is_empty() {
+        args.variants.clone()
+    } else {
+        vec![(String::new(), String::new())]
+    }
 }
 
 /// One branch of `streams`: MEDIA decoded `loops` times in a row (concat),
 /// then the mode's elements, on the stream's device. Live: a live appsrc
 /// that common/live.rs feeds with the clip's frames, looped, paced to the
 /// clock before the decoder, into a sink that does not synchronise.
-fn branch(args: &Args, mode: &str, streams: usize, i: usize) -> String {
+/// `variant` adds trtinfer properties after `--infer`'s.
+fn branch(args: &Args, mode: &str, variant: &str, streams: usize, i: usize) -> String {
     let device = args.device(streams, i);
     let infer = format!(
         "cudapreprocess name=pre{i} device-id={device} ! trtinfer name=infer{i} model={} \
-         providers=cuda device-id={device} {}",
+         providers=cuda device-id={device} {} {variant}",
         args.model, args.infer_properties
     );
     let tail = match mode {
@@ -276,9 +305,14 @@ struct Arrivals {
     frames: u64,
 }
 
-fn run(args: &Args, mode: &str, streams: usize, nvml: Option<Arc<Nvml>>) -> RunResult {
+fn run(
+    args: &Args,
+    (mode, variant): (&str, &str),
+    streams: usize,
+    nvml: Option<Arc<Nvml>>,
+) -> RunResult {
     let description: Vec<String> = (0..streams)
-        .map(|i| branch(args, mode, streams, i))
+        .map(|i| branch(args, mode, variant, streams, i))
         .collect();
     let pipeline = gst::parse::launch(&description.join("  "))
         .expect("pipeline")
@@ -411,7 +445,7 @@ fn main_live(args: &Args) {
                 clip: clip.clone(),
                 loops: args.loops,
                 branches: (0..streams)
-                    .map(|i| branch(args, mode, streams, i))
+                    .map(|i| branch(args, mode, "", streams, i))
                     .collect(),
                 devices: (0..streams).map(|i| args.device(streams, i)).collect(),
                 latency: budget,
@@ -463,24 +497,39 @@ fn main() {
         "| mode | streams | frames | seconds | fps | fps / decode-only | added latency p50 ms | p99 ms | largest batch | PCIe to GPU MB/frame | from GPU MB/frame | GPU memory MiB | CPU cores busy |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let runs = args.streams.len() * args.modes.len();
-    let mut fps_by_mode: Vec<(String, Vec<(u32, f64)>)> =
-        args.modes.iter().map(|m| (m.clone(), Vec::new())).collect();
+    // (mode, variant name, variant properties) of each row of one N.
+    let rows: Vec<(String, String, String)> = args
+        .modes
+        .iter()
+        .flat_map(|mode| {
+            variants_of(&args, mode)
+                .into_iter()
+                .map(|(name, properties)| (mode.clone(), name, properties))
+        })
+        .collect();
+    let runs = args.streams.len() * rows.len();
+    // The plot's points of each row, (N, fps).
+    let mut fps_by_row: Vec<Vec<(u32, f64)>> = vec![Vec::new(); rows.len()];
     for (n, &streams) in args.streams.iter().enumerate() {
         let mut decode_fps = None;
-        for (m, mode) in args.modes.iter().enumerate() {
+        for (m, (mode, name, properties)) in rows.iter().enumerate() {
+            let row = if name.is_empty() {
+                mode.clone()
+            } else {
+                format!("{mode} {name}")
+            };
             eprintln!(
-                "[{}/{runs}] {mode} with {streams} stream(s)...",
-                n * args.modes.len() + m + 1
+                "[{}/{runs}] {row} with {streams} stream(s)...",
+                n * rows.len() + m + 1
             );
-            let r = run(&args, mode, streams, nvml.clone());
+            let r = run(&args, (mode, properties), streams, nvml.clone());
             // Frames between the first and the last arrival.
             let fps = (r.frames.saturating_sub(1)) as f64 / r.seconds.max(1e-9);
             let per_frame = (r.frames.saturating_sub(1)).max(1) as f64;
             if mode == "decode" {
                 decode_fps = Some(fps);
             }
-            fps_by_mode[m].1.push((streams as u32, fps));
+            fps_by_row[m].push((streams as u32, fps));
             let mut lat = r.latencies_ms;
             lat.sort_by(f64::total_cmp);
             let ratio = decode_fps.map_or("".into(), |d| format!("{:.3}", fps / d));
@@ -495,7 +544,7 @@ fn main() {
             let ms = |p| percentile(&lat, p).map_or(String::new(), |v| format!("{v:.2}"));
             let batch = r.largest_batch.map_or(String::new(), |b| b.to_string());
             println!(
-                "| {mode} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {batch} | {to} | {from} | {mem} | {cpu} |",
+                "| {row} | {streams} | {} | {:.2} | {fps:.1} | {ratio} | {} | {} | {batch} | {to} | {from} | {mem} | {cpu} |",
                 r.frames,
                 r.seconds,
                 ms(0.5),
@@ -504,10 +553,18 @@ fn main() {
         }
     }
     if let Some(path) = &args.plot {
-        let series: Vec<fps_plot::Series> = fps_by_mode
+        let labels: Vec<String> = rows
             .iter()
-            .map(|(mode, points)| fps_plot::Series {
-                label: mode_label(mode),
+            .map(|(mode, name, _)| match name.as_str() {
+                "" => mode_label(mode).to_string(),
+                name => format!("{} ({name})", mode_label(mode)),
+            })
+            .collect();
+        let series: Vec<fps_plot::Series> = fps_by_row
+            .iter()
+            .zip(&labels)
+            .map(|(points, label)| fps_plot::Series {
+                label,
                 points: points.clone(),
             })
             .collect();
