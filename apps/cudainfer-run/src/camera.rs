@@ -29,6 +29,18 @@ const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a pipeline to reach NULL before the camera goes on.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(3);
 
+/// How a camera ends. Either way its outputs are flushed (EOS: JSON lines
+/// complete, MQTT delivered, recordings finalised) before it is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The frames already decoded are still inferred and published: a
+    /// shutdown loses no result.
+    Drain,
+    /// They are dropped: a removal returns at once instead of after a dozen
+    /// inferences on a loaded machine.
+    Discard,
+}
+
 /// How one run of the pipeline ended.
 enum Outcome {
     Stopped,
@@ -38,20 +50,28 @@ enum Outcome {
 
 #[derive(Default)]
 struct Control {
-    stop: Mutex<bool>,
+    /// Set once: the first request decides how the camera ends.
+    stop: Mutex<Option<Ending>>,
     wake: Condvar,
 }
 
 impl Control {
-    fn stopped(&self) -> bool {
+    fn ending(&self) -> Option<Ending> {
         *self.stop.lock().unwrap()
+    }
+
+    fn stopped(&self) -> bool {
+        self.ending().is_some()
     }
 
     /// Sleeps up to `d`; true when stopped meanwhile.
     fn wait(&self, d: Duration) -> bool {
         let guard = self.stop.lock().unwrap();
-        let (guard, _) = self.wake.wait_timeout_while(guard, d, |s| !*s).unwrap();
-        *guard
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, d, |s| s.is_none())
+            .unwrap();
+        guard.is_some()
     }
 }
 
@@ -101,14 +121,14 @@ impl Camera {
     }
 
     /// Asks the camera to end (EOS, outputs flushed); does not wait.
-    pub fn request_stop(&self) {
-        *self.control.stop.lock().unwrap() = true;
+    pub fn request_stop(&self, ending: Ending) {
+        self.control.stop.lock().unwrap().get_or_insert(ending);
         self.control.wake.notify_all();
     }
 
     /// Ends the camera and waits for its thread.
-    pub fn stop(&self) {
-        self.request_stop();
+    pub fn stop(&self, ending: Ending) {
+        self.request_stop(ending);
         if let Some(handle) = self.thread.lock().unwrap().take() {
             let _ = handle.join();
         }
@@ -295,11 +315,11 @@ impl Worker {
                     _ => {}
                 }
             }
-            if stopping.is_none() && self.control.stopped() {
+            if let (None, Some(ending)) = (stopping, self.control.ending()) {
                 self.stats.set_state(CameraState::Stopping);
                 // EOS from the sources: the results elements write (and
-                // MQTT delivers) what is in flight, recordings are finalised.
-                send_eos(p);
+                // MQTT delivers) what they have, recordings are finalised.
+                send_eos(p, ending);
                 stopping = Some(Instant::now());
             }
             if let Some(since) = stopping {
@@ -355,11 +375,26 @@ fn loop_to_start(p: &gst::Pipeline) -> Result<(), glib::BoolError> {
 /// EOS into every branch the decoder feeds (the inference branch and any
 /// other stream's fakesink), not through the source: a source that is
 /// stuck, or a live one, might never pass it on.
-fn send_eos(p: &gst::Pipeline) {
+///
+/// The frames ahead of the EOS (the queue's and those in inference) are no
+/// longer paced: a synchronised sink played them out in real time, 3 s at
+/// 5 fps. With `Ending::Discard` a flush drops them first.
+fn send_eos(p: &gst::Pipeline, ending: Ending) {
+    if let Some(sink) = p.by_name(pipeline::RESULTS_SINK) {
+        sink.set_property("sync", false);
+    }
     let mut sent = false;
-    for name in ["infer-queue"] {
-        if let Some(pad) = p.by_name(name).and_then(|e| e.static_pad("sink")) {
-            sent |= pad.send_event(gst::event::Eos::new());
+    if let Some(pad) = p.by_name("infer-queue").and_then(|e| e.static_pad("sink")) {
+        if ending == Ending::Discard {
+            // Flush start unblocks a push into the full queue; holding the
+            // stream lock then keeps upstream from slipping a frame in
+            // between the flush and the EOS.
+            pad.send_event(gst::event::FlushStart::new());
+            let _stream = pad.stream_lock();
+            pad.send_event(gst::event::FlushStop::new(false));
+            sent = pad.send_event(gst::event::Eos::new());
+        } else {
+            sent = pad.send_event(gst::event::Eos::new());
         }
     }
     for sink in p.iterate_sinks().into_iter().flatten() {

@@ -23,6 +23,10 @@ pub enum BuildError {
     Link(String),
 }
 
+/// The sink that ends the inference branch; with `sync` it is what paces a
+/// file camera to real time.
+pub const RESULTS_SINK: &str = "results-sink";
+
 /// What every camera's pipeline is made with, fixed at start.
 #[derive(Debug, Clone)]
 pub struct PipelineSettings {
@@ -181,6 +185,7 @@ pub fn build(
     }
     let tee = make("tee")?;
     let sink = make("fakesink")?;
+    sink.set_property("name", RESULTS_SINK);
     sink.set_property("sync", settings.sync);
     sink.set_property("async", false);
     let last = chain.last().expect("not empty").clone();

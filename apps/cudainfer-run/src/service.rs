@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::camera::Camera;
+use crate::camera::{Camera, Ending};
 use crate::camera_uri::{CameraUri, UriError};
 use crate::pipeline::PipelineSettings;
 
@@ -73,7 +73,8 @@ impl Service {
     }
 
     /// Stops and removes camera `id`; false when there is none. Returns once
-    /// its pipeline is down, so it publishes nothing more.
+    /// its pipeline is down, so it publishes nothing more; the frames it had
+    /// not yet published are dropped, so that this is prompt.
     pub fn remove(&self, id: &str) -> bool {
         let Some(n) = parse_id(id) else {
             return false;
@@ -81,7 +82,7 @@ impl Service {
         let camera = self.cameras.lock().unwrap().remove(&n);
         match camera {
             Some(c) => {
-                c.stop();
+                c.stop(Ending::Discard);
                 true
             }
             None => false,
@@ -92,16 +93,17 @@ impl Service {
         self.cameras.lock().unwrap().values().cloned().collect()
     }
 
-    /// Ends every camera at once (EOS each, outputs flushed) and waits.
+    /// Ends every camera at once (EOS each, every decoded frame published,
+    /// outputs flushed) and waits.
     pub fn shutdown(&self) {
         let cameras: Vec<_> = std::mem::take(&mut *self.cameras.lock().unwrap())
             .into_values()
             .collect();
         for c in &cameras {
-            c.request_stop();
+            c.request_stop(Ending::Drain);
         }
         for c in &cameras {
-            c.stop();
+            c.stop(Ending::Drain);
         }
     }
 }

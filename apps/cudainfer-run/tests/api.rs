@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use common::*;
 
 /// Add and remove a camera 20 times while four run: no deadlock, memory
-/// flat, a removed camera stops publishing, an added one starts.
+/// flat, a removed camera stops publishing, an added one starts, and a
+/// DELETE returns promptly.
 #[test]
 fn cameras_added_and_removed_under_load() {
     let dir = temp_dir("load");
@@ -87,8 +88,11 @@ fn cameras_added_and_removed_under_load() {
     let elapsed = start.elapsed();
     let slowest_delete = delete_times.iter().max().unwrap();
     println!("slowest DELETE {:.2} s", slowest_delete.as_secs_f64());
+    // A removal drops the frames not yet published: 0.20 s at most on the
+    // 2-core test machine under load (1.0 to 4.8 s when a synchronised sink
+    // played them out in real time, 3 s unloaded).
     assert!(
-        *slowest_delete < Duration::from_secs(10),
+        *slowest_delete < Duration::from_secs(1),
         "DELETE took {slowest_delete:?}"
     );
     // The four kept running throughout.
