@@ -408,14 +408,13 @@ use live::percentile;
 
 /// `--live`: one run per N and mode, a table each.
 fn main_live(args: &Args) {
-    let period = live::clip_frame_period(&args.media).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    });
-    let clip = Arc::new(live::read_clip(&args.media).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }));
+    let (clip, period) = live::read_clip(&args.media)
+        .and_then(|c| Ok((c.frame_period()?, c)))
+        .map(|(period, clip)| (Arc::new(clip), period))
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        });
     let nvml: std::collections::HashMap<u32, Arc<Nvml>> = args
         .gpus
         .iter()

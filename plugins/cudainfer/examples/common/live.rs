@@ -125,35 +125,6 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     Some(sorted[(last as f64 * p).round() as usize])
 }
 
-/// The frame period of the first video stream of `media` (H.264 in MP4),
-/// from its caps after preroll.
-pub fn clip_frame_period(media: &str) -> Result<Duration, String> {
-    let pipeline = gst::parse::launch(&format!(
-        "filesrc location={media} ! qtdemux ! h264parse name=parse ! fakesink"
-    ))
-    .map_err(|e| format!("cannot read {media}: {e}"))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| "not a pipeline".to_string())?;
-    pipeline
-        .set_state(gst::State::Paused)
-        .map_err(|e| format!("cannot preroll {media}: {e}"))?;
-    let _ = pipeline.state(gst::ClockTime::from_seconds(10));
-    let caps = pipeline
-        .by_name("parse")
-        .and_then(|p| p.static_pad("src"))
-        .and_then(|p| p.current_caps());
-    let _ = pipeline.set_state(gst::State::Null);
-    let rate = caps
-        .as_ref()
-        .and_then(|c| c.structure(0))
-        .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
-        .filter(|f| f.numer() > 0 && f.denom() > 0)
-        .ok_or_else(|| format!("{media} has no frame rate in its caps: {caps:?}"))?;
-    Ok(Duration::from_secs_f64(
-        rate.denom() as f64 / rate.numer() as f64,
-    ))
-}
-
 /// A clip's encoded frames (parsed H.264 as its demuxer gives them), read
 /// once and shared by every stream.
 pub struct Clip {
@@ -206,6 +177,21 @@ pub fn read_clip(media: &str) -> Result<Clip, String> {
         frames,
         length,
     })
+}
+
+impl Clip {
+    /// The frame period, from the caps' frame rate.
+    pub fn frame_period(&self) -> Result<Duration, String> {
+        let rate = self
+            .caps
+            .structure(0)
+            .and_then(|s| s.get::<gst::Fraction>("framerate").ok())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .ok_or_else(|| format!("no frame rate in the clip's caps: {}", self.caps))?;
+        Ok(Duration::from_secs_f64(
+            rate.denom() as f64 / rate.numer() as f64,
+        ))
+    }
 }
 
 /// Feeds `src` the clip `loops` times, its timestamps shifted by `offset`
