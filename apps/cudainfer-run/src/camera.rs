@@ -289,8 +289,10 @@ impl Worker {
                         if !self.loop_file {
                             return Outcome::Finished;
                         }
-                        if loop_to_start(p).is_err() {
-                            return Outcome::Failed("cannot seek back to loop the file".into());
+                        if let Err(e) = loop_to_start(p) {
+                            return Outcome::Failed(format!(
+                                "cannot seek back to loop the file: {e}"
+                            ));
                         }
                     }
                     // rtspsrc reports a lost connection as a warning and may
