@@ -56,6 +56,7 @@ ln -s "$top/scripts/gpu-graph.sh" "$art/gpu-graph.sh"
 ln -s "$top/scripts/gpu-live.sh" "$art/gpu-live.sh"
 ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
 ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
+ln -s "$top/scripts/gpu-svc2.sh" "$art/gpu-svc2.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 if [ -n "${STAGE_AS:-}" ]; then
   rm -rf "$top/$STAGE_AS"

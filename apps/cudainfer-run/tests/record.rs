@@ -236,10 +236,11 @@ fn recording_in_segments_with_the_overlay() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A looping camera recorded with the default 60 s segments, stopped by
-/// SIGTERM a few seconds in: the segment under way is finalised (an MP4
-/// whose index is written plays; one cut short does not), and it holds one
-/// frame per published result.
+/// A camera recorded with the default 60 s segments, stopped by SIGTERM a
+/// few seconds into its 10 s clip (before it loops: a looped file's recording
+/// holds its first loop only, see README): the segment under way is
+/// finalised (an MP4 whose index is written plays; one cut short does not),
+/// and it holds one frame per published result.
 #[test]
 fn sigterm_finalises_the_recording() {
     let dir = temp_dir("record-term");
