@@ -305,6 +305,13 @@ fn add_recording(
     let encode_sink = encode.static_pad("sink").expect("ghosted by the parser");
     let ghost =
         gst::GhostPad::with_target(&encode_sink).map_err(|e| BuildError::Link(e.to_string()))?;
+    // A removal flushes the inference branch to drop the frames it has not
+    // published; the recording keeps what it got, for the EOS that follows
+    // to finalise. A flush emptied splitmuxsink's pending GOP and left an
+    // unplayable file.
+    ghost.add_probe(gst::PadProbeType::EVENT_FLUSH, |_, _| {
+        gst::PadProbeReturn::Drop
+    });
     recording
         .add_pad(&ghost)
         .map_err(|e| BuildError::Link(e.to_string()))?;

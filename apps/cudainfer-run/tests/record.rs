@@ -277,3 +277,50 @@ fn sigterm_finalises_the_recording() {
     assert_eq!(frames.len(), published);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A recorded camera removed through the API a few seconds into its clip:
+/// DELETE drops the frames not yet published, and the recording keeps the
+/// published ones, finalised (before, the removal's flush emptied the
+/// muxer's pending frames and left a 1.7 kB file that does not play). The
+/// one frame being pushed when the flush passes may be published and then
+/// flushed before it reaches the recording.
+#[test]
+fn removal_finalises_the_recording() {
+    let dir = temp_dir("record-delete");
+    let clip = still_clip(&dir, 50);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, json_s, rec_s) = (
+        model(),
+        json.display().to_string(),
+        rec.display().to_string(),
+    );
+    let service = Service::start(
+        &[
+            "--model", &model, "--json", &json_s, "--record", &rec_s, "--http", "0", &uri,
+        ],
+        &[],
+    );
+    wait_until("15 results", Duration::from_secs(60), || {
+        read_lines(&json).len() >= 15
+    });
+    let (status, reply) = service.request("DELETE", "/cameras/cam-1", None, None);
+    assert_eq!(status, 204, "{reply}");
+    let published = read_lines(&json).len();
+    let files = segments(&rec);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (_, _, frames) = decode_rgb(&files[0]).unwrap_or_else(|e| panic!("not finalised: {e}"));
+    println!(
+        "{}: {} frames, {published} results",
+        files[0].display(),
+        frames.len()
+    );
+    assert!(
+        frames.len() <= published && frames.len() + 1 >= published,
+        "{} frames recorded, {published} published",
+        frames.len()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
