@@ -58,6 +58,7 @@ ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
 ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
 ln -s "$top/scripts/gpu-heavy.sh" "$art/gpu-heavy.sh"
 ln -s "$top/scripts/compare-detections.py" "$art/compare-detections.py"
+ln -s "$top/scripts/gpu-svc2.sh" "$art/gpu-svc2.sh"
 "$shared/gpu/prepare.sh" "$art"/*
 # gpu-heavy.sh's models (made by make-dynamic-batch.py, not shared data): a
 # part of their own (16 MB), stashed to /tmp/gpu/heavy by one more call.

@@ -321,7 +321,14 @@ impl Worker {
                 self.stats.set_state(CameraState::Stopping);
                 // EOS from the sources: the results elements write (and
                 // MQTT delivers) what they have, recordings are finalised.
-                send_eos(p, ending);
+                // Sent from a thread of its own: a serialized event waits for
+                // the pad's streaming thread, which a stuck branch keeps
+                // forever; EOS_TIMEOUT then ends the wait, and the teardown
+                // frees that thread.
+                let pipeline = p.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("eos {}", self.id))
+                    .spawn(move || send_eos(&pipeline, ending));
                 stopping = Some(Instant::now());
             }
             if let Some(since) = stopping {

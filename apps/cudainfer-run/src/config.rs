@@ -20,7 +20,9 @@ options:
   --labels PATH         class names, one per line
   --json FILE|-         write every frame's results as JSON lines (appended) or to stdout
   --mqtt URL            publish results to mqtt://host[:port]/topic (one topic for all cameras)
-  --record DIR          record annotated video in 60 s MP4 segments, DIR/<camera>-NNNNN.mp4
+  --record DIR          record annotated video in MP4 segments, DIR/<camera>-NNNNN.mp4
+                        (DIR must exist)
+  --record-segment S    length of a recorded segment in seconds (default 60)
   --http ADDR           REST API and /metrics on ADDR (port alone: 127.0.0.1:PORT)
   --token-file FILE     bearer token for the API (else $CUDAINFER_RUN_TOKEN); required
                         when --http is not a loopback address
@@ -58,7 +60,14 @@ pub enum ConfigError {
     ReadToken(PathBuf, std::io::Error),
     #[error("the token is empty or shorter than 16 characters: use a long random token")]
     WeakToken,
+    #[error("--record '{0}' is not a directory: create it first")]
+    RecordDir(PathBuf),
 }
+
+/// Seconds per recorded segment unless `--record-segment` says otherwise.
+const DEFAULT_RECORD_SEGMENT: u64 = 60;
+/// A day: longer segments would hold an unfinalised file for too long.
+const MAX_RECORD_SEGMENT: u64 = 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +89,8 @@ struct FileConfig {
     json: Option<String>,
     mqtt: Option<String>,
     record: Option<PathBuf>,
+    #[serde(alias = "record_segment")]
+    record_segment: Option<u64>,
     http: Option<String>,
     #[serde(alias = "token_file")]
     token_file: Option<PathBuf>,
@@ -104,6 +115,8 @@ pub struct Config {
     pub json: Option<String>,
     pub mqtt: Option<String>,
     pub record: Option<PathBuf>,
+    /// Seconds per recorded segment.
+    pub record_segment: u64,
     pub http: Option<SocketAddr>,
     pub token: Option<String>,
     pub allow_dirs: Vec<PathBuf>,
@@ -141,6 +154,7 @@ pub fn parse_args(
             Long("json") => cli.json = Some(parser.value()?.string()?),
             Long("mqtt") => cli.mqtt = Some(parser.value()?.string()?),
             Long("record") => cli.record = Some(parser.value()?.into()),
+            Long("record-segment") => cli.record_segment = Some(parser.value()?.parse()?),
             Long("http") => cli.http = Some(parser.value()?.string()?),
             Long("token-file") => cli.token_file = Some(parser.value()?.into()),
             Long("allow-dir") => allow_dirs.push(PathBuf::from(parser.value()?)),
@@ -208,6 +222,23 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
             return Err(ConfigError::TokenRequired(addr));
         }
     }
+    let record = cli.record.or(file.record);
+    if let Some(dir) = &record {
+        if !dir.is_dir() {
+            return Err(ConfigError::RecordDir(dir.clone()));
+        }
+    }
+    let record_segment = cli
+        .record_segment
+        .or(file.record_segment)
+        .unwrap_or(DEFAULT_RECORD_SEGMENT);
+    if !(1..=MAX_RECORD_SEGMENT).contains(&record_segment) {
+        return Err(ConfigError::Value(
+            "record-segment",
+            record_segment.to_string(),
+            "give whole seconds from 1 to 86400",
+        ));
+    }
     let cameras = cameras
         .iter()
         .map(|c| CameraUri::parse(c))
@@ -221,7 +252,8 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         labels: cli.labels.or(file.labels),
         json: cli.json.or(file.json),
         mqtt: cli.mqtt.or(file.mqtt),
-        record: cli.record.or(file.record),
+        record,
+        record_segment,
         http,
         token,
         allow_dirs: cli.allow_dirs.or(file.allow_dirs).unwrap_or_default(),
@@ -273,6 +305,35 @@ mod tests {
             Ok(_) => panic!("accepted without a token"),
         };
         assert!(err.contains("needs a token"), "{err}");
+    }
+
+    #[test]
+    fn recording_settings_are_checked() {
+        let m = model();
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let run = |extra: &[&str]| {
+            let mut list = vec!["x", "--model", &m];
+            list.extend_from_slice(extra);
+            parse_args(args(&list))
+        };
+        match run(&["--record", dir]).unwrap() {
+            Command::Run(c) => assert_eq!(c.record_segment, 60),
+            Command::Help => panic!("help"),
+        }
+        match run(&["--record", dir, "--record-segment", "5"]).unwrap() {
+            Command::Run(c) => assert_eq!(c.record_segment, 5),
+            Command::Help => panic!("help"),
+        }
+        let err = run(&["--record", dir, "--record-segment", "0"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--record-segment: '0' is not valid"), "{err}");
+        let err = run(&["--record", "/nonexistent/recordings"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("is not a directory: create it first"), "{err}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct PipelineSettings {
     pub json: Option<String>,
     pub mqtt: Option<String>,
     pub record: Option<PathBuf>,
+    /// Length of a recorded segment.
+    pub record_segment: gst::ClockTime,
     pub gpu: bool,
     pub sync: bool,
 }
@@ -63,6 +65,7 @@ impl PipelineSettings {
             },
             mqtt: config.mqtt.clone(),
             record: config.record.clone(),
+            record_segment: gst::ClockTime::from_seconds(config.record_segment),
             gpu,
             sync: config.sync,
         }
@@ -195,7 +198,7 @@ pub fn build(
     gst::Element::link_many(chain.iter().chain([&tee, &sink]))
         .map_err(|e| BuildError::Link(e.to_string()))?;
     if let Some(dir) = &settings.record {
-        add_recording(&pipeline, &tee, id, dir, settings.gpu)?;
+        add_recording(&pipeline, &tee, id, dir, settings)?;
     }
 
     // Decoded video goes to the inference branch; anything else (audio) to a
@@ -264,25 +267,59 @@ fn add_recording(
     tee: &gst::Element,
     id: &str,
     dir: &std::path::Path,
-    gpu: bool,
+    settings: &PipelineSettings,
 ) -> Result<(), BuildError> {
     // A leaky queue: a slow encoder loses recorded frames, never inference.
     let description = format!(
-        "queue leaky=downstream max-size-buffers=30 max-size-bytes=0 max-size-time=0 ! inferoverlay ! {} ! \
-         splitmuxsink name=mux max-size-time=60000000000",
-        encoder_description(gpu)?
+        "queue leaky=downstream max-size-buffers=30 max-size-bytes=0 max-size-time=0 ! \
+         inferoverlay ! {}",
+        encoder_description(settings.gpu)?
     );
-    let bin = gst::parse::bin_from_description(&description, true)
+    let encode = gst::parse::bin_from_description(&description, true)
         .map_err(|e| BuildError::Link(e.to_string()))?;
-    let mux = bin.by_name("mux").expect("named above");
+    // splitmuxsink is made here, not in the description: its muxer exists
+    // from its first request pad on, and a parsed bin ghosting unlinked
+    // pads took the muxer's source too ("Failed to link muxer and sink").
+    let mux = make("splitmuxsink")?;
+    mux.set_property("max-size-time", settings.record_segment.nseconds());
+    // It can only split at a keyframe: ask the encoder for one at the end.
+    mux.set_property("send-keyframe-requests", true);
     mux.set_property(
         "location",
         dir.join(format!("{id}-%05d.mp4")).display().to_string(),
     );
-    pipeline
-        .add(&bin)
+    // splitmuxsink prerolls only once its first GOP is whole (at the second
+    // keyframe, seconds away): a bin that keeps that to itself lets the
+    // pipeline reach PLAYING at once. Before, it stayed in PAUSED, where the
+    // results sink blocks inference, and the camera stalled.
+    let recording = gst::Bin::builder()
+        .name("recording")
+        .async_handling(true)
+        .build();
+    recording
+        .add_many([encode.upcast_ref(), &mux])
         .map_err(|e| BuildError::Link(e.to_string()))?;
-    tee.link(&bin).map_err(|e| BuildError::Link(e.to_string()))
+    encode
+        .link(&mux)
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    let encode_sink = encode.static_pad("sink").expect("ghosted by the parser");
+    let ghost =
+        gst::GhostPad::with_target(&encode_sink).map_err(|e| BuildError::Link(e.to_string()))?;
+    // A removal flushes the inference branch to drop the frames it has not
+    // published; the recording keeps what it got, for the EOS that follows
+    // to finalise. A flush emptied splitmuxsink's pending GOP and left an
+    // unplayable file.
+    ghost.add_probe(gst::PadProbeType::EVENT_FLUSH, |_, _| {
+        gst::PadProbeReturn::Drop
+    });
+    recording
+        .add_pad(&ghost)
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    pipeline
+        .add(&recording)
+        .map_err(|e| BuildError::Link(e.to_string()))?;
+    tee.link(&recording)
+        .map_err(|e| BuildError::Link(e.to_string()))
 }
 
 fn add_probes(

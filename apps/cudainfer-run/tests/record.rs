@@ -1,0 +1,326 @@
+//! `--record DIR`: annotated MP4 segments, each playable, every frame with
+//! its boxes drawn, and the segment under way finalised on SIGTERM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+
+/// `dog.jpg` (a dog, a bicycle, a car) as a still clip of `frames` frames,
+/// 384x288 at 5 fps, MJPEG in Matroska: objects to draw on every frame, and
+/// cheap to decode and encode on a 2-core machine.
+fn still_clip(dir: &Path, frames: u32) -> PathBuf {
+    let path = dir.join(format!("dog-{frames}.mkv"));
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "filesrc",
+            &format!("location={}", shared_dir().join("media/dog.jpg").display()),
+            "!",
+            "jpegdec",
+            "!",
+            "videoconvert",
+            "!",
+            "videoscale",
+            "!",
+            "video/x-raw,width=384,height=288",
+            "!",
+            "imagefreeze",
+            &format!("num-buffers={frames}"),
+            "!",
+            "video/x-raw,framerate=5/1",
+            "!",
+            "jpegenc",
+            "!",
+            "matroskamux",
+            "!",
+            "filesink",
+            &format!("location={}", path.display()),
+        ])
+        .status()
+        .expect("gst-launch-1.0 runs");
+    assert!(status.success(), "cannot make the still clip");
+    path
+}
+
+/// Every frame of `path` as packed RGB, (width, height, frames); an error
+/// names what failed (an MP4 without its index, a segment that is not
+/// finalised, does not play).
+fn decode_rgb(path: &Path) -> Result<(u32, u32, Vec<Vec<u8>>), String> {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
+         appsink name=out sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = Vec::new();
+    let mut size = (0, 0);
+    while let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(20)) {
+        let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+        size = (
+            caps.get::<i32>("width").unwrap() as u32,
+            caps.get::<i32>("height").unwrap() as u32,
+        );
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        // RGB rows of 384 and 320 pixels are 4-byte aligned: no padding.
+        frames.push(map.as_slice().to_vec());
+    }
+    let error = pipeline
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => format!("{}: {:?}", e.error(), e.debug()),
+            _ => unreachable!(),
+        });
+    pipeline.set_state(gst::State::Null).unwrap();
+    match error {
+        Some(e) => Err(format!("{}: {e}", path.display())),
+        None if frames.is_empty() => Err(format!("{}: no frame", path.display())),
+        None => Ok((size.0, size.1, frames)),
+    }
+}
+
+/// The recorded segments, in order; the names must be `cam-1-NNNNN.mp4`.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for (i, f) in files.iter().enumerate() {
+        assert_eq!(
+            f.file_name().unwrap().to_str().unwrap(),
+            format!("cam-1-{i:05}.mp4"),
+            "segment names: {files:?}"
+        );
+    }
+    files
+}
+
+/// Mean absolute difference of two RGB frames over the pixels of `rect`
+/// (x0, y0, x1, y1), clipped to the frame.
+fn mean_diff(a: &[u8], b: &[u8], width: u32, height: u32, rect: (i64, i64, i64, i64)) -> f64 {
+    let (x0, y0) = (rect.0.max(0), rect.1.max(0));
+    let (x1, y1) = (rect.2.min(width as i64), rect.3.min(height as i64));
+    let (mut sum, mut n) = (0u64, 0u64);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let i = ((y * width as i64 + x) * 3) as usize;
+            for c in 0..3 {
+                sum += (a[i + c] as i64 - b[i + c] as i64).unsigned_abs();
+            }
+            n += 3;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
+/// Median absolute difference over the whole frame: what the codec changed.
+fn median_diff(a: &[u8], b: &[u8]) -> u8 {
+    let mut d: Vec<u8> = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).collect();
+    let mid = d.len() / 2;
+    *d.select_nth_unstable(mid).1
+}
+
+/// A 25-frame clip recorded in 2 s segments (`--record-segment 2`): three
+/// files named as documented, each a playable MP4 of at most 2 s (10 frames),
+/// 25 frames in all; and on every frame the dog's box is drawn (its left edge
+/// differs from the source frame by far more than the codec changes).
+#[test]
+fn recording_in_segments_with_the_overlay() {
+    let dir = temp_dir("record");
+    let clip = still_clip(&dir, 25);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, labels, json_s, rec_s) = (
+        model(),
+        labels(),
+        json.display().to_string(),
+        rec.display().to_string(),
+    );
+    let mut service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--labels",
+            &labels,
+            "--json",
+            &json_s,
+            "--record",
+            &rec_s,
+            "--record-segment",
+            "2",
+            "--once",
+            "--no-sync",
+            &uri,
+        ],
+        &[],
+    );
+    // --once without --http: the service ends by itself when the file has.
+    service.wait_log("event=service_stopped", Duration::from_secs(60));
+    let status = service.child.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{}", service.log_text());
+
+    let lines = read_lines(&json);
+    assert_eq!(lines.len(), 25);
+    let files = segments(&rec);
+    let (sw, sh, source) = decode_rgb(&clip).unwrap();
+    let source = &source[0];
+    let mut recorded = Vec::new();
+    for f in &files {
+        let (w, h, frames) = decode_rgb(f).unwrap();
+        assert_eq!((w, h), (sw, sh), "{}", f.display());
+        println!("{}: {} frames", f.display(), frames.len());
+        assert!(
+            frames.len() <= 10,
+            "{}: {} frames, more than 2 s",
+            f.display(),
+            frames.len()
+        );
+        recorded.extend(frames);
+    }
+    assert!(files.len() >= 3, "2 s segments of a 5 s clip: {files:?}");
+    assert_eq!(recorded.len(), 25, "frames over all segments");
+
+    // The still clip's dog, as the service saw it in every frame.
+    let dog = lines[0]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["label"] == "dog")
+        .unwrap_or_else(|| panic!("no dog in {}", lines[0]));
+    let b = &dog["box"];
+    let (x, y, h) = (
+        b["x"].as_f64().unwrap() as i64,
+        b["y"].as_f64().unwrap() as i64,
+        b["h"].as_f64().unwrap() as i64,
+    );
+    // The middle half of the box's left edge, clear of the label at the
+    // top-left corner: inferoverlay draws it from the even floor of x, 4
+    // pixels wide (line-thickness). Beside it, 4 pixels left of the box:
+    // nothing drawn, only the codec's changes.
+    let x0 = x - x.rem_euclid(2);
+    let (top, bottom) = (y + h / 4, y + 3 * h / 4);
+    let edge = (x0, top, x0 + 4, bottom);
+    let beside = (x0 - 8, top, x0 - 4, bottom);
+    let (mut least_edge, mut most_beside, mut most_median) = (f64::MAX, 0f64, 0u8);
+    for frame in &recorded {
+        least_edge = least_edge.min(mean_diff(frame, source, sw, sh, edge));
+        most_beside = most_beside.max(mean_diff(frame, source, sw, sh, beside));
+        most_median = most_median.max(median_diff(frame, source));
+    }
+    println!(
+        "mean |recorded - source| on the dog box's left edge at least {least_edge:.1}, \
+         beside it at most {most_beside:.1}; whole frame median at most {most_median}"
+    );
+    assert!(
+        least_edge > 30.0 && least_edge > 3.0 * most_beside,
+        "the box is not drawn on every frame: edge {least_edge:.1}, beside {most_beside:.1}"
+    );
+    assert!(most_median < 10, "the frame itself changed ({most_median})");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A camera recorded with the default 60 s segments, stopped by SIGTERM a
+/// few seconds into its 10 s clip (before it loops: a looped file's recording
+/// holds its first loop only, see README): the segment under way is
+/// finalised (an MP4 whose index is written plays; one cut short does not),
+/// and it holds one frame per published result.
+#[test]
+fn sigterm_finalises_the_recording() {
+    let dir = temp_dir("record-term");
+    let clip = still_clip(&dir, 50);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, json_s, rec_s) = (
+        model(),
+        json.display().to_string(),
+        rec.display().to_string(),
+    );
+    let mut service = Service::start(
+        &[
+            "--model", &model, "--json", &json_s, "--record", &rec_s, &uri,
+        ],
+        &[],
+    );
+    wait_until("15 results", Duration::from_secs(60), || {
+        read_lines(&json).len() >= 15
+    });
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}:\n{}", service.log_text());
+    let published = read_lines(&json).len();
+    let files = segments(&rec);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (_, _, frames) = decode_rgb(&files[0]).unwrap_or_else(|e| panic!("not finalised: {e}"));
+    println!(
+        "{}: {} frames, {published} results",
+        files[0].display(),
+        frames.len()
+    );
+    assert_eq!(frames.len(), published);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A recorded camera removed through the API a few seconds into its clip:
+/// DELETE drops the frames not yet published, and the recording keeps the
+/// published ones, finalised (before, the removal's flush emptied the
+/// muxer's pending frames and left a 1.7 kB file that does not play). The
+/// one frame being pushed when the flush passes may be published and then
+/// flushed before it reaches the recording.
+#[test]
+fn removal_finalises_the_recording() {
+    let dir = temp_dir("record-delete");
+    let clip = still_clip(&dir, 50);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, json_s, rec_s) = (
+        model(),
+        json.display().to_string(),
+        rec.display().to_string(),
+    );
+    let service = Service::start(
+        &[
+            "--model", &model, "--json", &json_s, "--record", &rec_s, "--http", "0", &uri,
+        ],
+        &[],
+    );
+    wait_until("15 results", Duration::from_secs(60), || {
+        read_lines(&json).len() >= 15
+    });
+    let (status, reply) = service.request("DELETE", "/cameras/cam-1", None, None);
+    assert_eq!(status, 204, "{reply}");
+    let published = read_lines(&json).len();
+    let files = segments(&rec);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let (_, _, frames) = decode_rgb(&files[0]).unwrap_or_else(|e| panic!("not finalised: {e}"));
+    println!(
+        "{}: {} frames, {published} results",
+        files[0].display(),
+        frames.len()
+    );
+    assert!(
+        frames.len() <= published && frames.len() + 1 >= published,
+        "{} frames recorded, {published} published",
+        frames.len()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
