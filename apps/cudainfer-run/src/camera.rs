@@ -45,6 +45,8 @@ pub enum Ending {
 enum Outcome {
     Stopped,
     Finished,
+    /// A looped file camera that records reached the end of its file.
+    Looped,
     Failed(String),
 }
 
@@ -185,6 +187,8 @@ impl Worker {
             };
             match outcome {
                 Outcome::Stopped => break,
+                // Played again in a new pipeline at once: no failure.
+                Outcome::Looped => continue,
                 Outcome::Finished => {
                     self.stats.set_state(CameraState::Finished);
                     log::event(Level::Info, "camera_finished", &[("camera", &self.id)]);
@@ -288,6 +292,14 @@ impl Worker {
                         }
                         if !self.loop_file {
                             return Outcome::Finished;
+                        }
+                        // The EOS has finalised the recording (splitmuxsink
+                        // takes no data after it), and a seek would restart
+                        // its running time: a recording camera plays its
+                        // file again in a new pipeline, whose recording
+                        // goes on with the next segment.
+                        if self.settings.record.is_some() {
+                            return Outcome::Looped;
                         }
                         if let Err(e) = loop_to_start(p) {
                             return Outcome::Failed(format!(

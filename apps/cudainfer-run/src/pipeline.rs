@@ -262,6 +262,22 @@ fn connect_source_setup(src: &gst::Element, uri: &CameraUri) {
     });
 }
 
+/// One past the highest `{id}-NNNNN.mp4` in `dir` (0 when there is none).
+fn next_segment_index(dir: &std::path::Path, id: &str) -> i32 {
+    let prefix = format!("{id}-");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let digits = name.strip_prefix(&prefix)?.strip_suffix(".mp4")?;
+            (digits.len() == 5).then(|| digits.parse::<i32>().ok())?
+        })
+        .max()
+        .map_or(0, |i| i + 1)
+}
+
 fn add_recording(
     pipeline: &gst::Pipeline,
     tee: &gst::Element,
@@ -288,6 +304,9 @@ fn add_recording(
         "location",
         dir.join(format!("{id}-%05d.mp4")).display().to_string(),
     );
+    // After the segments already there: a camera's next run (a loop of a
+    // file, a reconnect, the service started again) must not overwrite them.
+    mux.set_property("start-index", next_segment_index(dir, id));
     // splitmuxsink prerolls only once its first GOP is whole (at the second
     // keyframe, seconds away): a bin that keeps that to itself lets the
     // pipeline reach PLAYING at once. Before, it stayed in PAUSED, where the

@@ -324,3 +324,60 @@ fn removal_finalises_the_recording() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A looped file camera records every loop: each loop ends its segment
+/// (its EOS finalises it) and the next loop goes on in the next one, none
+/// overwritten, the camera never failing. Before, the loop's seek after the
+/// recording's EOS failed the camera at every loop ("Internal data stream
+/// error") and only the first loop was recorded.
+#[test]
+fn a_looped_file_records_every_loop() {
+    let dir = temp_dir("record-loop");
+    let clip = still_clip(&dir, 8);
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let json = dir.join("results.jsonl");
+    let uri = format!("file://{}", clip.display());
+    let (model, json_s, rec_s) = (
+        model(),
+        json.display().to_string(),
+        rec.display().to_string(),
+    );
+    let mut service = Service::start(
+        &[
+            "--model", &model, "--json", &json_s, "--record", &rec_s, &uri,
+        ],
+        &[],
+    );
+    // Three loops of 8 frames at 5 fps, and a bit of the fourth.
+    wait_until("26 results", Duration::from_secs(60), || {
+        read_lines(&json).len() >= 26
+    });
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}:\n{}", service.log_text());
+    let log = service.log_text();
+    assert!(!log.contains("camera_failed"), "{log}");
+    let published = read_lines(&json).len();
+    let files = segments(&rec);
+    let mut recorded = 0;
+    for f in &files {
+        let (_, _, frames) = decode_rgb(f).unwrap_or_else(|e| panic!("not finalised: {e}"));
+        println!("{}: {} frames", f.display(), frames.len());
+        recorded += frames.len();
+    }
+    println!(
+        "{recorded} frames recorded in {} segments, {published} results",
+        files.len()
+    );
+    assert!(files.len() >= 4, "{files:?}");
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let expected: Vec<String> = (0..files.len())
+        .map(|i| format!("cam-1-{i:05}.mp4"))
+        .collect();
+    assert_eq!(names, expected);
+    assert_eq!(recorded, published);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
