@@ -265,8 +265,11 @@ fn rtsp_cameras_survive_a_server_restart() {
             pause.as_secs_f64()
         );
         assert_eq!(dropped, 0.0, "{cam} dropped frames");
-        // On a starved 2-core host the loopback RTP transport itself can lose
-        // a few frames (an idle host gets all 300): 95 % is the bound.
+        // rtspsrc does not hand on all 300, on an idle host either (295-298):
+        // the first run ends ~0.3 s before the clip does, the server's BYE
+        // ending the stream with the jitterbuffer's last ~200 ms unplayed,
+        // and its RTP timestamps jitter too much to tell a lost frame from
+        // a late one. Inside the service nothing is lost (seq, dropped).
         assert!(
             stream.len() >= CLIP_FRAMES * 95 / 100,
             "{cam} lost frames: {}",
