@@ -14,36 +14,106 @@ use gst::prelude::*;
 /// cheap to decode and encode on a 2-core machine.
 fn still_clip(dir: &Path, frames: u32) -> PathBuf {
     let path = dir.join(format!("dog-{frames}.mkv"));
-    let status = std::process::Command::new("gst-launch-1.0")
-        .args([
-            "-q",
-            "filesrc",
-            &format!("location={}", shared_dir().join("media/dog.jpg").display()),
-            "!",
-            "jpegdec",
-            "!",
-            "videoconvert",
-            "!",
-            "videoscale",
-            "!",
-            "video/x-raw,width=384,height=288",
-            "!",
-            "imagefreeze",
-            &format!("num-buffers={frames}"),
-            "!",
-            "video/x-raw,framerate=5/1",
-            "!",
-            "jpegenc",
-            "!",
-            "matroskamux",
-            "!",
-            "filesink",
-            &format!("location={}", path.display()),
-        ])
-        .status()
-        .expect("gst-launch-1.0 runs");
-    assert!(status.success(), "cannot make the still clip");
+    let (image, frames) = (
+        format!("location={}", shared_dir().join("media/dog.jpg").display()),
+        format!("num-buffers={frames}"),
+    );
+    let source = [
+        "filesrc",
+        &image,
+        "!",
+        "jpegdec",
+        "!",
+        "videoconvert",
+        "!",
+        "videoscale",
+        "!",
+        "video/x-raw,width=384,height=288",
+        "!",
+        "imagefreeze",
+        &frames,
+        "!",
+        "video/x-raw,framerate=5/1",
+    ];
+    mjpeg_clip(&path, &source);
     path
+}
+
+/// One camera of a still clip of `frames` frames, recorded into `rec`:
+/// the service started with `--json`, `--record` and `args` before the URI.
+struct Recorded {
+    dir: PathBuf,
+    clip: PathBuf,
+    rec: PathBuf,
+    json: PathBuf,
+    service: Service,
+}
+
+impl Recorded {
+    fn start(name: &str, frames: u32, args: &[&str]) -> Recorded {
+        let dir = temp_dir(name);
+        let clip = still_clip(&dir, frames);
+        let rec = dir.join("rec");
+        std::fs::create_dir_all(&rec).unwrap();
+        let json = dir.join("results.jsonl");
+        let (model, json_s, rec_s, uri) = (
+            model(),
+            json.display().to_string(),
+            rec.display().to_string(),
+            format!("file://{}", clip.display()),
+        );
+        let mut all = vec!["--model", &model, "--json", &json_s, "--record", &rec_s];
+        all.extend_from_slice(args);
+        all.push(&uri);
+        let service = Service::start(&all, &[]);
+        Recorded {
+            dir,
+            clip,
+            rec,
+            json,
+            service,
+        }
+    }
+
+    fn wait_for_results(&self, n: usize) {
+        wait_until(&format!("{n} results"), Duration::from_secs(60), || {
+            read_lines(&self.json).len() >= n
+        });
+    }
+
+    fn published(&self) -> usize {
+        read_lines(&self.json).len()
+    }
+
+    /// SIGTERM, which must end the service with exit 0.
+    fn terminate(&mut self) {
+        let status = self.service.terminate(Duration::from_secs(15));
+        assert!(
+            status.success(),
+            "exit {status}:
+{}",
+            self.service.log_text()
+        );
+    }
+
+    /// The segments (named in order, see `segments`) and the frames each
+    /// one decodes to; a segment that does not play fails the test.
+    fn recorded_frames(&self) -> Vec<(PathBuf, usize)> {
+        segments(&self.rec)
+            .into_iter()
+            .map(|f| {
+                let (_, _, frames) =
+                    decode_rgb(&f).unwrap_or_else(|e| panic!("not finalised: {e}"));
+                println!("{}: {} frames", f.display(), frames.len());
+                (f, frames.len())
+            })
+            .collect()
+    }
+
+    fn remove(self) {
+        drop(self.service);
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
 }
 
 /// Every frame of `path` as packed RGB, (width, height, frames); an error
@@ -141,45 +211,33 @@ fn median_diff(a: &[u8], b: &[u8]) -> u8 {
 /// differs from the source frame by far more than the codec changes).
 #[test]
 fn recording_in_segments_with_the_overlay() {
-    let dir = temp_dir("record");
-    let clip = still_clip(&dir, 25);
-    let rec = dir.join("rec");
-    std::fs::create_dir_all(&rec).unwrap();
-    let json = dir.join("results.jsonl");
-    let uri = format!("file://{}", clip.display());
-    let (model, labels, json_s, rec_s) = (
-        model(),
-        labels(),
-        json.display().to_string(),
-        rec.display().to_string(),
-    );
-    let mut service = Service::start(
+    let labels = labels();
+    let mut run = Recorded::start(
+        "record",
+        25,
         &[
-            "--model",
-            &model,
             "--labels",
             &labels,
-            "--json",
-            &json_s,
-            "--record",
-            &rec_s,
             "--record-segment",
             "2",
             "--once",
             "--no-sync",
-            &uri,
         ],
-        &[],
     );
     // --once without --http: the service ends by itself when the file has.
-    service.wait_log("event=service_stopped", Duration::from_secs(60));
-    let status = service.child.wait().unwrap();
-    assert!(status.success(), "exit {status}:\n{}", service.log_text());
+    run.service
+        .wait_log("event=service_stopped", Duration::from_secs(60));
+    let status = run.service.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "exit {status}:\n{}",
+        run.service.log_text()
+    );
 
-    let lines = read_lines(&json);
+    let lines = read_lines(&run.json);
     assert_eq!(lines.len(), 25);
-    let files = segments(&rec);
-    let (sw, sh, source) = decode_rgb(&clip).unwrap();
+    let files = segments(&run.rec);
+    let (sw, sh, source) = decode_rgb(&run.clip).unwrap();
     let source = &source[0];
     let mut recorded = Vec::new();
     for f in &files {
@@ -233,49 +291,24 @@ fn recording_in_segments_with_the_overlay() {
         "the box is not drawn on every frame: edge {least_edge:.1}, beside {most_beside:.1}"
     );
     assert!(most_median < 10, "the frame itself changed ({most_median})");
-    std::fs::remove_dir_all(&dir).unwrap();
+    run.remove();
 }
 
 /// A camera recorded with the default 60 s segments, stopped by SIGTERM a
-/// few seconds into its 10 s clip (before it loops: a looped file's recording
-/// holds its first loop only, see README): the segment under way is
-/// finalised (an MP4 whose index is written plays; one cut short does not),
-/// and it holds one frame per published result.
+/// few seconds into its 10 s clip: the segment under way is finalised (an
+/// MP4 whose index is written plays; one cut short does not), and it holds
+/// one frame per published result.
 #[test]
 fn sigterm_finalises_the_recording() {
-    let dir = temp_dir("record-term");
-    let clip = still_clip(&dir, 50);
-    let rec = dir.join("rec");
-    std::fs::create_dir_all(&rec).unwrap();
-    let json = dir.join("results.jsonl");
-    let uri = format!("file://{}", clip.display());
-    let (model, json_s, rec_s) = (
-        model(),
-        json.display().to_string(),
-        rec.display().to_string(),
-    );
-    let mut service = Service::start(
-        &[
-            "--model", &model, "--json", &json_s, "--record", &rec_s, &uri,
-        ],
-        &[],
-    );
-    wait_until("15 results", Duration::from_secs(60), || {
-        read_lines(&json).len() >= 15
-    });
-    let status = service.terminate(Duration::from_secs(15));
-    assert!(status.success(), "exit {status}:\n{}", service.log_text());
-    let published = read_lines(&json).len();
-    let files = segments(&rec);
-    assert_eq!(files.len(), 1, "{files:?}");
-    let (_, _, frames) = decode_rgb(&files[0]).unwrap_or_else(|e| panic!("not finalised: {e}"));
-    println!(
-        "{}: {} frames, {published} results",
-        files[0].display(),
-        frames.len()
-    );
-    assert_eq!(frames.len(), published);
-    std::fs::remove_dir_all(&dir).unwrap();
+    let mut run = Recorded::start("record-term", 50, &[]);
+    run.wait_for_results(15);
+    run.terminate();
+    let published = run.published();
+    let recorded = run.recorded_frames();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    println!("{published} results");
+    assert_eq!(recorded[0].1, published);
+    run.remove();
 }
 
 /// A recorded camera removed through the API a few seconds into its clip:
@@ -286,43 +319,20 @@ fn sigterm_finalises_the_recording() {
 /// flushed before it reaches the recording.
 #[test]
 fn removal_finalises_the_recording() {
-    let dir = temp_dir("record-delete");
-    let clip = still_clip(&dir, 50);
-    let rec = dir.join("rec");
-    std::fs::create_dir_all(&rec).unwrap();
-    let json = dir.join("results.jsonl");
-    let uri = format!("file://{}", clip.display());
-    let (model, json_s, rec_s) = (
-        model(),
-        json.display().to_string(),
-        rec.display().to_string(),
-    );
-    let service = Service::start(
-        &[
-            "--model", &model, "--json", &json_s, "--record", &rec_s, "--http", "0", &uri,
-        ],
-        &[],
-    );
-    wait_until("15 results", Duration::from_secs(60), || {
-        read_lines(&json).len() >= 15
-    });
-    let (status, reply) = service.request("DELETE", "/cameras/cam-1", None, None);
+    let run = Recorded::start("record-delete", 50, &["--http", "0"]);
+    run.wait_for_results(15);
+    let (status, reply) = run.service.request("DELETE", "/cameras/cam-1", None, None);
     assert_eq!(status, 204, "{reply}");
-    let published = read_lines(&json).len();
-    let files = segments(&rec);
-    assert_eq!(files.len(), 1, "{files:?}");
-    let (_, _, frames) = decode_rgb(&files[0]).unwrap_or_else(|e| panic!("not finalised: {e}"));
-    println!(
-        "{}: {} frames, {published} results",
-        files[0].display(),
-        frames.len()
-    );
+    let published = run.published();
+    let recorded = run.recorded_frames();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let frames = recorded[0].1;
+    println!("{published} results");
     assert!(
-        frames.len() <= published && frames.len() + 1 >= published,
-        "{} frames recorded, {published} published",
-        frames.len()
+        frames <= published && frames + 1 >= published,
+        "{frames} frames recorded, {published} published"
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    run.remove();
 }
 
 /// A looped file camera records every loop: each loop ends its segment
@@ -332,52 +342,21 @@ fn removal_finalises_the_recording() {
 /// error") and only the first loop was recorded.
 #[test]
 fn a_looped_file_records_every_loop() {
-    let dir = temp_dir("record-loop");
-    let clip = still_clip(&dir, 8);
-    let rec = dir.join("rec");
-    std::fs::create_dir_all(&rec).unwrap();
-    let json = dir.join("results.jsonl");
-    let uri = format!("file://{}", clip.display());
-    let (model, json_s, rec_s) = (
-        model(),
-        json.display().to_string(),
-        rec.display().to_string(),
-    );
-    let mut service = Service::start(
-        &[
-            "--model", &model, "--json", &json_s, "--record", &rec_s, &uri,
-        ],
-        &[],
-    );
+    let mut run = Recorded::start("record-loop", 8, &[]);
     // Three loops of 8 frames at 5 fps, and a bit of the fourth.
-    wait_until("26 results", Duration::from_secs(60), || {
-        read_lines(&json).len() >= 26
-    });
-    let status = service.terminate(Duration::from_secs(15));
-    assert!(status.success(), "exit {status}:\n{}", service.log_text());
-    let log = service.log_text();
+    run.wait_for_results(26);
+    run.terminate();
+    let log = run.service.log_text();
     assert!(!log.contains("camera_failed"), "{log}");
-    let published = read_lines(&json).len();
-    let files = segments(&rec);
-    let mut recorded = 0;
-    for f in &files {
-        let (_, _, frames) = decode_rgb(f).unwrap_or_else(|e| panic!("not finalised: {e}"));
-        println!("{}: {} frames", f.display(), frames.len());
-        recorded += frames.len();
-    }
+    let published = run.published();
+    // Named cam-1-00000.mp4, -00001… in order (`segments` checks it).
+    let recorded = run.recorded_frames();
+    let frames: usize = recorded.iter().map(|(_, n)| n).sum();
     println!(
-        "{recorded} frames recorded in {} segments, {published} results",
-        files.len()
+        "{frames} frames recorded in {} segments, {published} results",
+        recorded.len()
     );
-    assert!(files.len() >= 4, "{files:?}");
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    let expected: Vec<String> = (0..files.len())
-        .map(|i| format!("cam-1-{i:05}.mp4"))
-        .collect();
-    assert_eq!(names, expected);
-    assert_eq!(recorded, published);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(recorded.len() >= 4, "{recorded:?}");
+    assert_eq!(frames, published);
+    run.remove();
 }

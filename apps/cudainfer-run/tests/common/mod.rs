@@ -59,26 +59,37 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// cameras fit on a 2-core CI machine.
 pub fn small_clip(dir: &Path, frames: u32) -> PathBuf {
     let path = dir.join(format!("small-{frames}.mkv"));
+    let frames = format!("num-buffers={frames}");
+    let source = [
+        "videotestsrc",
+        "pattern=ball",
+        &frames,
+        "!",
+        "video/x-raw,width=320,height=240,framerate=5/1",
+    ];
+    mjpeg_clip(&path, &source);
+    path
+}
+
+/// Writes `path`: the raw video of the gst-launch elements `source` as MJPEG
+/// in Matroska.
+pub fn mjpeg_clip(path: &Path, source: &[&str]) {
+    let location = format!("location={}", path.display());
     let status = Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(source)
         .args([
-            "-q",
-            "videotestsrc",
-            "pattern=ball",
-            &format!("num-buffers={frames}"),
-            "!",
-            "video/x-raw,width=320,height=240,framerate=5/1",
             "!",
             "jpegenc",
             "!",
             "matroskamux",
             "!",
             "filesink",
-            &format!("location={}", path.display()),
+            &location,
         ])
         .status()
         .expect("gst-launch-1.0 runs");
-    assert!(status.success(), "cannot make the small clip");
-    path
+    assert!(status.success(), "cannot make {}", path.display());
 }
 
 pub fn ort_env() -> (String, String) {
