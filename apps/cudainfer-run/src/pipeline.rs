@@ -347,25 +347,23 @@ fn add_probes(
     queue: &gst::Element,
     stats: &Arc<CameraStats>,
 ) {
-    let s = stats.clone();
-    pre.static_pad("sink").expect("sink pad").add_probe(
-        gst::PadProbeType::BUFFER,
-        move |_, info| {
+    // Each frame's PTS as it passes `pad`.
+    let on_frame = |pad: gst::Pad, count: fn(&CameraStats, Option<gst::ClockTime>)| {
+        let s = stats.clone();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(b) = info.buffer() {
-                s.frame_in(b.pts());
+                count(&s, b.pts());
             }
             gst::PadProbeReturn::Ok
-        },
+        });
+    };
+    on_frame(
+        pre.static_pad("sink").expect("sink pad"),
+        CameraStats::frame_in,
     );
-    let s = stats.clone();
-    last.static_pad("src").expect("src pad").add_probe(
-        gst::PadProbeType::BUFFER,
-        move |_, info| {
-            if let Some(b) = info.buffer() {
-                s.frame_out(b.pts());
-            }
-            gst::PadProbeReturn::Ok
-        },
+    on_frame(
+        last.static_pad("src").expect("src pad"),
+        CameraStats::frame_out,
     );
     let s = stats.clone();
     queue.static_pad("src").expect("src pad").add_probe(
