@@ -292,17 +292,17 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
             .ok_or("identity has no src pad")?;
         let l = log.clone();
         pace.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
-            let Some((pts, dts)) = info.buffer().and_then(|b| Some((b.pts()?, b.dts()))) else {
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else {
                 return gst::PadProbeReturn::Ok;
             };
-            // Released by identity at the running time of its DTS, else of
-            // its PTS (with B-frames the PTS can be frames later).
+            // Released by identity at the running time of its PTS: the
+            // feeder sends no DTS, which identity would sync on first.
             let time = pad
                 .sticky_event::<gst::event::Segment>(0)
                 .and_then(|e| {
                     e.segment()
                         .downcast_ref::<gst::ClockTime>()
-                        .and_then(|s| s.to_running_time(dts.unwrap_or(pts)))
+                        .and_then(|s| s.to_running_time(pts))
                 })
                 .map(|rt| rt.nseconds() as f64 / 1e6);
             let mut l = l.lock().unwrap();
