@@ -133,6 +133,10 @@ CLASSIFIER = {
     "ties_top_k_zero": classifier(1, 0, [1, 3, 32, 32], [1, 4], values=(2.0, 2.0, 2.0, 2.0)),
     "nan_threshold": classifier(0, 2, [1, 3, 32, 32], [1, 3], thr=math.nan, values=ODD),
     "rank_three_output": classifier(0, 1, [1, 3, 32, 32], [1, 10, 1]),
+    # Many classes, many kept: the checks must stay linear in the classes
+    # (once they took 28 s here and CI's fuzzing timed out).
+    "many_classes_many_kept": classifier(1, 65535, [1, 3, 64, 64], [1, 459016], thr=1e-9,
+                                         max_det=65535, values=(1.0, 2.0, 3.0)),
 }
 
 coco = ["person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck"]
