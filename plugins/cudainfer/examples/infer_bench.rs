@@ -15,7 +15,7 @@ use gstcudainfer::inference::runtime::{CudaOptions, Provider, TensorRtOptions};
 use gstcudainfer::inference::{Detector, DetectorConfig};
 use gstcudainfer::parsers::ModelType;
 use gstcudainfer::spec::ElementType;
-use gstcudainfer::tensor_meta::{FrameTransform, Tensor, TensorStorage};
+use gstcudainfer::tensor::{FrameTransform, Tensor, TensorStorage};
 
 struct Args {
     model: String,

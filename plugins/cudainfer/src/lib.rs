@@ -4,7 +4,7 @@
 //! - `trtinfer` runs an ONNX model on it through ONNX Runtime and attaches
 //!   the detections (see [`detections`]), or with `model-type=raw` the
 //!   model's outputs themselves (see [`raw_outputs`]);
-//! - `inferoverlay` draws the detections on the frame (see [`overlay`]);
+//! - `inferoverlay` draws the detections on the frame;
 //! - `infertrack` follows the detected objects over frames and gives each
 //!   a track id;
 //! - `inferpublish` writes each frame's results as a JSON line to a file,
@@ -12,21 +12,39 @@
 
 use gst::glib;
 
+/// Declares modules that applications do not use: private, except to the
+/// benches, tests and fuzzers, which turn on the `internals` feature.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+// What applications read: the metas and their readers.
 pub mod analytics;
-pub mod cuda;
+pub mod detections;
+pub mod raw_outputs;
+
+internal_modules!(
+    cuda,
+    inference,
+    overlay,
+    parsers,
+    preprocess,
+    spec,
+    tensor,
+    tensor_meta
+);
+
 mod cudapreprocess;
 mod custom_meta;
-pub mod detections;
-pub mod inference;
 mod inferoverlay;
 mod inferpublish;
 mod infertrack;
-pub mod overlay;
-pub mod parsers;
-pub mod preprocess;
-pub mod raw_outputs;
-pub mod spec;
-pub mod tensor_meta;
 mod trtinfer;
 
 pub use detections::{Classification, Detection, FrameDetections, Track, TrackState};

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use gst::prelude::*;
 use gstcudainfer::spec::ElementType;
-use gstcudainfer::tensor_meta::{self, TensorStorage};
+use gstcudainfer::tensor::TensorStorage;
+use gstcudainfer::tensor_meta;
 use gstcudainfer::{Classification, FrameDetections, RawTensor};
 
 fn gpu_available() -> bool {

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
-use gstcudainfer::tensor_meta::{self, Tensor, TensorStorage};
+use gstcudainfer::tensor::{Tensor, TensorStorage};
+use gstcudainfer::tensor_meta;
 use gstcudainfer::FrameDetections;
 
 const DECODE: &str = "qtdemux ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=NV12";

@@ -105,14 +105,14 @@ fn harness(case: &Case) -> Harness {
     h
 }
 
-fn run_case(
-    case: &Case,
-    frame: gst::Buffer,
-) -> (Vec<f32>, gstcudainfer::tensor_meta::FrameTransform) {
+fn run_case(case: &Case, frame: gst::Buffer) -> (Vec<f32>, gstcudainfer::tensor::FrameTransform) {
     let out = harness(case).push_and_pull(frame).unwrap();
     let tensor = gstcudainfer::tensor_meta::get(&out).expect("tensor meta");
     assert_eq!(tensor.shape(), [1, 3, case.tensor.1, case.tensor.0]);
-    (tensor.host_data().unwrap().to_vec(), tensor.transform)
+    let gstcudainfer::tensor::TensorStorage::Host(values) = &tensor.storage else {
+        panic!("a system-memory frame gives a host tensor");
+    };
+    (values.clone(), tensor.transform)
 }
 
 /// Content size of the frame in the tensor.

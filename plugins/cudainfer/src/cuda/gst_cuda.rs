@@ -228,14 +228,6 @@ pub struct DeviceFrame {
     producer_stream: Option<usize>,
 }
 
-impl DeviceFrame {
-    /// The `CUstream` the producer writes the frame on, where the memory has
-    /// one (GStreamer >= 1.24 decoders); valid while `self` lives.
-    pub fn producer_stream(&self) -> Option<usize> {
-        self.producer_stream
-    }
-}
-
 /// Queues on `gpu`'s stream a wait for all work queued so far on the
 /// frame's producer stream, without a host wait; false where there is
 /// nothing to wait for (no producer stream, or it is ours). `event` is a

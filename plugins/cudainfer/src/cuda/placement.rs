@@ -7,6 +7,10 @@
 //! CUDA ordinal: a GPU without the codec is skipped), so the registry is
 //! asked which element reports `cuda-device-id` = the device, and the name
 //! pattern is the fallback.
+//!
+//! The elements use the device property and the conventional name; the
+//! registry lookup and the spreading serve the benches and tests
+//! (`internals`).
 
 /// The CUDA device an element or a `GstCudaContext` says it is on, by its
 /// `cuda-device-id` property (a guint on decoders and contexts, a gint
@@ -34,6 +38,7 @@ pub fn conventional_decoder_name(codec: &str, index: u32) -> String {
 
 /// Whether `name` is one of nvcodec's stateful-API `codec` decoders (the
 /// `nv{codec}dec` family, not the `…sl…` stateless ones or encoders).
+#[cfg(any(test, feature = "internals"))]
 fn is_decoder_of(name: &str, codec: &str) -> bool {
     let first = format!("nv{codec}dec");
     if name == first {
@@ -46,6 +51,7 @@ fn is_decoder_of(name: &str, codec: &str) -> bool {
 
 /// From (element name, the CUDA device it reports) pairs, the decoder of
 /// `codec` on `device`.
+#[cfg(any(test, feature = "internals"))]
 pub fn pick_decoder<'a>(
     available: impl IntoIterator<Item = (&'a str, u32)>,
     codec: &str,
@@ -61,6 +67,7 @@ pub fn pick_decoder<'a>(
 /// `device`, found by its `cuda-device-id` (GStreamer >= 1.22); where no
 /// element says, the conventional name ([`conventional_decoder_name`]).
 /// Creating a decoder touches no GPU (it opens the device at READY).
+#[cfg(any(test, feature = "internals"))]
 pub fn decoder_for_device(codec: &str, device: u32) -> String {
     use gst::prelude::*;
     let registered: Vec<(String, u32)> =
@@ -85,6 +92,7 @@ pub fn decoder_for_device(codec: &str, device: u32) -> String {
 /// The device of each of `streams` streams, round-robin over `devices`
 /// (stream i on `devices[i % len]`), so that every device gets an equal
 /// share, one more for the first `streams % len`. Empty `devices`: device 0.
+#[cfg(any(test, feature = "internals"))]
 pub fn spread(streams: usize, devices: &[u32]) -> Vec<u32> {
     if devices.is_empty() {
         return vec![0; streams];

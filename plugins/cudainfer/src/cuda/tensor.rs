@@ -188,12 +188,8 @@ impl DeviceTensor {
     }
 
     /// Number of values.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.buffer.slice().len() / self.buffer.element_type.size()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The device address of the first value.

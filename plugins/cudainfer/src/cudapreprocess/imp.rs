@@ -13,7 +13,8 @@ use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
 use crate::spec::{self, ChannelOrder, ElementType, InputSpec, ResizeMode};
-use crate::tensor_meta::{self, ObjectTensor, Tensor};
+use crate::tensor::{ObjectTensor, Tensor};
+use crate::tensor_meta;
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {

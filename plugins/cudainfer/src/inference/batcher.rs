@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{same_memory, Detector, DetectorConfig, LoadError, SessionStream, Thresholds};
 use crate::detections::FrameDetections;
-use crate::tensor_meta::{Tensor, TensorStorage};
+use crate::tensor::{Tensor, TensorStorage};
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
     gst::DebugCategory::new(

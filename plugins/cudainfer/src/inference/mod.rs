@@ -21,7 +21,7 @@ use crate::parsers::{
     self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelType, OutputParser,
 };
 use crate::spec::{ElementType, InputSpec};
-use crate::tensor_meta::{Tensor, TensorStorage};
+use crate::tensor::{Tensor, TensorStorage};
 use checks::{LabelsError, ModelValue, ValueKind};
 use device::DeviceRunner;
 use runtime::{CudaOptions, Provider, ProviderOptions, RuntimeError, TensorRtOptions};

@@ -17,10 +17,9 @@ use std::fmt;
 use gst_video::VideoFormat;
 
 use crate::preprocess::YuvToRgb;
-pub use layout::{class_colour, layout, Drawing, Prim, Style};
-
-/// Formats the overlay draws on, in system and in CUDA memory.
-pub const SUPPORTED_FORMATS: &[VideoFormat] = crate::preprocess::SUPPORTED_FORMATS;
+#[cfg(feature = "internals")]
+pub use layout::class_colour;
+pub use layout::{layout, Drawing, Prim, Style};
 
 /// Why a frame could not be drawn on.
 #[derive(Debug, Clone, PartialEq, Eq)]

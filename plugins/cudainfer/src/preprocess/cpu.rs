@@ -4,7 +4,7 @@
 use gst_video::prelude::*;
 
 use super::{ComponentPlan, Plan};
-use crate::tensor_meta::{Tensor, TensorStorage};
+use crate::tensor::{Tensor, TensorStorage};
 
 /// Resamples one component, separably: rows first, then columns.
 fn resample(c: &ComponentPlan, data: &[u8], stride: usize) -> Vec<f32> {

@@ -11,7 +11,7 @@ use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
 use crate::cuda::{DeviceTensor, Gpu, TensorPool};
 use crate::spec::ElementType;
-use crate::tensor_meta::{Tensor, TensorStorage};
+use crate::tensor::{Tensor, TensorStorage};
 
 // The element's category (GStreamer returns the existing one by name).
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {

@@ -23,7 +23,7 @@ use std::ops::Range;
 use gst_video::VideoFormat;
 
 use crate::spec::{ChannelOrder, InputSpec, ResizeMode};
-use crate::tensor_meta::FrameTransform;
+use crate::tensor::FrameTransform;
 
 /// Raw formats both implementations read (system or CUDA memory).
 pub const SUPPORTED_FORMATS: &[VideoFormat] = &[

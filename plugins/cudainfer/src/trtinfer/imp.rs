@@ -18,7 +18,7 @@ use crate::inference::{DetectorConfig, LoadError, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
-use crate::tensor_meta::ObjectTensor;
+use crate::tensor::ObjectTensor;
 use crate::{spec, tensor_meta, FrameDetections};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
