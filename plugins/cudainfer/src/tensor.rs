@@ -53,7 +53,7 @@ impl Tensor {
 
     /// The values in host memory as float32, copied (and converted) from
     /// the GPU where they are there.
-    pub fn to_host(&self) -> Result<std::borrow::Cow<'_, [f32]>, String> {
+    pub fn to_host(&self) -> Result<std::borrow::Cow<'_, [f32]>, crate::cuda::CudaError> {
         match &self.storage {
             TensorStorage::Host(v) => Ok(v.as_slice().into()),
             TensorStorage::Device(d) => d.download().map(Into::into),

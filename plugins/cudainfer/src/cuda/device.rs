@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use cudarc::nvrtc::CompileOptions;
 
+use super::CudaError;
+
 /// A kernel to compile: CUDA C++ sources, compiled as one translation unit
 /// in this order (shared helpers first), and the `extern "C"` function to
 /// load from it.
@@ -23,10 +25,10 @@ pub struct Gpu {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     /// NVRTC's architecture name for this device, or why there is none.
-    arch: OnceLock<Result<&'static str, String>>,
+    arch: OnceLock<Result<&'static str, CudaError>>,
     /// Every kernel asked for, compiled or why not: each is compiled once
     /// per device and process, however many elements use it.
-    kernels: Mutex<HashMap<KernelSource, Result<CudaFunction, String>>>,
+    kernels: Mutex<HashMap<KernelSource, Result<CudaFunction, CudaError>>>,
 }
 
 /// One [`Gpu`] per device for the whole process: the primary context stays
@@ -54,20 +56,19 @@ pub fn driver_present() -> bool {
 
 /// The process's handle on CUDA device `ordinal`. The error says what is
 /// missing; callers add what the user should do instead.
-pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
+pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, CudaError> {
     let slot = slot(ordinal);
     let mut opened = slot.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(g) = opened.as_ref() {
         return Ok(g.clone());
     }
     if !driver_present() {
-        return Err("there is no CUDA driver on this machine (libcuda.so.1 not found)".into());
+        return Err(CudaError::NoDriver);
     }
-    let ctx = CudaContext::new(ordinal).map_err(|e| {
-        let count = CudaContext::device_count().unwrap_or(0);
-        format!(
-            "CUDA device {ordinal} cannot be opened ({e}); this machine has {count} CUDA device(s)"
-        )
+    let ctx = CudaContext::new(ordinal).map_err(|source| CudaError::OpenDevice {
+        ordinal,
+        count: CudaContext::device_count().unwrap_or(0),
+        source,
     })?;
     // One stream orders all our work, and ONNX Runtime runs on it too, so
     // cudarc's per-buffer events would only add cost.
@@ -75,7 +76,7 @@ pub fn gpu(ordinal: usize) -> Result<Arc<Gpu>, String> {
     unsafe { ctx.disable_event_tracking() };
     let stream = ctx
         .new_stream()
-        .map_err(|e| format!("cannot create a CUDA stream on device {ordinal}: {e}"))?;
+        .map_err(|source| CudaError::NewStream { ordinal, source })?;
     let gpu = Arc::new(Gpu {
         ordinal,
         ctx,
@@ -107,7 +108,7 @@ impl Gpu {
     }
 
     /// The kernel `source` describes, compiled on first use.
-    pub fn kernel(&self, source: KernelSource) -> Result<CudaFunction, String> {
+    pub fn kernel(&self, source: KernelSource) -> Result<CudaFunction, CudaError> {
         let mut kernels = self.kernels.lock().unwrap_or_else(|e| e.into_inner());
         kernels
             .entry(source)
@@ -115,19 +116,17 @@ impl Gpu {
             .clone()
     }
 
-    fn arch(&self) -> Result<&'static str, String> {
+    fn arch(&self) -> Result<&'static str, CudaError> {
         self.arch
             .get_or_init(|| {
                 // SAFETY: only tries to dlopen the library.
                 if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                    return Err("the CUDA runtime compiler NVRTC (libnvrtc.so) is not installed; \
-                                install CUDA's nvrtc library (package cuda-nvrtc) so the kernels can be compiled"
-                        .into());
+                    return Err(CudaError::NoNvrtc);
                 }
                 let (major, minor) = self
                     .ctx
                     .compute_capability()
-                    .map_err(|e| format!("cannot query the GPU: {e}"))?;
+                    .map_err(CudaError::driver("cannot query the GPU"))?;
                 // NVRTC wants a 'static name; one per device and process.
                 Ok(Box::leak(
                     format!("compute_{major}{minor}").into_boxed_str(),
@@ -136,7 +135,7 @@ impl Gpu {
             .clone()
     }
 
-    fn compile(&self, source: KernelSource) -> Result<CudaFunction, String> {
+    fn compile(&self, source: KernelSource) -> Result<CudaFunction, CudaError> {
         let arch = self.arch()?;
         let name = source.name;
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(
@@ -146,10 +145,16 @@ impl Gpu {
                 ..Default::default()
             },
         )
-        .map_err(|e| format!("NVRTC cannot compile the {name} kernel: {e}"))?;
+        .map_err(|source| CudaError::Compile {
+            kernel: name,
+            source,
+        })?;
         self.ctx
             .load_module(ptx)
             .and_then(|m| m.load_function(name))
-            .map_err(|e| format!("cannot load the {name} kernel: {e}"))
+            .map_err(|source| CudaError::LoadKernel {
+                kernel: name,
+                source,
+            })
     }
 }

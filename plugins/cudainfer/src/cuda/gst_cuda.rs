@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use glib::translate::*;
 
-use super::Gpu;
+use super::{CudaError, Gpu};
 
 /// `GST_MAP_CUDA`: `GST_MAP_FLAG_LAST << 1`; the map's data is then the
 /// `CUdeviceptr` instead of a host copy.
@@ -47,21 +47,27 @@ struct Library {
     stream_get_handle: Option<unsafe extern "C" fn(*mut c_void) -> *mut c_void>,
 }
 
-const LIBRARY_NAME: &str = "libgstcuda-1.0.so.0";
+pub(super) const LIBRARY_NAME: &str = "libgstcuda-1.0.so.0";
 
-fn library() -> Result<&'static Library, String> {
-    static LIB: OnceLock<Result<Library, String>> = OnceLock::new();
+fn library() -> Result<&'static Library, CudaError> {
+    static LIB: OnceLock<Result<Library, CudaError>> = OnceLock::new();
     LIB.get_or_init(|| {
         // SAFETY: loading a GStreamer library of the same installation; the
         // symbols are the documented 1.22 API with the signatures above.
         unsafe {
             let lib = libloading::Library::new(LIBRARY_NAME).map_err(|e| {
-                format!("GStreamer's CUDA library {LIBRARY_NAME} is missing ({e}): install gst-plugins-bad 1.22 or later")
+                CudaError::GstLibraryMissing {
+                    source: Arc::new(e),
+                }
             })?;
             macro_rules! sym {
                 ($name:literal) => {
-                    *lib.get(concat!($name, "\0").as_bytes())
-                        .map_err(|e| format!("{LIBRARY_NAME} lacks {}: {e}", $name))?
+                    *lib.get(concat!($name, "\0").as_bytes()).map_err(|e| {
+                        CudaError::GstSymbolMissing {
+                            symbol: $name,
+                            source: Arc::new(e),
+                        }
+                    })?
                 };
             }
             let l = Library {
@@ -74,18 +80,12 @@ fn library() -> Result<&'static Library, String> {
                 is_cuda_memory: sym!("gst_is_cuda_memory"),
                 // Optional: 1.22 lacks them, and its decoders synchronise
                 // their stream before pushing, so there is nothing to wait for.
-                memory_get_stream: lib
-                    .get(b"gst_cuda_memory_get_stream\0")
-                    .ok()
-                    .map(|f| *f),
-                stream_get_handle: lib
-                    .get(b"gst_cuda_stream_get_handle\0")
-                    .ok()
-                    .map(|f| *f),
+                memory_get_stream: lib.get(b"gst_cuda_memory_get_stream\0").ok().map(|f| *f),
+                stream_get_handle: lib.get(b"gst_cuda_stream_get_handle\0").ok().map(|f| *f),
                 _lib: lib,
             };
             if (l.load_library)() == 0 {
-                return Err(format!("{LIBRARY_NAME} cannot load the CUDA driver"));
+                return Err(CudaError::GstNoDriver);
             }
             Ok(l)
         }
@@ -117,15 +117,13 @@ impl Drop for CudaContext {
 
 impl CudaContext {
     /// A GStreamer context object for `gpu`'s primary context.
-    pub fn wrap_primary(gpu: &Gpu) -> Result<Self, String> {
+    pub fn wrap_primary(gpu: &Gpu) -> Result<Self, CudaError> {
         let lib = library()?;
         // SAFETY: the primary context stays retained for the process (see
         // device::GPUS); the wrapper does not destroy it.
         let ptr =
             unsafe { (lib.context_new_wrapped)(gpu.cu_context() as *mut c_void, gpu.cu_device()) };
-        NonNull::new(ptr)
-            .map(Self)
-            .ok_or_else(|| "GStreamer cannot wrap the CUDA primary context".into())
+        NonNull::new(ptr).map(Self).ok_or(CudaError::WrapContext)
     }
 
     /// The context in a `gst.cuda.context` GstContext, if it is one.
@@ -237,7 +235,7 @@ pub fn wait_for_producer(
     gpu: &Gpu,
     event: &cudarc::driver::CudaEvent,
     frame: &DeviceFrame,
-) -> Result<bool, String> {
+) -> Result<bool, CudaError> {
     let ours = gpu.stream();
     let Some(producer) = frame.producer_stream else {
         return Ok(false);
@@ -246,11 +244,11 @@ pub fn wait_for_producer(
         return Ok(false);
     }
     if frame.context != gpu.cu_context() || !Arc::ptr_eq(event.context(), ours.context()) {
-        return Err("cannot wait for a frame's CUDA stream from another CUDA context".into());
+        return Err(CudaError::ForeignProducer);
     }
     ours.context()
         .bind_to_thread()
-        .map_err(|e| format!("cannot make the CUDA context current: {e}"))?;
+        .map_err(CudaError::driver("cannot make the CUDA context current"))?;
     // SAFETY: `producer` is the live stream of the frame's memory (mapped
     // and referenced by `frame`, which owns the stream), in our context
     // (checked above), as is the event, which `event` keeps alive.
@@ -260,28 +258,27 @@ pub fn wait_for_producer(
             producer as cudarc::driver::sys::CUstream,
         )
     }
-    .map_err(|e| format!("cannot record an event on the decoder's CUDA stream: {e}"))?;
-    ours.wait(event)
-        .map_err(|e| format!("cannot make our CUDA stream wait for the decoder's: {e}"))?;
+    .map_err(CudaError::driver(
+        "cannot record an event on the decoder's CUDA stream",
+    ))?;
+    ours.wait(event).map_err(CudaError::driver(
+        "cannot make our CUDA stream wait for the decoder's",
+    ))?;
     Ok(true)
 }
 
 /// The one memory block of a CUDA frame, checked to be CUDA memory.
-fn cuda_memory(lib: &Library, buffer: &gst::BufferRef) -> Result<gst::Memory, String> {
+fn cuda_memory(lib: &Library, buffer: &gst::BufferRef) -> Result<gst::Memory, CudaError> {
     // A new reference, not `to_owned()`: that copies the memory (a
     // cuMemAllocPitch, a blocking copy and a cuMemFree per frame), which
     // serialised every stream on the driver's locks.
     let memory = match (buffer.n_memory(), buffer.memory(0)) {
         (1, Some(memory)) => memory,
-        (blocks, _) => {
-            return Err(format!(
-                "the frame has {blocks} memory blocks; CUDA frames come as one (as nvh264dec makes them)"
-            ))
-        }
+        (blocks, _) => return Err(CudaError::MemoryBlocks { blocks }),
     };
     // SAFETY: a valid GstMemory.
     if unsafe { (lib.is_cuda_memory)(memory.as_mut_ptr()) } == 0 {
-        return Err("the caps say memory:CUDAMemory but the frame is not in CUDA memory".into());
+        return Err(CudaError::NotCudaMemory);
     }
     Ok(memory)
 }
@@ -291,7 +288,7 @@ fn cuda_memory(lib: &Library, buffer: &gst::BufferRef) -> Result<gst::Memory, St
 pub fn device_frame(
     buffer: &gst::BufferRef,
     info: &gst_video::VideoInfo,
-) -> Result<DeviceFrame, String> {
+) -> Result<DeviceFrame, CudaError> {
     let lib = library()?;
     let memory = cuda_memory(lib, buffer)?;
     // SAFETY: it is a GstCudaMemory (checked above); mapping with
@@ -300,7 +297,7 @@ pub fn device_frame(
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_READ | GST_MAP_CUDA;
         if gst::ffi::gst_memory_map(memory.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
-            return Err("cannot map the CUDA memory of the frame".into());
+            return Err(CudaError::Map);
         }
         MappedCudaMemory {
             memory,
@@ -316,7 +313,7 @@ pub fn device_frame(
 pub fn device_frame_mut(
     buffer: &mut gst::BufferRef,
     info: &gst_video::VideoInfo,
-) -> Result<DeviceFrame, String> {
+) -> Result<DeviceFrame, CudaError> {
     let lib = library()?;
     cuda_memory(lib, buffer)?;
     // SAFETY: a writable buffer (a &mut BufferRef) of one CUDA memory
@@ -328,7 +325,7 @@ pub fn device_frame_mut(
         let mut map = std::mem::MaybeUninit::<gst::ffi::GstMapInfo>::zeroed();
         let flags = gst::ffi::GST_MAP_WRITE | GST_MAP_CUDA;
         if gst::ffi::gst_buffer_map(buffer.as_mut_ptr(), map.as_mut_ptr(), flags) == 0 {
-            return Err("cannot map the CUDA memory of the frame for writing".into());
+            return Err(CudaError::MapWritable);
         }
         let map = map.assume_init();
         MappedCudaMemory {
@@ -338,7 +335,7 @@ pub fn device_frame_mut(
     };
     // SAFETY: a valid GstMemory, held by `mapped`.
     if unsafe { (lib.is_cuda_memory)(mapped.memory.as_mut_ptr()) } == 0 {
-        return Err("the frame's memory, copied for writing, is not CUDA memory".into());
+        return Err(CudaError::CopyNotCudaMemory);
     }
     locate(lib, buffer, info, mapped)
 }
@@ -349,7 +346,7 @@ fn locate(
     buffer: &gst::BufferRef,
     info: &gst_video::VideoInfo,
     mapped: MappedCudaMemory,
-) -> Result<DeviceFrame, String> {
+) -> Result<DeviceFrame, CudaError> {
     let base = mapped.map.data as u64;
     let size = mapped.map.size as u64;
     // SAFETY: the memory is a GstCudaMemory (checked by the callers), whose
@@ -387,7 +384,7 @@ fn locate(
     };
     let n = info.n_planes() as usize;
     if offsets.len() < n || strides.len() < n || n > 4 {
-        return Err("the frame's layout does not match its caps".into());
+        return Err(CudaError::Layout);
     }
     let extents = plane_extents(info);
     let mut frame = DeviceFrame {
@@ -431,12 +428,13 @@ fn check_plane(
     stride: i32,
     (row_bytes, rows): (u64, u64),
     size: u64,
-) -> Result<(), String> {
+) -> Result<(), CudaError> {
     if stride <= 0 || (stride as u64) < row_bytes {
-        return Err(format!(
-            "the frame's plane {plane} has a stride of {stride} bytes but its rows are {row_bytes} bytes: \
-             the upstream element's video meta does not match its CUDA memory"
-        ));
+        return Err(CudaError::PlaneStride {
+            plane,
+            stride,
+            row_bytes,
+        });
     }
     // The last row needs only its pixels, not the padding after them.
     let needed = match rows {
@@ -444,10 +442,12 @@ fn check_plane(
         rows => stride as u64 * (rows - 1) + row_bytes,
     };
     if offset.checked_add(needed).is_none_or(|end| end > size) {
-        return Err(format!(
-            "the frame's plane {plane} needs {needed} bytes at offset {offset} but its memory holds {size}: \
-             the upstream element's video meta does not match its CUDA memory"
-        ));
+        return Err(CudaError::PlaneSize {
+            plane,
+            needed,
+            offset,
+            size,
+        });
     }
     Ok(())
 }
@@ -475,7 +475,9 @@ mod tests {
         assert!(check_plane(1, 768 * 480, 768, (640, 240), size).is_ok());
         // Tight last row: the padding after it need not exist.
         assert!(check_plane(1, 768 * 480, 768, (640, 240), size - 128).is_ok());
-        let e = check_plane(1, 768 * 480, 768, (640, 240), size - 129).unwrap_err();
+        let e = check_plane(1, 768 * 480, 768, (640, 240), size - 129)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("plane 1 needs 184192 bytes at offset 368640 but its memory holds 552831"),
             "{e}"

@@ -8,9 +8,11 @@
 //! [`device::gpu`] has checked that the driver library exists.
 
 pub mod device;
+pub mod error;
 pub mod gst_cuda;
 pub mod placement;
 pub mod tensor;
 
 pub use device::{gpu, Gpu};
+pub use error::CudaError;
 pub use tensor::{DeviceTensor, TensorPool};

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use cudarc::driver::{CudaEvent, CudaSlice, DevicePtr};
 
-use super::Gpu;
+use super::{CudaError, Gpu};
 use crate::spec::ElementType;
 
 /// A buffer and the event recorded after the work that last wrote it.
@@ -38,7 +38,7 @@ impl TensorPool {
     }
 
     /// A buffer from the pool, or a new one when all are in use.
-    pub fn take(&self) -> Result<PooledBuffer, String> {
+    pub fn take(&self) -> Result<PooledBuffer, CudaError> {
         let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let slot = match reused {
             Some(slot) => slot,
@@ -51,16 +51,16 @@ impl TensorPool {
         })
     }
 
-    fn new_slot(&self) -> Result<Slot, String> {
+    fn new_slot(&self) -> Result<Slot, CudaError> {
         let stream = self.gpu.stream();
         // SAFETY: every element is written by the kernel before use.
         let bytes = self.len * self.element_type.size();
         let slice = unsafe { stream.alloc::<u8>(bytes) }
-            .map_err(|e| format!("cannot allocate {bytes} bytes of GPU memory: {e}"))?;
+            .map_err(|source| CudaError::Alloc { bytes, source })?;
         let written = stream
             .context()
             .new_event(None)
-            .map_err(|e| format!("cannot create a CUDA event: {e}"))?;
+            .map_err(CudaError::driver("cannot create a CUDA event"))?;
         Ok(Slot { slice, written })
     }
 
@@ -134,13 +134,13 @@ impl DeviceTensor {
         buffer: PooledBuffer,
         gpu: Arc<Gpu>,
         source: Option<Arc<super::gst_cuda::MappedCudaMemory>>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, CudaError> {
         // The buffer's previous tensor waited for this event before the
         // buffer came back to the pool, so it can be recorded again.
         buffer
             .written()
             .record(gpu.stream())
-            .map_err(|e| format!("cannot record a CUDA event: {e}"))?;
+            .map_err(CudaError::driver("cannot record a CUDA event"))?;
         Ok(Self {
             buffer,
             gpu,
@@ -152,7 +152,7 @@ impl DeviceTensor {
     /// (waits for that on the host; free once the stream has been
     /// synchronised past it). Idempotent. On error the frame stays mapped,
     /// and drop tries again.
-    pub fn release_source(&self) -> Result<(), String> {
+    pub fn release_source(&self) -> Result<(), CudaError> {
         let mut source = self.source.lock().unwrap_or_else(|e| e.into_inner());
         if source.is_none() {
             return Ok(());
@@ -160,7 +160,9 @@ impl DeviceTensor {
         self.buffer
             .written()
             .synchronize()
-            .map_err(|e| format!("cannot wait for the pre-processing kernel: {e}"))?;
+            .map_err(CudaError::driver(
+                "cannot wait for the pre-processing kernel",
+            ))?;
         source.take();
         Ok(())
     }
@@ -172,10 +174,12 @@ impl DeviceTensor {
     /// Makes work queued on `stream` from now on wait until the tensor is
     /// written (no host wait): for readers on another stream than the
     /// GPU's shared one.
-    pub fn ready_on(&self, stream: &cudarc::driver::CudaStream) -> Result<(), String> {
+    pub fn ready_on(&self, stream: &cudarc::driver::CudaStream) -> Result<(), CudaError> {
         stream
             .wait(self.buffer.written())
-            .map_err(|e| format!("cannot order the model run after the pre-processing: {e}"))
+            .map_err(CudaError::driver(
+                "cannot order the model run after the pre-processing",
+            ))
     }
 
     /// The values' bytes on the GPU.
@@ -199,12 +203,12 @@ impl DeviceTensor {
     }
 
     /// Copies the values to host memory as float32 (waits for them).
-    pub fn download(&self) -> Result<Vec<f32>, String> {
+    pub fn download(&self) -> Result<Vec<f32>, CudaError> {
         let bytes = self
             .gpu
             .stream()
             .clone_dtoh(self.buffer.slice())
-            .map_err(|e| format!("cannot copy the tensor from the GPU: {e}"))?;
+            .map_err(CudaError::driver("cannot copy the tensor from the GPU"))?;
         Ok(match self.element_type() {
             ElementType::Float32 => bytes
                 .chunks_exact(4)

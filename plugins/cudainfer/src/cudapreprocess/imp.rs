@@ -6,9 +6,10 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::errors::{CudaInputError, FrameError, SettingsError};
 use super::objects::ObjectFilter;
 use crate::cuda::gst_cuda::{self, CudaContext};
-use crate::cuda::{self as gpu_mod, Gpu};
+use crate::cuda::{self as gpu_mod, CudaError, Gpu};
 use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
@@ -26,7 +27,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 });
 
 /// Smallest |std| accepted.
-const MIN_STD: f32 = 1e-6;
+pub(super) const MIN_STD: f32 = 1e-6;
 
 const DEFAULT_MIN_OBJECT_SIZE: u32 = 16;
 const DEFAULT_MAX_OBJECTS: u32 = 32;
@@ -91,55 +92,48 @@ impl Default for Settings {
 
 impl Settings {
     /// Merges the properties over what downstream said (if anything).
-    fn resolve(&self, learnt: Option<&InputSpec>) -> Result<InputSpec, String> {
+    fn resolve(&self, learnt: Option<&InputSpec>) -> Result<InputSpec, SettingsError> {
         let pick_u32 = |own: u32, from: Option<u32>| if own > 0 { Some(own) } else { from };
         let (Some(width), Some(height)) = (
             pick_u32(self.width, learnt.map(|s| s.width)),
             pick_u32(self.height, learnt.map(|s| s.height)),
         ) else {
-            return Err("cudapreprocess does not know the model's input size: link it to a trtinfer \
-                        that has a model (cudapreprocess ! trtinfer model=...), or set its width and height"
-                .into());
+            return Err(SettingsError::UnknownSize);
         };
-        let triple =
-            |own: &[f32], from: Option<[f32; 3]>, default: f32| -> Result<[f32; 3], String> {
-                match own.len() {
-                    0 => Ok(from.unwrap_or([default; 3])),
-                    1 => Ok([own[0]; 3]),
-                    3 => Ok([own[0], own[1], own[2]]),
-                    n => Err(format!("mean and std take 1 or 3 values, got {n}")),
-                }
-            };
+        let triple = |own: &[f32],
+                      from: Option<[f32; 3]>,
+                      default: f32|
+         -> Result<[f32; 3], SettingsError> {
+            match own.len() {
+                0 => Ok(from.unwrap_or([default; 3])),
+                1 => Ok([own[0]; 3]),
+                3 => Ok([own[0], own[1], own[2]]),
+                n => Err(SettingsError::ValueCount(n)),
+            }
+        };
         let side = spec::MAX_TENSOR_SIDE;
         if width > side || height > side {
-            return Err(format!(
-                "cudapreprocess cannot make a {width}x{height} tensor (width x height): at most {side} \
-                 on a side. Leave width and height unset to take the model's size"
-            ));
+            return Err(SettingsError::TooLarge { width, height });
         }
         // The model downstream checks every tensor against its input: a
         // different size can only fail there, frame after frame.
         if let Some(l) = learnt.filter(|l| (l.width, l.height) != (width, height)) {
-            return Err(format!(
-                "cudapreprocess width/height make a {width}x{height} tensor but the model downstream \
-                 wants {}x{} (width x height): leave width and height unset or set them to the model's",
-                l.width, l.height
-            ));
+            return Err(SettingsError::NotModelSize {
+                width,
+                height,
+                model_width: l.width,
+                model_height: l.height,
+            });
         }
         let mean = triple(&self.mean, learnt.map(|s| s.mean), 0.0)?;
         let std = triple(&self.std, learnt.map(|s| s.std), 1.0)?;
         // NaN or infinity would turn every tensor value into NaN, and a tiny
         // std into infinities: the model would silently find nothing.
         if mean.iter().chain(&std).any(|v| !v.is_finite()) {
-            return Err(format!(
-                "cudapreprocess mean and std must be finite numbers, got mean {mean:?} and std {std:?}"
-            ));
+            return Err(SettingsError::NotFinite { mean, std });
         }
         if std.iter().any(|v| v.abs() < MIN_STD) {
-            return Err(format!(
-                "cudapreprocess std must be at least {MIN_STD:e} in magnitude (a tinier divisor overflows \
-                 the tensor), got {std:?}"
-            ));
+            return Err(SettingsError::TinyStd { std });
         }
         Ok(InputSpec {
             width,
@@ -482,7 +476,11 @@ impl CudaPreprocess {
     }
 
     /// Posts `e` as an element error of `domain` and returns it for the log.
-    fn caps_failed<T: gst::MessageErrorDomain>(&self, domain: T, e: &str) -> gst::LoggableError {
+    fn caps_failed<T: gst::MessageErrorDomain>(
+        &self,
+        domain: T,
+        e: &dyn std::fmt::Display,
+    ) -> gst::LoggableError {
         gst::element_imp_error!(self, domain, ("{}", e));
         gst::loggable_error!(CAT, "{}", e)
     }
@@ -515,28 +513,23 @@ impl CudaPreprocess {
 
     /// An error when the decoder upstream is on another GPU than
     /// `device_id`: its frames could not be read in our context.
-    fn check_upstream_device(&self, device_id: u32) -> Result<(), String> {
+    fn check_upstream_device(&self, device_id: u32) -> Result<(), CudaInputError> {
         match self.upstream_cuda_device() {
-            Some((name, other)) if other != device_id => Err(format!(
-                "{name} upstream decodes on CUDA device {other}, but cudapreprocess device-id is \
-                 {device_id}: set device-id={other} (and trtinfer device-id={other}), or use the \
-                 decoder of device {device_id} ({})",
-                gpu_mod::placement::conventional_decoder_name("h264", device_id)
-            )),
+            Some((decoder, other)) if other != device_id => Err(CudaInputError::UpstreamDevice {
+                decoder,
+                other,
+                device_id,
+                ours: gpu_mod::placement::conventional_decoder_name("h264", device_id),
+            }),
             _ => Ok(()),
         }
     }
 
     /// The GPU for CUDA-memory input, with the pipeline's context made if
     /// no CUDA element has asked for it yet.
-    fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, String> {
-        let gpu = gpu_mod::gpu(device_id as usize).map_err(|e| {
-            format!(
-                "cudapreprocess cannot use CUDA memory on CUDA device {device_id} (device-id): {e}. \
-                 Without a GPU, decode to system memory (for example avdec_h264 ! videoconvert) \
-                 before cudapreprocess"
-            )
-        })?;
+    fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, CudaInputError> {
+        let gpu = gpu_mod::gpu(device_id as usize)
+            .map_err(|source| CudaInputError::NoGpu { device_id, source })?;
         self.check_upstream_device(device_id)?;
         self.ensure_cuda_context(&gpu)?;
         Ok(gpu)
@@ -544,7 +537,7 @@ impl CudaPreprocess {
 
     /// Makes the pipeline's CUDA context from `gpu`'s primary context
     /// unless one was given, and tells the pipeline about it.
-    fn ensure_cuda_context(&self, gpu: &Gpu) -> Result<(), String> {
+    fn ensure_cuda_context(&self, gpu: &Gpu) -> Result<(), CudaError> {
         let mut guard = self.cuda_context.lock().unwrap();
         if guard.is_some() {
             return Ok(());
@@ -613,13 +606,9 @@ impl CudaPreprocess {
         state: &State,
         filter: &ObjectFilter,
         buf: &gst::BufferRef,
-    ) -> Result<Vec<ObjectTensor>, String> {
+    ) -> Result<Vec<ObjectTensor>, FrameError> {
         let Some(found) = FrameDetections::from_buffer(buf) else {
-            return Err("cudapreprocess mode=objects crops the objects a detector found, but the frame \
-                        carries no detections: put a trtinfer detector before it (... ! cudapreprocess ! \
-                        trtinfer model=detector.onnx ! cudapreprocess mode=objects ! trtinfer \
-                        model=classifier.onnx model-type=classifier ! ...)"
-                .into());
+            return Err(FrameError::NoDetections);
         };
         let mut chosen = Vec::new();
         let mut plans = Vec::new();
@@ -636,7 +625,7 @@ impl CudaPreprocess {
         let tensors: Vec<Tensor> = match &state.backend {
             Backend::Cpu(_) => {
                 let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
-                    .map_err(|_| "cannot map the video frame for reading".to_string())?;
+                    .map_err(|_| FrameError::Map)?;
                 plans
                     .iter()
                     .map(|plan| cpu::run_plan(plan, &frame))
@@ -709,15 +698,18 @@ impl BaseTransformImpl for CudaPreprocess {
     }
 
     fn set_caps(&self, incaps: &gst::Caps, _outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
-        let negotiation = |e: String| self.caps_failed(gst::CoreError::Negotiation, &e);
+        let negotiation =
+            |e: &dyn std::fmt::Display| self.caps_failed(gst::CoreError::Negotiation, e);
         let info = gst_video::VideoInfo::from_caps(incaps).map_err(|_| {
-            negotiation(format!(
+            negotiation(&format_args!(
                 "cannot handle caps {incaps}: feed raw video in one of {SUPPORTED_FORMATS:?}"
             ))
         })?;
         let learnt = self.learn_input_spec();
         let settings = self.settings.lock().unwrap().clone();
-        let spec = settings.resolve(learnt.as_ref()).map_err(negotiation)?;
+        let spec = settings
+            .resolve(learnt.as_ref())
+            .map_err(|e| negotiation(&e))?;
         gst::info!(
             CAT,
             imp = self,
@@ -727,14 +719,14 @@ impl BaseTransformImpl for CudaPreprocess {
             info.format(),
             spec
         );
-        let plan = Plan::new(&info, &spec).map_err(negotiation)?;
+        let plan = Plan::new(&info, &spec).map_err(|e| negotiation(&e))?;
         let on_gpu = incaps
             .features(0)
             .is_some_and(|f| f.contains(CUDA_MEMORY_FEATURE));
         let backend = if on_gpu {
             let pre = self
                 .cuda_backend_gpu(settings.device_id)
-                .and_then(|gpu| CudaPreprocessor::new(gpu, plan.clone()))
+                .and_then(|gpu| Ok(CudaPreprocessor::new(gpu, plan.clone())?))
                 .map_err(|e| self.caps_failed(gst::LibraryError::Init, &e))?;
             Backend::Cuda(pre)
         } else {
@@ -749,7 +741,7 @@ impl BaseTransformImpl for CudaPreprocess {
     }
 
     fn transform_ip(&self, buf: &mut gst::BufferRef) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let fail = |e: String| {
+        let fail = |e: FrameError| {
             gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
             gst::FlowError::Error
         };
@@ -771,17 +763,18 @@ impl BaseTransformImpl for CudaPreprocess {
             tensor_meta::attach_objects(buf, crops);
             return Ok(gst::FlowSuccess::Ok);
         }
-        let tensor = match &state.backend {
-            Backend::Cpu(pre) => {
-                let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &state.info)
-                    .map_err(|_| "cannot map the video frame for reading".to_string());
-                frame.and_then(|f| pre.run(&f))
-            }
-            Backend::Cuda(pre) => {
-                gst_cuda::device_frame(buf, &state.info).and_then(|frame| pre.run(frame))
-            }
-        }
-        .map_err(fail)?;
+        let make = || -> Result<Tensor, FrameError> {
+            Ok(match &state.backend {
+                Backend::Cpu(pre) => {
+                    let frame =
+                        gst_video::VideoFrameRef::from_buffer_ref_readable(&*buf, &state.info)
+                            .map_err(|_| FrameError::Map)?;
+                    pre.run(&frame)?
+                }
+                Backend::Cuda(pre) => pre.run(gst_cuda::device_frame(buf, &state.info)?)?,
+            })
+        };
+        let tensor = make().map_err(fail)?;
         tensor_meta::remove_objects(buf);
         tensor_meta::attach(buf, Arc::new(tensor));
         Ok(gst::FlowSuccess::Ok)
@@ -816,7 +809,7 @@ mod tests {
         assert_eq!(spec.mean, [0.5; 3]);
         assert_eq!(spec.pad_value, 114.0);
         assert_eq!(spec.element_type, ElementType::Float16);
-        let e = Settings::default().resolve(None).unwrap_err();
+        let e = Settings::default().resolve(None).unwrap_err().to_string();
         assert!(e.contains("set its width and height"), "{e}");
         // Without a model downstream the size is the properties'.
         let sized = Settings {
@@ -831,7 +824,8 @@ mod tests {
             ..Default::default()
         }
         .resolve(Some(&learnt))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("a 320x416 tensor but the model downstream wants 416x416"),
             "{e}"
@@ -851,12 +845,12 @@ mod tests {
             .resolve(None)
         };
         for bad in [f32::NAN, f32::INFINITY] {
-            let e = with(vec![bad], vec![]).unwrap_err();
+            let e = with(vec![bad], vec![]).unwrap_err().to_string();
             assert!(e.contains("must be finite numbers"), "{e}");
-            let e = with(vec![], vec![1.0, bad, 1.0]).unwrap_err();
+            let e = with(vec![], vec![1.0, bad, 1.0]).unwrap_err().to_string();
             assert!(e.contains("must be finite numbers"), "{e}");
         }
-        let e = with(vec![], vec![1e-7]).unwrap_err();
+        let e = with(vec![], vec![1e-7]).unwrap_err().to_string();
         assert!(e.contains("std must be at least 1e-6"), "{e}");
         assert!(with(vec![-1.0], vec![-0.5]).is_ok());
         let e = Settings {
@@ -865,7 +859,8 @@ mod tests {
             ..Default::default()
         }
         .resolve(None)
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("at most 8192 on a side"), "{e}");
     }
 }

@@ -8,6 +8,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod errors;
 mod imp;
 mod objects;
 

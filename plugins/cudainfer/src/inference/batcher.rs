@@ -15,7 +15,9 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{same_memory, Detector, DetectorConfig, LoadError, SessionStream, Thresholds};
+use super::{
+    same_memory, Detector, DetectorConfig, InferError, LoadError, SessionStream, Thresholds,
+};
 use crate::detections::FrameDetections;
 use crate::tensor::{Tensor, TensorStorage};
 
@@ -35,7 +37,7 @@ pub struct BatchKey {
 }
 
 /// A frame's result, delivered once.
-pub type Reply = mpsc::Receiver<Result<FrameDetections, String>>;
+pub type Reply = mpsc::Receiver<Result<FrameDetections, InferError>>;
 
 struct Job {
     tensor: Arc<Tensor>,
@@ -43,7 +45,7 @@ struct Job {
     thresholds: Thresholds,
     queued: Instant,
     deadline: Instant,
-    reply: mpsc::SyncSender<Result<FrameDetections, String>>,
+    reply: mpsc::SyncSender<Result<FrameDetections, InferError>>,
 }
 
 impl Job {
@@ -232,10 +234,9 @@ pub fn shared(
         max_batch_size: max_batch_size.min(model_limit).max(1),
         sessions,
     };
-    let warm_up_error = |e| LoadError::Runtime(super::runtime::RuntimeError::Provider(e));
     detector
         .warm_up(info.max_batch_size)
-        .map_err(warm_up_error)?;
+        .map_err(LoadError::WarmUp)?;
     // The pool's other sessions, loaded at once (their warnings are the
     // first's), each on a CUDA stream of its own.
     let mut detectors = vec![detector];
@@ -244,7 +245,7 @@ pub fn shared(
             .map(|_| {
                 scope.spawn(|| {
                     let mut d = Detector::load_on(&key.config, SessionStream::Own, |_| {})?;
-                    d.warm_up(info.max_batch_size).map_err(warm_up_error)?;
+                    d.warm_up(info.max_batch_size).map_err(LoadError::WarmUp)?;
                     Ok(d)
                 })
             })
@@ -277,9 +278,7 @@ pub fn shared(
             Ok(w) => workers.push(w),
             Err(e) => {
                 stop_workers(&shared, workers);
-                return Err(LoadError::Runtime(super::runtime::RuntimeError::Provider(
-                    format!("cannot start the batching thread: {e}"),
-                )));
+                return Err(LoadError::Thread(Arc::new(e)));
             }
         }
     }

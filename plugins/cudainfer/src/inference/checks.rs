@@ -12,7 +12,79 @@ pub enum LabelsError {
     /// More than [`MAX_LABELS_BYTES`].
     TooLarge,
     /// Not UTF-8 text; the reason.
-    NotUtf8(String),
+    NotUtf8(std::str::Utf8Error),
+}
+
+/// Whether a model value is the model's input or its output, as messages
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Input,
+    Output,
+}
+
+impl Role {
+    /// What a family does with a value of this role.
+    fn verb(self) -> &'static str {
+        match self {
+            Role::Input => "takes",
+            Role::Output => "needs",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Input => "input",
+            Role::Output => "output",
+        })
+    }
+}
+
+/// Why a model's inputs and outputs do not fit what every family needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error(
+        "the model has {count} inputs ({}) but model-type={family} takes exactly one, the image",
+        .names.join(", ")
+    )]
+    InputCount {
+        count: usize,
+        names: Vec<String>,
+        family: String,
+    },
+    #[error("the model has no output")]
+    NoOutput,
+    #[error(
+        "the model's {role} '{name}' is {element} but model-type={family} {} float32 or float16: \
+         export the model with a float32 {role}",
+        .role.verb()
+    )]
+    ElementType {
+        role: Role,
+        name: String,
+        element: String,
+        family: String,
+    },
+    #[error(
+        "the model's {role} '{name}' is {kind}, not a tensor: model-type={family} needs a float32 tensor"
+    )]
+    NotTensor {
+        role: Role,
+        name: String,
+        kind: String,
+        family: String,
+    },
+    #[error(
+        "the model's input is {height}x{width} (height x width): at most {} on a side is supported",
+        crate::spec::MAX_TENSOR_SIDE
+    )]
+    InputTooLarge { height: i64, width: i64 },
+    #[error(
+        "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
+    )]
+    InputValues { values: u64 },
 }
 
 /// A labels file's contents: line `i` names class `i`; a blank line is an
@@ -22,7 +94,7 @@ pub fn parse_labels(bytes: &[u8]) -> Result<Vec<String>, LabelsError> {
     if bytes.len() as u64 > MAX_LABELS_BYTES {
         return Err(LabelsError::TooLarge);
     }
-    let text = std::str::from_utf8(bytes).map_err(|e| LabelsError::NotUtf8(e.to_string()))?;
+    let text = std::str::from_utf8(bytes).map_err(LabelsError::NotUtf8)?;
     let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
     while labels.last().is_some_and(|l| l.is_empty()) {
         labels.pop();
@@ -63,22 +135,24 @@ impl ModelValue {
 /// outputs before decoding, so no family sees anything but float32.
 pub(crate) fn tensor_element(
     value: &ModelValue,
-    role: &str,
+    role: Role,
     family: &str,
-) -> Result<ElementType, String> {
+) -> Result<ElementType, CheckError> {
     match &value.kind {
         ValueKind::Tensor { element, .. } if element == "float32" => Ok(ElementType::Float32),
         ValueKind::Tensor { element, .. } if element == "float16" => Ok(ElementType::Float16),
-        ValueKind::Tensor { element, .. } => Err(format!(
-            "the model's {role} '{}' is {element} but model-type={family} {} float32 or float16: \
-             export the model with a float32 {role}",
-            value.name,
-            if role == "input" { "takes" } else { "needs" }
-        )),
-        ValueKind::Other(other) => Err(format!(
-            "the model's {role} '{}' is {other}, not a tensor: model-type={family} needs a float32 tensor",
-            value.name
-        )),
+        ValueKind::Tensor { element, .. } => Err(CheckError::ElementType {
+            role,
+            name: value.name.clone(),
+            element: element.clone(),
+            family: family.to_owned(),
+        }),
+        ValueKind::Other(other) => Err(CheckError::NotTensor {
+            role,
+            name: value.name.clone(),
+            kind: other.clone(),
+            family: family.to_owned(),
+        }),
     }
 }
 
@@ -89,20 +163,19 @@ pub fn check_model_io(
     inputs: &[ModelValue],
     outputs: &[ModelValue],
     family: &str,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     if inputs.len() != 1 {
-        let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
-        return Err(format!(
-            "the model has {} inputs ({}) but model-type={family} takes exactly one, the image",
-            inputs.len(),
-            names.join(", ")
-        ));
+        return Err(CheckError::InputCount {
+            count: inputs.len(),
+            names: inputs.iter().map(|i| i.name.clone()).collect(),
+            family: family.to_owned(),
+        });
     }
     let Some(output) = outputs.first() else {
-        return Err("the model has no output".into());
+        return Err(CheckError::NoOutput);
     };
-    tensor_element(&inputs[0], "input", family)?;
-    tensor_element(output, "output", family)?;
+    tensor_element(&inputs[0], Role::Input, family)?;
+    tensor_element(output, Role::Output, family)?;
     check_input_size(inputs[0].tensor_shape().unwrap_or_default())
 }
 
@@ -123,13 +196,14 @@ pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::parsers::Mo
     }
 }
 
-pub fn check_input_size(shape: &[i64]) -> Result<(), String> {
+pub fn check_input_size(shape: &[i64]) -> Result<(), CheckError> {
     let side = crate::spec::MAX_TENSOR_SIDE as i64;
     if let [_, _, h, w] = shape {
         if *h > side || *w > side {
-            return Err(format!(
-                "the model's input is {h}x{w} (height x width): at most {side} on a side is supported"
-            ));
+            return Err(CheckError::InputTooLarge {
+                height: *h,
+                width: *w,
+            });
         }
     }
     let values = shape
@@ -138,9 +212,7 @@ pub fn check_input_size(shape: &[i64]) -> Result<(), String> {
         .filter(|&&d| d > 0)
         .fold(1u64, |n, &d| n.saturating_mul(d as u64));
     if values > MAX_INPUT_VALUES {
-        return Err(format!(
-            "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
-        ));
+        return Err(CheckError::InputValues { values });
     }
     Ok(())
 }
@@ -182,24 +254,32 @@ mod tests {
         let image = [tensor("images", "float32", &[1, 3, 416, 416])];
         let output = [tensor("output", "float32", &[1, 3549, 85])];
         assert_eq!(check_model_io(&image, &output, "yolox"), Ok(()));
-        let e = check_model_io(&[], &output, "yolox").unwrap_err();
+        let e = check_model_io(&[], &output, "yolox")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has 0 inputs ()"), "{e}");
-        let e = check_model_io(&image, &[], "yolox").unwrap_err();
+        let e = check_model_io(&image, &[], "yolox")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "the model has no output");
         let half = [tensor("output", "float16", &[1, 3549, 85])];
         assert_eq!(check_model_io(&image, &half, "yolox"), Ok(()));
         assert_eq!(
-            tensor_element(&half[0], "output", "yolox"),
+            tensor_element(&half[0], Role::Output, "yolox"),
             Ok(ElementType::Float16)
         );
         let bytes = [tensor("images", "uint8", &[1, 3, 416, 416])];
-        let e = check_model_io(&bytes, &output, "yolox").unwrap_err();
+        let e = check_model_io(&bytes, &output, "yolox")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("'images' is uint8 but model-type=yolox takes float32 or float16"),
             "{e}"
         );
         let doubles = [tensor("output", "float64", &[1, 3549, 85])];
-        let e = check_model_io(&image, &doubles, "yolox").unwrap_err();
+        let e = check_model_io(&image, &doubles, "yolox")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("'output' is float64 but model-type=yolox needs float32 or float16"),
             "{e}"
@@ -208,10 +288,14 @@ mod tests {
             name: "images".into(),
             kind: ValueKind::Other("Sequence".into()),
         }];
-        let e = check_model_io(&seq, &output, "yolox").unwrap_err();
+        let e = check_model_io(&seq, &output, "yolox")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a tensor"), "{e}");
         let huge = [tensor("images", "float32", &[1, 3, 8192, 8192])];
-        let e = check_model_io(&huge, &output, "yolox").unwrap_err();
+        let e = check_model_io(&huge, &output, "yolox")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("201326592 values"), "{e}");
     }
 }

@@ -24,9 +24,79 @@ use ort::value::{DynValueTypeMarker, Shape, TensorRefMut, ValueRefMut};
 use ort::AsPointer;
 
 use crate::cuda::device::KernelSource;
-use crate::cuda::{DeviceTensor, Gpu};
+use crate::cuda::{CudaError, DeviceTensor, Gpu};
 use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, OutputUse};
 use crate::spec::ElementType;
+
+/// Why the device runner could not be made or could not run a batch.
+/// Cloneable (ONNX Runtime's errors behind an `Arc`): a runner that could
+/// not be made answers every batch with its error, and a batch's error
+/// goes to each of its frames.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    /// An ONNX Runtime call failed; `doing` says what it was for.
+    #[error("{doing}: {source}")]
+    Ort {
+        doing: &'static str,
+        source: Arc<ort::Error>,
+    },
+    #[error("cannot keep the model output '{name}' on the GPU: {source}")]
+    KeepOutput {
+        name: String,
+        source: Arc<ort::Error>,
+    },
+    #[error("cannot allocate GPU memory for the model output '{name}': {source}")]
+    OutputAlloc { name: String, source: DriverError },
+    #[error("the model's input name contains a NUL byte")]
+    InputNameNul,
+    #[error("the model output name '{name}' contains a NUL byte")]
+    OutputNameNul { name: String },
+    #[error("cannot bind the GPU tensor: {0}")]
+    BindInput(#[source] OrtStatus),
+    #[error("cannot bind the model output '{name}' to GPU memory: {source}")]
+    BindOutput { name: String, source: OrtStatus },
+    #[error("the model gave no output '{name}'")]
+    NoOutput { name: String },
+    #[error("the model output '{name}' is not {element}: {source}")]
+    OutputType {
+        name: String,
+        element: &'static str,
+        source: Arc<ort::Error>,
+    },
+    #[error(
+        "the model's output '{name}' has the shape {actual:?} at run time, which differs \
+         from what it declared (expected {expected:?} for a batch of {batch}): the model \
+         cannot be decoded"
+    )]
+    OutputShape {
+        name: String,
+        actual: Vec<i64>,
+        expected: Vec<i64>,
+        batch: usize,
+    },
+    #[error(
+        "cuda-graph: ONNX Runtime could not capture the model's run as a CUDA graph \
+         ({0}); set cuda-graph=false"
+    )]
+    GraphCapture(#[source] Box<DeviceError>),
+}
+
+impl DeviceError {
+    /// A failed ONNX Runtime call made for `doing`.
+    fn ort(doing: &'static str) -> impl Fn(ort::Error) -> Self {
+        move |e| Self::Ort {
+            doing,
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// The message of a failed ONNX Runtime C API call (an `OrtStatus`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct OrtStatus(String);
 
 /// The fp16-to-float32 conversion of model outputs.
 const CONVERT_KERNEL: KernelSource = KernelSource {
@@ -145,7 +215,7 @@ impl DeviceRunner {
         output_elements: &[ElementType],
         decoder: Box<dyn DeviceDecoder>,
         cuda_graph: bool,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, DeviceError> {
         let decode_kernel = gpu.kernel(decoder.kernel())?;
         let any_half = output_elements.contains(&ElementType::Float16);
         let convert_kernel = any_half.then(|| gpu.kernel(CONVERT_KERNEL)).transpose()?;
@@ -155,10 +225,12 @@ impl DeviceRunner {
             AllocatorType::Device,
             MemoryType::Default,
         )
-        .map_err(|e| format!("cannot describe CUDA memory to ONNX Runtime: {e}"))?;
-        let mut binding = session
-            .create_binding()
-            .map_err(|e| format!("cannot create an ONNX Runtime I/O binding: {e}"))?;
+        .map_err(DeviceError::ort(
+            "cannot describe CUDA memory to ONNX Runtime",
+        ))?;
+        let mut binding = session.create_binding().map_err(DeviceError::ort(
+            "cannot create an ONNX Runtime I/O binding",
+        ))?;
         let outputs: Vec<(String, Vec<usize>)> = outputs
             .iter()
             .map(|o| {
@@ -173,9 +245,12 @@ impl DeviceRunner {
         for (name, _) in &outputs {
             binding
                 .bind_output_to_device(name, &memory_info)
-                .map_err(|e| format!("cannot keep the model output '{name}' on the GPU: {e}"))?;
+                .map_err(|e| DeviceError::KeepOutput {
+                    name: name.clone(),
+                    source: Arc::new(e),
+                })?;
         }
-        let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
+        let alloc_error = CudaError::driver("cannot allocate GPU memory for output decoding");
         // Room for every (position, class) pair: nothing is ever dropped.
         let candidates = stream
             .alloc_zeros::<f32>(decoder.max_candidates() * RECORD)
@@ -199,7 +274,7 @@ impl DeviceRunner {
             decoder,
             decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
-                .map_err(|_| "the model's input name contains a NUL byte".to_string())?,
+                .map_err(|_| DeviceError::InputNameNul)?,
             input_element,
             memory_info,
             binding,
@@ -227,10 +302,13 @@ impl DeviceRunner {
         self.cuda_graph
     }
 
-    fn bind_input(&mut self, input: &ValueRefMut<'_, DynValueTypeMarker>) -> Result<(), String> {
+    fn bind_input(
+        &mut self,
+        input: &ValueRefMut<'_, DynValueTypeMarker>,
+    ) -> Result<(), DeviceError> {
         let name = self.input_name_c.clone();
         self.bind(true, &name, input)
-            .map_err(|message| format!("cannot bind the GPU tensor: {message}"))
+            .map_err(DeviceError::BindInput)
     }
 
     /// Binds `value` as the input or output `name` through the C API (see
@@ -241,7 +319,7 @@ impl DeviceRunner {
         input: bool,
         name: &std::ffi::CStr,
         value: &ValueRefMut<'_, DynValueTypeMarker>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OrtStatus> {
         let api = ort::api();
         // SAFETY: valid binding, NUL-terminated name and value.
         unsafe {
@@ -254,7 +332,7 @@ impl DeviceRunner {
                 .to_string_lossy()
                 .into_owned();
             (api.ReleaseStatus)(status.0);
-            Err(message)
+            Err(OrtStatus(message))
         }
     }
 
@@ -269,7 +347,7 @@ impl DeviceRunner {
         ptr: u64,
         element: ElementType,
         dims: Vec<i64>,
-    ) -> Result<ValueRefMut<'static, DynValueTypeMarker>, String> {
+    ) -> Result<ValueRefMut<'static, DynValueTypeMarker>, DeviceError> {
         let info = self.memory_info.clone();
         let data = ptr as usize as *mut _;
         let dims = Shape::new(dims);
@@ -284,12 +362,12 @@ impl DeviceRunner {
                 }
             }
         }
-        .map_err(|e| format!("cannot wrap GPU memory for ONNX Runtime: {e}"))
+        .map_err(DeviceError::ort("cannot wrap GPU memory for ONNX Runtime"))
     }
 
     /// With a CUDA graph: our own buffer for each output, bound once, so
     /// that the replayed graph writes where it was captured writing.
-    fn bind_graph_outputs(&mut self, batch: usize) -> Result<(), String> {
+    fn bind_graph_outputs(&mut self, batch: usize) -> Result<(), DeviceError> {
         let mut buffers = Vec::with_capacity(self.outputs.len());
         for (i, (name, dims)) in self.outputs.clone().iter().enumerate() {
             let element = if self.converted[i].is_some() {
@@ -302,17 +380,24 @@ impl DeviceRunner {
                 .map(|d| d as i64)
                 .collect();
             let len = shape.iter().product::<i64>() as usize * element.size();
-            let buffer = self.stream.alloc_zeros::<u8>(len).map_err(|e| {
-                format!("cannot allocate GPU memory for the model output '{name}': {e}")
-            })?;
+            let buffer =
+                self.stream
+                    .alloc_zeros::<u8>(len)
+                    .map_err(|source| DeviceError::OutputAlloc {
+                        name: name.clone(),
+                        source,
+                    })?;
             let ptr = buffer.device_ptr(&self.stream).0;
             // SAFETY: `buffer` holds `shape` values of `element` and lives
             // in `graph_outputs` as long as the binding.
             let value = unsafe { self.wrap(ptr, element, shape)? };
             let name_c = std::ffi::CString::new(name.as_str())
-                .map_err(|_| format!("the model output name '{name}' contains a NUL byte"))?;
+                .map_err(|_| DeviceError::OutputNameNul { name: name.clone() })?;
             self.bind(false, &name_c, &value)
-                .map_err(|m| format!("cannot bind the model output '{name}' to GPU memory: {m}"))?;
+                .map_err(|source| DeviceError::BindOutput {
+                    name: name.clone(),
+                    source,
+                })?;
             buffers.push(buffer);
         }
         self.graph_outputs = buffers;
@@ -331,7 +416,7 @@ impl DeviceRunner {
         tensors: &[&DeviceTensor],
         item_shape: [usize; 4],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<Vec<Candidate>>, String> {
+    ) -> Result<Vec<Vec<Candidate>>, DeviceError> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let run_batch = self.run_batch.max(tensors.len());
         // The tensors were written on the GPU's shared stream: a session
@@ -353,7 +438,7 @@ impl DeviceRunner {
                         t.slice(),
                         &mut batch.slice_mut(i * item_len..(i + 1) * item_len),
                     )
-                    .map_err(|e| format!("cannot gather the batch on the GPU: {e}"))?;
+                    .map_err(CudaError::driver("cannot gather the batch on the GPU"))?;
             }
             let ptr = batch.device_ptr(&stream).0;
             ptr
@@ -376,14 +461,14 @@ impl DeviceRunner {
         session: &mut Session,
         item_shape: [usize; 4],
         batch: usize,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeviceError> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let stream = self.stream.clone();
         let zeros = {
             let buffer = self.batch_buffer(item_len * batch)?;
             stream
                 .memset_zeros(buffer)
-                .map_err(|e| format!("cannot clear the warm-up batch: {e}"))?;
+                .map_err(CudaError::driver("cannot clear the warm-up batch"))?;
             buffer.device_ptr(&stream).0
         };
         self.run_batch = batch;
@@ -407,10 +492,7 @@ impl DeviceRunner {
         for _ in 0..runs {
             self.infer(session, zeros, shape).map_err(|e| {
                 if self.cuda_graph {
-                    format!(
-                        "cuda-graph: ONNX Runtime could not capture the model's run as a CUDA graph \
-                         ({e}); set cuda-graph=false"
-                    )
+                    DeviceError::GraphCapture(Box::new(e))
                 } else {
                     e
                 }
@@ -418,15 +500,16 @@ impl DeviceRunner {
         }
         stream
             .synchronize()
-            .map_err(|e| format!("the warm-up run failed: {e}"))
+            .map_err(CudaError::driver("the warm-up run failed"))?;
+        Ok(())
     }
 
     /// The gathering buffer, grown to hold at least `len` bytes.
-    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<u8>, String> {
+    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<u8>, DeviceError> {
         if self.batch.as_ref().is_none_or(|b| b.len() < len) {
             // SAFETY: callers fill what they use before the model reads it.
             let buffer = unsafe { self.stream.alloc::<u8>(len) }
-                .map_err(|e| format!("cannot allocate GPU memory for a batch: {e}"))?;
+                .map_err(CudaError::driver("cannot allocate GPU memory for a batch"))?;
             self.batch = Some(buffer);
         }
         Ok(self.batch.as_mut().expect("allocated above"))
@@ -441,7 +524,7 @@ impl DeviceRunner {
         session: &mut Session,
         input: u64,
         shape: [usize; 4],
-    ) -> Result<Vec<u64>, String> {
+    ) -> Result<Vec<u64>, DeviceError> {
         // SAFETY: `input` holds `shape` values of the input's element type
         // on this GPU (a tensor the caller holds, or our batch buffer) for
         // the whole run.
@@ -458,8 +541,9 @@ impl DeviceRunner {
                 for (name, _) in &self.outputs {
                     self.binding
                         .bind_output_to_device(name, &self.memory_info)
-                        .map_err(|e| {
-                            format!("cannot keep the model output '{name}' on the GPU: {e}")
+                        .map_err(|e| DeviceError::KeepOutput {
+                            name: name.clone(),
+                            source: Arc::new(e),
                         })?;
                 }
             }
@@ -467,24 +551,32 @@ impl DeviceRunner {
         }
         let results = session
             .run_binding(&self.binding)
-            .map_err(|e| format!("inference failed: {e}"))?;
+            .map_err(DeviceError::ort("inference failed"))?;
         let mut pointers = Vec::with_capacity(self.outputs.len());
         for (i, (name, dims)) in self.outputs.iter().enumerate() {
             let output = results
                 .get(name)
-                .ok_or_else(|| format!("the model gave no output '{name}'"))?;
+                .ok_or_else(|| DeviceError::NoOutput { name: name.clone() })?;
             let is_half = self.converted[i].is_some();
             let (shape_of, data) = if is_half {
                 let t = output
                     .view()
                     .downcast::<ort::value::TensorValueType<half::f16>>()
-                    .map_err(|e| format!("the model output '{name}' is not float16: {e}"))?;
+                    .map_err(|e| DeviceError::OutputType {
+                        name: name.clone(),
+                        element: "float16",
+                        source: Arc::new(e),
+                    })?;
                 (t.shape().to_vec(), t.data_ptr() as u64)
             } else {
                 let t = output
                     .view()
                     .downcast::<ort::value::TensorValueType<f32>>()
-                    .map_err(|e| format!("the model output '{name}' is not float32: {e}"))?;
+                    .map_err(|e| DeviceError::OutputType {
+                        name: name.clone(),
+                        element: "float32",
+                        source: Arc::new(e),
+                    })?;
                 (t.shape().to_vec(), t.data_ptr() as u64)
             };
             // The decoding kernel reads the whole of each image's output: a
@@ -496,12 +588,12 @@ impl DeviceRunner {
                 .map(|d| d as i64)
                 .collect();
             if actual != expected {
-                return Err(format!(
-                    "the model's output '{name}' has the shape {actual:?} at run time, which differs \
-                     from what it declared (expected {expected:?} for a batch of {}): the model \
-                     cannot be decoded",
-                    shape[0]
-                ));
+                return Err(DeviceError::OutputShape {
+                    name: name.clone(),
+                    actual,
+                    expected,
+                    batch: shape[0],
+                });
             }
             pointers.push(if is_half {
                 let kernel = self
@@ -530,9 +622,9 @@ impl DeviceRunner {
         &mut self,
         outputs: &[u64],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<Vec<Candidate>>, String> {
+    ) -> Result<Vec<Vec<Candidate>>, DeviceError> {
         let images = limits.len();
-        let copy_error = |e| format!("cannot read the decoded candidates: {e}");
+        let copy_error = CudaError::driver("cannot read the decoded candidates");
         let mut thresholds: Vec<f32> = limits.iter().map(|l| l.confidence).collect();
         // Without a limit an image can reach, the histograms are not needed.
         let possible = self.decoder.max_candidates();
@@ -561,10 +653,12 @@ impl DeviceRunner {
             }
             // More survivors than room (a very low threshold on a batch):
             // grow and decode again, so nothing is dropped.
-            self.candidates = self
-                .stream
-                .alloc_zeros::<f32>(total * RECORD)
-                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
+            self.candidates =
+                self.stream
+                    .alloc_zeros::<f32>(total * RECORD)
+                    .map_err(CudaError::driver(
+                        "cannot allocate GPU memory for output decoding",
+                    ))?;
         };
         let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); images];
         if total > 0 {
@@ -609,10 +703,10 @@ impl DeviceRunner {
         outputs: &[u64],
         thresholds: &[f32],
         histogram: bool,
-    ) -> Result<Vec<u32>, String> {
+    ) -> Result<Vec<u32>, DeviceError> {
         let stream = self.stream.clone();
         let images = thresholds.len();
-        let alloc_error = |e| format!("cannot allocate GPU memory for output decoding: {e}");
+        let alloc_error = CudaError::driver("cannot allocate GPU memory for output decoding");
         if self.counts.len() < 1 + images {
             self.counts = stream.alloc_zeros::<u32>(1 + images).map_err(alloc_error)?;
             self.thresholds = stream.alloc_zeros::<f32>(images).map_err(alloc_error)?;
@@ -620,7 +714,7 @@ impl DeviceRunner {
                 .alloc_zeros::<u32>(images * BINS)
                 .map_err(alloc_error)?;
         }
-        let copy_error = |e| format!("cannot prepare output decoding: {e}");
+        let copy_error = CudaError::driver("cannot prepare output decoding");
         stream
             .memcpy_htod(thresholds, &mut self.thresholds.slice_mut(..images))
             .map_err(copy_error)?;
@@ -654,10 +748,13 @@ impl DeviceRunner {
             self.decoder
                 .launch(&stream, &self.decode_kernel, config, outputs, targets)
         }
-        .map_err(|e| format!("the output decoding kernel failed to launch: {e}"))?;
-        stream
+        .map_err(CudaError::driver(
+            "the output decoding kernel failed to launch",
+        ))?;
+        let counts = stream
             .clone_dtoh(&self.counts.slice(..1 + images))
-            .map_err(|e| format!("cannot read the decoded candidates: {e}"))
+            .map_err(CudaError::driver("cannot read the decoded candidates"))?;
+        Ok(counts)
     }
 }
 
@@ -670,11 +767,11 @@ fn to_float32(
     input: u64,
     len: usize,
     buffer: &mut CudaSlice<f32>,
-) -> Result<u64, String> {
+) -> Result<u64, CudaError> {
     if buffer.len() < len {
-        *buffer = stream
-            .alloc_zeros::<f32>(len)
-            .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))?;
+        *buffer = stream.alloc_zeros::<f32>(len).map_err(CudaError::driver(
+            "cannot allocate GPU memory for output decoding",
+        ))?;
     }
     let out = buffer.device_ptr(stream).0;
     let n = len as u64;
@@ -689,7 +786,9 @@ fn to_float32(
             .arg(&n)
             .launch(LaunchConfig::for_num_elems(len as u32))
     }
-    .map_err(|e| format!("the fp16 output conversion kernel failed to launch: {e}"))?;
+    .map_err(CudaError::driver(
+        "the fp16 output conversion kernel failed to launch",
+    ))?;
     Ok(out)
 }
 

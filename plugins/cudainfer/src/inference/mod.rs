@@ -6,8 +6,12 @@
 pub mod batcher;
 pub(crate) mod checks;
 pub mod device;
+mod error;
 pub mod placement;
 pub mod runtime;
+
+pub use checks::{CheckError, Role};
+pub use error::InferError;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,12 +22,12 @@ use ort::value::{DynTensor, TensorElementType, ValueType};
 use crate::cuda::{self, DeviceTensor, Gpu};
 use crate::detections::{Classification, Detection, FrameDetections};
 use crate::parsers::{
-    self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelType, OutputParser,
+    self, nms, DecodeLimits, FamilyOptions, FrameResult, ModelType, OutputParser, ShapeError,
 };
 use crate::spec::{ElementType, InputSpec};
 use crate::tensor::{Tensor, TensorStorage};
 use checks::{LabelsError, ModelValue, ValueKind};
-use device::DeviceRunner;
+use device::{DeviceError, DeviceRunner};
 use runtime::{CudaOptions, Provider, ProviderOptions, RuntimeError, TensorRtOptions};
 
 /// What a detector is made from (the element's settings).
@@ -64,27 +68,56 @@ pub fn same_memory(a: &Tensor, b: &Tensor) -> bool {
     a.shape() == b.shape() && gpu(a) == gpu(b)
 }
 
-/// Why a detector could not be made, by what the user has to fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a detector could not be made, by what the user has to fix (the
+/// element maps each kind to a GStreamer error domain).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
+    #[error("{0}")]
     ModelNotFound(String),
+    #[error("{0}")]
     ModelUnreadable(String),
+    #[error("{0}")]
     ModelMismatch(String),
+    /// The model's inputs and outputs do not fit what every family needs.
+    #[error("the model '{model}' does not fit model-type={family}: {source}")]
+    ModelIo {
+        model: String,
+        family: String,
+        source: Box<CheckError>,
+    },
+    /// The model's shapes do not fit the family chosen for it.
+    #[error(
+        "the model '{model}' does not fit model-type={family}: {source}. \
+         Use a model of that family or set model-type"
+    )]
+    FamilyShapes {
+        model: String,
+        family: String,
+        source: Box<ShapeError>,
+    },
+    /// A value the family reads is not float32 or float16.
+    #[error(
+        "the model '{model}' does not fit model-type={family}: {source}. \
+         Use a model of that family or set model-type"
+    )]
+    FamilyElement {
+        model: String,
+        family: String,
+        source: Box<CheckError>,
+    },
+    #[error("{0}")]
     Labels(String),
+    #[error(transparent)]
     Runtime(RuntimeError),
-}
-
-impl LoadError {
-    pub fn to_error_message(&self) -> gst::ErrorMessage {
-        match self {
-            LoadError::ModelNotFound(m) => gst::error_msg!(gst::ResourceError::NotFound, ("{}", m)),
-            LoadError::ModelUnreadable(m) | LoadError::Labels(m) => {
-                gst::error_msg!(gst::ResourceError::OpenRead, ("{}", m))
-            }
-            LoadError::ModelMismatch(m) => gst::error_msg!(gst::LibraryError::Settings, ("{}", m)),
-            LoadError::Runtime(e) => gst::error_msg!(gst::LibraryError::Init, ("{}", e)),
-        }
-    }
+    #[error("cannot create a CUDA stream for a session of the pool: {0}")]
+    PoolStream(#[source] cudarc::driver::DriverError),
+    /// The first run, made before any frame, failed.
+    #[error(transparent)]
+    WarmUp(DeviceError),
+    #[error("cannot start the batching thread: {0}")]
+    Thread(#[source] Arc<std::io::Error>),
+    #[error("loading the model stopped unexpectedly (a panic in the loading thread)")]
+    Panicked,
 }
 
 pub struct Detector {
@@ -103,7 +136,7 @@ pub struct Detector {
     gpu: Option<Arc<Gpu>>,
     /// Runs GPU tensors on GPU providers; made at load, before any frame
     /// (the error says why GPU tensors cannot be run).
-    device_runner: Option<Result<DeviceRunner, String>>,
+    device_runner: Option<Result<DeviceRunner, DeviceError>>,
     /// The session's compute stream: it must outlive the session.
     _stream: Option<Arc<cudarc::driver::CudaStream>>,
     max_batch: usize,
@@ -289,13 +322,12 @@ impl Detector {
         let gpu_stream = match (&gpu, stream) {
             (None, _) => None,
             (Some(g), SessionStream::Shared) => Some(g.stream().clone()),
-            (Some(g), SessionStream::Own) => {
-                Some(g.stream().context().new_stream().map_err(|e| {
-                    LoadError::Runtime(RuntimeError::Provider(format!(
-                        "cannot create a CUDA stream for a session of the pool: {e}"
-                    )))
-                })?)
-            }
+            (Some(g), SessionStream::Own) => Some(
+                g.stream()
+                    .context()
+                    .new_stream()
+                    .map_err(LoadError::PoolStream)?,
+            ),
         };
         let options = ProviderOptions {
             device_id: config.device_id,
@@ -324,11 +356,13 @@ impl Detector {
 
         let inputs: Vec<ModelValue> = session.inputs().iter().map(model_value).collect();
         let outputs: Vec<ModelValue> = session.outputs().iter().map(model_value).collect();
-        checks::check_model_io(&inputs, &outputs, family_name).map_err(|e| {
-            LoadError::ModelMismatch(format!(
-                "the model '{}' does not fit model-type={family_name}: {e}",
-                config.model.display()
-            ))
+        let model = || config.model.display().to_string();
+        checks::check_model_io(&inputs, &outputs, family_name).map_err(|source| {
+            LoadError::ModelIo {
+                model: model(),
+                family: family_name.to_owned(),
+                source: Box::new(source),
+            }
         })?;
         let input = &inputs[0];
         let input_name = input.name.clone();
@@ -343,23 +377,29 @@ impl Detector {
             )));
         };
         let shapes = checks::model_shapes(input_shape, &outputs);
-        let mismatch = |e: String| {
-            LoadError::ModelMismatch(format!(
-                "the model '{}' does not fit model-type={family_name}: {e}. Use a model of that family or set model-type",
-                config.model.display(),
-            ))
+        let mismatch = |source| LoadError::FamilyElement {
+            model: model(),
+            family: family_name.to_owned(),
+            source: Box::new(source),
         };
-        let parser = parsers::new_parser(family, &shapes, &config.family).map_err(mismatch)?;
+        let parser = parsers::new_parser(family, &shapes, &config.family).map_err(|source| {
+            LoadError::FamilyShapes {
+                model: model(),
+                family: family_name.to_owned(),
+                source: Box::new(source),
+            }
+        })?;
         // The outputs a family reads besides the first (checked above) are
         // float32 or float16 too.
         let output_elements = parser
             .outputs()
             .iter()
-            .map(|used| checks::tensor_element(&outputs[used.index], "output", family_name))
+            .map(|used| checks::tensor_element(&outputs[used.index], Role::Output, family_name))
             .collect::<Result<Vec<_>, _>>()
             .map_err(mismatch)?;
         let input_spec = InputSpec {
-            element_type: checks::tensor_element(input, "input", family_name).map_err(mismatch)?,
+            element_type: checks::tensor_element(input, Role::Input, family_name)
+                .map_err(mismatch)?,
             ..parser.input_spec().clone()
         };
         if !labels.is_empty() && labels.len() != parser.num_classes() {
@@ -375,7 +415,7 @@ impl Detector {
             .zip(gpu_stream.clone())
             .and_then(|(gpu, stream)| {
                 parser.device_decoder(gpu).map(|decoder| {
-                    decoder.and_then(|d| {
+                    decoder.map_err(DeviceError::from).and_then(|d| {
                         DeviceRunner::new(
                             (gpu.clone(), stream),
                             &session,
@@ -456,7 +496,7 @@ impl Detector {
         matches!(&self.device_runner, Some(Ok(r)) if r.cuda_graph())
     }
 
-    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), String> {
+    pub fn warm_up(&mut self, max_batch: usize) -> Result<(), DeviceError> {
         let Some(Ok(runner)) = &mut self.device_runner else {
             return Ok(());
         };
@@ -465,15 +505,18 @@ impl Detector {
         runner.warm_up(&mut self.session, item_shape, max_batch)
     }
 
-    fn check_tensor(&self, tensor: &Tensor) -> Result<(), String> {
+    fn check_tensor(&self, tensor: &Tensor) -> Result<(), InferError> {
         let spec = &self.input_spec;
         if (tensor.width, tensor.height) != (spec.width as usize, spec.height as usize)
             || tensor.channels != 3
         {
-            return Err(format!(
-                "the tensor is {}x{}x{} but the model wants 3x{}x{}: remove the width/height overrides of cudapreprocess",
-                tensor.channels, tensor.height, tensor.width, spec.height, spec.width
-            ));
+            return Err(InferError::TensorSize {
+                channels: tensor.channels,
+                height: tensor.height,
+                width: tensor.width,
+                model_height: spec.height,
+                model_width: spec.width,
+            });
         }
         let needed = tensor.channels * tensor.height * tensor.width;
         let held = match &tensor.storage {
@@ -484,33 +527,31 @@ impl Detector {
                     .as_ref()
                     .filter(|g| g.ordinal() != d.gpu().ordinal())
                 {
-                    return Err(format!(
-                        "the tensor is on GPU {} but trtinfer runs on GPU {}: set trtinfer device-id \
-                         to cudapreprocess's device-id",
-                        d.gpu().ordinal(),
-                        gpu.ordinal()
-                    ));
+                    return Err(InferError::TensorGpu {
+                        tensor: d.gpu().ordinal(),
+                        ours: gpu.ordinal(),
+                    });
                 }
                 // Host tensors are float32 whatever the model takes (the
                 // conversion happens at the session); GPU tensors are fed
                 // to the model as they are.
                 if d.element_type() != spec.element_type {
-                    return Err(format!(
-                        "the tensor on the GPU is {} but the model takes {}: let cudapreprocess \
-                         ask trtinfer for the model's input (link them directly)",
-                        d.element_type().name(),
-                        spec.element_type.name()
-                    ));
+                    return Err(InferError::TensorElement {
+                        tensor: d.element_type().name(),
+                        model: spec.element_type.name(),
+                    });
                 }
                 d.len()
             }
         };
         if held != needed {
-            return Err(format!(
-                "the tensor holds {held} values but its shape {}x{}x{} needs {needed}: the element that \
-                 attached it is broken",
-                tensor.channels, tensor.height, tensor.width
-            ));
+            return Err(InferError::TensorLength {
+                held,
+                channels: tensor.channels,
+                height: tensor.height,
+                width: tensor.width,
+                needed,
+            });
         }
         Ok(())
     }
@@ -524,7 +565,7 @@ impl Detector {
         &mut self,
         tensors: &[&Tensor],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<FrameResult>, String> {
+    ) -> Result<Vec<FrameResult>, InferError> {
         let device_tensors: Option<Vec<&DeviceTensor>> = tensors
             .iter()
             .map(|t| match &t.storage {
@@ -541,12 +582,7 @@ impl Detector {
             }
         }
         if self.cuda_graph() {
-            return Err(
-                "cuda-graph=true replays a graph captured on GPU tensors, but the frame's \
-                        tensor is in host memory: feed CUDA frames (nvh264dec ! cudapreprocess) or \
-                        set cuda-graph=false"
-                    .into(),
-            );
+            return Err(InferError::GraphNeedsDeviceTensor);
         }
         let item_len: usize = tensors[0].shape().iter().product();
         let mut data = Vec::with_capacity(item_len * tensors.len());
@@ -567,11 +603,11 @@ impl Detector {
                 ort::value::Tensor::from_array((shape, half)).map(|t| t.upcast())
             }
         }
-        .map_err(|e| format!("cannot make the model's input tensor: {e}"))?;
+        .map_err(|e| InferError::InputTensor(Arc::new(e)))?;
         let outputs = self
             .session
             .run(ort::inputs![self.input_name.as_str() => input])
-            .map_err(|e| format!("inference failed: {e}"))?;
+            .map_err(|e| InferError::Run(Arc::new(e)))?;
         // Each output the family reads, with one image's length in it.
         // Float16 outputs are converted, so families decode float32 alone.
         let mut decoded: Vec<(std::borrow::Cow<'_, [f32]>, usize)> = Vec::new();
@@ -583,9 +619,12 @@ impl Detector {
                     .try_extract_tensor::<half::f16>()
                     .map(|(_, r)| r.iter().map(|v| v.to_f32()).collect::<Vec<_>>().into()),
             }
-            .map_err(|e| format!("the model output is not {}: {e}", element.name()))?;
+            .map_err(|e| InferError::OutputType {
+                element: element.name(),
+                source: Arc::new(e),
+            })?;
             if raw.len() < used.values() * tensors.len() {
-                return Err("the model output is too short".into());
+                return Err(InferError::OutputTooShort);
             }
             decoded.push((raw, used.values()));
         }
@@ -611,8 +650,8 @@ impl Detector {
         &mut self,
         tensors: &[&Tensor],
         thresholds: &[Thresholds],
-    ) -> Vec<Result<FrameDetections, String>> {
-        let mut results: Vec<Option<Result<FrameDetections, String>>> = tensors
+    ) -> Vec<Result<FrameDetections, InferError>> {
+        let mut results: Vec<Option<Result<FrameDetections, InferError>>> = tensors
             .iter()
             .map(|t| self.check_tensor(t).err().map(Err))
             .collect();

@@ -52,26 +52,31 @@ impl Provider {
     }
 }
 
+/// Why a `providers` list cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("unknown execution provider '{0}': use a comma-separated list of tensorrt, cuda, cpu")]
+    Unknown(String),
+    #[error("the providers list is empty: set providers=cpu (or cuda, tensorrt)")]
+    Empty,
+}
+
 /// Parses a comma-separated, ordered provider list such as `cuda,cpu`.
-pub fn parse_providers(list: &str) -> Result<Vec<Provider>, String> {
+pub fn parse_providers(list: &str) -> Result<Vec<Provider>, ProvidersError> {
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let p = match name.to_ascii_lowercase().as_str() {
             "cpu" => Provider::Cpu,
             "cuda" => Provider::Cuda,
             "tensorrt" | "trt" => Provider::TensorRt,
-            _ => {
-                return Err(format!(
-                    "unknown execution provider '{name}': use a comma-separated list of tensorrt, cuda, cpu"
-                ))
-            }
+            _ => return Err(ProvidersError::Unknown(name.to_string())),
         };
         if !out.contains(&p) {
             out.push(p);
         }
     }
     if out.is_empty() {
-        return Err("the providers list is empty: set providers=cpu (or cuda, tensorrt)".into());
+        return Err(ProvidersError::Empty);
     }
     Ok(out)
 }
@@ -93,6 +98,8 @@ impl std::fmt::Display for RuntimeError {
         }
     }
 }
+
+impl std::error::Error for RuntimeError {}
 
 /// The library to load: the explicit path, else `ORT_DYLIB_PATH`, else the
 /// first of [`SEARCHED_LOCATIONS`] that exists (the bare name last).

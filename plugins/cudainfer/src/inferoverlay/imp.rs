@@ -160,11 +160,7 @@ impl ElementImpl for InferOverlay {
 impl InferOverlay {
     /// The CUDA backend, or why there is none, in words for the user.
     fn cuda_backend(&self, device_id: u32) -> Result<CudaOverlay, OverlayError> {
-        let gpu = gpu_mod::gpu(device_id as usize).map_err(|e| {
-            OverlayError::Cuda(format!(
-                "{e}. Without a GPU, give inferoverlay system memory (cudadownload or a software decoder before it)"
-            ))
-        })?;
+        let gpu = gpu_mod::gpu(device_id as usize).map_err(OverlayError::NoGpu)?;
         CudaOverlay::new(gpu)
     }
 }

@@ -5,13 +5,15 @@
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaEvent, CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaEvent, CudaFunction, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
+};
 
 use super::layout::Prim;
 use super::{Drawing, OverlayError, Target};
 use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
-use crate::cuda::Gpu;
+use crate::cuda::{CudaError, Gpu};
 
 const KERNEL: KernelSource = KernelSource {
     sources: &[include_str!("overlay.cu")],
@@ -105,7 +107,8 @@ impl CudaOverlay {
             .stream()
             .context()
             .new_event(None)
-            .map_err(|e| OverlayError::Cuda(format!("cannot create a CUDA event: {e}")))?;
+            .map_err(CudaError::driver("cannot create a CUDA event"))
+            .map_err(OverlayError::Cuda)?;
         Ok(Self {
             gpu,
             kernel,
@@ -123,21 +126,19 @@ impl CudaOverlay {
     ) -> Result<(), OverlayError> {
         let gpu = &self.gpu;
         if frame.context != gpu.cu_context() {
-            return Err(OverlayError::Cuda(format!(
-                "the frame is in CUDA context {:#x}, not in the primary context of CUDA device {} \
-                 ({:#x}). Put cudapreprocess upstream, which gives the pipeline that context, and \
-                 set device-id to the decoder's GPU",
-                frame.context,
-                gpu.ordinal(),
-                gpu.cu_context()
-            )));
+            return Err(OverlayError::ForeignContext {
+                frame_context: frame.context,
+                ordinal: gpu.ordinal(),
+                primary: gpu.cu_context(),
+            });
         }
         let prims = target.encode_all(drawing);
         if prims.is_empty() {
             return Ok(());
         }
-        let cuda =
-            |what: &str, e: &dyn std::fmt::Display| OverlayError::Cuda(format!("{what}: {e}"));
+        let cuda = |doing: &'static str| {
+            move |e: DriverError| OverlayError::Cuda(CudaError::driver(doing)(e))
+        };
         let stream = gpu.stream();
         {
             let event = self.producer_done.lock().unwrap_or_else(|e| e.into_inner());
@@ -146,7 +147,7 @@ impl CudaOverlay {
         let (words, occluders_at, glyphs_at) = upload_words(&prims, &drawing.glyphs);
         let data = stream
             .clone_htod(&words)
-            .map_err(|e| cuda("cannot upload the overlay to the GPU", &e))?;
+            .map_err(cuda("cannot upload the overlay to the GPU"))?;
         let base = data.device_ptr(stream).0;
         let mut params = OverlayParams {
             prims: base,
@@ -178,13 +179,13 @@ impl CudaOverlay {
                 .arg(&params)
                 .launch(config)
         }
-        .map_err(|e| cuda("the overlay kernel failed to launch", &e))?;
+        .map_err(cuda("the overlay kernel failed to launch"))?;
         // Downstream (cudadownload, an encoder) maps the frame on its own
         // stream: the drawing must be finished before the frame is
         // unmapped and pushed.
         stream
             .synchronize()
-            .map_err(|e| cuda("the overlay kernel failed", &e))?;
+            .map_err(cuda("the overlay kernel failed"))?;
         drop(data);
         drop(frame);
         Ok(())

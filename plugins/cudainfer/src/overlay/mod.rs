@@ -16,20 +16,29 @@ use std::fmt;
 
 use gst_video::VideoFormat;
 
+use crate::cuda::CudaError;
 use crate::preprocess::YuvToRgb;
 #[cfg(feature = "internals")]
 pub use layout::class_colour;
 pub use layout::{layout, Drawing, Prim, Style};
 
 /// Why a frame could not be drawn on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum OverlayError {
     /// Caps the element's templates should not have let through.
     UnsupportedFormat(VideoFormat),
     /// The system-memory frame could not be mapped for writing.
     MapFailed,
-    /// The CUDA layer's error (no GPU, a frame in another context, ...).
-    Cuda(String),
+    /// The CUDA layer's error (a failed driver call, a frame we cannot map).
+    Cuda(CudaError),
+    /// The CUDA backend has no GPU: the caps should be system memory.
+    NoGpu(CudaError),
+    /// The frame is not in the context our kernels work in.
+    ForeignContext {
+        frame_context: usize,
+        ordinal: usize,
+        primary: usize,
+    },
 }
 
 impl fmt::Display for OverlayError {
@@ -42,11 +51,34 @@ impl fmt::Display for OverlayError {
             ),
             Self::MapFailed => write!(f, "inferoverlay cannot map the video frame for writing"),
             Self::Cuda(e) => write!(f, "inferoverlay cannot draw on the CUDA frame: {e}"),
+            Self::NoGpu(e) => write!(
+                f,
+                "inferoverlay cannot draw on the CUDA frame: {e}. Without a GPU, give inferoverlay \
+                 system memory (cudadownload or a software decoder before it)"
+            ),
+            Self::ForeignContext {
+                frame_context,
+                ordinal,
+                primary,
+            } => write!(
+                f,
+                "inferoverlay cannot draw on the CUDA frame: the frame is in CUDA context \
+                 {frame_context:#x}, not in the primary context of CUDA device {ordinal} \
+                 ({primary:#x}). Put cudapreprocess upstream, which gives the pipeline that context, \
+                 and set device-id to the decoder's GPU"
+            ),
         }
     }
 }
 
-impl std::error::Error for OverlayError {}
+impl std::error::Error for OverlayError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Cuda(e) | Self::NoGpu(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// Where one colour component lives: byte `offset` of each `step`-byte
 /// sample of plane `plane`, the plane subsampled by `2^shift` both ways.

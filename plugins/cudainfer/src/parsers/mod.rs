@@ -5,13 +5,16 @@
 //! value; the `trtinfer` element, `inference/` and `cuda/` do not change.
 
 pub mod classifier;
+mod error;
 pub mod nms;
 pub mod raw;
 pub mod ssd;
 pub mod yolov8;
 pub mod yolox;
 
-use crate::cuda::Gpu;
+pub use error::{Outputs, ShapeError};
+
+use crate::cuda::{CudaError, Gpu};
 use crate::inference::device::DeviceDecoder;
 use crate::spec::InputSpec;
 
@@ -183,7 +186,7 @@ pub trait OutputParser: Send + Sync {
     /// The family's decoder of outputs on `gpu`, which gives the same
     /// candidates as [`Self::decode`], where it has a kernel; `None` decodes
     /// on the host. The error says why it cannot be made.
-    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
         None
     }
 }
@@ -194,7 +197,7 @@ pub fn new_parser(
     model_type: ModelType,
     shapes: &ModelShapes,
     options: &FamilyOptions,
-) -> Result<Box<dyn OutputParser>, String> {
+) -> Result<Box<dyn OutputParser>, ShapeError> {
     match model_type {
         ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
         ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
@@ -214,12 +217,14 @@ const STRIDES: [u32; 3] = [8, 16, 32];
 /// (width, height) of an NCHW image input `[N, 3, H, W]` with a fixed size
 /// that the strides divide, as the grid-based families need; the error
 /// says what does not fit, naming `family`.
-fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
+fn grid_input_size(family: &'static str, input: &[i64]) -> Result<(u32, u32), ShapeError> {
     let (width, height) = image_input_size(family, input)?;
     if width % 32 != 0 || height % 32 != 0 {
-        return Err(format!(
-            "{family} needs input height and width that are multiples of 32, the model's are {height}x{width}"
-        ));
+        return Err(ShapeError::NotGridMultiple {
+            family,
+            height,
+            width,
+        });
     }
     Ok((width, height))
 }
@@ -227,26 +232,28 @@ fn grid_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
 /// (width, height) of an NCHW image input `[N, 3, H, W]` with a fixed size
 /// of at most [`crate::spec::MAX_TENSOR_SIDE`]; the error says what does
 /// not fit, naming `family`.
-fn image_input_size(family: &str, input: &[i64]) -> Result<(u32, u32), String> {
+fn image_input_size(family: &'static str, input: &[i64]) -> Result<(u32, u32), ShapeError> {
     if input.len() != 4 || input[1] != 3 {
-        return Err(format!(
-            "{family} expects an NCHW image input [N, 3, H, W], the model's input is {input:?}"
-        ));
+        return Err(ShapeError::NotImage {
+            family,
+            input: input.to_vec(),
+        });
     }
     let fixed = |i: usize| u32::try_from(input[i]).ok().filter(|&d| d > 0);
     let (Some(height), Some(width)) = (fixed(2), fixed(3)) else {
-        return Err(format!(
-            "{family} needs a fixed input height and width, the model's input is {input:?}: \
-             export the model with a fixed input size (for example 416x416)"
-        ));
+        return Err(ShapeError::NotFixedSize {
+            family,
+            input: input.to_vec(),
+        });
     };
     // Bounds the anchors a family makes from the size (trtinfer refuses
     // such inputs before, but the parser must not rely on it).
     if width > crate::spec::MAX_TENSOR_SIDE || height > crate::spec::MAX_TENSOR_SIDE {
-        return Err(format!(
-            "{family} supports inputs of at most {} on a side, the model's is {height}x{width}",
-            crate::spec::MAX_TENSOR_SIDE
-        ));
+        return Err(ShapeError::InputTooLarge {
+            family,
+            height,
+            width,
+        });
     }
     Ok((width, height))
 }

@@ -3,7 +3,7 @@
 
 use gst_video::prelude::*;
 
-use super::{ComponentPlan, Plan};
+use super::{ComponentPlan, Plan, PreprocessError};
 use crate::tensor::{Tensor, TensorStorage};
 
 /// Resamples one component, separably: rows first, then columns.
@@ -41,7 +41,10 @@ impl CpuPreprocessor {
         Self { plan }
     }
     /// Builds the tensor for one mapped frame of the format given to `new`.
-    pub fn run(&self, frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> Result<Tensor, String> {
+    pub fn run(
+        &self,
+        frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    ) -> Result<Tensor, PreprocessError> {
         run_plan(&self.plan, frame)
     }
 }
@@ -51,21 +54,24 @@ impl CpuPreprocessor {
 pub fn run_plan(
     plan: &Plan,
     frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-) -> Result<Tensor, String> {
+) -> Result<Tensor, PreprocessError> {
     let resampled: Vec<Vec<f32>> = plan
         .components
         .iter()
         .map(|c| {
             let data = frame
                 .plane_data(c.plane)
-                .map_err(|e| format!("cannot read plane {}: {e}", c.plane))?;
+                .map_err(|source| PreprocessError::ReadPlane {
+                    plane: c.plane,
+                    source,
+                })?;
             Ok(resample(
                 c,
                 data,
                 frame.plane_stride()[c.plane as usize] as usize,
             ))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, PreprocessError>>()?;
 
     let (spec, norm) = (&plan.spec, &plan.norm);
     let (tw, th) = (spec.width as usize, spec.height as usize);

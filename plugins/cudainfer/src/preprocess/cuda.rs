@@ -6,10 +6,10 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 
 use cudarc::driver::{CudaEvent, CudaFunction, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 
-use super::{AxisTaps, Plan};
+use super::{AxisTaps, Plan, PreprocessError};
 use crate::cuda::device::KernelSource;
 use crate::cuda::gst_cuda::{self, DeviceFrame};
-use crate::cuda::{DeviceTensor, Gpu, TensorPool};
+use crate::cuda::{CudaError, DeviceTensor, Gpu, TensorPool};
 use crate::spec::ElementType;
 use crate::tensor::{Tensor, TensorStorage};
 
@@ -164,7 +164,7 @@ pub struct CudaPreprocessor {
 fn upload(
     stream: &Arc<cudarc::driver::CudaStream>,
     plan: &Plan,
-) -> Result<(PreprocessParams, CudaSlice<i32>, CudaSlice<f32>), String> {
+) -> Result<(PreprocessParams, CudaSlice<i32>, CudaSlice<f32>), PreprocessError> {
     let mut tables = Tables::default();
     let mut params = PreprocessParams::default();
     for (dst, c) in params.comp.iter_mut().zip(&plan.components) {
@@ -172,7 +172,7 @@ fn upload(
         dst.x = tables.add(&c.x_taps);
         dst.y = tables.add(&c.y_taps);
     }
-    let upload_error = |e| format!("cannot upload the filter tables to the GPU: {e}");
+    let upload_error = CudaError::driver("cannot upload the filter tables to the GPU");
     let ints = stream.clone_htod(&tables.ints).map_err(upload_error)?;
     let floats = stream.clone_htod(&tables.floats).map_err(upload_error)?;
     params.ints = ints.device_ptr(stream).0;
@@ -202,7 +202,7 @@ fn upload(
 }
 
 impl CudaPreprocessor {
-    pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, String> {
+    pub fn new(gpu: Arc<Gpu>, plan: Plan) -> Result<Self, PreprocessError> {
         let kernel = gpu.kernel(kernel_source(plan.spec.element_type))?;
         // The GPU's one stream, as inference: tried on the H100, a stream per
         // pre-processor ordered through the tensors' events was faster at 16
@@ -213,7 +213,7 @@ impl CudaPreprocessor {
         let producer_done = stream
             .context()
             .new_event(None)
-            .map_err(|e| format!("cannot create a CUDA event: {e}"))?;
+            .map_err(CudaError::driver("cannot create a CUDA event"))?;
         log_producer_wait();
         Ok(Self {
             producer_done: Mutex::new(producer_done),
@@ -227,24 +227,21 @@ impl CudaPreprocessor {
     }
 
     /// Frames must live in the context our kernels and ONNX Runtime use.
-    fn check_context(&self, frame: &DeviceFrame) -> Result<(), String> {
+    fn check_context(&self, frame: &DeviceFrame) -> Result<(), PreprocessError> {
         let gpu = self.pool.gpu();
         if frame.context == gpu.cu_context() {
             return Ok(());
         }
-        Err(format!(
-            "the frame is in CUDA context {:#x}, not in the primary context of CUDA device {} ({:#x}) \
-             that cudapreprocess and ONNX Runtime work in. Let cudapreprocess provide the pipeline's \
-             gst.cuda.context (do not set one yourself), and set its device-id to the decoder's GPU",
-            frame.context,
-            gpu.ordinal(),
-            gpu.cu_context()
-        ))
+        Err(PreprocessError::ForeignContext {
+            frame_context: frame.context,
+            ordinal: gpu.ordinal(),
+            primary: gpu.cu_context(),
+        })
     }
 
     /// Queues the kernel for one frame; the tensor is ready on the GPU's
     /// stream when the kernel is done (no host wait here).
-    pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, String> {
+    pub fn run(&self, frame: DeviceFrame) -> Result<Tensor, PreprocessError> {
         let mut tensors = self.launch(frame, &[(&self.plan, self.params)])?;
         Ok(tensors.pop().expect("one tensor per plan"))
     }
@@ -252,7 +249,11 @@ impl CudaPreprocessor {
     /// Queues one kernel per region plan (objects' crops of one frame, each
     /// made for this preprocessor's tensor spec); each tensor keeps the
     /// frame mapped until it is released.
-    pub fn run_regions(&self, frame: DeviceFrame, plans: &[Plan]) -> Result<Vec<Tensor>, String> {
+    pub fn run_regions(
+        &self,
+        frame: DeviceFrame,
+        plans: &[Plan],
+    ) -> Result<Vec<Tensor>, PreprocessError> {
         if plans.is_empty() {
             return Ok(Vec::new());
         }
@@ -272,7 +273,7 @@ impl CudaPreprocessor {
         &self,
         frame: DeviceFrame,
         plans: &[(&Plan, PreprocessParams)],
-    ) -> Result<Vec<Tensor>, String> {
+    ) -> Result<Vec<Tensor>, PreprocessError> {
         self.check_context(&frame)?;
         let gpu = self.pool.gpu();
         let stream = gpu.stream();
@@ -310,7 +311,9 @@ impl CudaPreprocessor {
                     .arg(&params)
                     .launch(config)
             }
-            .map_err(|e| format!("the pre-processing kernel failed to launch: {e}"))?;
+            .map_err(CudaError::driver(
+                "the pre-processing kernel failed to launch",
+            ))?;
             let tensor = DeviceTensor::new(buffer, gpu.clone(), Some(source.clone()))?;
             tensors.push(Tensor {
                 channels: 3,

@@ -17,6 +17,9 @@
 
 pub mod cpu;
 pub mod cuda;
+mod error;
+
+pub use error::PreprocessError;
 
 use std::ops::Range;
 
@@ -164,7 +167,7 @@ fn is_420(format: VideoFormat) -> bool {
 impl Plan {
     /// The whole frame. Fails only for formats outside
     /// [`SUPPORTED_FORMATS`].
-    pub fn new(info: &gst_video::VideoInfo, spec: &InputSpec) -> Result<Self, String> {
+    pub fn new(info: &gst_video::VideoInfo, spec: &InputSpec) -> Result<Self, PreprocessError> {
         Self::for_region(info, spec, Region::whole(info))
     }
 
@@ -175,7 +178,7 @@ impl Plan {
         info: &gst_video::VideoInfo,
         spec: &InputSpec,
         region: Region,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, PreprocessError> {
         let (w, h) = (region.width as usize, region.height as usize);
         let (x0, y0) = (region.x as usize, region.y as usize);
         let mut geometry = geometry(spec, w as u32, h as u32);
@@ -216,7 +219,7 @@ impl Plan {
             VideoFormat::I420 => ([full((0, 1, 0)), half((1, 1, 0)), half((2, 1, 0))], yuv),
             other => {
                 let (step, [r, g, b]) =
-                    packed_layout(other).ok_or_else(|| format!("unsupported format {other:?}"))?;
+                    packed_layout(other).ok_or(PreprocessError::UnsupportedFormat(other))?;
                 (
                     [full((0, step, r)), full((0, step, g)), full((0, step, b))],
                     None,

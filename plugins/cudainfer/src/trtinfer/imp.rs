@@ -9,11 +9,10 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::errors::load_error_message;
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
-use crate::inference::runtime::{
-    parse_providers, CudaOptions, Provider, RuntimeError, TensorRtOptions,
-};
+use crate::inference::runtime::{parse_providers, CudaOptions, Provider, TensorRtOptions};
 use crate::inference::{DetectorConfig, LoadError, Thresholds};
 use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
@@ -766,15 +765,10 @@ impl BaseTransformImpl for TrtInfer {
         let preloaded = self.preload.lock().unwrap().take();
         let batcher = match preloaded.filter(|p| p.key == key && p.options == options) {
             Some(preload) => {
-                let (loaded, warnings) = preload.handle.join().unwrap_or_else(|_| {
-                    (
-                        Err(LoadError::Runtime(RuntimeError::Provider(
-                            "loading the model stopped unexpectedly (a panic in the loading thread)"
-                                .into(),
-                        ))),
-                        Vec::new(),
-                    )
-                });
+                let (loaded, warnings) = preload
+                    .handle
+                    .join()
+                    .unwrap_or_else(|_| (Err(LoadError::Panicked), Vec::new()));
                 for w in warnings {
                     gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w));
                 }
@@ -784,7 +778,7 @@ impl BaseTransformImpl for TrtInfer {
                 gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{}", w))
             }),
         }
-        .map_err(|e| e.to_error_message())?;
+        .map_err(|e| load_error_message(&e))?;
         let info = &batcher.info;
         gst::info!(
             CAT,

@@ -17,10 +17,12 @@ use std::thread::JoinHandle;
 
 use crate::detections::FrameDetections;
 use crate::inference::batcher::Reply;
+use crate::inference::InferError;
 
 /// Attaches a frame's result and pushes it downstream.
 pub type Deliver = Box<
-    dyn Fn(gst::Buffer, Result<Outcome, String>) -> Result<gst::FlowSuccess, gst::FlowError> + Send,
+    dyn Fn(gst::Buffer, Result<Outcome, InferError>) -> Result<gst::FlowSuccess, gst::FlowError>
+        + Send,
 >;
 
 /// What a frame waits for: the result of its tensor, or of each of its
@@ -38,12 +40,8 @@ pub enum Outcome {
 }
 
 impl Pending {
-    fn wait(self) -> Result<Outcome, String> {
-        let receive = |reply: Reply| {
-            reply
-                .recv()
-                .unwrap_or_else(|_| Err("the batching thread stopped".into()))
-        };
+    fn wait(self) -> Result<Outcome, InferError> {
+        let receive = |reply: Reply| reply.recv().unwrap_or(Err(InferError::BatcherStopped));
         match self {
             Pending::Frame(reply) => receive(reply).map(Outcome::Frame),
             Pending::Objects(replies) => replies

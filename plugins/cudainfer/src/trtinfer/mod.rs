@@ -5,6 +5,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod errors;
 mod imp;
 mod in_flight;
 

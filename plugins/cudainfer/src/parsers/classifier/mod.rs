@@ -10,7 +10,7 @@
 
 use super::{
     image_input_size, Candidate, ClassScore, DecodeLimits, FrameResult, ModelShapes, OutputParser,
-    OutputUse, MAX_OUTPUT_VALUES,
+    OutputUse, ShapeError, MAX_OUTPUT_VALUES,
 };
 use crate::spec::InputSpec;
 
@@ -55,7 +55,7 @@ pub struct ClassifierParser {
 }
 
 impl ClassifierParser {
-    pub fn new(shapes: &ModelShapes, options: &ClassifierOptions) -> Result<Self, String> {
+    pub fn new(shapes: &ModelShapes, options: &ClassifierOptions) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("classifier", &shapes.input)?;
         let output = shapes.first_output();
         let classes = output
@@ -63,10 +63,9 @@ impl ClassifierParser {
             .copied()
             .filter(|&c| c > 0 && c as u64 <= MAX_OUTPUT_VALUES);
         let (2, Some(classes)) = (output.len(), classes) else {
-            return Err(format!(
-                "classifier needs an output [N, classes] (one row of scores per image), \
-                 the model's output is {output:?}"
-            ));
+            return Err(ShapeError::ClassifierOutput {
+                output: output.to_vec(),
+            });
         };
         Ok(Self {
             spec: InputSpec::stretched_rgb(width, height, 127.5, 127.5),
@@ -169,7 +168,7 @@ mod tests {
         output: Vec<i64>,
         activation: Activation,
         top_k: u32,
-    ) -> Result<ClassifierParser, String> {
+    ) -> Result<ClassifierParser, ShapeError> {
         let shapes = ModelShapes {
             input: vec![1, 3, 224, 224],
             outputs: vec![ModelOutput {
@@ -207,7 +206,10 @@ mod tests {
     #[test]
     fn refuses_outputs_that_are_not_rank_2() {
         for output in [vec![1, 1001, 1], vec![1001], vec![1, 0]] {
-            let e = parser(output.clone(), Activation::Auto, 1).err().unwrap();
+            let e = parser(output.clone(), Activation::Auto, 1)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(e.contains("[N, classes]"), "{output:?}: {e}");
         }
     }

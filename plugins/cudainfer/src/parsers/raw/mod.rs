@@ -10,7 +10,7 @@
 
 use super::{
     image_input_size, Candidate, DecodeLimits, FrameResult, ModelShapes, OutputParser, OutputUse,
-    MAX_OUTPUT_VALUES,
+    ShapeError, MAX_OUTPUT_VALUES,
 };
 use crate::raw_outputs::RawTensor;
 use crate::spec::InputSpec;
@@ -28,7 +28,7 @@ pub struct RawParser {
 }
 
 impl RawParser {
-    pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
+    pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("raw", &shapes.input)?;
         let outputs = shapes
             .outputs
@@ -52,14 +52,13 @@ impl RawParser {
                         name: o.name.clone(),
                         shape: std::iter::once(1).chain(dims).collect(),
                     }),
-                    _ => Err(format!(
-                        "raw needs outputs [N, ...] of a fixed size apart from the batch dimension N \
-                         (at most {MAX_OUTPUT_VALUES} values per image), the model's output '{}' is {:?}",
-                        o.name, o.shape
-                    )),
+                    _ => Err(ShapeError::RawOutput {
+                        name: o.name.clone(),
+                        shape: o.shape.clone(),
+                    }),
                 }
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ShapeError>>()?;
         Ok(Self {
             spec: InputSpec::stretched_rgb(width, height, 0.0, 1.0),
             outputs,
@@ -115,7 +114,7 @@ mod tests {
     use crate::parsers::ModelOutput;
     use crate::spec::{ChannelOrder, ResizeMode};
 
-    fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawParser, String> {
+    fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawParser, ShapeError> {
         RawParser::new(&ModelShapes {
             input: vec![1, 3, 320, 240],
             outputs: outputs
@@ -189,7 +188,7 @@ mod tests {
             vec![1, 0],
             vec![1, 1 << 20, 1 << 20],
         ] {
-            let e = parser(&[("out", shape.clone())]).err().unwrap();
+            let e = parser(&[("out", shape.clone())]).err().unwrap().to_string();
             assert!(e.contains("raw needs outputs [N, ...]"), "{shape:?}: {e}");
             assert!(e.contains("'out'"), "{e}");
         }

@@ -21,11 +21,11 @@ use cudarc::driver::{
 };
 
 use super::{
-    image_input_size, Candidate, ModelOutput, ModelShapes, OutputParser, OutputUse,
-    MAX_OUTPUT_VALUES,
+    image_input_size, Candidate, ModelOutput, ModelShapes, OutputParser, OutputUse, Outputs,
+    ShapeError, MAX_OUTPUT_VALUES,
 };
 use crate::cuda::device::KernelSource;
-use crate::cuda::Gpu;
+use crate::cuda::{CudaError, Gpu};
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
 use crate::spec::InputSpec;
 
@@ -89,6 +89,8 @@ pub enum PriorsError {
     /// Different numbers of strides and min-size lists.
     LayerCount { strides: usize, min_sizes: usize },
 }
+
+impl std::error::Error for PriorsError {}
 
 impl std::fmt::Display for PriorsError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -273,24 +275,13 @@ fn find_outputs(outputs: &[ModelOutput]) -> Option<(usize, usize)> {
 }
 
 impl SsdParser {
-    pub fn new(shapes: &ModelShapes, options: &SsdOptions) -> Result<Self, String> {
+    pub fn new(shapes: &ModelShapes, options: &SsdOptions) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("ssd", &shapes.input)?;
-        let described = || {
-            shapes
-                .outputs
-                .iter()
-                .map(|o| format!("{} {:?}", o.name, o.shape))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let needs = "ssd needs two outputs, scores [N, priors, classes] (class 0 the background) \
-                     and boxes [N, priors, 4]";
+        let described = || Outputs(shapes.outputs.clone());
         let Some((scores_index, boxes_index)) = find_outputs(&shapes.outputs) else {
-            return Err(format!(
-                "{needs}, named scores and boxes or told apart by the boxes' last dimension, 4; \
-                 the model's outputs are {}",
-                described()
-            ));
+            return Err(ShapeError::SsdOutputsNotFound {
+                outputs: described(),
+            });
         };
         let (scores, boxes) = (
             &shapes.outputs[scores_index].shape,
@@ -303,33 +294,36 @@ impl SsdParser {
             && scores[1] == boxes[1]
             && scores[2] >= 2;
         if !fits {
-            return Err(format!(
-                "{needs}, with the same fixed number of priors and at least 2 classes; the model's \
-                 outputs are {}",
-                described()
-            ));
+            return Err(ShapeError::SsdOutputShapes {
+                outputs: described(),
+            });
         }
         let (priors, num_classes) = (scores[1] as u64, scores[2] as u64);
         if priors
             .checked_mul(num_classes.max(4))
             .is_none_or(|v| v > MAX_OUTPUT_VALUES)
         {
-            return Err(format!(
-                "the model's scores output {scores:?} has more than {MAX_OUTPUT_VALUES} values per frame"
-            ));
+            return Err(ShapeError::SsdTooManyScores {
+                scores: scores.clone(),
+            });
         }
         let raw = match options.boxes {
             SsdBoxes::Decoded => None,
             SsdBoxes::Raw => {
-                let layout = Priors::parse(&options.priors)
-                    .map_err(|e| format!("ssd-priors '{}': {e}", options.priors))?;
+                let layout =
+                    Priors::parse(&options.priors).map_err(|source| ShapeError::SsdPriors {
+                        priors: options.priors.clone(),
+                        source,
+                    })?;
                 let count = layout.count(width, height);
                 if count != priors {
-                    return Err(format!(
-                        "ssd-priors '{}' describe {count} priors for a {height}x{width} input, but \
-                         the model has {priors}: set ssd-priors to the model's layout",
-                        options.priors
-                    ));
+                    return Err(ShapeError::SsdPriorCount {
+                        priors: options.priors.clone(),
+                        count,
+                        height,
+                        width,
+                        model: priors,
+                    });
                 }
                 Some(RawBoxes {
                     priors: layout.boxes(width, height),
@@ -387,14 +381,16 @@ impl OutputParser for SsdParser {
         ]
     }
 
-    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
         let priors = match &self.raw {
             None => Ok(None),
             Some(raw) => gpu
                 .stream()
                 .clone_htod(raw.priors.as_flattened())
                 .map(Some)
-                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}")),
+                .map_err(CudaError::driver(
+                    "cannot allocate GPU memory for output decoding",
+                )),
         };
         Some(priors.map(|priors| {
             let (center_variance, size_variance) = self
@@ -606,7 +602,8 @@ mod tests {
     fn refuses_models_that_do_not_fit() {
         let e = SsdParser::new(&ultraface(vec![output("output", &[1, 3549, 85])]), &raw())
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("ssd needs two outputs") && e.contains("output [1, 3549, 85]"),
             "{e}"
@@ -619,7 +616,8 @@ mod tests {
             &raw(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(e.contains("the same fixed number of priors"), "{e}");
         // The default priors are UltraFace's: 4420 at 320x240.
         let e = SsdParser::new(
@@ -630,7 +628,8 @@ mod tests {
             &raw(),
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(
             e.contains("describe 4420 priors for a 240x320 input, but the model has 3000"),
             "{e}"
@@ -647,7 +646,8 @@ mod tests {
             &bad,
         )
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
         assert!(
             e.starts_with("ssd-priors 'strides=8': 1 strides but 4"),
             "{e}"

@@ -14,10 +14,11 @@
 use cudarc::driver::{CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 
 use super::{
-    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, MAX_OUTPUT_VALUES, STRIDES,
+    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, ShapeError,
+    MAX_OUTPUT_VALUES, STRIDES,
 };
 use crate::cuda::device::KernelSource;
-use crate::cuda::Gpu;
+use crate::cuda::{CudaError, Gpu};
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
 use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
@@ -33,7 +34,7 @@ pub struct Yolov8Parser {
 }
 
 impl Yolov8Parser {
-    pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
+    pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = grid_input_size("yolov8", &shapes.input)?;
         let anchors: usize = STRIDES
             .iter()
@@ -42,21 +43,24 @@ impl Yolov8Parser {
         let output = shapes.first_output();
         let channels = output.get(1).copied().filter(|&c| c > 4);
         if output.len() != 3 || channels.is_none() || output[2] != anchors as i64 {
-            return Err(format!(
-                "yolov8 with a {height}x{width} input has output [N, 4 + classes, {anchors}], \
-                 the model's output is {output:?}"
-            ));
+            return Err(ShapeError::Yolov8Output {
+                height,
+                width,
+                anchors,
+                output: output.to_vec(),
+            });
         }
         // A huge class count would overflow the output's size (and its
         // buffers): refuse it here, saying so (found by the yolov8_decode
         // fuzzer).
         let values = (anchors as u64).checked_mul(channels.unwrap_or(0) as u64);
         if values.is_none_or(|v| v > MAX_OUTPUT_VALUES) {
-            return Err(format!(
-                "the model's output {output:?} has more than {MAX_OUTPUT_VALUES} values per frame: \
-                 at most {} classes are supported with a {height}x{width} input",
-                MAX_OUTPUT_VALUES / anchors.max(1) as u64 - 4
-            ));
+            return Err(ShapeError::TooManyClasses {
+                output: output.to_vec(),
+                max_classes: MAX_OUTPUT_VALUES / anchors.max(1) as u64 - 4,
+                height,
+                width,
+            });
         }
         Ok(Self {
             spec: InputSpec {
@@ -92,7 +96,7 @@ impl OutputParser for Yolov8Parser {
         }]
     }
 
-    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
         Some(Ok(Box::new(Yolov8DeviceDecoder {
             anchors: self.anchors,
             num_classes: self.num_classes,
@@ -234,21 +238,25 @@ mod tests {
     fn rejects_models_that_do_not_fit() {
         let e = Yolov8Parser::new(&shapes([1, 3, 640, 640], [1, 8400, 85]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("output [N, 4 + classes, 8400]"), "{e}");
         let e = Yolov8Parser::new(&shapes([1, 3, 640, 640], [1, 4, 8400]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("output [N, 4 + classes, 8400]"), "{e}");
         let e = Yolov8Parser::new(&shapes([1, 3, 600, 640], [1, 84, 8400]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("multiples of 32"), "{e}");
         // The yolov8_decode fuzzer's find: a class count whose output size
         // overflows.
         let e = Yolov8Parser::new(&shapes([1, 3, 96, 32], [1, 0x2222_2222_2222_2241, 63]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("more than 67108864 values per frame"), "{e}");
         assert!(e.contains("at most 1065216 classes"), "{e}");
     }

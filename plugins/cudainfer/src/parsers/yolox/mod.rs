@@ -11,10 +11,11 @@ use cudarc::driver::{
 };
 
 use super::{
-    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, MAX_OUTPUT_VALUES, STRIDES,
+    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, ShapeError,
+    MAX_OUTPUT_VALUES, STRIDES,
 };
 use crate::cuda::device::KernelSource;
-use crate::cuda::Gpu;
+use crate::cuda::{CudaError, Gpu};
 use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
 use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
@@ -38,7 +39,7 @@ pub struct YoloxParser {
 }
 
 impl YoloxParser {
-    pub fn new(shapes: &ModelShapes) -> Result<Self, String> {
+    pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = grid_input_size("yolox", &shapes.input)?;
         let anchors: Vec<Anchor> = STRIDES
             .iter()
@@ -55,27 +56,30 @@ impl YoloxParser {
             .collect();
         let output = shapes.first_output();
         if output.len() != 3 {
-            return Err(format!(
-                "yolox's output has 3 dimensions [N, anchors, 5 + classes], the model's output is {output:?}"
-            ));
+            return Err(ShapeError::YoloxDimensions {
+                output: output.to_vec(),
+            });
         }
         let rows = output.get(1).copied();
         let cols = output.get(2).copied();
         if rows != Some(anchors.len() as i64) || cols.is_none_or(|c| c <= 5) {
-            return Err(format!(
-                "yolox with a {height}x{width} input has output [N, {}, 5 + classes], the model's output is {output:?}",
-                anchors.len()
-            ));
+            return Err(ShapeError::YoloxOutput {
+                height,
+                width,
+                anchors: anchors.len(),
+                output: output.to_vec(),
+            });
         }
         // A huge class count would overflow the output's size (and its
         // buffers): refuse it here, saying so.
         let values = (anchors.len() as u64).checked_mul(cols.unwrap_or(0) as u64);
         if values.is_none_or(|v| v > MAX_OUTPUT_VALUES) {
-            return Err(format!(
-                "the model's output {output:?} has more than {MAX_OUTPUT_VALUES} values per frame: \
-                 at most {} classes are supported with a {height}x{width} input",
-                MAX_OUTPUT_VALUES / anchors.len() as u64 - 5
-            ));
+            return Err(ShapeError::TooManyClasses {
+                output: output.to_vec(),
+                max_classes: MAX_OUTPUT_VALUES / anchors.len() as u64 - 5,
+                height,
+                width,
+            });
         }
         Ok(Self {
             spec: InputSpec {
@@ -111,7 +115,7 @@ impl OutputParser for YoloxParser {
         }]
     }
 
-    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, String>> {
+    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
         let flat: Vec<f32> = self
             .anchors
             .iter()
@@ -120,7 +124,9 @@ impl OutputParser for YoloxParser {
         Some(
             gpu.stream()
                 .clone_htod(&flat)
-                .map_err(|e| format!("cannot allocate GPU memory for output decoding: {e}"))
+                .map_err(CudaError::driver(
+                    "cannot allocate GPU memory for output decoding",
+                ))
                 .map(|anchors| {
                     Box::new(YoloxDeviceDecoder {
                         anchors,
@@ -238,15 +244,18 @@ mod tests {
     fn rejects_models_that_do_not_fit() {
         let e = YoloxParser::new(&shapes([1, 1, 64, 64], [1, 84, 7]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("[N, 3, H, W]"), "{e}");
         let e = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 80, 7]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("output [N, 84, 5 + classes]"), "{e}");
         let e = YoloxParser::new(&shapes([1, 3, -1, -1], [1, 84, 7]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("fixed input height and width"), "{e}");
     }
 
@@ -258,7 +267,8 @@ mod tests {
     fn refuses_huge_inputs_before_making_anchors() {
         let e = YoloxParser::new(&shapes([1, 3, 2936012864, 64], [23643898043695105, 0, 7]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("at most 8192 on a side"), "{e}");
         assert!(YoloxParser::new(&shapes([1, 3, 8192, 8192], [1, 1376256, 6])).is_ok());
     }
@@ -271,14 +281,16 @@ mod tests {
     fn refuses_outputs_whose_size_overflows() {
         let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 0x0300000000000055]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(
             e.contains("more than 67108864 values per frame: at most 18904 classes"),
             "{e}"
         );
         let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, i64::MAX]))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("more than 67108864 values"), "{e}");
         let p = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18909])).unwrap();
         assert_eq!(p.outputs()[0].values(), 3549 * 18909);
