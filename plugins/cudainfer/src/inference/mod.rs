@@ -68,6 +68,17 @@ pub fn same_memory(a: &Tensor, b: &Tensor) -> bool {
     a.shape() == b.shape() && gpu(a) == gpu(b)
 }
 
+/// Why a model does not fit the family chosen for it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FamilyMismatch {
+    /// Its shapes.
+    #[error(transparent)]
+    Shapes(ShapeError),
+    /// A value the family reads is not float32 or float16.
+    #[error(transparent)]
+    Element(CheckError),
+}
+
 /// Why a detector could not be made, by what the user has to fix (the
 /// element maps each kind to a GStreamer error domain).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,25 +96,15 @@ pub enum LoadError {
         family: String,
         source: Box<CheckError>,
     },
-    /// The model's shapes do not fit the family chosen for it.
+    /// The model does not fit the family chosen for it.
     #[error(
         "the model '{model}' does not fit model-type={family}: {source}. \
          Use a model of that family or set model-type"
     )]
-    FamilyShapes {
+    Family {
         model: String,
         family: String,
-        source: Box<ShapeError>,
-    },
-    /// A value the family reads is not float32 or float16.
-    #[error(
-        "the model '{model}' does not fit model-type={family}: {source}. \
-         Use a model of that family or set model-type"
-    )]
-    FamilyElement {
-        model: String,
-        family: String,
-        source: Box<CheckError>,
+        source: Box<FamilyMismatch>,
     },
     #[error("{0}")]
     Labels(String),
@@ -377,18 +378,13 @@ impl Detector {
             )));
         };
         let shapes = checks::model_shapes(input_shape, &outputs);
-        let mismatch = |source| LoadError::FamilyElement {
+        let mismatch = |source| LoadError::Family {
             model: model(),
             family: family_name.to_owned(),
             source: Box::new(source),
         };
-        let parser = parsers::new_parser(family, &shapes, &config.family).map_err(|source| {
-            LoadError::FamilyShapes {
-                model: model(),
-                family: family_name.to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+        let parser = parsers::new_parser(family, &shapes, &config.family)
+            .map_err(|e| mismatch(FamilyMismatch::Shapes(e)))?;
         // The outputs a family reads besides the first (checked above) are
         // float32 or float16 too.
         let output_elements = parser
@@ -396,10 +392,10 @@ impl Detector {
             .iter()
             .map(|used| checks::tensor_element(&outputs[used.index], Role::Output, family_name))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(mismatch)?;
+            .map_err(|e| mismatch(FamilyMismatch::Element(e)))?;
         let input_spec = InputSpec {
             element_type: checks::tensor_element(input, Role::Input, family_name)
-                .map_err(mismatch)?,
+                .map_err(|e| mismatch(FamilyMismatch::Element(e)))?,
             ..parser.input_spec().clone()
         };
         if !labels.is_empty() && labels.len() != parser.num_classes() {

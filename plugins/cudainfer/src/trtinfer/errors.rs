@@ -12,10 +12,7 @@ pub(super) fn load_error_message(error: &LoadError) -> gst::ErrorMessage {
         LoadError::ModelUnreadable(_) | LoadError::Labels(_) => {
             gst::error_msg!(gst::ResourceError::OpenRead, ("{}", error))
         }
-        LoadError::ModelMismatch(_)
-        | LoadError::ModelIo { .. }
-        | LoadError::FamilyShapes { .. }
-        | LoadError::FamilyElement { .. } => {
+        LoadError::ModelMismatch(_) | LoadError::ModelIo { .. } | LoadError::Family { .. } => {
             gst::error_msg!(gst::LibraryError::Settings, ("{}", error))
         }
         LoadError::Runtime(_)
