@@ -50,6 +50,10 @@ mod trtinfer;
 pub use detections::{Classification, Detection, FrameDetections, Track, TrackState};
 pub use raw_outputs::RawTensor;
 
+/// The decoder element of a codec on a CUDA device, for applications that
+/// build a branch per GPU (see the README's "Two GPUs").
+pub use cuda::placement::decoder_for_device;
+
 /// The pure parts of model loading (labels bytes, the model's input/output
 /// check) and what the decoders' fuzzers need to reach decoding, for the
 /// fuzzers in `fuzz/`: not part of the API applications use.

@@ -198,7 +198,7 @@ fn the_decoder_of_each_device_is_found_by_name() {
     init();
     // Without nvcodec (CI) the registry has none and the names are
     // nvcodec's; with it, the element that reports the device.
-    use gstcudainfer::cuda::placement::decoder_for_device;
+    use gstcudainfer::decoder_for_device;
     let first = decoder_for_device("h264", 0);
     let second = decoder_for_device("h264", 1);
     println!("h264 decoders: device 0 {first}, device 1 {second}");

@@ -8,9 +8,8 @@
 //! asked which element reports `cuda-device-id` = the device, and the name
 //! pattern is the fallback.
 //!
-//! The elements use the device property and the conventional name; the
-//! registry lookup and the spreading serve the benches and tests
-//! (`internals`).
+//! [`decoder_for_device`] is public API (applications building a branch per
+//! GPU); the spreading serves the benches and tests (`internals`).
 
 /// The CUDA device an element or a `GstCudaContext` says it is on, by its
 /// `cuda-device-id` property (a guint on decoders and contexts, a gint
@@ -38,7 +37,6 @@ pub fn conventional_decoder_name(codec: &str, index: u32) -> String {
 
 /// Whether `name` is one of nvcodec's stateful-API `codec` decoders (the
 /// `nv{codec}dec` family, not the `…sl…` stateless ones or encoders).
-#[cfg(any(test, feature = "internals"))]
 fn is_decoder_of(name: &str, codec: &str) -> bool {
     let first = format!("nv{codec}dec");
     if name == first {
@@ -51,7 +49,6 @@ fn is_decoder_of(name: &str, codec: &str) -> bool {
 
 /// From (element name, the CUDA device it reports) pairs, the decoder of
 /// `codec` on `device`.
-#[cfg(any(test, feature = "internals"))]
 pub fn pick_decoder<'a>(
     available: impl IntoIterator<Item = (&'a str, u32)>,
     codec: &str,
@@ -67,7 +64,6 @@ pub fn pick_decoder<'a>(
 /// `device`, found by its `cuda-device-id` (GStreamer >= 1.22); where no
 /// element says, the conventional name ([`conventional_decoder_name`]).
 /// Creating a decoder touches no GPU (it opens the device at READY).
-#[cfg(any(test, feature = "internals"))]
 pub fn decoder_for_device(codec: &str, device: u32) -> String {
     use gst::prelude::*;
     let registered: Vec<(String, u32)> =
