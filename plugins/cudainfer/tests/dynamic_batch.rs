@@ -14,7 +14,6 @@ use std::path::PathBuf;
 
 use common::*;
 use gst::prelude::*;
-use gstcudainfer::Detection;
 
 /// Where the edited model is, or why there is none.
 fn dynbatch_yolov12n() -> Result<PathBuf, String> {
@@ -66,34 +65,6 @@ fn dynbatch_yolov12n() -> Result<PathBuf, String> {
     );
     std::fs::rename(&partial, &ours).unwrap();
     Ok(ours)
-}
-
-/// Pairs each of `want` with the same-class detection of `got` overlapping
-/// it most; panics unless both hold the same objects at IoU >= 0.999 and
-/// confidences within 1e-3. Returns (lowest IoU, largest confidence difference).
-fn assert_same_objects(what: &str, got: &[Detection], want: &[Detection]) -> (f32, f32) {
-    assert_eq!(got.len(), want.len(), "{what}: {got:?}\nvs\n{want:?}");
-    let mut used = vec![false; got.len()];
-    let mut worst = (1.0f32, 0.0f32);
-    for w in want {
-        let (i, overlap) = got
-            .iter()
-            .enumerate()
-            .filter(|(i, g)| !used[*i] && g.class_id == w.class_id)
-            .map(|(i, g)| (i, iou(g.corners(), w.corners())))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or_else(|| panic!("{what}: no class {} for {w:?} in {got:?}", w.class_id));
-        used[i] = true;
-        let diff = (got[i].confidence - w.confidence).abs();
-        assert!(
-            overlap >= 0.999,
-            "{what}: IoU {overlap} for {w:?} / {:?}",
-            got[i]
-        );
-        assert!(diff <= 1e-3, "{what}: confidence {diff} apart for {w:?}");
-        worst = (worst.0.min(overlap), worst.1.max(diff));
-    }
-    worst
 }
 
 #[test]
@@ -152,6 +123,8 @@ fn dynamic_batch_yolov12n_batches_streams_with_the_fixed_models_detections() {
                 &format!("stream {i} at {pts} ns"),
                 &d.detections,
                 &r.detections,
+                0.999,
+                1e-3,
             );
             worst = (worst.0.min(overlap), worst.1.max(diff));
         }

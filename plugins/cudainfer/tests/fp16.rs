@@ -50,29 +50,7 @@ fn twin(name: &str, input: &str, half_input: bool, half_outputs: bool) -> String
 /// the lowest IoU and the largest confidence difference.
 fn assert_same_detections(fp32: &[Detection], fp16: &[Detection], min_iou: f32) -> (f32, f32) {
     assert!(!fp32.is_empty(), "the float32 model finds something");
-    assert_eq!(fp16.len(), fp32.len(), "{fp16:?}\nvs\n{fp32:?}");
-    let (mut lowest_iou, mut largest_diff) = (1f32, 0f32);
-    let mut used = vec![false; fp16.len()];
-    for d in fp32 {
-        let (i, overlap) = fp16
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| !used[*i] && h.class_id == d.class_id)
-            .map(|(i, h)| (i, iou(h.corners(), d.corners())))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or_else(|| panic!("nothing of class {} in {fp16:?}", d.label));
-        used[i] = true;
-        let diff = (fp16[i].confidence - d.confidence).abs();
-        assert!(
-            overlap >= min_iou,
-            "{d:?}: IoU {overlap} with {:?}",
-            fp16[i]
-        );
-        assert!(diff <= 0.01, "{d:?}: confidence {}", fp16[i].confidence);
-        lowest_iou = lowest_iou.min(overlap);
-        largest_diff = largest_diff.max(diff);
-    }
-    (lowest_iou, largest_diff)
+    assert_same_objects("fp16 against float32", fp16, fp32, min_iou, 0.01)
 }
 
 #[test]

@@ -228,6 +228,45 @@ pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
     inter / (area(a) + area(b) - inter)
 }
 
+/// Pairs each of `want` one to one with the detection of `got` of its class
+/// that overlaps it most; panics (naming `what`) unless both hold the same
+/// objects, each at IoU >= `min_iou` and confidence within `max_diff`.
+/// Returns the lowest IoU and the largest confidence difference.
+pub fn assert_same_objects(
+    what: &str,
+    got: &[gstcudainfer::Detection],
+    want: &[gstcudainfer::Detection],
+    min_iou: f32,
+    max_diff: f32,
+) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?}\nvs\n{want:?}");
+    let mut used = vec![false; got.len()];
+    let mut worst = (1.0f32, 0.0f32);
+    for w in want {
+        let (i, overlap) = got
+            .iter()
+            .enumerate()
+            .filter(|(i, g)| !used[*i] && g.class_id == w.class_id)
+            .map(|(i, g)| (i, iou(g.corners(), w.corners())))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or_else(|| panic!("{what}: no class {} for {w:?} in {got:?}", w.label));
+        used[i] = true;
+        let diff = (got[i].confidence - w.confidence).abs();
+        assert!(
+            overlap >= min_iou,
+            "{what}: IoU {overlap} for {w:?} / {:?}",
+            got[i]
+        );
+        assert!(
+            diff <= max_diff,
+            "{what}: confidence {diff} apart for {w:?} / {:?}",
+            got[i]
+        );
+        worst = (worst.0.min(overlap), worst.1.max(diff));
+    }
+    worst
+}
+
 /// One object of `dog.reference.json`.
 #[derive(Debug, Clone)]
 pub struct Reference {
