@@ -5,9 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{
-    CudaEvent, CudaFunction, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaEvent, CudaFunction, DevicePtr, LaunchConfig, PushKernelArg};
 
 use super::layout::Prim;
 use super::{Drawing, OverlayError, Target};
@@ -102,13 +100,12 @@ pub struct CudaOverlay {
 
 impl CudaOverlay {
     pub fn new(gpu: Arc<Gpu>) -> Result<Self, OverlayError> {
-        let kernel = gpu.kernel(KERNEL).map_err(OverlayError::Cuda)?;
+        let kernel = gpu.kernel(KERNEL)?;
         let producer_done = gpu
             .stream()
             .context()
             .new_event(None)
-            .map_err(CudaError::driver("cannot create a CUDA event"))
-            .map_err(OverlayError::Cuda)?;
+            .map_err(CudaError::driver("cannot create a CUDA event"))?;
         Ok(Self {
             gpu,
             kernel,
@@ -136,18 +133,15 @@ impl CudaOverlay {
         if prims.is_empty() {
             return Ok(());
         }
-        let cuda = |doing: &'static str| {
-            move |e: DriverError| OverlayError::Cuda(CudaError::driver(doing)(e))
-        };
         let stream = gpu.stream();
         {
             let event = self.producer_done.lock().unwrap_or_else(|e| e.into_inner());
-            gst_cuda::wait_for_producer(gpu, &event, &frame).map_err(OverlayError::Cuda)?;
+            gst_cuda::wait_for_producer(gpu, &event, &frame)?;
         }
         let (words, occluders_at, glyphs_at) = upload_words(&prims, &drawing.glyphs);
         let data = stream
             .clone_htod(&words)
-            .map_err(cuda("cannot upload the overlay to the GPU"))?;
+            .map_err(CudaError::driver("cannot upload the overlay to the GPU"))?;
         let base = data.device_ptr(stream).0;
         let mut params = OverlayParams {
             prims: base,
@@ -179,13 +173,13 @@ impl CudaOverlay {
                 .arg(&params)
                 .launch(config)
         }
-        .map_err(cuda("the overlay kernel failed to launch"))?;
+        .map_err(CudaError::driver("the overlay kernel failed to launch"))?;
         // Downstream (cudadownload, an encoder) maps the frame on its own
         // stream: the drawing must be finished before the frame is
         // unmapped and pushed.
         stream
             .synchronize()
-            .map_err(cuda("the overlay kernel failed"))?;
+            .map_err(CudaError::driver("the overlay kernel failed"))?;
         drop(data);
         drop(frame);
         Ok(())

@@ -71,6 +71,13 @@ impl fmt::Display for OverlayError {
     }
 }
 
+/// A CUDA failure while drawing (`?` on the CUDA layer's calls).
+impl From<CudaError> for OverlayError {
+    fn from(e: CudaError) -> Self {
+        Self::Cuda(e)
+    }
+}
+
 impl std::error::Error for OverlayError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
