@@ -58,7 +58,7 @@ for t in "${targets[@]}"; do
     for f in "$work/crashes/$t"/*; do
       [ -f "$f" ] || continue
       echo "input $f ($(wc -c <"$f") bytes):"
-      od -A x -t x1z "$f" | head -n 20
+      od -A x -t x1z "$f" | sed -n 1,20p
       echo "reproduce: (cd fuzz && cargo fuzz run -s none $t $f)"
     done
   fi

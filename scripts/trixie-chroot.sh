@@ -75,10 +75,10 @@ check_chroot() {
 $audit"
   $sudo chroot "$dir" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp \
     GST_REGISTRY_1_0=/tmp/check-registry.bin /bin/sh -euc '
-    gst-launch-1.0 --version | head -1
+    gst-launch-1.0 --version | sed -n 1p
     for e in "$@"; do gst-inspect-1.0 --exists "$e" || { echo "element $e is missing" >&2; exit 1; }; done
     python3 -c "import gi; gi.require_version(\"Gst\", \"1.0\"); gi.require_version(\"GstVideo\", \"1.0\"); gi.require_version(\"GstAnalytics\", \"1.0\"); from gi.repository import Gst, GstVideo, GstAnalytics; Gst.init(None); print(\"PyGObject\", gi.__version__, \"GStreamer\", Gst.version_string())"
-    cc --version | head -1
+    cc --version | sed -n 1p
     rm -f /tmp/check-registry.bin
   ' check "${elements[@]}" || die "the chroot in $dir is not usable (see above)"
 }
@@ -269,9 +269,11 @@ for line in open(sys.argv[1]):
 EOF
   )
   rm -f "$json"
-  plugin=$(printf '%s\n' "$list" | awk -F'\t' '$1 == "plugin" { print $2 }' | head -1)
+  # Here-strings: an early-exiting reader (grep -q) on a pipe kills the writer
+  # with SIGPIPE, which pipefail would report as a failure.
+  plugin=$(awk -F'\t' '$1 == "plugin" { print $2; exit }' <<<"$list")
   [ -n "$plugin" ] || die "cargo did not report libgstcudainfer.so"
-  printf '%s\n' "$list" | grep -q '^test' || die "cargo reported no test binaries"
+  grep -q '^test' <<<"$list" || die "cargo reported no test binaries"
   log "built in $((SECONDS - build_start)) s"
 
   mount_all
@@ -307,10 +309,10 @@ suite() {
   echo "=== inspect"
   "$top/tests/inspect/check_inspect.sh" -p /tmp/cudainfer-plugin || failed+=(inspect)
   if [ ${#failed[@]} -gt 0 ]; then
-    echo "=== FAILED on $(gst-launch-1.0 --version | head -1): ${failed[*]}"
+    echo "=== FAILED on $(gst-launch-1.0 --version | sed -n 1p): ${failed[*]}"
     return 1
   fi
-  echo "=== all passed on $(gst-launch-1.0 --version | head -1)"
+  echo "=== all passed on $(gst-launch-1.0 --version | sed -n 1p)"
 }
 
 trap cleanup EXIT

@@ -47,9 +47,11 @@ for element in "${elements[@]}"; do
   fi
 
   # The cudainfer plugin must come from GST_PLUGIN_PATH, not a stale install.
-  plugin=$(printf '%s\n' "$out" | awk '/^Plugin Details:/ {p=1} p && $1 == "Name" {print $2; exit}')
+  # Here-strings, not pipes: awk exits at the first match, and a pipe's writer
+  # would then die of SIGPIPE, which pipefail turns into a failure.
+  plugin=$(awk '/^Plugin Details:/ {p=1} p && $1 == "Name" {print $2; exit}' <<<"$out")
   if [ "$plugin" = cudainfer ]; then
-    file=$(printf '%s\n' "$out" | awk '/^Plugin Details:/ {p=1} p && $1 == "Filename" {print $2; exit}')
+    file=$(awk '/^Plugin Details:/ {p=1} p && $1 == "Filename" {print $2; exit}' <<<"$out")
     from_path=0
     IFS=: read -r -a dirs <<<"$GST_PLUGIN_PATH"
     for d in "${dirs[@]}"; do
