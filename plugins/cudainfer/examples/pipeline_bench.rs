@@ -279,7 +279,9 @@ fn branch(args: &Args, mode: &str, variant: &str, streams: usize, i: usize) -> S
     let decoder = args.decoder(device);
     if args.live {
         // common/live.rs feeds src{i} the clip's frames, looped.
-        return format!("appsrc name=src{i} ! {pace}{decoder} name=dec{i}{tail} ! {sink}");
+        return format!(
+            "appsrc name=src{i} ! {pace}h264parse ! {decoder} name=dec{i}{tail} ! {sink}"
+        );
     }
     let file = format!("filesrc location={} ! qtdemux ! h264parse", args.media);
     let files: String = (0..args.loops)

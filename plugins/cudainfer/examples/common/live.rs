@@ -5,8 +5,10 @@
 //! read once and looped with continuous timestamps (one stream, as a camera
 //! sends: a `concat` of files made every decoder set itself up again at each
 //! new file, all streams at nearly the same moment), paced by `identity
-//! sync=true` before the decoder (a camera delivers frame k at its time, not
-//! as fast as a file reads). Being live matters to the decoder too: a
+//! sync=true` before the parser and decoder (a camera delivers frame k at
+//! its time, not as fast as a file reads; `h264parse` gives the decoder the
+//! stream format it takes, as after a depayloader: nvh264dec refuses the
+//! demuxer's caps as they are). Being live matters to the decoder too: a
 //! GstH264Decoder (nvh264dec) upstream of a live source outputs each frame as
 //! soon as it is decoded, while behind a file it may hold frames until its
 //! picture buffer is full (several frame periods), which no camera pays. The
@@ -26,9 +28,10 @@
 //! A frame is late when it reaches its sink more than the latency budget
 //! (`--latency-ms`) plus one frame period after it left the decoder (a
 //! display with that latency would have dropped it); lost when the source
-//! delivered it and a frame it delivered later reached the sink first (a
-//! stream keeps its order, so that frame will never come). Start-up (PLAYING asked until
-//! every stream's first frame reached its sink) is reported apart; the
+//! delivered it and a frame after it in display order (PTS) reached the sink
+//! first (a decoder outputs in display order, so that frame will never come).
+//! Start-up (PLAYING asked until every stream's first frame reached its
+//! sink) is reported apart; the
 //! figures are of the frames from `SETTLING` after it.
 //!
 //! Included with `#[path = "common/live.rs"] mod live;`.
@@ -48,7 +51,7 @@ pub const SETTLING: Duration = Duration::from_secs(1);
 /// One frame at its sink.
 struct Arrival {
     at: Instant,
-    delivered_at: Instant,
+    pts: u64,
     /// Source (its running time) to sink pad: what a camera's frame waits
     /// for its results.
     end_to_end_ms: f64,
@@ -60,7 +63,6 @@ struct Arrival {
 struct Transit {
     /// Its running time (ms): when the source delivered it.
     time_ms: f64,
-    delivered_at: Instant,
     left_decoder: Option<Instant>,
 }
 
@@ -310,7 +312,6 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
             if let Some(time_ms) = time {
                 let transit = Transit {
                     time_ms,
-                    delivered_at: Instant::now(),
                     left_decoder: None,
                 };
                 l.in_transit.insert(pts.nseconds(), transit);
@@ -349,7 +350,7 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
                 if let (Some(t), Some(now)) = (l.in_transit.remove(&pts.nseconds()), now) {
                     l.arrivals.push(Arrival {
                         at,
-                        delivered_at: t.delivered_at,
+                        pts: pts.nseconds(),
                         end_to_end_ms: now - t.time_ms,
                         after_decoder_ms: t
                             .left_decoder
@@ -454,14 +455,11 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
             r.delivered += l.delivered;
             r.decoded += l.decoded;
             r.at_sinks += l.arrivals.len() as u64;
-            // Frames of a stream arrive in order: one delivered before the
-            // last to arrive is not coming (one only slow is not lost).
-            if let Some(last) = l.arrivals.iter().map(|a| a.delivered_at).max() {
-                r.lost += l
-                    .in_transit
-                    .values()
-                    .filter(|t| t.delivered_at < last)
-                    .count() as u64;
+            // A decoder outputs a stream in display (PTS) order, not in the
+            // order it was delivered (B-frames): a frame whose PTS is before
+            // the last to arrive is not coming (one only slow is not lost).
+            if let Some(last) = l.arrivals.iter().map(|a| a.pts).max() {
+                r.lost += l.in_transit.keys().filter(|&&pts| pts < last).count() as u64;
             }
             for a in l.arrivals.iter().filter(|a| a.at >= steady_from) {
                 from_source.push(a.end_to_end_ms);
