@@ -126,7 +126,7 @@ pub struct BatcherOptions {
     pub max_batch_size: usize,
     /// The user asked for `max_batch_size` rather than the default.
     pub max_batch_size_set: bool,
-    /// Sessions in the pool; 0: [`auto_sessions`].
+    /// Sessions in the pool; 0: [`auto_sessions`] (see [`pool_sessions`]).
     pub sessions: usize,
 }
 
@@ -141,6 +141,26 @@ pub fn auto_sessions(model_limit: usize, provider: super::runtime::Provider) -> 
         AUTO_GPU_SESSIONS
     } else {
         1
+    }
+}
+
+/// Sessions of a pool: `asked`, or [`auto_sessions`] for 0. A session that
+/// replays a CUDA graph (`cuda_graph`) is alone: ONNX Runtime captures in
+/// CUDA's global mode, and on the H200 a pool of four made each other's
+/// captures and runs fail ("operation not permitted when stream is
+/// capturing"), even with the captures taken in turn; one session with a
+/// graph ran right (GPU = CPU, 16 streams).
+pub fn pool_sessions(
+    asked: usize,
+    model_limit: usize,
+    provider: super::runtime::Provider,
+    cuda_graph: bool,
+) -> Result<usize, LoadError> {
+    match asked {
+        0 if cuda_graph => Ok(1),
+        0 => Ok(auto_sessions(model_limit, provider)),
+        n if cuda_graph && n > 1 => Err(LoadError::GraphPool { sessions: n }),
+        n => Ok(n),
     }
 }
 
@@ -223,10 +243,12 @@ pub fn shared(
             gst::info!(CAT, "{}", message);
         }
     }
-    let sessions = match sessions {
-        0 => auto_sessions(model_limit, detector.active_provider()),
-        n => n,
-    };
+    let sessions = pool_sessions(
+        sessions,
+        model_limit,
+        detector.active_provider(),
+        detector.cuda_graph(),
+    )?;
     let info = ModelInfo {
         input_spec: detector.input_spec().clone(),
         active_provider: detector.active_provider(),
@@ -501,5 +523,33 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             // A stream that flushed or stopped no longer listens.
             let _ = reply.send(result);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::runtime::Provider;
+    use super::*;
+
+    #[test]
+    fn pool_sessions_keeps_a_graph_alone() {
+        // Without a graph: what was asked, or 4 for a batch-1 model on a GPU.
+        assert_eq!(pool_sessions(0, 1, Provider::Cuda, false).unwrap(), 4);
+        assert_eq!(pool_sessions(0, 32, Provider::Cuda, false).unwrap(), 1);
+        assert_eq!(pool_sessions(0, 1, Provider::Cpu, false).unwrap(), 1);
+        assert_eq!(pool_sessions(3, 1, Provider::Cuda, false).unwrap(), 3);
+        // With one: the automatic pool is one session, one asked is fine.
+        assert_eq!(pool_sessions(0, 1, Provider::Cuda, true).unwrap(), 1);
+        assert_eq!(pool_sessions(1, 1, Provider::Cuda, true).unwrap(), 1);
+        // More than one is refused, saying what to set.
+        let e = pool_sessions(4, 1, Provider::Cuda, true).unwrap_err();
+        assert!(matches!(e, LoadError::GraphPool { sessions: 4 }));
+        let message = e.to_string();
+        assert!(
+            message.starts_with("cuda-graph=true with sessions=4")
+                && message.contains("set sessions=1")
+                && message.contains("or cuda-graph=false"),
+            "{message}"
+        );
     }
 }

@@ -110,6 +110,12 @@ pub enum LoadError {
     Labels(String),
     #[error(transparent)]
     Runtime(RuntimeError),
+    #[error(
+        "cuda-graph=true with sessions={sessions}: ONNX Runtime captures and replays CUDA graphs in \
+         CUDA's global capture mode, where the sessions of a pool make each other's runs fail; set \
+         sessions=1 (sessions=0 is 1 with cuda-graph) or cuda-graph=false"
+    )]
+    GraphPool { sessions: usize },
     #[error("cannot create a CUDA stream for a session of the pool: {0}")]
     PoolStream(#[source] cudarc::driver::DriverError),
     /// The first run, made before any frame, failed.

@@ -12,7 +12,10 @@ pub(super) fn load_error_message(error: &LoadError) -> gst::ErrorMessage {
         LoadError::ModelUnreadable(_) | LoadError::Labels(_) => {
             gst::error_msg!(gst::ResourceError::OpenRead, ("{}", error))
         }
-        LoadError::ModelMismatch(_) | LoadError::ModelIo { .. } | LoadError::Family { .. } => {
+        LoadError::ModelMismatch(_)
+        | LoadError::ModelIo { .. }
+        | LoadError::Family { .. }
+        | LoadError::GraphPool { .. } => {
             gst::error_msg!(gst::LibraryError::Settings, ("{}", error))
         }
         LoadError::Runtime(_)

@@ -287,7 +287,7 @@ impl ObjectImpl for TrtInfer {
                     .blurb("cuda provider: capture the model's run as a CUDA graph at start and replay it for \
                             every batch (fewer kernel launches from the host). Needs CUDA frames and a \
                             family decoded on the GPU (yolox, yolov8, ssd), and every node of the model on \
-                            the cuda provider")
+                            the cuda provider; its session is alone (sessions 1)")
                     .default_value(false)
                     .flags(mutable_ready)
                     .build(),
@@ -334,7 +334,7 @@ impl ObjectImpl for TrtInfer {
                     .blurb("Sessions of the model in the group's pool: each runs batches at the same time as \
                             the others (on the GPU, each on its own CUDA stream), so a model with a fixed \
                             batch of 1 still serves many streams; 0: 4 for such a model on a GPU provider, \
-                            else 1. Each session holds its own copy of the model's weights and workspace")
+                            else 1 (1 with cuda-graph, which refuses more). Each session holds its own copy of the model's weights and workspace")
                     .maximum(16)
                     .default_value(0)
                     .flags(mutable_ready)
