@@ -458,7 +458,7 @@ fn main_live(args: &Args) {
                 Ok(result) => {
                     println!("\nmode {mode}:");
                     live::print_table(streams, &result, budget);
-                    if live::meets(&result.total, budget) {
+                    if live::meets(&result, budget) {
                         best = best.max(Some(streams));
                     }
                 }
