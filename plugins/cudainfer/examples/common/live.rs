@@ -86,8 +86,7 @@ struct Transit {
 
 #[derive(Default)]
 struct StreamLog {
-    /// Frames the paced source delivered, and when.
-    delivered: u64,
+    /// When the paced source delivered each frame.
     delivered_at: Vec<Instant>,
     /// Frames out of the decoder.
     decoded: u64,
@@ -128,8 +127,9 @@ pub struct LiveRow {
     /// Steady-state frames that reached the sink more than the latency
     /// budget plus one period after they left the decoder.
     pub late: u64,
-    /// Frames the source delivered that never reached the sink (those
-    /// still on their way when a time limit stopped the run aside).
+    /// Frames the source delivered that will never reach the sink: a frame
+    /// after them in display order arrived first (those only still on
+    /// their way when a time limit stopped the run are not counted).
     pub lost: u64,
     /// End-to-end latency (decoder output to sink), steady state.
     pub p50_ms: Option<f64>,
@@ -361,7 +361,6 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
                 })
                 .map(|rt| rt.nseconds() as f64 / 1e6);
             let mut l = l.lock().unwrap();
-            l.delivered += 1;
             l.delivered_at.push(Instant::now());
             if let Some(time_ms) = time {
                 let transit = Transit {
@@ -518,7 +517,7 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
         let mut delivered_steady = 0usize;
         for &i in members {
             let l = &logs[i];
-            r.delivered += l.delivered;
+            r.delivered += l.delivered_at.len() as u64;
             r.decoded += l.decoded;
             r.at_sinks += l.arrivals.len() as u64;
             delivered_steady += l.delivered_at.iter().filter(|&&d| d >= steady_from).count();
