@@ -103,4 +103,10 @@ impl CudaError {
     pub fn driver(doing: &'static str) -> impl Fn(DriverError) -> Self + Copy {
         move |source| Self::Driver { doing, source }
     }
+
+    /// A failed allocation of the buffers output decoding works in (the
+    /// device runner's and each family's kernel's).
+    pub fn decode_alloc() -> impl Fn(DriverError) -> Self + Copy {
+        Self::driver("cannot allocate GPU memory for output decoding")
+    }
 }

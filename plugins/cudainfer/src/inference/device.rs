@@ -250,7 +250,7 @@ impl DeviceRunner {
                     source: Arc::new(e),
                 })?;
         }
-        let alloc_error = CudaError::driver("cannot allocate GPU memory for output decoding");
+        let alloc_error = CudaError::decode_alloc();
         // Room for every (position, class) pair: nothing is ever dropped.
         let candidates = stream
             .alloc_zeros::<f32>(decoder.max_candidates() * RECORD)
@@ -482,10 +482,11 @@ impl DeviceRunner {
             1
         };
         // ONNX Runtime captures in CUDA's global mode, where another
-        // thread's allocation invalidates the capture: the sessions of a
-        // pool, loading at once, take turns (measured on the H200: four
-        // parallel captures failed with "operation failed due to a previous
-        // error during capture").
+        // thread's allocation invalidates the capture: sessions loading at
+        // once (of different batch groups; a graph's session is alone in
+        // its own, see batcher::pool_sessions) take turns (measured on the
+        // H200: four parallel captures failed with "operation failed due
+        // to a previous error during capture").
         let _capturing = self
             .cuda_graph
             .then(|| CAPTURE.lock().unwrap_or_else(|e| e.into_inner()));
@@ -656,9 +657,7 @@ impl DeviceRunner {
             self.candidates =
                 self.stream
                     .alloc_zeros::<f32>(total * RECORD)
-                    .map_err(CudaError::driver(
-                        "cannot allocate GPU memory for output decoding",
-                    ))?;
+                    .map_err(CudaError::decode_alloc())?;
         };
         let mut per_image: Vec<Vec<(u32, Candidate)>> = vec![Vec::new(); images];
         if total > 0 {
@@ -706,7 +705,7 @@ impl DeviceRunner {
     ) -> Result<Vec<u32>, DeviceError> {
         let stream = self.stream.clone();
         let images = thresholds.len();
-        let alloc_error = CudaError::driver("cannot allocate GPU memory for output decoding");
+        let alloc_error = CudaError::decode_alloc();
         if self.counts.len() < 1 + images {
             self.counts = stream.alloc_zeros::<u32>(1 + images).map_err(alloc_error)?;
             self.thresholds = stream.alloc_zeros::<f32>(images).map_err(alloc_error)?;
@@ -769,9 +768,7 @@ fn to_float32(
     buffer: &mut CudaSlice<f32>,
 ) -> Result<u64, CudaError> {
     if buffer.len() < len {
-        *buffer = stream.alloc_zeros::<f32>(len).map_err(CudaError::driver(
-            "cannot allocate GPU memory for output decoding",
-        ))?;
+        *buffer = stream.alloc_zeros::<f32>(len).map_err(CudaError::decode_alloc())?;
     }
     let out = buffer.device_ptr(stream).0;
     let n = len as u64;

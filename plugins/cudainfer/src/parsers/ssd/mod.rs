@@ -388,9 +388,7 @@ impl OutputParser for SsdParser {
                 .stream()
                 .clone_htod(raw.priors.as_flattened())
                 .map(Some)
-                .map_err(CudaError::driver(
-                    "cannot allocate GPU memory for output decoding",
-                )),
+                .map_err(CudaError::decode_alloc()),
         };
         Some(priors.map(|priors| {
             let (center_variance, size_variance) = self

@@ -124,9 +124,7 @@ impl OutputParser for YoloxParser {
         Some(
             gpu.stream()
                 .clone_htod(&flat)
-                .map_err(CudaError::driver(
-                    "cannot allocate GPU memory for output decoding",
-                ))
+                .map_err(CudaError::decode_alloc())
                 .map(|anchors| {
                     Box::new(YoloxDeviceDecoder {
                         anchors,
