@@ -2,14 +2,15 @@
 //! failure tears it down alone and tries again with backoff, until it is
 //! removed or the service ends.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use cudainfer_run::camera_uri::{redact_text, CameraUri, SourceKind};
 use gst::prelude::*;
 
-use crate::camera_uri::{redact_text, CameraUri, SourceKind};
+use crate::locked::Locked;
 use crate::log::{self, Level};
 use crate::pipeline::{self, PipelineSettings};
 use crate::stats::{CameraState, CameraStats};
@@ -28,6 +29,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(40);
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a pipeline to reach NULL before the camera goes on.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(3);
+/// Longest wait for a camera's thread to end once asked to: a source stuck
+/// in a call that never returns must not hold a removal or the shutdown.
+/// Past it the thread is left to end on its own.
+const STOP_WAIT: Duration = Duration::from_secs(12);
 
 /// How a camera ends. Either way its outputs are flushed (EOS: JSON lines
 /// complete, MQTT delivered, recordings finalised) before it is down.
@@ -59,7 +64,7 @@ struct Control {
 
 impl Control {
     fn ending(&self) -> Option<Ending> {
-        *self.stop.lock().unwrap()
+        *self.stop.locked()
     }
 
     fn stopped(&self) -> bool {
@@ -68,11 +73,11 @@ impl Control {
 
     /// Sleeps up to `d`; true when stopped meanwhile.
     fn wait(&self, d: Duration) -> bool {
-        let guard = self.stop.lock().unwrap();
+        let guard = self.stop.locked();
         let (guard, _) = self
             .wake
             .wait_timeout_while(guard, d, |s| s.is_none())
-            .unwrap();
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         guard.is_some()
     }
 }
@@ -83,62 +88,96 @@ pub struct Camera {
     pub loop_file: bool,
     pub stats: Arc<CameraStats>,
     control: Arc<Control>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Gets a message (or is closed) when the camera's thread ends.
+    ended: Mutex<Option<mpsc::Receiver<()>>>,
     /// The running pipeline, for /metrics to read `trtinfer`'s counters.
     pipeline: Arc<Mutex<Option<gst::Pipeline>>>,
 }
 
 impl Camera {
+    /// Starts the camera's thread; `allowed` (for cameras added through
+    /// the API) are the directories a file camera must stay in, checked
+    /// again at every (re)start. An error when no thread can be started.
     pub fn start(
         id: String,
         uri: CameraUri,
+        allowed: Option<Vec<PathBuf>>,
         loop_file: bool,
         settings: Arc<PipelineSettings>,
-    ) -> Arc<Camera> {
+    ) -> std::io::Result<Arc<Camera>> {
+        let (done, ended) = mpsc::channel();
         let camera = Arc::new(Camera {
             id,
             uri,
             loop_file,
             stats: Arc::default(),
             control: Arc::default(),
-            thread: Mutex::new(None),
+            ended: Mutex::new(Some(ended)),
             pipeline: Arc::default(),
         });
         camera.stats.set_state(CameraState::Connecting);
         let worker = Worker {
             id: camera.id.clone(),
             uri: camera.uri.clone(),
+            allowed,
             loop_file,
             settings,
             stats: camera.stats.clone(),
             control: camera.control.clone(),
             pipeline: camera.pipeline.clone(),
         };
-        let handle = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name(format!("camera {}", camera.id))
-            .spawn(move || worker.run())
-            .expect("a thread can be started");
-        *camera.thread.lock().unwrap() = Some(handle);
-        camera
+            .spawn(move || {
+                worker.run();
+                let _ = done.send(());
+            })?;
+        Ok(camera)
     }
 
     /// Asks the camera to end (EOS, outputs flushed); does not wait.
     pub fn request_stop(&self, ending: Ending) {
-        self.control.stop.lock().unwrap().get_or_insert(ending);
+        self.control.stop.locked().get_or_insert(ending);
         self.control.wake.notify_all();
     }
 
-    /// Ends the camera and waits for its thread.
+    /// Ends the camera and waits for its thread, at most [`STOP_WAIT`].
     pub fn stop(&self, ending: Ending) {
         self.request_stop(ending);
-        if let Some(handle) = self.thread.lock().unwrap().take() {
-            let _ = handle.join();
+        let Some(ended) = self.ended.locked().take() else {
+            return;
+        };
+        if let Err(mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(STOP_WAIT) {
+            log::event(
+                Level::Warn,
+                "camera_stuck",
+                &[
+                    ("camera", &self.id),
+                    ("waited_ms", &STOP_WAIT.as_millis()),
+                    ("action", &"left to end on its own"),
+                ],
+            );
         }
+    }
+
+    /// Emits `reopen` on the running pipeline's `inferpublish` elements;
+    /// how many reopened a file.
+    pub fn reopen_outputs(&self) -> usize {
+        let Some(pipeline) = self.pipeline.locked().clone() else {
+            return 0;
+        };
+        pipeline
+            .iterate_elements()
+            .into_iter()
+            .flatten()
+            .filter(|e| e.factory().is_some_and(|f| f.name() == "inferpublish"))
+            .filter(|e| e.emit_by_name::<bool>("reopen", &[]))
+            .count()
     }
 
     /// A `trtinfer` property of the running pipeline (`largest-batch`, …).
     pub fn infer_property(&self, name: &str) -> Option<u32> {
-        let pipeline = self.pipeline.lock().unwrap().clone()?;
+        let pipeline = self.pipeline.locked().clone()?;
         pipeline
             .iterate_elements()
             .into_iter()
@@ -152,6 +191,7 @@ impl Camera {
 struct Worker {
     id: String,
     uri: CameraUri,
+    allowed: Option<Vec<PathBuf>>,
     loop_file: bool,
     settings: Arc<PipelineSettings>,
     stats: Arc<CameraStats>,
@@ -174,16 +214,24 @@ impl Worker {
             self.stats.set_state(CameraState::Connecting);
             self.stats.forget_in_flight();
             let started = Instant::now();
-            let outcome = match pipeline::build(&self.id, &self.uri, &self.settings, &self.stats) {
+            let built = self
+                .uri
+                .source_uri(self.allowed.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(|source| {
+                    pipeline::build(&self.id, &source, &self.uri, &self.settings, &self.stats)
+                        .map_err(|e| e.to_string())
+                });
+            let outcome = match built {
                 Ok(p) => {
-                    *self.pipeline.lock().unwrap() = Some(p.clone());
+                    *self.pipeline.locked() = Some(p.clone());
                     let outcome = self.run_once(&p);
                     // The stopped pipeline stays for /metrics (trtinfer keeps
                     // its counters after stop) until the next one replaces it.
                     self.tear_down(p);
                     outcome
                 }
-                Err(e) => Outcome::Failed(e.to_string()),
+                Err(e) => Outcome::Failed(e),
             };
             match outcome {
                 Outcome::Stopped => break,

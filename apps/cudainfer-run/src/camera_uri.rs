@@ -5,10 +5,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Why a camera URI is refused.
+/// Why a camera URI is refused. No variant echoes text that may hold
+/// credentials: only parsed, credential-free parts are shown.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UriError {
-    // The text is not echoed: it may hold credentials in a form not parsed.
     #[error(
         "not a URI: give rtsp://, rtsps://, http://, https:// or file:// followed by the address"
     )]
@@ -19,10 +19,23 @@ pub enum UriError {
     Scheme(String),
     #[error("'{0}' has no host")]
     NoHost(String),
+    #[error(
+        "the address's port is not a number from 1 to 65535; a user name or password holding \
+         '/', '?', '#' or '@' must be percent-encoded (%2F, %3F, %23, %40)"
+    )]
+    Port,
+    #[error(
+        "an '@' after the host: percent-encode it as %40 (in a password too, with any '/' in it as %2F)"
+    )]
+    AtAfterHost,
     #[error("file camera '{0}': {1}")]
     File(String, String),
     #[error("file camera '{0}' is outside the allowed directories: start the service with --allow-dir for its folder")]
     NotAllowed(String),
+    #[error(
+        "file camera '{0}' is not a regular file (a FIFO, device or directory): give a video file"
+    )]
+    NotRegular(String),
     #[error("the URI holds a control character or space")]
     Control,
 }
@@ -55,23 +68,66 @@ impl fmt::Debug for CameraUri {
     }
 }
 
+/// RFC 3986's scheme: a letter, then letters, digits, '+', '-', '.'.
+fn is_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && s.len() <= 32
+}
+
+/// Splits `host[:port]` (the host possibly a bracketed IPv6 address) and
+/// checks the port.
+fn check_host_port(host_port: &str) -> Result<(), UriError> {
+    let after_host = if host_port.starts_with('[') {
+        match host_port.find(']') {
+            Some(i) => &host_port[i + 1..],
+            None => return Err(UriError::NotAUri),
+        }
+    } else {
+        match host_port.find(':') {
+            Some(i) => &host_port[i..],
+            None => "",
+        }
+    };
+    if after_host.is_empty() {
+        return Ok(());
+    }
+    let port = after_host.strip_prefix(':').ok_or(UriError::Port)?;
+    // An empty port is allowed by RFC 3986 and means the default.
+    if port.is_empty()
+        || (port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p)))
+    {
+        Ok(())
+    } else {
+        Err(UriError::Port)
+    }
+}
+
 impl CameraUri {
+    /// Parses `uri` as RFC 3986 does: the authority ends at the first '/',
+    /// '?' or '#', its user information at its last '@'. What is shown
+    /// afterwards is rebuilt from these parts, so redaction does not depend
+    /// on spotting credentials in text.
     pub fn parse(uri: &str) -> Result<CameraUri, UriError> {
         if uri.chars().any(|c| c.is_control() || c == ' ') {
             return Err(UriError::Control);
         }
         let (scheme, rest) = uri.split_once("://").ok_or(UriError::NotAUri)?;
-        let kind = match scheme.to_ascii_lowercase().as_str() {
+        if !is_scheme(scheme) {
+            return Err(UriError::NotAUri);
+        }
+        let scheme = scheme.to_ascii_lowercase();
+        let kind = match scheme.as_str() {
             "rtsp" | "rtsps" | "rtspt" => SourceKind::Rtsp,
             "http" | "https" => SourceKind::Http,
             "file" => SourceKind::File,
-            other => return Err(UriError::Scheme(other.to_string())),
+            _ => return Err(UriError::Scheme(scheme)),
         };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        // The last '@' ends the user information: a password may hold '@'.
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
         let (userinfo, host) = match authority.rfind('@') {
             Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
             None => (None, authority),
@@ -83,11 +139,20 @@ impl CameraUri {
             },
             None => (None, None),
         };
-        let bare = format!("{}://{host}{path}", scheme.to_ascii_lowercase());
+        if kind != SourceKind::File {
+            check_host_port(host)?;
+            // A password with an unencoded '/' puts its end, and the '@',
+            // in the path: refused rather than guessed at.
+            if path.contains('@') {
+                return Err(UriError::AtAfterHost);
+            }
+        }
+        let bare = format!("{scheme}://{host}{path}");
         if kind != SourceKind::File && host.is_empty() {
             return Err(UriError::NoHost(bare));
         }
-        if kind == SourceKind::File && (user.is_some() || !(host.is_empty() || host == "localhost"))
+        if kind == SourceKind::File
+            && (userinfo.is_some() || !(host.is_empty() || host == "localhost"))
         {
             return Err(UriError::File(
                 bare,
@@ -137,33 +202,93 @@ impl CameraUri {
             .collect()
     }
 
-    /// The local path of a file camera, made absolute with symbolic links and
-    /// `..` resolved; an error when it does not exist.
-    pub fn file_path(&self) -> Result<PathBuf, UriError> {
+    /// The local path of a file camera as written (percent-decoded, not
+    /// resolved).
+    fn written_path(&self) -> PathBuf {
         let raw = self.bare.strip_prefix("file://").unwrap_or(&self.bare);
         let raw = raw.strip_prefix("localhost").unwrap_or(raw);
-        let path = PathBuf::from(percent_decode(raw));
-        std::fs::canonicalize(&path).map_err(|e| UriError::File(self.bare.clone(), e.to_string()))
+        PathBuf::from(percent_decode(raw))
+    }
+
+    /// The local path of a file camera, made absolute with symbolic links and
+    /// `..` resolved; an error when it does not exist or is not a regular
+    /// file (a FIFO would block its reader, and with it the camera's stop,
+    /// forever).
+    pub fn file_path(&self) -> Result<PathBuf, UriError> {
+        let path = std::fs::canonicalize(self.written_path())
+            .map_err(|e| UriError::File(self.bare.clone(), e.to_string()))?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err(UriError::NotRegular(self.bare.clone())),
+            Err(e) => Err(UriError::File(self.bare.clone(), e.to_string())),
+        }
     }
 
     /// A file camera is allowed when its resolved path lies under one of
-    /// `dirs` (themselves resolved); other kinds always are.
+    /// `dirs` (themselves resolved); other kinds always are. A path that
+    /// does not resolve is judged by its written form with `..` taken
+    /// lexically, so that a missing file outside the directories gets the
+    /// same refusal as an existing one (no probing for files).
     pub fn check_allowed(&self, dirs: &[PathBuf]) -> Result<(), UriError> {
         if self.kind != SourceKind::File {
             return Ok(());
         }
-        let path = self.file_path()?;
-        let inside = |dir: &Path| {
-            std::fs::canonicalize(dir)
-                .map(|d| path.starts_with(d))
-                .unwrap_or(false)
-        };
-        if dirs.iter().any(|d| inside(d)) {
-            Ok(())
-        } else {
-            Err(UriError::NotAllowed(self.bare.clone()))
+        let resolved_dirs: Vec<PathBuf> = dirs
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect();
+        let inside = |p: &Path| resolved_dirs.iter().any(|d| p.starts_with(d));
+        match std::fs::canonicalize(self.written_path()) {
+            Ok(path) if inside(&path) => {
+                self.file_path()?;
+                Ok(())
+            }
+            Ok(_) => Err(UriError::NotAllowed(self.bare.clone())),
+            Err(_) if inside(&lexical(&self.written_path())) => self.file_path().map(|_| ()),
+            Err(_) => Err(UriError::NotAllowed(self.bare.clone())),
         }
     }
+
+    /// What the source element is given at each (re)start: for a file, the
+    /// resolved path checked again (a regular file, and inside `allowed`
+    /// when given), so that a file swapped for a symbolic link or a FIFO
+    /// after it was added is refused instead of played.
+    pub fn source_uri(&self, allowed: Option<&[PathBuf]>) -> Result<String, UriError> {
+        if self.kind != SourceKind::File {
+            return Ok(self.bare.clone());
+        }
+        if let Some(dirs) = allowed {
+            self.check_allowed(dirs)?;
+        }
+        let path = self.file_path()?;
+        Ok(file_uri(&path))
+    }
+}
+
+/// `path` with `.` and `..` taken away lexically (no file system access).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A `file://` URI for an absolute path, every byte outside RFC 3986's
+/// unreserved set and '/' percent-encoded.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    format!(
+        "file://{}",
+        percent_encode(path.as_os_str().as_bytes(), b"/")
+    )
 }
 
 /// `text` with every secret (and its percent-encoded form) replaced: for
@@ -172,7 +297,7 @@ pub fn redact_text(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_string();
     for secret in secrets.iter().filter(|s| s.len() >= 2) {
         out = out.replace(secret, "<redacted>");
-        let encoded = percent_encode(secret);
+        let encoded = percent_encode(secret.as_bytes(), b"");
         if encoded != *secret {
             out = out.replace(&encoded, "<redacted>");
         }
@@ -223,16 +348,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// Every byte outside RFC 3986's unreserved set and `keep` as `%XX`.
+fn percent_encode(s: &[u8], keep: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -300,6 +426,93 @@ mod tests {
             missing.check_allowed(&allowed),
             Err(UriError::File(..))
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn userinfo_is_parsed_not_guessed() {
+        // A '/' in the password ends the authority: the port is then no
+        // number, and the error quotes nothing.
+        let err = CameraUri::parse("rtsp://user:secret/pass@127.0.0.1:18554/x").unwrap_err();
+        assert_eq!(err, UriError::Port);
+        assert!(!err.to_string().contains("secret"), "{err}");
+        // Without a ':' the '@' lands in the path.
+        let err = CameraUri::parse("rtsp://user/secretpass@127.0.0.1/x").unwrap_err();
+        assert_eq!(err, UriError::AtAfterHost);
+        assert!(!err.to_string().contains("secretpass"), "{err}");
+        // Encoded, it is a password like any other.
+        let uri = CameraUri::parse("rtsp://user:secret%2Fpass@127.0.0.1:18554/x").unwrap();
+        assert_eq!(uri.password(), Some("secret/pass"));
+        assert_eq!(uri.redacted(), "rtsp://<redacted>@127.0.0.1:18554/x");
+        assert!(CameraUri::parse("rtsp://[::1]:554/x").is_ok());
+        assert!(CameraUri::parse("rtsp://h:/x").is_ok());
+        assert_eq!(CameraUri::parse("rtsp://h:70000/x"), Err(UriError::Port));
+    }
+
+    #[test]
+    fn scheme_errors_quote_only_schemes() {
+        let err = CameraUri::parse("admin:secretpass@cam://x").unwrap_err();
+        assert_eq!(err, UriError::NotAUri);
+        let err = CameraUri::parse("rtmp://admin:secretpass@h/x").unwrap_err();
+        assert_eq!(err, UriError::Scheme("rtmp".into()));
+        assert!(!err.to_string().contains("secretpass"));
+    }
+
+    #[test]
+    fn missing_and_existing_files_outside_are_refused_alike() {
+        let dir = std::env::temp_dir().join(format!("cudainfer-run-oracle-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        std::fs::write(dir.join("secret.mp4"), b"x").unwrap();
+        let allowed = [dir.join("in")];
+        for name in ["secret.mp4", "nonexistent.mp4", "in/../nonexistent.mp4"] {
+            let uri = CameraUri::parse(&format!("file://{}/{name}", dir.display())).unwrap();
+            assert!(
+                matches!(uri.check_allowed(&allowed), Err(UriError::NotAllowed(_))),
+                "{name}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn special_files_and_swapped_files_are_refused() {
+        let dir =
+            std::env::temp_dir().join(format!("cudainfer-run-special-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("in")).unwrap();
+        let allowed = [dir.join("in")];
+        let fifo = dir.join("in/fifo.mp4");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let uri = CameraUri::parse(&format!("file://{}", fifo.display())).unwrap();
+        assert!(matches!(
+            uri.check_allowed(&allowed),
+            Err(UriError::NotRegular(_))
+        ));
+        assert!(matches!(uri.source_uri(None), Err(UriError::NotRegular(_))));
+        let dir_uri = CameraUri::parse(&format!("file://{}/in", dir.display())).unwrap();
+        assert!(matches!(
+            dir_uri.source_uri(None),
+            Err(UriError::NotRegular(_))
+        ));
+        // Allowed when added; then swapped for a link to a file outside.
+        let clip = dir.join("in/a b.mp4");
+        std::fs::write(&clip, b"x").unwrap();
+        std::fs::write(dir.join("outside.mp4"), b"x").unwrap();
+        let uri = CameraUri::parse(&format!("file://{}/in/a%20b.mp4", dir.display())).unwrap();
+        let source = uri.source_uri(Some(&allowed)).unwrap();
+        assert!(source.ends_with("/in/a%20b.mp4"), "{source}");
+        std::fs::remove_file(&clip).unwrap();
+        std::os::unix::fs::symlink(dir.join("outside.mp4"), &clip).unwrap();
+        assert!(matches!(
+            uri.source_uri(Some(&allowed)),
+            Err(UriError::NotAllowed(_))
+        ));
+        // A trusted camera (the command line) may be a link.
+        assert!(uri.source_uri(None).unwrap().ends_with("/outside.mp4"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

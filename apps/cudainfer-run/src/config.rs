@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::camera_uri::{CameraUri, UriError};
+use cudainfer_run::camera_uri::{CameraUri, UriError};
 
 pub const USAGE: &str = "\
 usage: cudainfer-run --model M [options] [URI...]
@@ -45,7 +45,7 @@ pub enum ConfigError {
     #[error("cannot read the config file '{0}': {1}")]
     ReadConfig(PathBuf, std::io::Error),
     #[error("config file '{0}': {1}")]
-    ParseConfig(PathBuf, toml::de::Error),
+    ParseConfig(PathBuf, String),
     #[error("no model: give --model PATH (or model = \"...\" in the config file)")]
     NoModel,
     #[error("model '{0}' does not exist")]
@@ -62,6 +62,14 @@ pub enum ConfigError {
     WeakToken,
     #[error("--record '{0}' is not a directory: create it first")]
     RecordDir(PathBuf),
+    #[error("--record '{0}': cannot write there ({1}): give a directory the service may write")]
+    RecordWrite(PathBuf, std::io::Error),
+    #[error("--json '{0}': {1}")]
+    Json(PathBuf, String),
+    #[error(
+        "--labels '{0}' is not a readable file: give the class names file, or leave --labels out"
+    )]
+    Labels(PathBuf),
 }
 
 /// Seconds per recorded segment unless `--record-segment` says otherwise.
@@ -182,7 +190,7 @@ pub fn parse_args(
             let text = std::fs::read_to_string(path)
                 .map_err(|e| ConfigError::ReadConfig(path.clone(), e))?;
             toml::from_str::<FileConfig>(&text)
-                .map_err(|e| ConfigError::ParseConfig(path.clone(), e))?
+                .map_err(|e| ConfigError::ParseConfig(path.clone(), toml_error(&text, &e)))?
         }
         None => FileConfig::default(),
     };
@@ -224,8 +232,21 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
     }
     let record = cli.record.or(file.record);
     if let Some(dir) = &record {
-        if !dir.is_dir() {
-            return Err(ConfigError::RecordDir(dir.clone()));
+        check_record_dir(dir)?;
+    }
+    let json = cli.json.or(file.json);
+    if let Some(path) = json.as_deref().filter(|j| *j != "-" && *j != "stdout") {
+        check_json_file(std::path::Path::new(path))?;
+    }
+    let labels = cli.labels.or(file.labels);
+    if let Some(path) = &labels {
+        if std::fs::File::open(path)
+            .and_then(|f| f.metadata())
+            .map(|m| m.is_file())
+            .ok()
+            != Some(true)
+        {
+            return Err(ConfigError::Labels(path.clone()));
         }
     }
     let record_segment = cli
@@ -249,8 +270,8 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
             .model_type
             .or(file.model_type)
             .unwrap_or_else(|| "yolox".into()),
-        labels: cli.labels.or(file.labels),
-        json: cli.json.or(file.json),
+        labels,
+        json,
         mqtt: cli.mqtt.or(file.mqtt),
         record,
         record_segment,
@@ -265,6 +286,78 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         status: cli.status.or(file.status),
         cameras,
     })
+}
+
+/// A TOML error without its excerpt of the file, whose line may hold a
+/// secret (a camera's password, a token): where it is, and the message
+/// with any quoted value left out.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let place = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    format!("{place}{}", without_quoted(e.message().trim()))
+}
+
+/// `text` with the content of every "…" replaced by `…`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if !inside {
+                out.push_str("\"…");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The recordings' directory exists and takes a file.
+fn check_record_dir(dir: &std::path::Path) -> Result<(), ConfigError> {
+    if !dir.is_dir() {
+        return Err(ConfigError::RecordDir(dir.to_path_buf()));
+    }
+    let probe = dir.join(format!(".cudainfer-run-write-check-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(|e| ConfigError::RecordWrite(dir.to_path_buf(), e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The results file: a regular file (or none yet) that opens for
+/// appending. A device (/dev/full), FIFO or directory is refused: a
+/// camera would fail on its first line and retry forever.
+fn check_json_file(path: &std::path::Path) -> Result<(), ConfigError> {
+    let refuse = |why: String| ConfigError::Json(path.to_path_buf(), why);
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(refuse(
+            "not a regular file (a directory, device or FIFO): give a file path, or - for stdout"
+                .into(),
+        )),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(format!("{e}"))),
+    }
+    std::fs::File::options()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| {
+            refuse(format!(
+                "cannot open it for appending ({e}): give a writable file path, or - for stdout"
+            ))
+        })
 }
 
 /// `HOST:PORT`, or a port alone for 127.0.0.1 (the safe default).
@@ -372,6 +465,68 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_errors_show_no_secret() {
+        let dir =
+            std::env::temp_dir().join(format!("cudainfer-run-cfg-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        for text in [
+            "cameras = \"rtsp://admin:secretpass@10.0.0.5/s\"\n".to_string(),
+            format!(
+                "model = \"{}\"\ntoken = \"secretpass-secretpass\"\n",
+                model()
+            ),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let err = parse_args(args(&["x", "--config", path.to_str().unwrap()]))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(!err.contains("secretpass"), "{err}");
+            assert!(err.contains("line "), "{err}");
+        }
+        let err = parse_args(args(&["x", "--model", &model(), "secretpass://admin:x@h/"]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(!err.contains("admin:x"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_are_checked_at_start() {
+        let dir =
+            std::env::temp_dir().join(format!("cudainfer-run-outputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let m = model();
+        let run = |extra: &[&str]| {
+            let mut list = vec!["x", "--model", &m];
+            list.extend_from_slice(extra);
+            parse_args(args(&list)).err().map(|e| e.to_string())
+        };
+        let missing = dir.join("no/such/dir/r.jsonl");
+        let cases = [
+            (
+                missing.to_str().unwrap().to_string(),
+                "cannot open it for appending",
+            ),
+            (dir.to_str().unwrap().to_string(), "not a regular file"),
+            ("/dev/full".to_string(), "not a regular file"),
+        ];
+        for (json, expected) in &cases {
+            let err = run(&["--json", json]).unwrap_or_else(|| panic!("{json} accepted"));
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+        let ok = dir.join("r.jsonl");
+        assert_eq!(run(&["--json", ok.to_str().unwrap()]), None);
+        assert_eq!(run(&["--json", "-"]), None);
+        let err = run(&["--labels", dir.join("none.txt").to_str().unwrap()]).unwrap();
+        assert!(err.contains("is not a readable file"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,211 +1,324 @@
-//! The REST API and /metrics (tiny_http: a small synchronous server; the
-//! routes are few, the service is thread-based, no async runtime needed).
+//! The REST API and /metrics: hyper's HTTP/1.1 server on a small tokio
+//! runtime of its own. What a request may do is decided in
+//! `cudainfer_run::request` (routes, token, loopback guard, body rules);
+//! here are the limits that keep any client from holding the API:
 //!
-//! `GET /cameras`, `POST /cameras` (`{"uri": "...", "loop": true}`),
-//! `GET|DELETE /cameras/{id}`, `GET /metrics`. With a token every request
-//! needs `Authorization: Bearer <token>`. Bodies over 16 KiB, bad JSON,
-//! unknown fields, unknown ids, refused URIs: a 4xx with a JSON
-//! `{"error": …}` that says why, and nothing changes.
+//! - a request's head must arrive within [`HEADER_TIMEOUT`] (slow clients,
+//!   idle keep-alive connections) and fit [`MAX_HEAD_BYTES`];
+//! - a body is read only where a route takes one, up to 16 KiB, within
+//!   [`BODY_TIMEOUT`]; a declared length is never allocated;
+//! - at most [`MAX_CONNECTIONS`] connections at once, each a task, not a
+//!   thread: a stalled client holds no worker;
+//! - the service's calls (which may wait for a camera to stop) run on the
+//!   runtime's blocking threads, and a panic in one is a 500 for that
+//!   request only.
 
-use std::io::Read;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde::Deserialize;
-use tiny_http::{Header, Method, Request, Response, Server};
+use cudainfer_run::request::{self, AddCamera, Head, Refusal, Route};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
-use crate::camera_uri::{CameraUri, UriError};
 use crate::log::{self, Level};
 use crate::metrics;
 use crate::service::{AddError, Service};
 
-const MAX_BODY: usize = 16 * 1024;
-const WORKERS: usize = 4;
+/// Longest time for a request's head to arrive, and for an idle
+/// keep-alive connection to send its next one.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time for a POST's body to arrive once its head has.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+/// The read buffer, which bounds a request's head (hyper's least is 8 KiB).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Threads that run the connections (the work is small and non-blocking).
+const WORKERS: usize = 2;
+/// Threads for the service's calls that may block.
+const BLOCKING_THREADS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("cannot listen on {0}: {1}")]
-    Bind(SocketAddr, String),
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot start the API's threads: {0}")]
+    Runtime(std::io::Error),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddCamera {
-    uri: String,
-    #[serde(rename = "loop")]
-    loop_file: Option<bool>,
+/// The running API; dropping it (or [`Api::shutdown`]) stops it.
+pub struct Api {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub addr: SocketAddr,
 }
 
-type Reply = Response<std::io::Cursor<Vec<u8>>>;
+impl Api {
+    /// Stops accepting and ends the connections, waiting briefly for calls
+    /// under way.
+    pub fn shutdown(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
 
-/// Starts the server's worker threads; returns the bound address (port 0
-/// picks a free one).
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+struct Context {
+    token: Option<String>,
+    service: Arc<Service>,
+}
+
+/// Binds `addr` (port 0 picks a free one) and serves the API.
 pub fn serve(
     addr: SocketAddr,
     token: Option<String>,
     service: Arc<Service>,
-) -> Result<SocketAddr, HttpError> {
-    let server = Server::http(addr).map_err(|e| HttpError::Bind(addr, e.to_string()))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| HttpError::Bind(addr, "not an IP socket".into()))?;
-    let server = Arc::new(server);
-    let token = Arc::new(token);
-    for i in 0..WORKERS {
-        let (server, token, service) = (server.clone(), token.clone(), service.clone());
-        std::thread::Builder::new()
-            .name(format!("http {i}"))
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(request, token.as_deref(), &service);
-                }
-            })
-            .expect("a thread can be started");
+) -> Result<Api, HttpError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .max_blocking_threads(BLOCKING_THREADS)
+        // Kept, not made per call: under a thread limit a blocking call then
+        // finds a thread instead of failing to start one.
+        .thread_keep_alive(Duration::from_secs(24 * 3600))
+        .thread_name("http")
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(HttpError::Runtime)?;
+    let listener = runtime
+        .block_on(TcpListener::bind(addr))
+        .map_err(|e| HttpError::Bind(addr, e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| HttpError::Bind(addr, e))?;
+    let context = Arc::new(Context { token, service });
+    runtime.spawn(accept(listener, context));
+    Ok(Api {
+        runtime: Some(runtime),
+        addr: bound,
+    })
+}
+
+async fn accept(listener: TcpListener, context: Arc<Context>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it
+                // was taken: try again shortly, the API goes on.
+                log::event(Level::Warn, "api_accept_failed", &[("error", &e)]);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let context = context.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let serve = hyper::service::service_fn(move |req| handle(req, context.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), serve)
+                .await;
+        });
     }
-    Ok(bound)
 }
 
-fn json_reply(status: u16, body: &impl serde::Serialize) -> Reply {
-    let text = serde_json::to_vec(body).expect("serialisable");
-    Response::from_data(text)
-        .with_status_code(status)
-        .with_header(Header::from_bytes("Content-Type", "application/json").expect("valid header"))
+/// A response before it becomes hyper's.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
 }
 
-fn error_reply(status: u16, message: &str) -> Reply {
-    json_reply(status, &serde_json::json!({ "error": message }))
+impl Reply {
+    fn json(status: u16, value: &impl serde::Serialize) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec(value).unwrap_or_default(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn refused(r: &Refusal) -> Reply {
+        let mut reply = Reply::json(r.status, &serde_json::json!({ "error": r.message }));
+        if let Some(allow) = r.allow {
+            reply.headers.push(("Allow", allow.into()));
+        }
+        if r.challenge {
+            reply.headers.push(("WWW-Authenticate", "Bearer".into()));
+        }
+        reply
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut builder = Response::builder()
+            .status(self.status)
+            .header("Content-Type", self.content_type)
+            .header("Cache-Control", "no-store")
+            .header("X-Content-Type-Options", "nosniff");
+        for (name, value) in self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+            .body(Full::new(Bytes::from(self.body)))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    }
 }
 
-/// Equal length and bytes, compared without an early exit.
-fn token_matches(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-fn authorised(request: &Request, token: Option<&str>) -> bool {
-    let Some(token) = token else {
-        return true;
-    };
-    request
-        .headers()
-        .iter()
-        .filter(|h| h.field.equiv("Authorization"))
-        .any(|h| {
-            h.value
-                .as_str()
-                .strip_prefix("Bearer ")
-                .is_some_and(|v| token_matches(v.trim().as_bytes(), token.as_bytes()))
-        })
-}
-
-fn handle(mut request: Request, token: Option<&str>, service: &Service) {
-    let method = request.method().clone();
-    let path = request.url().split('?').next().unwrap_or("").to_string();
-    let reply = if !authorised(&request, token) {
-        error_reply(
-            401,
-            "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
-        )
-        .with_header(Header::from_bytes("WWW-Authenticate", "Bearer").expect("valid header"))
-    } else {
-        route(&mut request, &method, &path, service)
-    };
-    let status = reply.status_code().0;
-    if status >= 400 {
+async fn handle(
+    req: Request<Incoming>,
+    context: Arc<Context>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(100).collect();
+    // A task of its own: a panic ends it alone, and becomes a 500.
+    let reply = tokio::spawn(respond(req, context))
+        .await
+        .unwrap_or_else(|_| {
+            Reply::refused(&Refusal::new(
+                500,
+                "internal error in this request (see the service's log); the service goes on",
+            ))
+        });
+    if reply.status >= 400 {
         log::event(
             Level::Warn,
             "api_refused",
             &[
                 ("method", &method),
-                ("path", &path.chars().take(100).collect::<String>()),
-                ("status", &status),
+                ("path", &path),
+                ("status", &reply.status),
             ],
         );
     }
-    let _ = request.respond(reply);
+    Ok(reply.into_response())
 }
 
-fn route(request: &mut Request, method: &Method, path: &str, service: &Service) -> Reply {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
-        (Method::Get, ["metrics"]) => Response::from_string(metrics::render(service)).with_header(
-            Header::from_bytes("Content-Type", "text/plain; version=0.0.4").expect("valid header"),
-        ),
-        (Method::Get, ["cameras"]) => {
-            let list: Vec<_> = service.list().iter().map(|c| metrics::view(c)).collect();
-            json_reply(200, &list)
+async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let decided = {
+        let headers: Vec<(&str, &[u8])> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let head = Head {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            headers: &headers,
+        };
+        request::decide(&head, context.token.as_deref())
+    };
+    let route = match decided {
+        Ok(route) => route,
+        Err(r) => return Reply::refused(&r),
+    };
+    let add = if route == Route::AddCamera {
+        match read_body(body).await.and_then(|b| request::parse_add(&b)) {
+            Ok(add) => Some(add),
+            Err(r) => return Reply::refused(&r),
         }
-        (Method::Post, ["cameras"]) => add_camera(request, service),
-        (Method::Get, ["cameras", id]) => match service.get(id) {
-            Some(c) => json_reply(200, &metrics::view(&c)),
-            None => error_reply(404, "no such camera"),
+    } else {
+        None
+    };
+    let service = context.service.clone();
+    tokio::task::spawn_blocking(move || execute(&service, route, add))
+        .await
+        .unwrap_or_else(|_| {
+            Reply::refused(&Refusal::new(
+                500,
+                "internal error in this request (see the service's log); the service goes on",
+            ))
+        })
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    let limited = Limited::new(body, request::MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Err(_) => Err(Refusal::new(
+            408,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(Refusal::new(413, "request body over 16 KiB"))
+        }
+        Ok(Err(_)) => Err(Refusal::new(400, "cannot read the request body")),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+/// Carries a decided request out on the service (may block).
+fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
+    let no_camera = || Reply::refused(&Refusal::new(404, "no such camera"));
+    match route {
+        Route::Metrics => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4",
+            body: metrics::render(service).into_bytes(),
+            headers: Vec::new(),
         },
-        (Method::Delete, ["cameras", id]) => {
-            if service.remove(id) {
-                Response::from_data(Vec::new()).with_status_code(204)
+        Route::ListCameras => {
+            let list: Vec<_> = service.list().iter().map(|c| metrics::view(c)).collect();
+            Reply::json(200, &list)
+        }
+        Route::GetCamera(n) => match service.get(n) {
+            Some(c) => Reply::json(200, &metrics::view(&c)),
+            None => no_camera(),
+        },
+        Route::DeleteCamera(n) => {
+            if service.remove(n) {
+                Reply {
+                    status: 204,
+                    content_type: "application/json",
+                    body: Vec::new(),
+                    headers: Vec::new(),
+                }
             } else {
-                error_reply(404, "no such camera")
+                no_camera()
             }
         }
-        (_, ["metrics"]) | (_, ["cameras"]) | (_, ["cameras", _]) => {
-            error_reply(405, "method not allowed on this path")
+        Route::AddCamera => {
+            let Some(AddCamera { uri, loop_file }) = add else {
+                return Reply::refused(&Refusal::new(400, "no camera in the body"));
+            };
+            match service.add(uri, loop_file, false) {
+                Ok(camera) => {
+                    let mut reply = Reply::json(201, &metrics::view(&camera));
+                    reply
+                        .headers
+                        .push(("Location", format!("/cameras/{}", camera.id)));
+                    reply
+                }
+                Err(AddError::Uri(e)) => Reply::refused(&request::uri_refusal(&e)),
+                Err(e @ AddError::Full) => Reply::refused(&Refusal::new(409, e.to_string())),
+                Err(e @ AddError::Resources(_)) => {
+                    Reply::refused(&Refusal::new(503, e.to_string()))
+                }
+            }
         }
-        _ => error_reply(404, "no such path: use /cameras, /cameras/{id} or /metrics"),
-    }
-}
-
-fn add_camera(request: &mut Request, service: &Service) -> Reply {
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return error_reply(413, "request body over 16 KiB");
-    }
-    let mut body = Vec::new();
-    // Read one byte more than allowed to tell a body that is too large.
-    if request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .is_err()
-    {
-        return error_reply(400, "cannot read the request body");
-    }
-    if body.len() > MAX_BODY {
-        return error_reply(413, "request body over 16 KiB");
-    }
-    let add: AddCamera = match serde_json::from_slice(&body) {
-        Ok(a) => a,
-        Err(e) => {
-            return error_reply(
-                400,
-                &format!("body must be JSON {{\"uri\": \"...\", \"loop\": true|false}}: {e}"),
-            )
-        }
-    };
-    let uri = match CameraUri::parse(&add.uri) {
-        Ok(u) => u,
-        Err(e) => return error_reply(400, &e.to_string()),
-    };
-    match service.add(uri, add.loop_file, false) {
-        Ok(camera) => json_reply(201, &metrics::view(&camera)).with_header(
-            Header::from_bytes("Location", format!("/cameras/{}", camera.id))
-                .expect("valid header"),
-        ),
-        Err(AddError::Uri(e @ UriError::NotAllowed(_))) => error_reply(403, &e.to_string()),
-        Err(AddError::Uri(e)) => error_reply(400, &e.to_string()),
-        Err(e @ AddError::Full) => error_reply(409, &e.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_comparison() {
-        assert!(super::token_matches(b"abc", b"abc"));
-        assert!(!super::token_matches(b"abd", b"abc"));
-        assert!(!super::token_matches(b"ab", b"abc"));
     }
 }

@@ -33,19 +33,30 @@ pub fn event(level: Level, event: &str, fields: &[(&str, &dyn std::fmt::Display)
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// `text` with every control character (ESC, CR, …) written as an escape
+/// (`\x1b`, `\r`), so that a value from outside (a file name, a server's
+/// error) cannot move a terminal's cursor or forge a log line.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn quote(v: &str) -> String {
-    if !v.is_empty() && !v.contains(|c: char| c.is_whitespace() || c == '"' || c == '=') {
+    if !v.is_empty()
+        && !v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+    {
         return v.to_string();
     }
-    let escaped: String = v
-        .chars()
-        .flat_map(|c| match c {
-            '"' => vec!['\\', '"'],
-            '\\' => vec!['\\', '\\'],
-            '\n' => vec!['\\', 'n'],
-            c => vec![c],
-        })
-        .collect();
+    let escaped = printable(&v.replace('\\', "\\\\").replace('"', "\\\""));
     format!("\"{escaped}\"")
 }
 
@@ -56,5 +67,10 @@ mod tests {
         assert_eq!(super::quote("cam-1"), "cam-1");
         assert_eq!(super::quote("a b \"c\""), "\"a b \\\"c\\\"\"");
         assert_eq!(super::quote(""), "\"\"");
+        assert_eq!(
+            super::quote("/tmp/a\x1b[2J\rlevel=info"),
+            "\"/tmp/a\\x1b[2J\\rlevel=info\""
+        );
+        assert_eq!(super::quote("a\u{9b}b"), "\"a\\x9bb\"");
     }
 }

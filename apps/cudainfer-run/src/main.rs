@@ -4,12 +4,13 @@
 //! its own thread (see `camera`); inference sessions are shared by all of
 //! them inside `trtinfer`. A REST API changes the set while running and
 //! serves Prometheus metrics (`http`); SIGINT/SIGTERM end every camera with
-//! EOS so that the outputs are flushed.
+//! EOS so that the outputs are flushed; SIGHUP reopens the results file
+//! (log rotation).
 
 mod camera;
-mod camera_uri;
 mod config;
 mod http;
+mod locked;
 mod log;
 mod metrics;
 mod pipeline;
@@ -36,10 +37,14 @@ enum RunError {
     Register(#[from] glib::BoolError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
-    #[error("cannot watch SIGINT/SIGTERM: {0}")]
+    #[error("cannot watch SIGINT/SIGTERM/SIGHUP: {0}")]
     Signals(std::io::Error),
     #[error("no cameras: give camera URIs, or --http to add them through the API")]
     NoCameras,
+    #[error("the model cannot run with these settings: {0}")]
+    Inference(String),
+    #[error("camera {0}: {1}")]
+    Camera(String, service::AddError),
 }
 
 fn main() {
@@ -74,6 +79,7 @@ fn run() -> Result<(), RunError> {
         );
     }
     let settings = pipeline::PipelineSettings::new(&config, gpu);
+    pipeline::check_inference(&settings).map_err(RunError::Inference)?;
     log::event(
         Level::Info,
         "service_starting",
@@ -91,11 +97,9 @@ fn run() -> Result<(), RunError> {
     ));
 
     let (tx, signals_rx) = mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(RunError::Signals)?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(RunError::Signals)?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -103,21 +107,32 @@ fn run() -> Result<(), RunError> {
                 let _ = tx.send(signal);
             }
         })
-        .expect("a thread can be started");
+        .map_err(RunError::Signals)?;
 
     for uri in config.cameras.iter().cloned() {
-        service
-            .add(uri, None, true)
-            .expect("command-line cameras are trusted and within the limit");
+        let shown = uri.redacted();
+        if let Err(e) = service.add(uri, None, true) {
+            service.shutdown();
+            return Err(RunError::Camera(shown, e));
+        }
     }
-    if let Some(addr) = config.http {
-        let bound = http::serve(addr, config.token.clone(), service.clone())?;
-        log::event(
-            Level::Info,
-            "api_listening",
-            &[("addr", &bound), ("token", &config.token.is_some())],
-        );
-    }
+    let api = match config.http {
+        Some(addr) => match http::serve(addr, config.token.clone(), service.clone()) {
+            Ok(api) => {
+                log::event(
+                    Level::Info,
+                    "api_listening",
+                    &[("addr", &api.addr), ("token", &config.token.is_some())],
+                );
+                Some(api)
+            }
+            Err(e) => {
+                service.shutdown();
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
     if config
         .status
         .unwrap_or_else(|| std::io::stderr().is_terminal())
@@ -127,6 +142,14 @@ fn run() -> Result<(), RunError> {
 
     loop {
         match signals_rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(SIGHUP) => {
+                let reopened = service.reopen_outputs();
+                log::event(
+                    Level::Info,
+                    "outputs_reopened",
+                    &[("signal", &"SIGHUP"), ("elements", &reopened)],
+                );
+            }
             Ok(signal) => {
                 log::event(Level::Info, "shutting_down", &[("signal", &signal)]);
                 break;
@@ -144,6 +167,9 @@ fn run() -> Result<(), RunError> {
             log::event(Level::Info, "all_cameras_finished", &[]);
             break;
         }
+    }
+    if let Some(api) = api {
+        api.shutdown();
     }
     service.shutdown();
     log::event(Level::Info, "service_stopped", &[]);

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use gst::prelude::*;
 
-use crate::camera_uri::{CameraUri, SourceKind};
 use crate::config::{Config, Decode};
 use crate::stats::CameraStats;
+use cudainfer_run::camera_uri::{CameraUri, SourceKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -69,6 +69,62 @@ impl PipelineSettings {
             gpu,
             sync: config.sync,
         }
+    }
+}
+
+/// `trtinfer` with the service's inference settings.
+fn make_infer(settings: &PipelineSettings) -> Result<gst::Element, BuildError> {
+    let infer = make("trtinfer")?;
+    infer.set_property("model", &settings.model);
+    infer.set_property_from_str("model-type", &settings.model_type);
+    if let Some(labels) = &settings.labels {
+        infer.set_property("labels", labels);
+    }
+    infer.set_property("providers", &settings.providers);
+    infer.set_property("device-id", settings.device_id as i32);
+    Ok(infer)
+}
+
+/// Loads the model once with the service's settings before any camera
+/// starts, so that a model-type, model, labels file or provider list that
+/// cannot work stops the service at once with `trtinfer`'s own message,
+/// instead of every camera retrying forever. The session is let go again:
+/// a member of a batch group that sends no frames would hold the others'
+/// batches back.
+pub fn check_inference(settings: &PipelineSettings) -> Result<(), String> {
+    let probe = make("trtinfer").map_err(|e| e.to_string())?;
+    let model_type = probe
+        .find_property("model-type")
+        .ok_or("trtinfer has no model-type property")?;
+    let known = glib::EnumClass::with_type(model_type.value_type())
+        .ok_or("trtinfer's model-type is not an enum")?;
+    if known.value_by_nick(&settings.model_type).is_none() {
+        let nicks: Vec<&str> = known.values().iter().map(|v| v.nick()).collect();
+        return Err(format!(
+            "--model-type '{}' is not a model type: use one of {}",
+            settings.model_type,
+            nicks.join(", ")
+        ));
+    }
+    let infer = make_infer(settings).map_err(|e| e.to_string())?;
+    let pipeline = gst::Pipeline::with_name("model-check");
+    pipeline.add(&infer).map_err(|e| e.to_string())?;
+    let started = pipeline.set_state(gst::State::Paused);
+    let error = pipeline
+        .bus()
+        .and_then(|bus| bus.pop_filtered(&[gst::MessageType::Error]))
+        .and_then(|m| match m.view() {
+            gst::MessageView::Error(e) => Some(match e.debug() {
+                Some(d) => format!("{} ({d})", e.error()),
+                None => e.error().to_string(),
+            }),
+            _ => None,
+        });
+    let _ = pipeline.set_state(gst::State::Null);
+    match (started, error) {
+        (_, Some(message)) => Err(message),
+        (Err(_), None) => Err("trtinfer did not start".into()),
+        (Ok(_), None) => Ok(()),
     }
 }
 
@@ -146,16 +202,18 @@ fn encoder_description(gpu: bool) -> Result<String, BuildError> {
         .ok_or(BuildError::Missing("x264enc"))
 }
 
-/// Builds camera `id`'s pipeline (in NULL).
+/// Builds camera `id`'s pipeline (in NULL), reading `source` (the URI's
+/// credential-free form, a file's resolved path) with `uri`'s credentials.
 pub fn build(
     id: &str,
+    source: &str,
     uri: &CameraUri,
     settings: &PipelineSettings,
     stats: &Arc<CameraStats>,
 ) -> Result<gst::Pipeline, BuildError> {
     let pipeline = gst::Pipeline::with_name(id);
     let src = make("uridecodebin")?;
-    src.set_property("uri", uri.bare());
+    src.set_property("uri", source);
     connect_source_setup(&src, uri);
 
     let queue = make("queue")?;
@@ -166,14 +224,7 @@ pub fn build(
     queue.set_property("max-size-bytes", 0u32);
     queue.set_property("max-size-time", 0u64);
     let pre = make("cudapreprocess")?;
-    let infer = make("trtinfer")?;
-    infer.set_property("model", &settings.model);
-    infer.set_property_from_str("model-type", &settings.model_type);
-    if let Some(labels) = &settings.labels {
-        infer.set_property("labels", labels);
-    }
-    infer.set_property("providers", &settings.providers);
-    infer.set_property("device-id", settings.device_id as i32);
+    let infer = make_infer(settings)?;
     let track = make("infertrack")?;
     let mut chain = vec![queue.clone(), pre.clone(), infer, track];
     for location in [&settings.json, &settings.mqtt].into_iter().flatten() {

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use cudainfer_run::camera_uri::{CameraUri, UriError};
+
 use crate::camera::{Camera, Ending};
-use crate::camera_uri::{CameraUri, UriError};
+use crate::locked::Locked;
 use crate::pipeline::PipelineSettings;
 
 /// Most cameras at once: each holds a pipeline and threads.
@@ -17,6 +19,8 @@ pub enum AddError {
     Uri(#[from] UriError),
     #[error("already {MAX_CAMERAS} cameras: remove one first")]
     Full,
+    #[error("cannot start the camera's thread ({0}): the system's limit on threads or processes is reached; remove cameras or raise the limit")]
+    Resources(std::io::Error),
 }
 
 pub struct Service {
@@ -47,39 +51,44 @@ impl Service {
         loop_file: Option<bool>,
         trusted: bool,
     ) -> Result<Arc<Camera>, AddError> {
-        if !trusted {
+        // Checked here and again, on the resolved path, at every (re)start.
+        let allowed = if trusted {
+            uri.source_uri(None)?;
+            None
+        } else {
             uri.check_allowed(&self.allow_dirs)?;
-        }
-        let mut cameras = self.cameras.lock().unwrap();
+            Some(self.allow_dirs.clone())
+        };
+        let mut cameras = self.cameras.locked();
         if cameras.len() >= MAX_CAMERAS {
             return Err(AddError::Full);
         }
-        let mut next = self.next_id.lock().unwrap();
+        let mut next = self.next_id.locked();
         let n = *next;
-        *next += 1;
         let camera = Camera::start(
             format!("cam-{n}"),
             uri,
+            allowed,
             loop_file.unwrap_or(self.loop_files),
             self.settings.clone(),
-        );
+        )
+        .map_err(AddError::Resources)?;
+        *next += 1;
         cameras.insert(n, camera.clone());
         Ok(camera)
     }
 
-    pub fn get(&self, id: &str) -> Option<Arc<Camera>> {
-        let n = parse_id(id)?;
-        self.cameras.lock().unwrap().get(&n).cloned()
+    /// Camera `cam-{n}`.
+    pub fn get(&self, n: u64) -> Option<Arc<Camera>> {
+        self.cameras.locked().get(&n).cloned()
     }
 
-    /// Stops and removes camera `id`; false when there is none. Returns once
-    /// its pipeline is down, so it publishes nothing more; the frames it had
+    /// Stops and removes camera `cam-{n}`; false when there is none. Returns
+    /// once its pipeline is down, so it publishes nothing more (or after a
+    /// bounded wait for a camera stuck in its source); the frames it had
     /// not yet published are dropped, so that this is prompt.
-    pub fn remove(&self, id: &str) -> bool {
-        let Some(n) = parse_id(id) else {
-            return false;
-        };
-        let camera = self.cameras.lock().unwrap().remove(&n);
+    pub fn remove(&self, n: u64) -> bool {
+        let camera = self.cameras.locked().remove(&n);
         match camera {
             Some(c) => {
                 c.stop(Ending::Discard);
@@ -90,13 +99,19 @@ impl Service {
     }
 
     pub fn list(&self) -> Vec<Arc<Camera>> {
-        self.cameras.lock().unwrap().values().cloned().collect()
+        self.cameras.locked().values().cloned().collect()
+    }
+
+    /// Reopens the results file of every camera (after log rotation); how
+    /// many elements did.
+    pub fn reopen_outputs(&self) -> usize {
+        self.list().iter().map(|c| c.reopen_outputs()).sum()
     }
 
     /// Ends every camera at once (EOS each, every decoded frame published,
     /// outputs flushed) and waits.
     pub fn shutdown(&self) {
-        let cameras: Vec<_> = std::mem::take(&mut *self.cameras.lock().unwrap())
+        let cameras: Vec<_> = std::mem::take(&mut *self.cameras.locked())
             .into_values()
             .collect();
         for c in &cameras {
@@ -106,8 +121,4 @@ impl Service {
             c.stop(Ending::Drain);
         }
     }
-}
-
-fn parse_id(id: &str) -> Option<u64> {
-    id.strip_prefix("cam-")?.parse().ok()
 }

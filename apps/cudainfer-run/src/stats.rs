@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::locked::Locked;
+
 /// Where a camera is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CameraState {
@@ -84,24 +86,21 @@ pub struct Snapshot {
 
 impl CameraStats {
     pub fn set_state(&self, state: CameraState) {
-        *self.state.lock().unwrap() = Some(state);
+        *self.state.locked() = Some(state);
     }
 
     pub fn state(&self) -> CameraState {
-        self.state
-            .lock()
-            .unwrap()
-            .unwrap_or(CameraState::Connecting)
+        self.state.locked().unwrap_or(CameraState::Connecting)
     }
 
     pub fn set_error(&self, text: String) {
-        *self.last_error.lock().unwrap() = Some(text);
+        *self.last_error.locked() = Some(text);
     }
 
     /// A decoded frame enters the inference branch.
     pub fn frame_in(&self, pts: Option<gst::ClockTime>) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
-        let mut t = self.timing.lock().unwrap();
+        let mut t = self.timing.locked();
         if t.pending.len() == MAX_PENDING {
             t.pending.pop_front();
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -114,7 +113,7 @@ impl CameraStats {
     pub fn frame_out(&self, pts: Option<gst::ClockTime>) {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        let mut t = self.timing.lock().unwrap();
+        let mut t = self.timing.locked();
         if let Some(pos) = t.pending.iter().position(|(p, _)| *p == pts) {
             for _ in 0..pos {
                 t.pending.pop_front();
@@ -135,11 +134,11 @@ impl CameraStats {
     /// A flush (loop seek) or a new pipeline: frames in flight are gone by
     /// design, not dropped.
     pub fn forget_in_flight(&self) {
-        self.timing.lock().unwrap().pending.clear();
+        self.timing.locked().pending.clear();
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let t = self.timing.lock().unwrap();
+        let t = self.timing.locked();
         let fps = match (t.outputs.front(), t.outputs.back()) {
             // Stale when the last frame is older than a second or two.
             (Some(first), Some(last))
@@ -163,7 +162,7 @@ impl CameraStats {
             fps,
             p50: pct(0.5),
             p99: pct(0.99),
-            last_error: self.last_error.lock().unwrap().clone(),
+            last_error: self.last_error.locked().clone(),
         }
     }
 }

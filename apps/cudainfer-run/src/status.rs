@@ -5,10 +5,11 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::log::{self, printable, Level};
 use crate::service::Service;
 
 pub fn spawn(service: Arc<Service>) {
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("status".into())
         .spawn(move || {
             let mut drawn = 0;
@@ -23,8 +24,10 @@ pub fn spawn(service: Arc<Service>) {
                 let _ = err.write_all(table.as_bytes());
                 drawn = table.lines().count();
             }
-        })
-        .expect("a thread can be started");
+        });
+    if let Err(e) = spawned {
+        log::event(Level::Warn, "no_status_table", &[("error", &e)]);
+    }
 }
 
 pub fn render(service: &Service) -> String {
@@ -37,7 +40,9 @@ pub fn render(service: &Service) -> String {
     };
     for c in service.list() {
         let s = c.stats.snapshot();
-        let mut uri = c.uri.redacted();
+        // A URI or error may hold any character a file name can: shown
+        // escaped, never as terminal control sequences.
+        let mut uri = printable(&c.uri.redacted());
         if uri.chars().count() > 48 {
             uri = format!(
                 "…{}",

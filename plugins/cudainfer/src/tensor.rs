@@ -18,7 +18,7 @@ pub struct FrameTransform {
 
 impl FrameTransform {
     /// Maps a tensor-space point back to frame pixels.
-    pub fn to_frame(&self, x: f32, y: f32) -> (f32, f32) {
+    pub fn to_frame(self, x: f32, y: f32) -> (f32, f32) {
         (
             (x - self.offset_x) / self.scale_x,
             (y - self.offset_y) / self.scale_y,

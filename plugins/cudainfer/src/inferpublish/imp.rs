@@ -67,6 +67,8 @@ enum Output {
         writer: Box<dyn Write + Send>,
         /// The path, or "stdout", for error messages.
         name: String,
+        /// The file written, which `reopen` opens again (none for stdout).
+        path: Option<PathBuf>,
     },
     Mqtt {
         publisher: Arc<Publisher>,
@@ -121,6 +123,22 @@ impl ObjectImpl for InferPublish {
     fn constructed(&self) {
         self.parent_constructed();
         self.obj().set_passthrough(true);
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![glib::subclass::Signal::builder("reopen")
+                .action()
+                .return_type::<bool>()
+                .class_handler(|args| {
+                    let element = args[0]
+                        .get::<super::InferPublish>()
+                        .expect("the signal's instance");
+                    Some(element.imp().reopen().to_value())
+                })
+                .build()]
+        });
+        SIGNALS.as_ref()
     }
 
     fn properties() -> &'static [glib::ParamSpec] {
@@ -295,6 +313,39 @@ impl InferPublish {
         }
     }
 
+    /// The `reopen` action: a results file is opened again by its path, for
+    /// appending, so that lines go to a new file once the old one was moved
+    /// away (log rotation). True when a file was reopened; false for stdout,
+    /// MQTT or a stopped element. A file that cannot be opened keeps the
+    /// old one, with a warning.
+    fn reopen(&self) -> bool {
+        let mut guard = self.state.lock().unwrap();
+        let Some(Output::Lines {
+            writer,
+            name,
+            path: Some(path),
+        }) = guard.as_mut().map(|s| &mut s.output)
+        else {
+            return false;
+        };
+        match File::options().append(true).create(true).open(&*path) {
+            Ok(file) => {
+                *writer = Box::new(file);
+                true
+            }
+            Err(e) => {
+                let name = name.clone();
+                drop(guard);
+                gst::element_imp_warning!(
+                    self,
+                    gst::ResourceError::OpenWrite,
+                    ("cannot reopen the results file {name}, still writing the old one: {e}")
+                );
+                false
+            }
+        }
+    }
+
     fn open(&self, settings: &Settings) -> Result<Output, gst::ErrorMessage> {
         let location: Location = settings
             .location
@@ -304,6 +355,7 @@ impl InferPublish {
             Location::Stdout => Ok(Output::Lines {
                 writer: Box::new(std::io::stdout()),
                 name: "stdout".into(),
+                path: None,
             }),
             Location::File(path) => {
                 let file = if settings.append {
@@ -325,6 +377,7 @@ impl InferPublish {
                     // Unbuffered: each line goes out in one write (below).
                     writer: Box::new(file),
                     name: format!("'{}'", path.display()),
+                    path: Some(path),
                 })
             }
             Location::Mqtt(target) => self.connect(settings, target),
@@ -538,7 +591,9 @@ impl BaseTransformImpl for InferPublish {
             return Ok(());
         };
         match state.output {
-            Output::Lines { mut writer, name } => {
+            Output::Lines {
+                mut writer, name, ..
+            } => {
                 // Every line was flushed when written; what is left is a line whose write
                 // failed, already reported as an element error.
                 if let Err(e) = writer.flush() {
@@ -609,7 +664,7 @@ impl BaseTransformImpl for InferPublish {
         );
         state.seq += 1;
         match &mut state.output {
-            Output::Lines { writer, name } => {
+            Output::Lines { writer, name, .. } => {
                 // One write per line, flushed: a reader tailing the file sees whole frames, lines
                 // of elements sharing stdout or an appended file do not interleave, and a full
                 // disk fails this frame rather than one much later.
