@@ -3,8 +3,8 @@
 //! removed or the service ends.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cudainfer_run::camera_uri::{redact_text, CameraUri, SourceKind};
@@ -29,10 +29,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(40);
 const EOS_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for a pipeline to reach NULL before the camera goes on.
 const TEARDOWN_WAIT: Duration = Duration::from_secs(3);
-/// Longest wait for a camera's thread to end once asked to: a source stuck
-/// in a call that never returns must not hold a removal or the shutdown.
-/// Past it the thread is left to end on its own.
-const STOP_WAIT: Duration = Duration::from_secs(12);
 
 /// How a camera ends. Either way its outputs are flushed (EOS: JSON lines
 /// complete, MQTT delivered, recordings finalised) before it is down.
@@ -88,13 +84,18 @@ pub struct Camera {
     pub loop_file: bool,
     pub stats: Arc<CameraStats>,
     control: Arc<Control>,
-    /// Gets a message (or is closed) when the camera's thread ends.
-    ended: Mutex<Option<mpsc::Receiver<()>>>,
+    /// Set by the camera's thread as it ends.
+    ended: Arc<AtomicBool>,
     /// The running pipeline, for /metrics to read `trtinfer`'s counters.
     pipeline: Arc<Mutex<Option<gst::Pipeline>>>,
 }
 
 impl Camera {
+    /// Longest wait for a camera's thread to end once asked to: a source
+    /// stuck in a call that never returns must not hold a removal or the
+    /// shutdown. Past it the thread is left to end on its own.
+    pub const STOP_WAIT: Duration = Duration::from_secs(12);
+
     /// Starts the camera's thread; `allowed` (for cameras added through
     /// the API) are the directories a file camera must stay in, checked
     /// again at every (re)start. An error when no thread can be started.
@@ -105,14 +106,15 @@ impl Camera {
         loop_file: bool,
         settings: Arc<PipelineSettings>,
     ) -> std::io::Result<Arc<Camera>> {
-        let (done, ended) = mpsc::channel();
+        let ended = Arc::new(AtomicBool::new(false));
+        let done = ended.clone();
         let camera = Arc::new(Camera {
             id,
             uri,
             loop_file,
             stats: Arc::default(),
             control: Arc::default(),
-            ended: Mutex::new(Some(ended)),
+            ended,
             pipeline: Arc::default(),
         });
         camera.stats.set_state(CameraState::Connecting);
@@ -130,7 +132,7 @@ impl Camera {
             .name(format!("camera {}", camera.id))
             .spawn(move || {
                 worker.run();
-                let _ = done.send(());
+                done.store(true, Ordering::Release);
             })?;
         Ok(camera)
     }
@@ -141,23 +143,22 @@ impl Camera {
         self.control.wake.notify_all();
     }
 
-    /// Ends the camera and waits for its thread, at most [`STOP_WAIT`].
-    pub fn stop(&self, ending: Ending) {
-        self.request_stop(ending);
-        let Some(ended) = self.ended.locked().take() else {
-            return;
-        };
-        if let Err(mpsc::RecvTimeoutError::Timeout) = ended.recv_timeout(STOP_WAIT) {
-            log::event(
-                Level::Warn,
-                "camera_stuck",
-                &[
-                    ("camera", &self.id),
-                    ("waited_ms", &STOP_WAIT.as_millis()),
-                    ("action", &"left to end on its own"),
-                ],
-            );
-        }
+    /// Whether the camera's thread has ended.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Logs that the camera did not end within [`Self::STOP_WAIT`].
+    pub fn report_stuck(&self) {
+        log::event(
+            Level::Warn,
+            "camera_stuck",
+            &[
+                ("camera", &self.id),
+                ("waited_ms", &Self::STOP_WAIT.as_millis()),
+                ("action", &"left to end on its own"),
+            ],
+        );
     }
 
     /// Emits `reopen` on the running pipeline's `inferpublish` elements;

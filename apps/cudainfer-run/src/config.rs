@@ -27,6 +27,7 @@ options:
   --token-file FILE     bearer token for the API (else $CUDAINFER_RUN_TOKEN); required
                         when --http is not a loopback address
   --allow-dir DIR       file:// cameras added through the API must lie under DIR (repeatable)
+  --max-cameras N       most cameras at once; the API answers 409 beyond (default 512)
   --decode auto|gpu|cpu hardware decoding when a GPU is there (auto, default), or forced
   --device-id N         GPU for decoding and inference (default 0)
   --providers LIST      ONNX Runtime providers (default: cuda,cpu with a GPU, else cpu)
@@ -72,6 +73,12 @@ pub enum ConfigError {
     Labels(PathBuf),
 }
 
+/// Most cameras at once unless `--max-cameras` says otherwise: each holds a
+/// pipeline and its threads.
+const DEFAULT_MAX_CAMERAS: usize = 512;
+/// Beyond this a host runs out of threads long before.
+const HARD_MAX_CAMERAS: usize = 4096;
+
 /// Seconds per recorded segment unless `--record-segment` says otherwise.
 const DEFAULT_RECORD_SEGMENT: u64 = 60;
 /// A day: longer segments would hold an unfinalised file for too long.
@@ -104,6 +111,8 @@ struct FileConfig {
     token_file: Option<PathBuf>,
     #[serde(alias = "allow_dirs", alias = "allow-dir")]
     allow_dirs: Option<Vec<PathBuf>>,
+    #[serde(alias = "max_cameras")]
+    max_cameras: Option<usize>,
     decode: Option<Decode>,
     #[serde(alias = "device_id")]
     device_id: Option<u32>,
@@ -128,6 +137,7 @@ pub struct Config {
     pub http: Option<SocketAddr>,
     pub token: Option<String>,
     pub allow_dirs: Vec<PathBuf>,
+    pub max_cameras: usize,
     pub decode: Decode,
     pub device_id: u32,
     pub providers: Option<String>,
@@ -166,6 +176,7 @@ pub fn parse_args(
             Long("http") => cli.http = Some(parser.value()?.string()?),
             Long("token-file") => cli.token_file = Some(parser.value()?.into()),
             Long("allow-dir") => allow_dirs.push(PathBuf::from(parser.value()?)),
+            Long("max-cameras") => cli.max_cameras = Some(parser.value()?.parse()?),
             Long("decode") => {
                 let v = parser.value()?.string()?;
                 cli.decode = Some(match v.as_str() {
@@ -264,6 +275,17 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         .iter()
         .map(|c| CameraUri::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
+    let max_cameras = cli
+        .max_cameras
+        .or(file.max_cameras)
+        .unwrap_or(DEFAULT_MAX_CAMERAS);
+    if !(1..=HARD_MAX_CAMERAS).contains(&max_cameras) || cameras.len() > max_cameras {
+        return Err(ConfigError::Value(
+            "max-cameras",
+            max_cameras.to_string(),
+            "give 1 to 4096, and at least as many as the cameras listed",
+        ));
+    }
     Ok(Config {
         model,
         model_type: cli
@@ -278,6 +300,7 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         http,
         token,
         allow_dirs: cli.allow_dirs.or(file.allow_dirs).unwrap_or_default(),
+        max_cameras,
         decode: cli.decode.or(file.decode).unwrap_or_default(),
         device_id: cli.device_id.or(file.device_id).unwrap_or(0),
         providers: cli.providers.or(file.providers),

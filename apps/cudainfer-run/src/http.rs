@@ -9,9 +9,10 @@
 //!   [`BODY_TIMEOUT`]; a declared length is never allocated;
 //! - at most [`MAX_CONNECTIONS`] connections at once, each a task, not a
 //!   thread: a stalled client holds no worker;
-//! - the service's calls (which may wait for a camera to stop) run on the
-//!   runtime's blocking threads, and a panic in one is a 500 for that
-//!   request only.
+//! - no call blocks a worker (a removal waits for its camera asynchronously)
+//!   and none needs a thread of its own, so the API answers when the
+//!   process can start no more threads; a panic in a request is a 500 for
+//!   that request only.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::camera::Camera;
 use crate::log::{self, Level};
 use crate::metrics;
 use crate::service::{AddError, Service};
@@ -41,8 +43,8 @@ pub const MAX_CONNECTIONS: usize = 512;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Threads that run the connections (the work is small and non-blocking).
 const WORKERS: usize = 2;
-/// Threads for the service's calls that may block.
-const BLOCKING_THREADS: usize = 8;
+/// How often a removal looks whether its camera has ended.
+const STOP_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -89,10 +91,6 @@ pub fn serve(
 ) -> Result<Api, HttpError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
-        .max_blocking_threads(BLOCKING_THREADS)
-        // Kept, not made per call: under a thread limit a blocking call then
-        // finds a thread instead of failing to start one.
-        .thread_keep_alive(Duration::from_secs(24 * 3600))
         .thread_name("http")
         .enable_io()
         .enable_time()
@@ -242,15 +240,33 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
     } else {
         None
     };
-    let service = context.service.clone();
-    tokio::task::spawn_blocking(move || execute(&service, route, add))
-        .await
-        .unwrap_or_else(|_| {
-            Reply::refused(&Refusal::new(
-                500,
-                "internal error in this request (see the service's log); the service goes on",
-            ))
-        })
+    if let Route::DeleteCamera(n) = route {
+        return remove(&context.service, n).await;
+    }
+    execute(&context.service, route, add)
+}
+
+/// Stops camera `cam-{n}` and answers once it is down (its last results
+/// written), or after [`Camera::STOP_WAIT`] for a camera stuck in its
+/// source, without holding a thread meanwhile.
+async fn remove(service: &Service, n: u64) -> Reply {
+    let Some(camera) = service.remove(n) else {
+        return Reply::refused(&Refusal::new(404, "no such camera"));
+    };
+    let waited = std::time::Instant::now();
+    while !camera.ended() {
+        if waited.elapsed() > Camera::STOP_WAIT {
+            camera.report_stuck();
+            break;
+        }
+        tokio::time::sleep(STOP_POLL).await;
+    }
+    Reply {
+        status: 204,
+        content_type: "application/json",
+        body: Vec::new(),
+        headers: Vec::new(),
+    }
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
@@ -271,7 +287,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
     }
 }
 
-/// Carries a decided request out on the service (may block).
+/// Carries a decided request out on the service (quick: nothing waits).
 fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
     let no_camera = || Reply::refused(&Refusal::new(404, "no such camera"));
     match route {
@@ -289,18 +305,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             Some(c) => Reply::json(200, &metrics::view(&c)),
             None => no_camera(),
         },
-        Route::DeleteCamera(n) => {
-            if service.remove(n) {
-                Reply {
-                    status: 204,
-                    content_type: "application/json",
-                    body: Vec::new(),
-                    headers: Vec::new(),
-                }
-            } else {
-                no_camera()
-            }
-        }
+        Route::DeleteCamera(_) => Reply::refused(&Refusal::new(500, "removal not carried out")),
         Route::AddCamera => {
             let Some(AddCamera { uri, loop_file }) = add else {
                 return Reply::refused(&Refusal::new(400, "no camera in the body"));
@@ -314,7 +319,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
                     reply
                 }
                 Err(AddError::Uri(e)) => Reply::refused(&request::uri_refusal(&e)),
-                Err(e @ AddError::Full) => Reply::refused(&Refusal::new(409, e.to_string())),
+                Err(e @ AddError::Full(_)) => Reply::refused(&Refusal::new(409, e.to_string())),
                 Err(e @ AddError::Resources(_)) => {
                     Reply::refused(&Refusal::new(503, e.to_string()))
                 }

@@ -94,6 +94,7 @@ fn run() -> Result<(), RunError> {
         settings,
         config.loop_files,
         config.allow_dirs.clone(),
+        config.max_cameras,
     ));
 
     let (tx, signals_rx) = mpsc::channel();

@@ -10,15 +10,12 @@ use crate::camera::{Camera, Ending};
 use crate::locked::Locked;
 use crate::pipeline::PipelineSettings;
 
-/// Most cameras at once: each holds a pipeline and threads.
-pub const MAX_CAMERAS: usize = 512;
-
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
     #[error(transparent)]
     Uri(#[from] UriError),
-    #[error("already {MAX_CAMERAS} cameras: remove one first")]
-    Full,
+    #[error("already {0} cameras, the most this service runs (--max-cameras): remove one first")]
+    Full(usize),
     #[error("cannot start the camera's thread ({0}): the system's limit on threads or processes is reached; remove cameras or raise the limit")]
     Resources(std::io::Error),
 }
@@ -28,16 +25,23 @@ pub struct Service {
     pub loop_files: bool,
     /// Where file cameras added through the API may lie.
     pub allow_dirs: Vec<PathBuf>,
+    max_cameras: usize,
     cameras: Mutex<BTreeMap<u64, Arc<Camera>>>,
     next_id: Mutex<u64>,
 }
 
 impl Service {
-    pub fn new(settings: PipelineSettings, loop_files: bool, allow_dirs: Vec<PathBuf>) -> Service {
+    pub fn new(
+        settings: PipelineSettings,
+        loop_files: bool,
+        allow_dirs: Vec<PathBuf>,
+        max_cameras: usize,
+    ) -> Service {
         Service {
             settings: Arc::new(settings),
             loop_files,
             allow_dirs,
+            max_cameras,
             cameras: Mutex::default(),
             next_id: Mutex::new(1),
         }
@@ -60,8 +64,8 @@ impl Service {
             Some(self.allow_dirs.clone())
         };
         let mut cameras = self.cameras.locked();
-        if cameras.len() >= MAX_CAMERAS {
-            return Err(AddError::Full);
+        if cameras.len() >= self.max_cameras {
+            return Err(AddError::Full(self.max_cameras));
         }
         let mut next = self.next_id.locked();
         let n = *next;
@@ -83,19 +87,14 @@ impl Service {
         self.cameras.locked().get(&n).cloned()
     }
 
-    /// Stops and removes camera `cam-{n}`; false when there is none. Returns
-    /// once its pipeline is down, so it publishes nothing more (or after a
-    /// bounded wait for a camera stuck in its source); the frames it had
-    /// not yet published are dropped, so that this is prompt.
-    pub fn remove(&self, n: u64) -> bool {
-        let camera = self.cameras.locked().remove(&n);
-        match camera {
-            Some(c) => {
-                c.stop(Ending::Discard);
-                true
-            }
-            None => false,
-        }
+    /// Takes camera `cam-{n}` out and asks it to stop, dropping the frames
+    /// it has not yet published so that this is prompt; `None` when there
+    /// is none. The caller waits for [`Camera::ended`]: until then it may
+    /// still publish.
+    pub fn remove(&self, n: u64) -> Option<Arc<Camera>> {
+        let camera = self.cameras.locked().remove(&n)?;
+        camera.request_stop(Ending::Discard);
+        Some(camera)
     }
 
     pub fn list(&self) -> Vec<Arc<Camera>> {
@@ -117,8 +116,13 @@ impl Service {
         for c in &cameras {
             c.request_stop(Ending::Drain);
         }
-        for c in &cameras {
-            c.stop(Ending::Drain);
+        // One deadline for all: stuck cameras do not add up their waits.
+        let waited = std::time::Instant::now();
+        while !cameras.iter().all(|c| c.ended()) && waited.elapsed() < Camera::STOP_WAIT {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for c in cameras.iter().filter(|c| !c.ended()) {
+            c.report_stuck();
         }
     }
 }

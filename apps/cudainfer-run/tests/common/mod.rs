@@ -335,3 +335,68 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Sends `bytes` as they are on a new connection and reads until the server
+/// closes it or `wait` passes: the reply as text (empty when none came).
+pub fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("the API accepts connections");
+    stream.set_read_timeout(Some(wait)).unwrap();
+    // A server that refuses early may close before reading it all.
+    let _ = stream.write_all(bytes);
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The status code of an HTTP reply's first line.
+pub fn status_of(reply: &str) -> Option<u16> {
+    let mut words = reply.split_whitespace();
+    words.next().filter(|w| w.starts_with("HTTP/"))?;
+    words.next()?.parse().ok()
+}
+
+/// Threads and resident memory (bytes) of process `pid`, from /proc.
+pub fn threads_and_rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("Threads:"), field("VmRSS:") * 1024)
+}
+
+/// The service's binary run to its end with `args`: (exit code, stderr),
+/// killed after `timeout`.
+pub fn run_to_end(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
+    let (k, v) = ort_env();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cudainfer-run"))
+        .args(args)
+        .env(k, v)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the service starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cudainfer-run {args:?} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, reader.join().unwrap())
+}

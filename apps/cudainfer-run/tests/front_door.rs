@@ -1,0 +1,721 @@
+//! The service as an attacker or a careless operator meets it: requests
+//! before authentication that crashed, killed or hung the API, the
+//! token-less API from a web page, special and swapped files, secrets in
+//! error texts, settings that cannot work, signals, and the HTTP details.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TOKEN: &str = "k2J9x7QpL0vR4tZ8mW3n";
+
+/// A file that is no video: a camera on it fails and retries.
+fn broken_clip(path: &Path) {
+    std::fs::write(path, vec![0x5a; 4096]).unwrap();
+}
+
+fn cameras_json(service: &Service, token: Option<&str>) -> Vec<serde_json::Value> {
+    let (status, body) = service.request("GET", "/cameras", None, token);
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn last_error(service: &Service, id: &str) -> String {
+    let (_, body) = service.request("GET", &format!("/cameras/{id}"), None, None);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["last_error"].as_str().unwrap_or("").to_string()
+}
+
+fn alive(service: &mut Service) {
+    assert!(
+        service.child.try_wait().unwrap().is_none(),
+        "the service ended:\n{}",
+        service.log_text()
+    );
+}
+
+/// Without the token: a declared body of 100 GB, bodies of 2^64-1 bytes on
+/// every connection, and heads whose bodies never come. Before, the first
+/// aborted the process, the second panicked every HTTP worker, the third
+/// blocked them all. Now each gets its answer (or a closed connection), the
+/// API answers throughout, and the camera publishes on.
+#[test]
+fn requests_before_authentication_neither_crash_nor_hang_the_api() {
+    let dir = temp_dir("preauth");
+    let clip = small_clip(&dir, 40);
+    let json = dir.join("results.jsonl");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let (model, json_s, tf) = (
+        model(),
+        json.display().to_string(),
+        token_file.display().to_string(),
+    );
+    let uri = format!("file://{}", clip.display());
+    let mut service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--json",
+            &json_s,
+            "--http",
+            "0",
+            "--token-file",
+            &tf,
+            &uri,
+        ],
+        &[],
+    );
+    let addr = service.addr.unwrap();
+    wait_until("cam-1 publishing", Duration::from_secs(60), || {
+        !read_lines(&json).is_empty()
+    });
+    let metrics_ok = || {
+        let started = Instant::now();
+        let (status, _) = http(addr, "GET", "/metrics", None, Some(TOKEN));
+        (status, started.elapsed())
+    };
+
+    let huge = "GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n";
+    let reply = raw(addr, huge.as_bytes(), Duration::from_secs(5));
+    assert_eq!(status_of(&reply), Some(401), "{reply}");
+    alive(&mut service);
+
+    for _ in 0..8 {
+        let max =
+            "POST /cameras HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n";
+        let reply = raw(addr, max.as_bytes(), Duration::from_secs(5));
+        assert!(
+            matches!(status_of(&reply), Some(400 | 401 | 413 | 431) | None),
+            "{reply}"
+        );
+    }
+    alive(&mut service);
+    assert_eq!(metrics_ok().0, 200);
+
+    // Heads whose bodies never come, with and without the token, more than
+    // the old server had workers.
+    let stalled_head = |path: &str, token: bool| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let auth = if token {
+            format!("Authorization: Bearer {TOKEN}\r\n")
+        } else {
+            String::new()
+        };
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    let mut stalled: Vec<TcpStream> = (0..6).map(|_| stalled_head("/cameras", true)).collect();
+    stalled.extend((0..6).map(|_| stalled_head("/metrics", false)));
+    // Half a head, a byte now and then (slowloris).
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let held_since = Instant::now();
+    for _ in 0..5 {
+        let (status, took) = metrics_ok();
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(2), "/metrics took {took:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The authorised body that never comes: 408 after the body timeout.
+    let mut first = stalled.remove(0);
+    first
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reply = String::new();
+    let _ = first.read_to_string(&mut reply);
+    assert_eq!(status_of(&reply), Some(408), "{reply}");
+    assert!(held_since.elapsed() < Duration::from_secs(15));
+    // The half head is dropped after the head timeout.
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = slow.write_all(b"X-A: b\r\n");
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest).is_ok();
+    assert!(closed, "the slow client was not disconnected");
+    assert!(held_since.elapsed() < Duration::from_secs(16));
+    drop(stalled);
+
+    let before = read_lines(&json).len();
+    wait_until("cam-1 publishing on", Duration::from_secs(30), || {
+        read_lines(&json).len() > before
+    });
+    alive(&mut service);
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Under a thread limit a camera that cannot start its thread is a 503
+/// with the reason; the service, its API and the cameras already running go
+/// on (before: a panic under the camera set's lock, then the main thread's
+/// on the poisoned lock, exit 101). `RLIMIT_NPROC` binds only a user
+/// without `CAP_SYS_RESOURCE`, so the service runs as `nobody`, which needs
+/// root here.
+#[test]
+fn a_thread_limit_refuses_cameras_with_503() {
+    if unsafe_is_not_root() {
+        println!("skipped: needs root to run the service as nobody under a thread limit");
+        return;
+    }
+    let dir = temp_dir("nproc");
+    let clip = small_clip(&dir, 200);
+    // nobody reads the clip and writes the results.
+    for p in [dir.as_path(), clip.as_path()] {
+        let _ = std::process::Command::new("chmod")
+            .args(["a+rwx", &p.display().to_string()])
+            .status();
+    }
+    let json = dir.join("results.jsonl");
+    let (k, v) = ort_env();
+    // Threads of every process of nobody count: a limit this process
+    // reaches after a few cameras.
+    let limit = "150";
+    let port = free_port();
+    let (model, json_s, dir_s, port_s) = (
+        model(),
+        json.display().to_string(),
+        dir.display().to_string(),
+        port.to_string(),
+    );
+    let mut child = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "prlimit",
+            &format!("--nproc={limit}"),
+            env!("CARGO_BIN_EXE_cudainfer-run"),
+            "--model",
+            &model,
+            "--json",
+            &json_s,
+            "--http",
+            &port_s,
+            "--allow-dir",
+            &dir_s,
+        ])
+        .env(k, v)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let store = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = store.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("the API", Duration::from_secs(30), || {
+        TcpStream::connect(addr).is_ok()
+    });
+    let body = format!("{{\"uri\": \"file://{}\"}}", clip.display());
+    let mut added = 0;
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, reply) = http(addr, "POST", "/cameras", Some(body.as_bytes()), None);
+        match status {
+            201 => added += 1,
+            503 => {
+                refused = Some(reply);
+                break;
+            }
+            other => panic!("POST /cameras: {other} {reply}\n{}", log.lock().unwrap()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reply =
+        refused.unwrap_or_else(|| panic!("no 503 after {added} cameras:\n{}", log.lock().unwrap()));
+    println!("{added} cameras added, then: {reply}");
+    assert!(reply.contains("limit on threads or processes"), "{reply}");
+    assert!(added >= 1);
+    // The process and its API live on; the first camera publishes on.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "{}",
+        log.lock().unwrap()
+    );
+    let (status, _) = http(addr, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let first = |lines: &[serde_json::Value]| lines_of(lines, "cam-1").len();
+    let before = first(&read_lines(&json));
+    wait_until("cam-1 publishing on", Duration::from_secs(30), || {
+        first(&read_lines(&json)) > before
+    });
+    // Room again after a removal.
+    let (status, _) = http(addr, "DELETE", "/cameras/cam-2", None, None);
+    assert!(status == 204 || status == 404);
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn unsafe_is_not_root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() != "0"
+}
+
+/// Settings that cannot work stop the service at start with a message
+/// that says which and what to do; none shows a secret.
+#[test]
+fn bad_settings_stop_the_start_without_showing_secrets() {
+    let dir = temp_dir("settings");
+    let model = model();
+    let labels = labels();
+    let not_onnx = dir.join("model.onnx");
+    std::fs::write(&not_onnx, "not a model\n").unwrap();
+    let (not_onnx_s, dir_s) = (not_onnx.display().to_string(), dir.display().to_string());
+    let missing_dir = dir.join("missing/r.jsonl").display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--model", &model, "--model-type", "foo", "rtsp://h/x"],
+            "--model-type 'foo' is not a model type: use one of yolox",
+        ),
+        (
+            vec!["--model", &not_onnx_s, "rtsp://h/x"],
+            "the model cannot run with these settings",
+        ),
+        (
+            vec!["--model", &model, "--providers", "bogus", "rtsp://h/x"],
+            "unknown execution provider 'bogus'",
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--labels",
+                "/nonexistent/labels.txt",
+                "rtsp://h/x",
+            ],
+            "is not a readable file",
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--labels",
+                &labels,
+                "--json",
+                "/dev/full",
+                "rtsp://h/x",
+            ],
+            "not a regular file",
+        ),
+        (
+            vec!["--model", &model, "--json", &dir_s, "rtsp://h/x"],
+            "not a regular file",
+        ),
+        (
+            vec!["--model", &model, "--json", &missing_dir, "rtsp://h/x"],
+            "cannot open it for appending",
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "rtsp://user:secretpass/x@127.0.0.1:18554/x",
+            ],
+            "percent-encoded",
+        ),
+        (
+            vec!["--model", &model, "rtmp://admin:secretpass@h/x"],
+            "scheme 'rtmp' is not a camera source",
+        ),
+        (
+            vec![
+                "--model",
+                &model,
+                "--once",
+                "--max-cameras",
+                "1",
+                "rtsp://h/a",
+                "rtsp://h/b",
+            ],
+            "--max-cameras: '1' is not valid",
+        ),
+    ];
+    for (args, expected) in &cases {
+        let (code, err) = run_to_end(args, Duration::from_secs(30));
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("secretpass"), "{args:?}: {err}");
+    }
+    // The config file's excerpt is not printed: its line holds the secret.
+    let config = dir.join("c.toml");
+    for text in [
+        "cameras = \"rtsp://admin:secretpass@10.0.0.5/s\"\n".to_string(),
+        format!("model = \"{model}\"\ntoken = \"secretpass-secretpass\"\n"),
+    ] {
+        std::fs::write(&config, text).unwrap();
+        let (code, err) = run_to_end(
+            &["--config", &config.display().to_string()],
+            Duration::from_secs(30),
+        );
+        assert_eq!(code, Some(2), "{err}");
+        assert!(err.contains("line 1") || err.contains("line 2"), "{err}");
+        assert!(!err.contains("secretpass"), "{err}");
+    }
+    // A results file the service may not write (as nobody: root writes any).
+    if !unsafe_is_not_root() {
+        let read_only = dir.join("ro.jsonl");
+        std::fs::write(&read_only, "").unwrap();
+        let _ = std::process::Command::new("chmod")
+            .args(["a+rx", &dir_s])
+            .status();
+        let (k, v) = ort_env();
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_cudainfer-run"))
+            .args([
+                "--model",
+                &model,
+                "--json",
+                &read_only.display().to_string(),
+                "rtsp://h/x",
+            ])
+            .env(k, v)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("cannot open it for appending"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A FIFO is no camera: refused when added and on the command line (it
+/// made DELETE and SIGTERM wait forever). A file swapped after it was
+/// added (for a link out of --allow-dir, for a FIFO) is refused at the
+/// camera's next start, and removing it is prompt.
+#[test]
+fn special_and_swapped_files_are_refused() {
+    let dir = temp_dir("special");
+    let allowed = dir.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let fifo = allowed.join("fifo.mp4");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let model = model();
+    let fifo_uri = format!("file://{}", fifo.display());
+    let (code, err) = run_to_end(&["--model", &model, &fifo_uri], Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is not a regular file"), "{err}");
+
+    let outside = small_clip(&dir, 20);
+    let camera = allowed.join("camera.mkv");
+    broken_clip(&camera);
+    let json = dir.join("results.jsonl");
+    let (json_s, allowed_s) = (json.display().to_string(), allowed.display().to_string());
+    let mut service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--json",
+            &json_s,
+            "--http",
+            "0",
+            "--allow-dir",
+            &allowed_s,
+        ],
+        &[],
+    );
+    let (status, reply) = service.request(
+        "POST",
+        "/cameras",
+        Some(format!("{{\"uri\": \"{fifo_uri}\"}}").as_bytes()),
+        None,
+    );
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.contains("not a regular file"), "{reply}");
+    let body = format!("{{\"uri\": \"file://{}\"}}", camera.display());
+    let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
+    assert_eq!(status, 201, "{reply}");
+    wait_until("cam-1 failing", Duration::from_secs(30), || {
+        !last_error(&service, "cam-1").is_empty()
+    });
+    // Swapped for a link to a good clip outside: refused, never played.
+    std::fs::remove_file(&camera).unwrap();
+    std::os::unix::fs::symlink(&outside, &camera).unwrap();
+    wait_until("the link refused", Duration::from_secs(30), || {
+        last_error(&service, "cam-1").contains("outside the allowed directories")
+    });
+    // Swapped for a FIFO: refused, not opened.
+    std::fs::remove_file(&camera).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&camera)
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the FIFO refused", Duration::from_secs(30), || {
+        last_error(&service, "cam-1").contains("not a regular file")
+    });
+    assert!(read_lines(&json).is_empty(), "the camera published");
+    let started = Instant::now();
+    let (status, _) = service.request("DELETE", "/cameras/cam-1", None, None);
+    assert_eq!(status, 204);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    alive(&mut service);
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The token-less loopback API refuses what a web page could send: a
+/// cross-origin form post, a JSON post from another origin, a rebound DNS
+/// name; files outside --allow-dir get one answer whether they exist or
+/// not; ids have one spelling; the HTTP details are right.
+#[test]
+fn the_tokenless_api_refuses_web_pages_and_answers_exactly() {
+    let dir = temp_dir("browser");
+    let allowed = dir.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let clip = small_clip(&allowed, 50);
+    std::fs::write(dir.join("secret.txt"), "x").unwrap();
+    let model = model();
+    let json = dir.join("results.jsonl");
+    let (json_s, allowed_s) = (json.display().to_string(), allowed.display().to_string());
+    let uri = format!("file://{}", clip.display());
+    let mut service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--json",
+            &json_s,
+            "--http",
+            "0",
+            "--allow-dir",
+            &allowed_s,
+            "--max-cameras",
+            "2",
+            &uri,
+        ],
+        &[],
+    );
+    let addr = service.addr.unwrap();
+    let body = format!("{{\"uri\": \"{uri}\"}}");
+    let post = |extra: &str, content_type: &str| {
+        let request = format!(
+            "POST /cameras HTTP/1.1\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        raw(addr, request.as_bytes(), Duration::from_secs(10))
+    };
+    let local = format!("Host: {addr}\r\n");
+    let cases = [
+        (format!("{local}Origin: http://evil\r\n"), "text/plain", 403),
+        (
+            format!("{local}Origin: http://evil\r\n"),
+            "application/json",
+            403,
+        ),
+        ("Host: rebind.evil\r\n".to_string(), "application/json", 403),
+        (
+            format!("Host: rebind.evil:{}\r\n", addr.port()),
+            "application/json",
+            403,
+        ),
+        (local.clone(), "text/plain", 415),
+        (local.clone(), "application/x-www-form-urlencoded", 415),
+    ];
+    for (extra, content_type, expected) in &cases {
+        let reply = post(extra, content_type);
+        assert_eq!(
+            status_of(&reply),
+            Some(*expected),
+            "{extra} {content_type}: {reply}"
+        );
+    }
+    assert_eq!(cameras_json(&service, None).len(), 1, "a camera was added");
+    // What a tool sends is accepted; the limit answers 409.
+    let reply = post(&local, "application/json");
+    assert_eq!(status_of(&reply), Some(201), "{reply}");
+    let reply = post(&local, "application/json; charset=utf-8");
+    assert_eq!(status_of(&reply), Some(409), "{reply}");
+    assert!(reply.contains("--max-cameras"), "{reply}");
+
+    // No file-existence oracle outside --allow-dir.
+    let outside = |name: &str| {
+        let body = format!("{{\"uri\": \"file://{}/{name}\"}}", dir.display());
+        service.request("POST", "/cameras", Some(body.as_bytes()), None)
+    };
+    let (a, a_reply) = outside("secret.txt");
+    let (b, b_reply) = outside("nonexistent.txt");
+    assert_eq!((a, b), (403, 403), "{a_reply} {b_reply}");
+    assert_eq!(
+        a_reply.replace("secret.txt", "X"),
+        b_reply.replace("nonexistent.txt", "X")
+    );
+
+    // One camera, one name.
+    for id in ["cam-01", "cam-+1", "cam-1%20"] {
+        let (status, _) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
+        assert_eq!(status, 404, "{id}");
+    }
+    let ids: Vec<String> = cameras_json(&service, None)
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["cam-1", "cam-2"]);
+
+    // 405 says what is allowed; an HTTP/2.0 request line gets an answer.
+    let reply = raw(
+        addr,
+        format!("PUT /cameras HTTP/1.1\r\n{local}Connection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(status_of(&reply), Some(405), "{reply}");
+    assert!(
+        reply
+            .to_ascii_lowercase()
+            .contains("\r\nallow: get, post\r\n"),
+        "{reply}"
+    );
+    let reply = raw(
+        addr,
+        format!("GET /metrics HTTP/2.0\r\n{local}\r\n").as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert!(
+        matches!(status_of(&reply), Some(400 | 505)),
+        "no answer to HTTP/2.0: {reply:?}"
+    );
+    alive(&mut service);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Credentials with an unencoded '/' are refused, quoting nothing; raw
+/// control characters from a folder's name reach neither the log nor the
+/// status table.
+#[test]
+fn odd_uris_leak_no_secret_and_no_control_characters() {
+    let dir = temp_dir("odd");
+    let crafted = dir.join("a\u{1b}[31mRED\rlevel=error");
+    std::fs::create_dir_all(&crafted).unwrap();
+    broken_clip(&crafted.join("c.mkv"));
+    let encoded: String = crafted
+        .join("c.mkv")
+        .display()
+        .to_string()
+        .replace('\u{1b}', "%1B")
+        .replace('\r', "%0D");
+    let model = model();
+    let camera = format!("file://{encoded}");
+    let mut service = Service::start(
+        &["--model", &model, "--http", "0", "--status", &camera],
+        &[],
+    );
+    wait_until(
+        "the crafted camera failing",
+        Duration::from_secs(30),
+        || !last_error(&service, "cam-1").is_empty(),
+    );
+    // Two status tables drawn at least.
+    std::thread::sleep(Duration::from_millis(2500));
+    let body = br#"{"uri": "rtsp://user:secretpass/x@127.0.0.1:18554/x"}"#;
+    let (status, reply) = service.request("POST", "/cameras", Some(body), None);
+    assert_eq!(status, 400, "{reply}");
+    assert!(!reply.contains("secretpass"), "{reply}");
+    let (_, cameras) = service.request("GET", "/cameras", None, None);
+    alive(&mut service);
+    let log = service.log_text();
+    for (what, text) in [("log", &log), ("reply", &reply), ("cameras", &cameras)] {
+        assert!(
+            !text.contains("secretpass"),
+            "the password is in the {what}"
+        );
+        assert!(!text.contains("\u{1b}[31m"), "raw ESC in the {what}");
+        assert!(!text.contains('\r'), "raw CR in the {what}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// SIGHUP reopens the results file (log rotation) and ends nothing: the
+/// recording goes on, lines go to the new file, SIGTERM still finalises.
+#[test]
+fn sighup_reopens_the_results_file() {
+    let dir = temp_dir("sighup");
+    let clip = small_clip(&dir, 50);
+    let json = dir.join("results.jsonl");
+    let rotated = dir.join("results.jsonl.1");
+    let record = dir.join("rec");
+    std::fs::create_dir_all(&record).unwrap();
+    let (model, json_s, record_s) = (
+        model(),
+        json.display().to_string(),
+        record.display().to_string(),
+    );
+    let uri = format!("file://{}", clip.display());
+    let mut service = Service::start(
+        &[
+            "--model", &model, "--json", &json_s, "--record", &record_s, "--http", "0", &uri,
+        ],
+        &[],
+    );
+    wait_until("lines", Duration::from_secs(60), || {
+        read_lines(&json).len() >= 5
+    });
+    std::fs::rename(&json, &rotated).unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &service.child.id().to_string()])
+        .status();
+    service.wait_log("event=outputs_reopened", Duration::from_secs(10));
+    wait_until("lines in the new file", Duration::from_secs(30), || {
+        read_lines(&json).len() >= 3
+    });
+    alive(&mut service);
+    let old = read_lines(&rotated);
+    let new = read_lines(&json);
+    // The lines continue across the two files, none lost or doubled.
+    let seq = |l: &serde_json::Value| l["seq"].as_u64().unwrap();
+    let last_old = old.iter().map(seq).max().unwrap();
+    let first_new = new.iter().map(seq).min().unwrap();
+    assert_eq!(
+        first_new,
+        last_old + 1,
+        "old ends at {last_old}, new starts at {first_new}"
+    );
+    let status = service.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}");
+    let segments: Vec<_> = std::fs::read_dir(&record)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert!(!segments.is_empty());
+    assert!(
+        segments.iter().all(|&n| n > 0),
+        "an empty recording: {segments:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
