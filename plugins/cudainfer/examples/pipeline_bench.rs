@@ -3,8 +3,9 @@
 //!
 //!   pipeline_bench MEDIA MODEL [--streams N,...] [--loops K] [--modes decode,full,full-queued,download,preprocess]
 //!                  [--infer "PROP=VALUE ..."] [--plot FILE.png] [--gpus 0,1]
-//!                  [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT]
-//!                  [--variant "NAME:PROP=VALUE ..."]...
+//!                  [--live [--latency-ms MS] [--seconds S]
+//!                          [--find-capacity [--max-runs K] [--budget-s S]]]
+//!                  [--decoder ELEMENT] [--variant "NAME:PROP=VALUE ..."]...
 //!
 //! `--infer` adds properties to every trtinfer (say `tf32=true`);
 //! `--variant` (repeatable, not with `--live`) runs each `full*` mode once per
@@ -20,7 +21,26 @@
 //! common/live.rs): per N, a table per GPU of frames delivered, decoded,
 //! lost and late, source-to-sink latency, NVDEC and SM utilisation, and the
 //! start-up time apart; `--latency-ms` is the latency budget (default 100),
-//! `--seconds` stops a run early. `--decoder` replaces
+//! `--seconds` stops a run early. After each table, a stage table: the
+//! steady state's p50 and p99 (ms, all streams) from the decoder's src pad
+//! to cudapreprocess's src pad, on to trtinfer's sink pad (where the frame
+//! joins the shared batcher), to trtinfer's src pad (batch wait, run and
+//! putting the frames back in order), to the sink, and decoder→sink, each
+//! frame found again at every pad by its PTS; then `infer0`'s
+//! `batch-timing` (its session's last batches: wait and run p50/p99, mean
+//! batch size), read before the pipeline stops.
+//! `--find-capacity` (with `--live`; `--streams LO,HI`, two values, the
+//! bounds) bisects, for each of `--modes` (default `decode,full`), the
+//! largest N in LO..=HI that passes, each N its own run, at most
+//! `--max-runs` (default 7) runs a mode; `--budget-s` shares that many
+//! seconds between the modes and starts no run that would not end in its
+//! mode's share (so an outer `timeout` still gets the results). It prints
+//! every run's tables, then per mode a table of the N tried and a line
+//! `CAPACITY mode=M streams=N first_fail=F runs=R exact=B` (N = 0 when none
+//! passed; F = none when HI passed; not exact: the capacity is N..F-1),
+//! `CAPACITY ratio=full/decode=R`, and the stage tables of the full
+//! pipeline at its capacity and at N=64 when 64 was among its runs.
+//! `--decoder` replaces
 //! the NVIDIA decoder (`avdec_h264` tries the benchmark without a GPU, with
 //! `--infer providers=cpu`).
 //!
@@ -56,6 +76,9 @@ use nvml::Nvml;
 
 #[path = "common/live.rs"]
 mod live;
+
+#[path = "common/capacity.rs"]
+mod capacity;
 
 use gstcudainfer::cuda::placement;
 
@@ -157,6 +180,12 @@ struct Args {
     seconds: Option<u64>,
     /// Replaces the NVIDIA decoder of every device.
     decoder: Option<String>,
+    /// Live: bisect the largest N between the two `streams`.
+    find_capacity: bool,
+    /// Runs per mode of a capacity search.
+    max_runs: usize,
+    /// Wall-clock seconds for the whole capacity search.
+    budget_s: Option<u64>,
 }
 
 impl Args {
@@ -176,7 +205,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     let usage = "usage: pipeline_bench MEDIA MODEL [--streams 1,2,...] [--loops K] \
                  [--modes decode,full,full-queued,download,preprocess] [--infer \"PROP=VALUE ...\"] [--plot FILE.png] \
-                 [--gpus 0,1] [--live [--latency-ms MS] [--seconds S]] [--decoder ELEMENT] \
+                 [--gpus 0,1] [--live [--latency-ms MS] [--seconds S] \
+                 [--find-capacity [--max-runs K] [--budget-s S]]] [--decoder ELEMENT] \
                  [--variant \"NAME:PROP=VALUE ...\"]...";
     let media = it.next().expect(usage);
     let model = it.next().expect(usage);
@@ -196,11 +226,18 @@ fn parse_args() -> Args {
         latency_ms: 100,
         seconds: None,
         decoder: None,
+        find_capacity: false,
+        max_runs: 7,
+        budget_s: None,
     };
     let mut modes_set = false;
     while let Some(flag) = it.next() {
         if flag == "--live" {
             args.live = true;
+            continue;
+        }
+        if flag == "--find-capacity" {
+            args.find_capacity = true;
             continue;
         }
         let value = it.next().expect(usage);
@@ -216,6 +253,8 @@ fn parse_args() -> Args {
             "--gpus" => args.gpus = value.split(',').map(|v| v.parse().expect(usage)).collect(),
             "--latency-ms" => args.latency_ms = value.parse().expect(usage),
             "--seconds" => args.seconds = Some(value.parse().expect(usage)),
+            "--max-runs" => args.max_runs = value.parse().expect(usage),
+            "--budget-s" => args.budget_s = Some(value.parse().expect(usage)),
             "--decoder" => args.decoder = Some(value),
             "--infer" => args.infer_properties = value,
             "--variant" => {
@@ -227,9 +266,24 @@ fn parse_args() -> Args {
             _ => panic!("{usage}"),
         }
     }
-    // Live: the pipeline with inference unless asked otherwise.
+    // Live: the pipeline with inference unless asked otherwise; a capacity
+    // search compares it with decoding alone.
     if args.live && !modes_set {
-        args.modes = vec!["full".into()];
+        args.modes = if args.find_capacity {
+            vec!["decode".into(), "full".into()]
+        } else {
+            vec!["full".into()]
+        };
+    }
+    if args.find_capacity {
+        let bounds_ok = matches!(args.streams[..], [lo, hi] if 1 <= lo && lo <= hi);
+        if !args.live || !bounds_ok || args.max_runs == 0 {
+            eprintln!(
+                "--find-capacity needs --live and --streams LO,HI (1 <= LO <= HI), the bounds of the \
+                 search, and --max-runs of at least 1"
+            );
+            std::process::exit(2);
+        }
     }
     if args.live && !args.variants.is_empty() {
         eprintln!("--variant is for the throughput runs, not --live: run --live once per variant");
@@ -254,6 +308,7 @@ fn variants_of(args: &Args, mode: &str) -> Vec<(String, String)> {
 /// clock before the decoder, into a sink that does not synchronise.
 /// `variant` adds trtinfer properties after `--infer`'s.
 fn branch(args: &Args, mode: &str, variant: &str, streams: usize, i: usize) -> String {
+    // Named so that the live stage probes find them.
     let device = args.device(streams, i);
     let infer = format!(
         "cudapreprocess name=pre{i} device-id={device} ! trtinfer name=infer{i} model={} \
@@ -264,7 +319,7 @@ fn branch(args: &Args, mode: &str, variant: &str, streams: usize, i: usize) -> S
         "decode" => String::new(),
         "full" => format!(" ! {infer}"),
         "full-queued" => format!(" ! queue ! {infer}"),
-        "preprocess" => " ! cudapreprocess width=416 height=416".into(),
+        "preprocess" => format!(" ! cudapreprocess name=pre{i} width=416 height=416"),
         "download" => " ! cudadownload ! video/x-raw".into(),
         other => panic!("unknown mode {other}"),
     };
@@ -408,64 +463,97 @@ fn run(
 
 use live::percentile;
 
+/// What every live run of an invocation shares.
+struct LiveContext {
+    clip: Arc<live::Clip>,
+    period: Duration,
+    nvml: std::collections::HashMap<u32, Arc<Nvml>>,
+    budget: Duration,
+}
+
+impl LiveContext {
+    /// Reads the clip and opens NVML; prints the header of the output.
+    fn open(args: &Args) -> LiveContext {
+        let (clip, period) = live::read_clip(&args.media)
+            .and_then(|c| Ok((c.frame_period()?, c)))
+            .map(|(period, clip)| (Arc::new(clip), period))
+            .unwrap_or_else(|e| {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            });
+        let nvml: std::collections::HashMap<u32, Arc<Nvml>> = args
+            .gpus
+            .iter()
+            .filter_map(|&d| Nvml::open_device(d).map(|n| (d, Arc::new(n))))
+            .collect();
+        if nvml.is_empty() {
+            eprintln!("NVML not available: no utilisation columns");
+        }
+        println!(
+            "## live: {} at {:.2} fps per stream, latency budget {} ms, GPUs {:?} (decoders {})",
+            args.media,
+            1.0 / period.as_secs_f64(),
+            args.latency_ms,
+            args.gpus,
+            args.gpus
+                .iter()
+                .map(|&d| args.decoder(d))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        LiveContext {
+            clip,
+            period,
+            nvml,
+            budget: Duration::from_millis(args.latency_ms),
+        }
+    }
+
+    /// One live run of `mode` with `streams` streams; prints its tables
+    /// (or why it failed) and returns it with its verdict.
+    fn run(&self, args: &Args, mode: &str, streams: usize) -> Option<(live::LiveResult, bool)> {
+        eprintln!("live {mode} with {streams} stream(s)...");
+        let setup = live::LiveSetup {
+            clip: self.clip.clone(),
+            loops: args.loops,
+            branches: (0..streams)
+                .map(|i| branch(args, mode, "", streams, i))
+                .collect(),
+            devices: (0..streams).map(|i| args.device(streams, i)).collect(),
+            latency: self.budget,
+            period: self.period,
+            limit: args.seconds.map(Duration::from_secs),
+            nvml: &self.nvml,
+        };
+        let outcome = match live::run_live(&setup) {
+            Ok(result) => {
+                println!("\nmode {mode}:");
+                live::print_table(streams, &result, self.budget);
+                live::print_stages(streams, &result);
+                let passed = live::meets(&result, self.budget);
+                Some((result, passed))
+            }
+            Err(e) => {
+                println!("\nmode {mode}, {streams} streams: FAILED: {e}");
+                println!("LIVE streams={streams} pass=false error");
+                None
+            }
+        };
+        // Results come before the run ends: a script's `timeout` keeps them.
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        outcome
+    }
+}
+
 /// `--live`: one run per N and mode, a table each.
 fn main_live(args: &Args) {
-    let (clip, period) = live::read_clip(&args.media)
-        .and_then(|c| Ok((c.frame_period()?, c)))
-        .map(|(period, clip)| (Arc::new(clip), period))
-        .unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        });
-    let nvml: std::collections::HashMap<u32, Arc<Nvml>> = args
-        .gpus
-        .iter()
-        .filter_map(|&d| Nvml::open_device(d).map(|n| (d, Arc::new(n))))
-        .collect();
-    if nvml.is_empty() {
-        eprintln!("NVML not available: no utilisation columns");
-    }
-    let budget = Duration::from_millis(args.latency_ms);
-    println!(
-        "## live: {} at {:.2} fps per stream, latency budget {} ms, GPUs {:?} (decoders {})",
-        args.media,
-        1.0 / period.as_secs_f64(),
-        args.latency_ms,
-        args.gpus,
-        args.gpus
-            .iter()
-            .map(|&d| args.decoder(d))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let ctx = LiveContext::open(args);
     let mut best: Option<usize> = None;
     for mode in &args.modes {
         for &streams in &args.streams {
-            eprintln!("live {mode} with {streams} stream(s)...");
-            let setup = live::LiveSetup {
-                clip: clip.clone(),
-                loops: args.loops,
-                branches: (0..streams)
-                    .map(|i| branch(args, mode, "", streams, i))
-                    .collect(),
-                devices: (0..streams).map(|i| args.device(streams, i)).collect(),
-                latency: budget,
-                period,
-                limit: args.seconds.map(Duration::from_secs),
-                nvml: &nvml,
-            };
-            match live::run_live(&setup) {
-                Ok(result) => {
-                    println!("\nmode {mode}:");
-                    live::print_table(streams, &result, budget);
-                    if live::meets(&result, budget) {
-                        best = best.max(Some(streams));
-                    }
-                }
-                Err(e) => {
-                    println!("\nmode {mode}, {streams} streams: FAILED: {e}");
-                    println!("LIVE streams={streams} pass=false error");
-                }
+            if let Some((_, true)) = ctx.run(args, mode, streams) {
+                best = best.max(Some(streams));
             }
         }
     }
@@ -475,10 +563,144 @@ fn main_live(args: &Args) {
     );
 }
 
+/// One N of a capacity search: its verdict and, where it ran, its result.
+struct Tried {
+    streams: usize,
+    passed: bool,
+    result: Option<live::LiveResult>,
+}
+
+/// `--live --find-capacity`: per mode, the largest N in LO..=HI that
+/// passes, by bisection ([`capacity::bisect`]).
+fn main_capacity(args: &Args) {
+    let ctx = LiveContext::open(args);
+    let (lo, hi) = (args.streams[0], args.streams[1]);
+    println!(
+        "## capacity search: modes {}, N in {lo}..={hi}, at most {} runs a mode{}{}",
+        args.modes.join(", "),
+        args.max_runs,
+        args.seconds
+            .map_or(String::new(), |s| format!(", each at most {s} s")),
+        args.budget_s
+            .map_or(String::new(), |b| format!(", {b} s in all"))
+    );
+    let started = Instant::now();
+    // The longest run so far: what the next one is expected to take.
+    let mut longest = Duration::from_secs(args.seconds.unwrap_or(0));
+    let mut found: Vec<(String, capacity::Search, Vec<Tried>)> = Vec::new();
+    let modes = args.modes.len() as u32;
+    for (m, mode) in args.modes.iter().enumerate() {
+        // Each mode's share of the budget; what one leaves goes to the next.
+        let deadline = args
+            .budget_s
+            .map(|b| started + Duration::from_secs(b) * (m as u32 + 1) / modes);
+        let mut tried: Vec<Tried> = Vec::new();
+        let search = capacity::bisect(lo, hi, args.max_runs, |n| {
+            if deadline.is_some_and(|d| Instant::now() + longest > d) {
+                eprintln!("capacity {mode}: no time left for a run of {n} streams");
+                return None;
+            }
+            let at = Instant::now();
+            let outcome = ctx.run(args, mode, n);
+            longest = longest.max(at.elapsed());
+            let passed = outcome.as_ref().is_some_and(|o| o.1);
+            eprintln!(
+                "capacity {mode}: {n} streams {}",
+                if passed { "PASS" } else { "FAIL" }
+            );
+            tried.push(Tried {
+                streams: n,
+                passed,
+                result: outcome.map(|o| o.0),
+            });
+            Some(passed)
+        });
+        print_search(mode, &search, &tried);
+        found.push((mode.clone(), search, tried));
+    }
+    let capacity_of = |mode: &str| {
+        found
+            .iter()
+            .find(|f| f.0 == mode)
+            .map(|f| f.1.capacity.unwrap_or(0))
+    };
+    if let (Some(decode), Some(full)) = (capacity_of("decode"), capacity_of("full")) {
+        println!(
+            "CAPACITY ratio=full/decode={}",
+            if decode > 0 {
+                format!("{:.3}", full as f64 / decode as f64)
+            } else {
+                "none".into()
+            }
+        );
+    }
+    let Some((_, search, tried)) = found.iter().find(|f| f.0 == "full") else {
+        return;
+    };
+    let result_at = |n: usize| {
+        tried
+            .iter()
+            .find(|t| t.streams == n)
+            .and_then(|t| t.result.as_ref())
+    };
+    println!();
+    match search.capacity.and_then(|n| Some((n, result_at(n)?))) {
+        Some((n, result)) => {
+            println!("### the full pipeline at its capacity, {n} streams (its last passing run)");
+            live::print_stages(n, result);
+        }
+        None => println!("### the full pipeline passed at no N: no stage table at its capacity"),
+    }
+    println!();
+    match result_at(64) {
+        Some(result) => {
+            println!("### the full pipeline at 64 streams");
+            live::print_stages(64, result);
+        }
+        None => println!(
+            "### the full pipeline at 64 streams: not among its runs (run --live --streams 64 for its stage table)"
+        ),
+    }
+}
+
+/// A mode's runs, then its `CAPACITY` line.
+fn print_search(mode: &str, search: &capacity::Search, tried: &[Tried]) {
+    let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
+    println!();
+    println!("### capacity, mode {mode}: the N tried, in order");
+    println!("| N | verdict | decoder→sink p99 ms | lost | late | delivered / real rate | steady state s |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for t in tried {
+        match &t.result {
+            Some(r) => println!(
+                "| {} | {} | {} | {} | {} | {} | {:.1} |",
+                t.streams,
+                if t.passed { "PASS" } else { "FAIL" },
+                ms(r.total.p99_ms),
+                r.total.lost,
+                r.total.late,
+                r.total.kept_up.map_or(String::new(), |k| format!("{k:.3}")),
+                r.seconds
+            ),
+            None => println!("| {} | FAIL (error, see above) | | | | | |", t.streams),
+        }
+    }
+    println!(
+        "CAPACITY mode={mode} streams={} first_fail={} runs={} exact={}",
+        search.capacity.unwrap_or(0),
+        search.first_fail.map_or("none".into(), |f| f.to_string()),
+        search.tried.len(),
+        search.exact
+    );
+}
+
 fn main() {
     let args = parse_args();
     gst::init().unwrap();
     gstcudainfer::plugin_register_static().unwrap();
+    if args.find_capacity {
+        return main_capacity(&args);
+    }
     if args.live {
         return main_live(&args);
     }

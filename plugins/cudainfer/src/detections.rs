@@ -45,6 +45,29 @@ pub struct Detection {
     pub classifications: Vec<Classification>,
     /// The object's track, once a tracker has seen it.
     pub track: Option<Track>,
+    /// The box is the tracker's prediction on a frame that was not
+    /// inferred (see [`FrameDetections::skipped`]), not a detection.
+    pub predicted: bool,
+}
+
+/// Why `trtinfer` passed a frame on without running the model on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Between two inferred frames of `interval`.
+    Interval,
+    /// The result would have come later than `latency-budget`
+    /// (`overload=skip`).
+    Overload,
+}
+
+impl Skip {
+    /// The name in the JSON lines (`skipped`) and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::Interval => "interval",
+            Skip::Overload => "overload",
+        }
+    }
 }
 
 /// Where an object's track stands.
@@ -103,6 +126,9 @@ pub struct FrameDetections {
     /// Size of the frame the model ran on, which the classes' metas cover.
     pub frame_width: u32,
     pub frame_height: u32,
+    /// Set when the model did not run on this frame: `detections` are then
+    /// empty, or the tracker's predictions (each `predicted`).
+    pub skipped: Option<Skip>,
 }
 
 #[derive(Clone, Debug, glib::Boxed)]
@@ -203,6 +229,7 @@ impl FrameDetections {
                         .field("id", track.id)
                         .field("age", track.age)
                         .field("state", track.state.as_str())
+                        .field("predicted", d.predicted)
                         .build(),
                 );
             }

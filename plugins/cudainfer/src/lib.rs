@@ -47,7 +47,7 @@ mod inferpublish;
 mod infertrack;
 mod trtinfer;
 
-pub use detections::{Classification, Detection, FrameDetections, Track, TrackState};
+pub use detections::{Classification, Detection, FrameDetections, Skip, Track, TrackState};
 pub use raw_outputs::RawTensor;
 
 /// The decoder element of a codec on a CUDA device, for applications that

@@ -20,8 +20,8 @@
 //! Per frame, keyed by PTS: when the source delivered it (the running time
 //! identity released it at: its PTS, since the feeder sends no DTS, as a
 //! camera's depayloader), when it left the decoder and when it reached the
-//! sink. The end-to-end latency is the scale issue's: decoder output to
-//! sink, what the pipeline adds. The source-to-sink time is shown beside it:
+//! sink. The end-to-end latency that a run is judged on is decoder output
+//! to sink, what the pipeline adds. The source-to-sink time is shown beside it:
 //! it adds decoding and the stream's reordering (a clip with B-frames holds
 //! a frame until the frames it precedes in display order are decoded: with
 //! `dog_1080p.mp4`'s up to 3 frames, 100 ms at 30 fps, before any inference).
@@ -39,6 +39,13 @@
 //! sinks are back to the sources' rate (`caught_up`). A run that never gets
 //! there, or whose sources could not deliver at their real rate in the
 //! steady state (`KEPT_UP`: the pipeline held them back), fails.
+//!
+//! To locate where that time goes, the same frame is also stamped at
+//! cudapreprocess's src pad and at trtinfer's sink and src pads (`pre{i}`,
+//! `infer{i}`, where the mode has them), found again by its PTS in the
+//! stream's table of frames in transit (one lock per stream, one lookup per
+//! pad), and the steady state's stage times are reported beside trtinfer's
+//! own `batch-timing` of its shared session.
 //!
 //! Included with `#[path = "common/live.rs"] mod live;`.
 
@@ -75,13 +82,28 @@ struct Arrival {
     end_to_end_ms: f64,
     /// Decoder src pad to sink pad: pre-processing, batching, inference.
     after_decoder_ms: f64,
+    /// When it passed the pads between decoder and sink.
+    marks: Marks,
+}
+
+/// When a frame passed each probed pad on its way (where the branch has
+/// that element).
+#[derive(Default, Clone, Copy)]
+struct Marks {
+    left_decoder: Option<Instant>,
+    /// cudapreprocess's src pad: its tensor launched (host side).
+    preprocessed: Option<Instant>,
+    /// trtinfer's sink pad: handed to the shared batcher.
+    infer_in: Option<Instant>,
+    /// trtinfer's src pad: its results pushed.
+    infer_out: Option<Instant>,
 }
 
 /// A frame between its source and its sink.
 struct Transit {
     /// Its running time (ms): when the source delivered it.
     time_ms: f64,
-    left_decoder: Option<Instant>,
+    marks: Marks,
 }
 
 #[derive(Default)]
@@ -99,7 +121,8 @@ struct StreamLog {
 pub struct LiveSetup<'a> {
     /// One pipeline description per stream; stream i's elements are named
     /// `src{i}` (an `appsrc`), `pace{i}` (its `identity sync=true`),
-    /// `dec{i}` and `sink{i}` (`sync=false`).
+    /// `dec{i}` and `sink{i}` (`sync=false`), and where the mode has them
+    /// `pre{i}` (cudapreprocess) and `infer{i}` (trtinfer).
     pub branches: Vec<String>,
     /// The CUDA device of each stream.
     pub devices: Vec<u32>,
@@ -145,6 +168,50 @@ pub struct LiveRow {
     pub sm_percent: Option<f64>,
 }
 
+/// One stage of the frames' way in the steady state: between two probed
+/// pads, over the frames that passed both.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: &'static str,
+    pub frames: usize,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// trtinfer's `batch-timing` (its shared session's last batches), read
+/// from `infer0` at the end of the run, before the pipeline stops.
+#[derive(Debug, Clone, Default)]
+pub struct BatchTiming {
+    pub batches: u64,
+    pub wait_p50_us: u64,
+    pub wait_p99_us: u64,
+    pub run_p50_us: u64,
+    pub run_p99_us: u64,
+    pub mean_size: f64,
+}
+
+impl BatchTiming {
+    fn from_structure(s: &gst::StructureRef) -> Option<BatchTiming> {
+        Some(BatchTiming {
+            batches: s.get("batches").ok()?,
+            wait_p50_us: s.get("wait-p50-us").ok()?,
+            wait_p99_us: s.get("wait-p99-us").ok()?,
+            run_p50_us: s.get("run-p50-us").ok()?,
+            run_p99_us: s.get("run-p99-us").ok()?,
+            mean_size: s.get("mean-size").ok()?,
+        })
+    }
+}
+
+/// `infer0`'s `batch-timing`, if the branch has a trtinfer that has the
+/// property (null before start, so read it while playing).
+fn read_batch_timing(pipeline: &gst::Pipeline) -> Option<BatchTiming> {
+    let infer = pipeline.by_name("infer0")?;
+    infer.find_property("batch-timing")?;
+    let s = infer.property::<Option<gst::Structure>>("batch-timing")?;
+    BatchTiming::from_structure(&s)
+}
+
 pub struct LiveResult {
     pub startup: Option<Duration>,
     /// From every stream's first frame until the sinks came down to the
@@ -154,6 +221,10 @@ pub struct LiveResult {
     pub seconds: f64,
     pub rows: Vec<LiveRow>,
     pub total: LiveRow,
+    /// All streams' steady-state frames, stage by stage (those the mode
+    /// has), decoder→sink last.
+    pub stages: Vec<Stage>,
+    pub batch: Option<BatchTiming>,
 }
 
 /// When the sinks came down to the sources' rate (`rate` frames a second),
@@ -365,7 +436,7 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
             if let Some(time_ms) = time {
                 let transit = Transit {
                     time_ms,
-                    left_decoder: None,
+                    marks: Marks::default(),
                 };
                 l.in_transit.insert(pts.nseconds(), transit);
             }
@@ -380,11 +451,34 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
                     let mut l = l.lock().unwrap();
                     l.decoded += 1;
                     if let Some(t) = l.in_transit.get_mut(&pts.nseconds()) {
-                        t.left_decoder = Some(Instant::now());
+                        t.marks.left_decoder = Some(Instant::now());
                     }
                 }
                 gst::PadProbeReturn::Ok
             });
+        // The stages between decoder and sink, where the mode has them: a
+        // frame is found again by its PTS (in-place elements keep it).
+        type Mark = fn(&mut Marks) -> &mut Option<Instant>;
+        let stage_pads: [(String, &str, Mark); 3] = [
+            (format!("pre{i}"), "src", |m| &mut m.preprocessed),
+            (format!("infer{i}"), "sink", |m| &mut m.infer_in),
+            (format!("infer{i}"), "src", |m| &mut m.infer_out),
+        ];
+        for (name, pad, mark) in stage_pads {
+            let Some(pad) = pipeline.by_name(&name).and_then(|e| e.static_pad(pad)) else {
+                continue;
+            };
+            let l = log.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(pts) = info.buffer().and_then(|b| b.pts()) {
+                    let now = Instant::now();
+                    if let Some(t) = l.lock().unwrap().in_transit.get_mut(&pts.nseconds()) {
+                        *mark(&mut t.marks) = Some(now);
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         let sink = by_name(format!("sink{i}"))?;
         let l = log.clone();
         let element = sink.downgrade();
@@ -406,8 +500,10 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
                         pts: pts.nseconds(),
                         end_to_end_ms: now - t.time_ms,
                         after_decoder_ms: t
+                            .marks
                             .left_decoder
                             .map_or(f64::NAN, |left| (at - left).as_secs_f64() * 1e3),
+                        marks: t.marks,
                     });
                 }
                 gst::PadProbeReturn::Ok
@@ -466,6 +562,9 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
         }
     }
     let ended = Instant::now();
+    // The batcher's timing covers its last batches: the end of the steady
+    // state, and it is gone once trtinfer stops.
+    let batch = read_batch_timing(&pipeline);
     stop.store(true, Ordering::Relaxed);
     let samples = sampler.join().unwrap_or_default();
     let _ = pipeline.set_state(gst::State::Null);
@@ -566,13 +665,65 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
         .collect();
     let all: Vec<usize> = (0..streams).collect();
     let total = row("all".into(), &all);
+    let stages = stages(
+        logs.iter()
+            .flat_map(|l| l.arrivals.iter().filter(|a| a.at >= steady_from)),
+    );
     Ok(LiveResult {
         startup,
         catch_up,
         seconds,
         rows,
         total,
+        stages,
+        batch,
     })
+}
+
+/// The stages' p50 and p99 over `arrivals`, each over the frames that have
+/// both of its marks; a stage no frame has (the mode lacks its element) is
+/// left out.
+fn stages<'a>(arrivals: impl Iterator<Item = &'a Arrival>) -> Vec<Stage> {
+    type Span = fn(&Arrival) -> Option<(Instant, Instant)>;
+    let spans: [(&'static str, Span); 5] = [
+        ("decoder→preprocess", |a| {
+            a.marks.left_decoder.zip(a.marks.preprocessed)
+        }),
+        ("preprocess→trtinfer in", |a| {
+            a.marks.preprocessed.zip(a.marks.infer_in)
+        }),
+        ("trtinfer in→out (batch wait + run + ordering)", |a| {
+            a.marks.infer_in.zip(a.marks.infer_out)
+        }),
+        ("trtinfer out→sink", |a| {
+            a.marks.infer_out.map(|o| (o, a.at))
+        }),
+        ("decoder→sink", |a| {
+            a.marks.left_decoder.map(|d| (d, a.at))
+        }),
+    ];
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); spans.len()];
+    for a in arrivals {
+        for (k, (_, span)) in spans.iter().enumerate() {
+            if let Some((from, to)) = span(a) {
+                ms[k].push(to.saturating_duration_since(from).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    spans
+        .iter()
+        .zip(ms)
+        .filter(|(_, v)| !v.is_empty())
+        .map(|((name, _), mut v)| {
+            v.sort_by(f64::total_cmp);
+            Stage {
+                name,
+                frames: v.len(),
+                p50_ms: percentile(&v, 0.5),
+                p99_ms: percentile(&v, 0.99),
+            }
+        })
+        .collect()
 }
 
 /// Whether a run met the goal: the sinks came back to the sources' rate
@@ -655,6 +806,56 @@ pub fn print_table(streams: usize, result: &LiveResult, budget: Duration) {
         t.kept_up.map_or("none".into(), |k| format!("{k:.3}")),
         meets(result, budget)
     );
+}
+
+/// Where the steady state's frames spent their time, stage by stage, and
+/// `infer0`'s batches: after [`print_table`] and its `LIVE` line.
+pub fn print_stages(streams: usize, result: &LiveResult) {
+    let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
+    let us = |v: u64| format!("{:.2}", v as f64 / 1e3);
+    println!();
+    println!(
+        "#### stages, {streams} streams (steady state, {:.1} s; all streams)",
+        result.seconds
+    );
+    println!("| stage | p50 ms | p99 ms | frames or batches |");
+    println!("|---|---:|---:|---:|");
+    for s in &result.stages {
+        println!(
+            "| {} | {} | {} | {} |",
+            s.name,
+            ms(s.p50_ms),
+            ms(s.p99_ms),
+            s.frames
+        );
+    }
+    if let Some(b) = &result.batch {
+        println!(
+            "| batch wait (infer0's session: oldest frame queued → run starts) | {} | {} | {} |",
+            us(b.wait_p50_us),
+            us(b.wait_p99_us),
+            b.batches
+        );
+        println!(
+            "| batch run (model run with output decoding) | {} | {} | {} |",
+            us(b.run_p50_us),
+            us(b.run_p99_us),
+            b.batches
+        );
+    }
+    if result.stages.is_empty() {
+        println!("| (no frame reached a sink in the steady state) | | | |");
+    }
+    match &result.batch {
+        Some(b) => println!(
+            "mean batch size {:.2} over infer0's session's last {} batches",
+            b.mean_size, b.batches
+        ),
+        None if result.stages.iter().any(|s| s.name.starts_with("trtinfer")) => {
+            println!("no batch timing: infer0 has no batch-timing property, or it was null")
+        }
+        None => {}
+    }
 }
 
 #[cfg(test)]

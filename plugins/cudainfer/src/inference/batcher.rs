@@ -93,6 +93,27 @@ struct Shared {
     /// The longest of `recent_runs` in nanoseconds, kept once per batch:
     /// every element reads it for every frame.
     longest_recent_run: AtomicU64,
+    /// Per batch, for the stage timings: (oldest job's wait from queued to
+    /// started, run, size), newest last.
+    timings: Mutex<VecDeque<(Duration, Duration, usize)>>,
+    /// Frames queued and not yet taken into a batch.
+    queued: AtomicUsize,
+}
+
+/// Batches remembered for [`Batcher::timing`].
+const TIMED_BATCHES: usize = 1024;
+
+/// Where a batch's frames spent their time, over the last batches.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchTiming {
+    pub batches: usize,
+    /// From a batch's oldest frame queued to the batch started.
+    pub wait_p50: Duration,
+    pub wait_p99: Duration,
+    /// The model run with output decoding and NMS.
+    pub run_p50: Duration,
+    pub run_p99: Duration,
+    pub mean_size: f64,
 }
 
 /// Runs remembered for the latency estimate.
@@ -289,6 +310,8 @@ pub fn shared(
         most_running: AtomicUsize::new(0),
         recent_runs: Mutex::new(VecDeque::new()),
         longest_recent_run: AtomicU64::new(0),
+        timings: Mutex::new(VecDeque::new()),
+        queued: AtomicUsize::new(0),
     });
     let mut workers = Vec::with_capacity(detectors.len());
     for detector in detectors {
@@ -396,6 +419,7 @@ impl Batcher {
         };
         let mut queue = self.shared.lock();
         queue.jobs.push_back(job);
+        self.shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
         if let Some(state) = queue.members.get_mut(&member.id) {
             state.ended = false;
         }
@@ -407,6 +431,49 @@ impl Batcher {
     /// frame waits for its result once its batch has formed.
     pub fn batch_time(&self) -> Duration {
         Duration::from_nanos(self.shared.longest_recent_run.load(Ordering::Relaxed))
+    }
+
+    /// Frames queued and not yet in a batch.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// When a frame queued now would have its result, about: the batches
+    /// ahead of it and its own, each a recent longest run, over the
+    /// sessions that run them side by side. Zero before the first run.
+    pub fn expected_wait(&self) -> Duration {
+        let batch = self.info.max_batch_size.max(1);
+        let batches = self.queued() / batch + 1;
+        let sessions = self.info.sessions.max(1);
+        self.batch_time() * batches.div_ceil(sessions) as u32
+    }
+
+    /// Waits and runs of the last batches (percentiles), for benchmarks.
+    pub fn timing(&self) -> BatchTiming {
+        let timings = self
+            .shared
+            .timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if timings.is_empty() {
+            return BatchTiming::default();
+        }
+        let pick = |f: fn(&(Duration, Duration, usize)) -> Duration| {
+            let mut v: Vec<Duration> = timings.iter().map(f).collect();
+            v.sort();
+            let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+            (at(0.5), at(0.99))
+        };
+        let (wait_p50, wait_p99) = pick(|t| t.0);
+        let (run_p50, run_p99) = pick(|t| t.1);
+        BatchTiming {
+            batches: timings.len(),
+            wait_p50,
+            wait_p99,
+            run_p50,
+            run_p99,
+            mean_size: timings.iter().map(|t| t.2).sum::<usize>() as f64 / timings.len() as f64,
+        }
     }
 
     /// The most frames run at once so far.
@@ -459,6 +526,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
             for (taken, i) in fitting.into_iter().enumerate() {
                 batch.push(queue.jobs.remove(i - taken).expect("index in range"));
             }
+            shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
             return Some(batch);
         }
         queue = shared
@@ -512,6 +580,13 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             shared
                 .longest_recent_run
                 .store(longest.as_nanos() as u64, Ordering::Relaxed);
+        }
+        {
+            let mut timings = shared.timings.lock().unwrap_or_else(|e| e.into_inner());
+            if timings.len() == TIMED_BATCHES {
+                timings.pop_front();
+            }
+            timings.push_back((waited.unwrap_or_default(), run, size));
         }
         gst::debug!(
             CAT,

@@ -31,6 +31,9 @@ struct Record<'a> {
     running_time_ns: Option<u64>,
     frame: Frame,
     model: Option<&'a str>,
+    /// Why the model did not run on this frame; absent when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    skipped: Option<&'static str>,
     objects: Vec<Object<'a>>,
     classifications: Vec<Class<'a>>,
 }
@@ -50,6 +53,9 @@ struct Object<'a> {
     bbox: BoxPx,
     #[serde(skip_serializing_if = "Option::is_none")]
     track: Option<TrackRecord>,
+    /// Present (true) when the box is the tracker's prediction.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    predicted: bool,
     classifications: Vec<Class<'a>>,
 }
 
@@ -100,6 +106,7 @@ fn object(d: &Detection) -> Object<'_> {
             age: t.age,
             state: t.state.as_str(),
         }),
+        predicted: d.predicted,
         classifications: d.classifications.iter().map(class).collect(),
     }
 }
@@ -119,6 +126,7 @@ pub fn to_json_line(info: &FrameInfo, results: Option<&FrameDetections>) -> Vec<
             height: info.height,
         },
         model: results.map(|r| r.model.as_str()),
+        skipped: results.and_then(|r| r.skipped).map(|s| s.as_str()),
         objects: results
             .map(|r| r.detections.iter().map(object).collect())
             .unwrap_or_default(),
@@ -157,6 +165,7 @@ mod tests {
                     age: 12,
                     state: TrackState::Confirmed,
                 }),
+                predicted: false,
             }],
             frame_width: 640,
             frame_height: 360,
@@ -186,6 +195,14 @@ mod tests {
                 "classifications": []
             })
         );
+        // A frame not inferred: `skipped`, and each predicted box says so.
+        let mut skipped = results.clone();
+        skipped.skipped = Some(crate::Skip::Interval);
+        skipped.detections[0].predicted = true;
+        let v: serde_json::Value =
+            serde_json::from_slice(&to_json_line(&info, Some(&skipped))).unwrap();
+        assert_eq!(v["skipped"], "interval");
+        assert_eq!(v["objects"][0]["predicted"], true);
         let bare: serde_json::Value = serde_json::from_slice(&to_json_line(&info, None)).unwrap();
         assert_eq!(bare["model"], serde_json::Value::Null);
         assert_eq!(bare["objects"], serde_json::json!([]));

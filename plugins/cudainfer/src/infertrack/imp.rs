@@ -5,8 +5,8 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::tracker::{Observation, Params, Tracker};
-use crate::{Detection, FrameDetections};
+use super::tracker::{Observation, Params, TrackBox, Tracker};
+use crate::{Detection, FrameDetections, TrackState};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -257,6 +257,24 @@ impl BaseTransformImpl for InferTrack {
             return Ok(gst::FlowSuccess::Ok);
         };
         let settings = *self.settings.lock().unwrap();
+        if found.skipped.is_some() {
+            // Not inferred (trtinfer's interval or overload): the tracks move
+            // on their motion model, and their boxes stand in for detections.
+            let predicted = {
+                let mut state = self.state.lock().unwrap();
+                let steps = state.steps(buffer.pts(), buffer.duration(), settings.params.max_lost);
+                state.tracker.predict(steps)
+            };
+            let mut result = (*found).clone();
+            result.detections = predicted
+                .into_iter()
+                .filter(|b| settings.emit_lost || b.track.state != TrackState::Lost)
+                .map(|b| track_box(b, true))
+                .collect();
+            FrameDetections::remove_from(buffer);
+            result.attach(buffer);
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let observations: Vec<Observation> = found
             .detections
             .iter()
@@ -293,20 +311,27 @@ impl BaseTransformImpl for InferTrack {
         if settings.emit_lost {
             result
                 .detections
-                .extend(tracked.lost.into_iter().map(|l| Detection {
-                    class_id: l.class_id,
-                    label: l.label,
-                    confidence: l.confidence,
-                    x: l.corners[0],
-                    y: l.corners[1],
-                    width: l.corners[2] - l.corners[0],
-                    height: l.corners[3] - l.corners[1],
-                    classifications: Vec::new(),
-                    track: Some(l.track),
-                }));
+                .extend(tracked.lost.into_iter().map(|l| track_box(l, false)));
         }
         FrameDetections::remove_from(buffer);
         result.attach(buffer);
         Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+/// A detection for a track's box that no detection of this frame gave:
+/// `predicted` on a frame that was not inferred.
+fn track_box(b: TrackBox, predicted: bool) -> Detection {
+    Detection {
+        class_id: b.class_id,
+        label: b.label,
+        confidence: b.confidence,
+        x: b.corners[0],
+        y: b.corners[1],
+        width: b.corners[2] - b.corners[0],
+        height: b.corners[3] - b.corners[1],
+        classifications: Vec::new(),
+        track: Some(b.track),
+        predicted,
     }
 }

@@ -62,9 +62,10 @@ pub struct Observation {
     pub corners: [f32; 4],
 }
 
-/// A lost track's prediction in this frame.
+/// A track's box without a detection of its own in this frame: a lost
+/// track's, or any established track's on a frame that was not inferred.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LostTrack {
+pub struct TrackBox {
     pub track: Track,
     /// The class, label and confidence of its last detection.
     pub class_id: u32,
@@ -82,7 +83,7 @@ pub struct FrameTracks {
     /// threshold).
     pub tracks: Vec<Option<Track>>,
     /// Tracks not matched in this frame, still kept.
-    pub lost: Vec<LostTrack>,
+    pub lost: Vec<TrackBox>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,6 +137,34 @@ impl Tracker {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tracks.len()
+    }
+
+    /// Advances by `steps` frames on a frame that was not inferred (no
+    /// observations to match, so no track counts a miss): the boxes of the
+    /// established tracks (confirmed and lost), as the motion model
+    /// predicts them.
+    pub fn predict(&mut self, steps: u32) -> Vec<TrackBox> {
+        let steps = steps.max(1);
+        let mut boxes = Vec::new();
+        for t in &mut self.tracks {
+            if t.state == TrackState::Lost {
+                t.filter.freeze_size();
+            }
+            for _ in 0..steps {
+                t.filter.predict();
+            }
+            t.age = t.age.saturating_add(steps);
+            if t.state != TrackState::Tentative {
+                boxes.push(TrackBox {
+                    track: t.public(),
+                    class_id: t.class_id,
+                    label: t.label.clone(),
+                    confidence: t.confidence,
+                    corners: t.filter.corners(),
+                });
+            }
+        }
+        boxes
     }
 
     /// Advances by `steps` frames (1 for consecutive frames, more after a
@@ -236,7 +265,7 @@ impl Tracker {
             .tracks
             .iter()
             .filter(|t| t.state == TrackState::Lost)
-            .map(|t| LostTrack {
+            .map(|t| TrackBox {
                 track: t.public(),
                 class_id: t.class_id,
                 label: t.label.clone(),

@@ -16,6 +16,11 @@ pub const LABEL_PADDING: i32 = 2;
 /// Longer labels are cut: a label wider than the frame helps nobody.
 pub const MAX_LABEL_CHARS: usize = 64;
 
+/// A predicted box's dashes and gaps, in line widths (even, so dashes
+/// stay on even pixels).
+const DASH_ON: i32 = 4;
+const DASH_OFF: i32 = 2;
+
 /// A filled rectangle in one colour.
 pub const KIND_RECT: i32 = 0;
 /// A filled rectangle in one colour with text in another on it.
@@ -163,6 +168,10 @@ fn text_colour_on(background: [u8; 3]) -> [u8; 3] {
 /// track id and the top class of its crop, e.g. `dog 0.87 #12 | poodle 0.66`.
 pub fn label_text(d: &Detection, style: &Style) -> String {
     let mut parts = Vec::new();
+    if d.predicted {
+        // A prediction's confidence is its last detection's.
+        parts.push("~".to_string());
+    }
     if style.show_labels {
         parts.push(d.label.clone());
     }
@@ -229,6 +238,27 @@ impl Builder<'_> {
         self.rect((x0, (y1 - t).max(y0), x1, y1), colour);
         self.rect((x0, y0, (x0 + t).min(x1), y1), colour);
         self.rect(((x1 - t).max(x0), y0, x1, y1), colour);
+    }
+
+    /// The four edges of a box as dashes: a predicted box (a frame that was
+    /// not inferred), told apart from a detection at a glance.
+    fn dashed_box(&mut self, (x0, y0, x1, y1): (i32, i32, i32, i32), colour: [u8; 3]) {
+        let t = (self.style.thickness.max(1) as i32 + 1) & !1;
+        let (on, period) = (DASH_ON * t, (DASH_ON + DASH_OFF) * t);
+        let mut x = x0;
+        while x < x1 {
+            let end = (x + on).min(x1);
+            self.rect((x, y0, end, (y0 + t).min(y1)), colour);
+            self.rect((x, (y1 - t).max(y0), end, y1), colour);
+            x += period;
+        }
+        let mut y = y0;
+        while y < y1 {
+            let end = (y + on).min(y1);
+            self.rect((x0, y, (x0 + t).min(x1), end), colour);
+            self.rect(((x1 - t).max(x0), y, x1, end), colour);
+            y += period;
+        }
     }
 
     /// A label whose bottom-left corner is at (`x`, `top`) when there is
@@ -306,7 +336,11 @@ pub fn layout(found: &FrameDetections, style: &Style, width: u32, height: u32) -
         .filter_map(|d| snapped_box(d, b.width, b.height).map(|r| (d, r)))
         .collect();
     for &(d, r) in &boxes {
-        b.frame_box(r, class_colour(d.class_id));
+        if d.predicted {
+            b.dashed_box(r, class_colour(d.class_id));
+        } else {
+            b.frame_box(r, class_colour(d.class_id));
+        }
     }
     for &(d, (x0, y0, _, _)) in &boxes {
         b.label(&label_text(d, style), x0, y0, class_colour(d.class_id));
@@ -437,5 +471,39 @@ mod tests {
     fn nothing_to_draw_without_results() {
         let d = layout(&FrameDetections::default(), &Style::default(), 640, 480);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn a_predicted_box_is_dashed() {
+        let mut predicted = dog();
+        predicted.predicted = true;
+        let found = |d: Detection| FrameDetections {
+            detections: vec![d],
+            ..Default::default()
+        };
+        let style = Style::default();
+        let solid = layout(&found(dog()), &style, 640, 480);
+        let dashed = layout(&found(predicted.clone()), &style, 640, 480);
+        let rects = |d: &Drawing| d.prims.iter().filter(|p| p.kind == KIND_RECT).count();
+        assert_eq!(rects(&solid), 4);
+        assert!(rects(&dashed) > 8, "{} dashes", rects(&dashed));
+        // Every dash lies on one of the solid box's edges, and some of the
+        // edge is left out.
+        let covered = |d: &Drawing, x: i32, y: i32| {
+            d.prims
+                .iter()
+                .any(|p| p.kind == KIND_RECT && p.cover(&d.glyphs, x, y) != Coverage::None)
+        };
+        let (x0, y0, x1, y1) = snapped_box(&predicted, 640, 480).unwrap();
+        let top: Vec<bool> = (x0..x1).map(|x| covered(&dashed, x, y0)).collect();
+        assert!(top.iter().any(|&c| c) && top.iter().any(|&c| !c));
+        for y in y0..y1 {
+            for x in x0..x1 {
+                if covered(&dashed, x, y) {
+                    assert!(covered(&solid, x, y), "({x}, {y}) off the box's edges");
+                }
+            }
+        }
+        assert!(label_text(&predicted, &style).starts_with("~ dog"));
     }
 }

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -18,7 +18,7 @@ use crate::parsers::classifier::{Activation, ClassifierOptions};
 use crate::parsers::ssd::{SsdBoxes, SsdOptions};
 use crate::parsers::{FamilyOptions, ModelType};
 use crate::tensor::ObjectTensor;
-use crate::{spec, tensor_meta, FrameDetections};
+use crate::{spec, tensor_meta, FrameDetections, Skip};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -35,6 +35,37 @@ const DEFAULT_MAX_BATCH: u32 = 32;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
 const DEFAULT_IN_FLIGHT: u32 = 8;
 const DEFAULT_MAX_DETECTIONS: u32 = 300;
+const DEFAULT_LATENCY_BUDGET_MS: u32 = 100;
+/// Overload skips are reported (an element message) at most this often.
+const SKIP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a stream does when inference cannot keep up with it.
+#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstCudaInferOverload")]
+pub enum Overload {
+    /// `skip` for a live stream (cameras: a late result is worth little),
+    /// `block` otherwise (files: every frame matters, nothing is late).
+    #[default]
+    #[enum_value(name = "skip when the stream is live, else block", nick = "auto")]
+    Auto = 0,
+    #[enum_value(
+        name = "pass on uninferred a frame whose result would come later than latency-budget",
+        nick = "skip"
+    )]
+    Skip = 1,
+    #[enum_value(
+        name = "every frame is inferred; upstream waits when inference falls behind",
+        nick = "block"
+    )]
+    Block = 2,
+}
+
+/// Whether the stream is live, as its upstream latency query says, kept in
+/// an atomic: unknown until the first frame asks.
+const LIVE_UNKNOWN: u8 = 0;
+const LIVE_YES: u8 = 1;
+const LIVE_NO: u8 = 2;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -61,6 +92,9 @@ struct Settings {
     max_frames_in_flight: u32,
     max_detections: u32,
     keep_tensor: bool,
+    interval: u32,
+    overload: Overload,
+    latency_budget_ms: u32,
 }
 
 impl Default for Settings {
@@ -88,6 +122,9 @@ impl Default for Settings {
             max_frames_in_flight: DEFAULT_IN_FLIGHT,
             max_detections: DEFAULT_MAX_DETECTIONS,
             keep_tensor: false,
+            interval: 0,
+            overload: Overload::Auto,
+            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
         }
     }
 }
@@ -106,6 +143,8 @@ struct State {
     frame_duration: Option<gst::ClockTime>,
     /// The batch time last reported in the latency query.
     reported_batch_time: Duration,
+    /// Frames of the stream since start or the last flush, for `interval`.
+    frame_index: u64,
 }
 
 impl Settings {
@@ -169,6 +208,12 @@ pub struct TrtInfer {
     last_input_spec: Mutex<Option<spec::InputSpec>>,
     /// A second trtinfer on the same frames was reported.
     warned_replace: AtomicBool,
+    /// Frames passed on uninferred for overload since start (kept after stop).
+    skipped: AtomicU64,
+    /// When the overload skips were last reported, and the count then.
+    skip_report: Mutex<Option<(Instant, u64)>>,
+    /// LIVE_UNKNOWN, LIVE_YES or LIVE_NO.
+    live: AtomicU8,
 }
 
 #[glib::object_subclass]
@@ -373,6 +418,44 @@ impl ObjectImpl for TrtInfer {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("interval")
+                    .nick("Interval")
+                    .blurb("Frames passed on uninferred between two inferred frames of this stream (as \
+                            nvinfer's interval): 0 infers every frame, 2 every third. Such frames carry empty \
+                            results marked skipped; infertrack after trtinfer gives them its predicted boxes, \
+                            marked predicted. Streams need not be in phase to batch together. Applies to \
+                            whole-frame tensors, not to crops (mode=objects). Mutable while PLAYING")
+                    .maximum(1000)
+                    .default_value(0)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("overload", Overload::Auto)
+                    .nick("Overload policy")
+                    .blurb("When inference cannot keep up: skip passes on uninferred (marked skipped, counted \
+                            in skipped) a frame whose result would come later than latency-budget after the \
+                            frame's capture, always keeping one frame of the stream in inference, so latency \
+                            stays bounded and every stream degrades evenly; block infers every frame and lets \
+                            upstream wait (latency grows without bound under overload); auto: skip for a live \
+                            stream, block otherwise. Mutable while PLAYING")
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("latency-budget")
+                    .nick("Latency budget (ms)")
+                    .blurb("With overload=skip (or auto on a live stream), the latest a frame's result may \
+                            come, in milliseconds after its capture (its running time, on a live stream) or \
+                            after it reached trtinfer. Mutable while PLAYING")
+                    .minimum(1)
+                    .maximum(60_000)
+                    .default_value(DEFAULT_LATENCY_BUDGET_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("skipped")
+                    .nick("Skipped frames")
+                    .blurb("Frames passed on uninferred because inference could not keep up (overload=skip), \
+                            since start; kept after stop. An element message trtinfer-skipped (fields skipped, \
+                            recent, latency-budget-ms) reports them at most once a second")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt::builder("largest-batch")
                     .nick("Largest batch")
                     .blurb("The most frames the shared session has run at once so far (0 before the first)")
@@ -382,6 +465,14 @@ impl ObjectImpl for TrtInfer {
                     .nick("Concurrent runs")
                     .blurb("The most model runs the group's sessions (see sessions) have had under way at \
                             once so far (0 before the first)")
+                    .read_only()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("batch-timing")
+                    .nick("Batch timing")
+                    .blurb("Where the shared session's last batches (up to 1024) spent their time, for \
+                            benchmarks: batches, wait-p50-us and wait-p99-us (a batch's oldest frame from \
+                            queued to the run's start), run-p50-us and run-p99-us (the model run with output \
+                            decoding), mean-size (frames per batch); null before start")
                     .read_only()
                     .build(),
                 glib::ParamSpecString::builder("active-provider")
@@ -458,6 +549,9 @@ impl ObjectImpl for TrtInfer {
             }
             "max-detections" => s.max_detections = value.get().expect("type checked upstream"),
             "keep-tensor" => s.keep_tensor = value.get().expect("type checked upstream"),
+            "interval" => s.interval = value.get().expect("type checked upstream"),
+            "overload" => s.overload = value.get().expect("type checked upstream"),
+            "latency-budget" => s.latency_budget_ms = value.get().expect("type checked upstream"),
             _ => unreachable!("unknown property {}", pspec.name()),
         }
     }
@@ -489,6 +583,10 @@ impl ObjectImpl for TrtInfer {
             "max-frames-in-flight" => s.max_frames_in_flight.to_value(),
             "max-detections" => s.max_detections.to_value(),
             "keep-tensor" => s.keep_tensor.to_value(),
+            "interval" => s.interval.to_value(),
+            "overload" => s.overload.to_value(),
+            "latency-budget" => s.latency_budget_ms.to_value(),
+            "skipped" => self.skipped.load(Ordering::Relaxed).to_value(),
             "largest-batch" => (self.state.lock().unwrap().as_ref().map_or_else(
                 || self.last_largest_batch.load(Ordering::Relaxed),
                 |s| s.batcher.largest_batch(),
@@ -498,6 +596,24 @@ impl ObjectImpl for TrtInfer {
                 || self.last_concurrent_runs.load(Ordering::Relaxed),
                 |s| s.batcher.most_concurrent_runs(),
             ) as u32)
+                .to_value(),
+            "batch-timing" => self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|s| {
+                    let t = s.batcher.timing();
+                    let us = |d: Duration| d.as_micros() as u64;
+                    gst::Structure::builder("batch-timing")
+                        .field("batches", t.batches as u64)
+                        .field("wait-p50-us", us(t.wait_p50))
+                        .field("wait-p99-us", us(t.wait_p99))
+                        .field("run-p50-us", us(t.run_p50))
+                        .field("run-p99-us", us(t.run_p99))
+                        .field("mean-size", t.mean_size)
+                        .build()
+                })
                 .to_value(),
             "active-provider" => self
                 .active_provider
@@ -683,6 +799,66 @@ impl TrtInfer {
     /// the batch timeout for its batch and then for the batch's run; the
     /// frames queued before it (at most `max-frames-in-flight`) are the
     /// buffering on top.
+    /// Whether the stream is live (upstream's latency query), asked once
+    /// per start or flush.
+    fn is_live(&self) -> bool {
+        match self.live.load(Ordering::Relaxed) {
+            LIVE_YES => true,
+            LIVE_NO => false,
+            _ => {
+                let mut query = gst::query::Latency::new();
+                let live = self.obj().sink_pad().peer_query(&mut query) && query.result().0;
+                self.live
+                    .store(if live { LIVE_YES } else { LIVE_NO }, Ordering::Relaxed);
+                live
+            }
+        }
+    }
+
+    /// How long ago the frame was captured: the pipeline clock's running
+    /// time now less the frame's; zero when either is unknown, or the frame
+    /// is ahead of the clock (a file played faster than real time).
+    fn frame_age(&self, buffer: &gst::BufferRef) -> Duration {
+        let obj = self.obj();
+        let Some(now) = obj.current_running_time() else {
+            return Duration::ZERO;
+        };
+        let segment = obj.segment();
+        let captured = buffer.pts().and_then(|pts| {
+            segment
+                .downcast_ref::<gst::ClockTime>()
+                .and_then(|s| s.to_running_time(pts))
+        });
+        captured.map_or(Duration::ZERO, |c| {
+            Duration::from_nanos(now.saturating_sub(c).nseconds())
+        })
+    }
+
+    /// Posts `trtinfer-skipped` when frames were skipped for overload since
+    /// the last report, at most once per [`SKIP_REPORT_INTERVAL`].
+    fn report_skips(&self, budget: Duration) {
+        let total = self.skipped.load(Ordering::Relaxed);
+        let recent = {
+            let mut report = self.skip_report.lock().unwrap();
+            let (due, last_total) = match *report {
+                Some((at, n)) => (at.elapsed() >= SKIP_REPORT_INTERVAL, n),
+                None => (true, 0),
+            };
+            if total == last_total || !due {
+                return;
+            }
+            *report = Some((Instant::now(), total));
+            total - last_total
+        };
+        let obj = self.obj();
+        let structure = gst::Structure::builder("trtinfer-skipped")
+            .field("skipped", total)
+            .field("recent", recent)
+            .field("latency-budget-ms", budget.as_millis() as u64)
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+    }
+
     fn added_latency(&self) -> (gst::ClockTime, gst::ClockTime) {
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else {
@@ -848,8 +1024,12 @@ impl BaseTransformImpl for TrtInfer {
             frame_size: None,
             frame_duration: None,
             reported_batch_time: Duration::ZERO,
+            frame_index: 0,
         });
         self.warned_replace.store(false, Ordering::Relaxed);
+        self.skipped.store(0, Ordering::Relaxed);
+        *self.skip_report.lock().unwrap() = None;
+        self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
         self.obj().notify("active-provider");
         Ok(())
     }
@@ -880,6 +1060,10 @@ impl BaseTransformImpl for TrtInfer {
                 gst::EventView::FlushStop(_) => {
                     in_flight.set_flushing(false);
                     membership.set_ended(false);
+                    if let Some(state) = self.state.lock().unwrap().as_mut() {
+                        state.frame_index = 0;
+                    }
+                    self.live.store(LIVE_UNKNOWN, Ordering::Relaxed);
                 }
                 // Serialized events stay behind the frames before them; at
                 // the end the batcher stops waiting for this stream first.
@@ -997,10 +1181,30 @@ impl BaseTransformImpl for TrtInfer {
             return self.submit_objects(inbuf, &objects);
         }
         let tensor = tensor.expect("checked above");
-        let thresholds = self.settings.lock().unwrap().thresholds();
+        let (thresholds, interval, overload, budget, model) = {
+            let s = self.settings.lock().unwrap();
+            (
+                s.thresholds(),
+                s.interval,
+                s.overload,
+                Duration::from_millis(s.latency_budget_ms as u64),
+                s.model.clone(),
+            )
+        };
+        let may_skip = match overload {
+            Overload::Skip => true,
+            Overload::Block => false,
+            Overload::Auto => self.is_live(),
+        };
+        // Only a live stream's frames have a capture time to be late from.
+        let age = if may_skip {
+            self.frame_age(&inbuf)
+        } else {
+            Duration::ZERO
+        };
         let (reply, in_flight) = {
-            let guard = self.state.lock().unwrap();
-            let state = guard.as_ref().ok_or(gst::FlowError::Flushing)?;
+            let mut guard = self.state.lock().unwrap();
+            let state = guard.as_mut().ok_or(gst::FlowError::Flushing)?;
             let t = &tensor.transform;
             if let Some((width, height)) = state
                 .frame_size
@@ -1020,11 +1224,42 @@ impl BaseTransformImpl for TrtInfer {
                 );
                 return Err(gst::FlowError::Error);
             }
-            let reply = state
-                .batcher
-                .submit(&state.membership, tensor, thresholds, state.budget);
-            (Pending::Frame(reply), state.in_flight.clone())
+            let index = state.frame_index;
+            state.frame_index += 1;
+            let skip = if interval > 0 && index % (interval as u64 + 1) != 0 {
+                Some(Skip::Interval)
+            } else if may_skip
+                // One frame of the stream stays in inference, so that a
+                // stream whose every run is over the budget still gets
+                // results, at the rate the model allows.
+                && state.in_flight.inferring()
+                && age + state.batcher.expected_wait() > budget
+            {
+                Some(Skip::Overload)
+            } else {
+                None
+            };
+            let pending = match skip {
+                Some(reason) => Pending::Ready(FrameDetections {
+                    model: model.map(|m| m.display().to_string()).unwrap_or_default(),
+                    frame_width: t.frame_width,
+                    frame_height: t.frame_height,
+                    skipped: Some(reason),
+                    ..Default::default()
+                }),
+                None => Pending::Frame(state.batcher.submit(
+                    &state.membership,
+                    tensor,
+                    thresholds,
+                    state.budget,
+                )),
+            };
+            if skip == Some(Skip::Overload) {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            (pending, state.in_flight.clone())
         };
+        self.report_skips(Duration::from_millis(budget.as_millis() as u64));
         in_flight.submit(inbuf, reply)
     }
 

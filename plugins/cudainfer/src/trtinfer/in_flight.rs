@@ -30,6 +30,9 @@ pub type Deliver = Box<
 pub enum Pending {
     Frame(Reply),
     Objects(Vec<(usize, Reply)>),
+    /// A frame not inferred (`interval`, overload): its result is known, it
+    /// only keeps its place in the stream's order.
+    Ready(FrameDetections),
 }
 
 /// A frame's result: the frame's, or each object's by its index in the
@@ -49,7 +52,12 @@ impl Pending {
                 .map(|(object, reply)| receive(reply).map(|r| (object, r)))
                 .collect::<Result<_, _>>()
                 .map(Outcome::Objects),
+            Pending::Ready(result) => Ok(Outcome::Frame(result)),
         }
+    }
+
+    fn infers(&self) -> bool {
+        !matches!(self, Pending::Ready(_))
     }
 }
 
@@ -64,6 +72,8 @@ struct Queue {
     /// A frame taken from `frames` is waiting for its result or being
     /// delivered.
     busy: bool,
+    /// ... and that frame is being inferred (not a skipped one).
+    busy_inferring: bool,
     /// A frame is being pushed downstream (outside the lock).
     pushing: bool,
     flushing: bool,
@@ -96,6 +106,7 @@ impl InFlight {
             queue: Mutex::new(Queue {
                 frames: VecDeque::new(),
                 busy: false,
+                busy_inferring: false,
                 pushing: false,
                 flushing: false,
                 generation: 0,
@@ -142,6 +153,14 @@ impl InFlight {
         });
         self.shared.changed.notify_all();
         Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// Whether a frame of the stream is being inferred now: an overload
+    /// skip keeps at least one in progress, so that a stream whose every
+    /// run is over the budget still gets results.
+    pub fn inferring(&self) -> bool {
+        let q = self.lock();
+        q.busy_inferring || q.frames.iter().any(|f| f.reply.infers())
     }
 
     /// Waits until every queued frame has been pushed (before an event that
@@ -220,6 +239,7 @@ fn deliver_in_order(shared: &Shared, deliver: Deliver) {
                 }
                 if let Some(front) = q.frames.pop_front() {
                     q.busy = true;
+                    q.busy_inferring = front.reply.infers();
                     break front;
                 }
                 q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -242,6 +262,7 @@ fn deliver_in_order(shared: &Shared, deliver: Deliver) {
             }
         }
         q.busy = false;
+        q.busy_inferring = false;
         shared.changed.notify_all();
     }
 }
