@@ -215,16 +215,24 @@ impl Worker {
             self.stats.set_state(CameraState::Connecting);
             self.stats.forget_in_flight();
             let started = Instant::now();
+            // The file stays open (`source`) while its pipeline runs.
             let built = self
                 .uri
-                .source_uri(self.allowed.as_deref())
+                .open_source(self.allowed.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(|source| {
-                    pipeline::build(&self.id, &source, &self.uri, &self.settings, &self.stats)
-                        .map_err(|e| e.to_string())
+                    pipeline::build(
+                        &self.id,
+                        &source.uri,
+                        &self.uri,
+                        &self.settings,
+                        &self.stats,
+                    )
+                    .map(|p| (p, source))
+                    .map_err(|e| e.to_string())
                 });
             let outcome = match built {
-                Ok(p) => {
+                Ok((p, _source)) => {
                     *self.pipeline.locked() = Some(p.clone());
                     let outcome = self.run_once(&p);
                     // The stopped pipeline stays for /metrics (trtinfer keeps

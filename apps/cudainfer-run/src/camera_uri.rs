@@ -38,7 +38,35 @@ pub enum UriError {
     NotRegular(String),
     #[error("the URI holds a control character or space")]
     Control,
+    #[error("the URI is longer than {MAX_URI_LEN} characters")]
+    TooLong,
 }
+
+/// Longest camera URI taken: far beyond any real one, and it is stored
+/// and shown for every camera.
+pub const MAX_URI_LEN: usize = 2048;
+
+/// Query keys whose values are credentials (Dahua's, Hikvision's and
+/// others' `?user=…&password=…`), compared without case.
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "user",
+    "username",
+    "usr",
+    "login",
+    "password",
+    "pass",
+    "passwd",
+    "pwd",
+    "token",
+    "auth",
+    "key",
+    "apikey",
+    "api_key",
+    "access_token",
+    "secret",
+    "sig",
+    "signature",
+];
 
 /// The kind of source, which decides what an end of stream means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +85,12 @@ pub struct CameraUri {
     kind: SourceKind,
     /// The URI without user information: what the source element gets.
     bare: String,
+    /// `bare` with the values of credential query keys replaced.
+    shown: String,
     user: Option<String>,
     password: Option<String>,
+    /// Values of credential query keys, as written and decoded.
+    query_secrets: Vec<String>,
 }
 
 impl fmt::Debug for CameraUri {
@@ -115,6 +147,9 @@ impl CameraUri {
         if uri.chars().any(|c| c.is_control() || c == ' ') {
             return Err(UriError::Control);
         }
+        if uri.len() > MAX_URI_LEN {
+            return Err(UriError::TooLong);
+        }
         let (scheme, rest) = uri.split_once("://").ok_or(UriError::NotAUri)?;
         if !is_scheme(scheme) {
             return Err(UriError::NotAUri);
@@ -159,11 +194,18 @@ impl CameraUri {
                 "only local files (file:///path) are cameras".into(),
             ));
         }
+        let (shown, query_secrets) = if kind == SourceKind::File {
+            (bare.clone(), Vec::new())
+        } else {
+            mask_query(&bare)
+        };
         Ok(CameraUri {
             kind,
             bare,
+            shown,
             user: user.filter(|u| !u.is_empty()),
             password: password.filter(|p| !p.is_empty()),
+            query_secrets,
         })
     }
 
@@ -187,9 +229,9 @@ impl CameraUri {
     /// What is shown anywhere: the URI with its user information replaced.
     pub fn redacted(&self) -> String {
         if self.user.is_none() && self.password.is_none() {
-            return self.bare.clone();
+            return self.shown.clone();
         }
-        let (scheme, rest) = self.bare.split_once("://").expect("made with ://");
+        let (scheme, rest) = self.shown.split_once("://").expect("made with ://");
         format!("{scheme}://<redacted>@{rest}")
     }
 
@@ -198,6 +240,7 @@ impl CameraUri {
         self.user
             .iter()
             .chain(self.password.iter())
+            .chain(self.query_secrets.iter())
             .map(String::as_str)
             .collect()
     }
@@ -249,20 +292,106 @@ impl CameraUri {
         }
     }
 
-    /// What the source element is given at each (re)start: for a file, the
-    /// resolved path checked again (a regular file, and inside `allowed`
-    /// when given), so that a file swapped for a symbolic link or a FIFO
-    /// after it was added is refused instead of played.
-    pub fn source_uri(&self, allowed: Option<&[PathBuf]>) -> Result<String, UriError> {
+    /// What the source element reads at each (re)start. A file is opened
+    /// here, once, without blocking (a FIFO does not hold the open), and
+    /// checked on what was opened: a regular file, and, with `allowed`,
+    /// inside those directories by the path the kernel resolved. The
+    /// source then reads that open file through `/proc/self/fd`, so a
+    /// file, link or directory swapped in after the check is never what
+    /// plays. The returned [`Source`] keeps the file open while it lives.
+    pub fn open_source(&self, allowed: Option<&[PathBuf]>) -> Result<Source, UriError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::AsRawFd;
         if self.kind != SourceKind::File {
-            return Ok(self.bare.clone());
+            return Ok(Source {
+                uri: self.bare.clone(),
+                file: None,
+            });
         }
         if let Some(dirs) = allowed {
+            // The same refusal for missing and existing files outside.
             self.check_allowed(dirs)?;
         }
-        let path = self.file_path()?;
-        Ok(file_uri(&path))
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(self.written_path())
+            .map_err(|e| UriError::File(self.bare.clone(), e.to_string()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| UriError::File(self.bare.clone(), e.to_string()))?;
+        if !meta.is_file() {
+            return Err(UriError::NotRegular(self.bare.clone()));
+        }
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        if let Some(dirs) = allowed {
+            let opened = std::fs::read_link(&fd_path)
+                .map_err(|e| UriError::File(self.bare.clone(), e.to_string()))?;
+            let inside = dirs
+                .iter()
+                .filter_map(|d| std::fs::canonicalize(d).ok())
+                .any(|d| opened.starts_with(d));
+            if !inside {
+                return Err(UriError::NotAllowed(self.bare.clone()));
+            }
+        }
+        Ok(Source {
+            uri: format!("file://{fd_path}"),
+            file: Some(file),
+        })
     }
+}
+
+/// What a camera's source element reads, and the file held open for it.
+#[derive(Debug)]
+pub struct Source {
+    pub uri: String,
+    file: Option<std::fs::File>,
+}
+
+impl Source {
+    /// Whether a file is held open for the source.
+    pub fn is_open_file(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
+/// `bare` with the values of credential query keys replaced by
+/// `<redacted>`, and those values (as written and decoded).
+fn mask_query(bare: &str) -> (String, Vec<String>) {
+    let Some((head, rest)) = bare.split_once('?') else {
+        return (bare.to_string(), Vec::new());
+    };
+    let (query, fragment) = match rest.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (rest, None),
+    };
+    let mut secrets = Vec::new();
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value))
+                if !value.is_empty()
+                    && SECRET_QUERY_KEYS
+                        .iter()
+                        .any(|k| percent_decode(key).eq_ignore_ascii_case(k)) =>
+            {
+                secrets.push(value.to_string());
+                let decoded = percent_decode(value);
+                if decoded != value {
+                    secrets.push(decoded);
+                }
+                format!("{key}=<redacted>")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    let mut shown = format!("{head}?{}", pairs.join("&"));
+    if let Some(f) = fragment {
+        shown.push('#');
+        shown.push_str(f);
+    }
+    (shown, secrets)
 }
 
 /// `path` with `.` and `..` taken away lexically (no file system access).
@@ -279,16 +408,6 @@ fn lexical(path: &Path) -> PathBuf {
         }
     }
     out
-}
-
-/// A `file://` URI for an absolute path, every byte outside RFC 3986's
-/// unreserved set and '/' percent-encoded.
-fn file_uri(path: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    format!(
-        "file://{}",
-        percent_encode(path.as_os_str().as_bytes(), b"/")
-    )
 }
 
 /// `text` with every secret (and its percent-encoded form) replaced: for
@@ -492,27 +611,65 @@ mod tests {
             uri.check_allowed(&allowed),
             Err(UriError::NotRegular(_))
         ));
-        assert!(matches!(uri.source_uri(None), Err(UriError::NotRegular(_))));
-        let dir_uri = CameraUri::parse(&format!("file://{}/in", dir.display())).unwrap();
+        // Opened without blocking, refused on what was opened.
         assert!(matches!(
-            dir_uri.source_uri(None),
+            uri.open_source(None),
             Err(UriError::NotRegular(_))
         ));
-        // Allowed when added; then swapped for a link to a file outside.
+        let dir_uri = CameraUri::parse(&format!("file://{}/in", dir.display())).unwrap();
+        assert!(matches!(
+            dir_uri.open_source(None),
+            Err(UriError::NotRegular(_))
+        ));
+        // Allowed when added; the source reads the file opened then, even
+        // once its name points elsewhere.
         let clip = dir.join("in/a b.mp4");
-        std::fs::write(&clip, b"x").unwrap();
-        std::fs::write(dir.join("outside.mp4"), b"x").unwrap();
+        std::fs::write(&clip, b"inside").unwrap();
+        std::fs::write(dir.join("outside.mp4"), b"outside").unwrap();
         let uri = CameraUri::parse(&format!("file://{}/in/a%20b.mp4", dir.display())).unwrap();
-        let source = uri.source_uri(Some(&allowed)).unwrap();
-        assert!(source.ends_with("/in/a%20b.mp4"), "{source}");
+        let source = uri.open_source(Some(&allowed)).unwrap();
+        assert!(
+            source.uri.starts_with("file:///proc/self/fd/"),
+            "{}",
+            source.uri
+        );
+        assert!(source.is_open_file());
+        let through = source.uri.strip_prefix("file://").unwrap().to_string();
         std::fs::remove_file(&clip).unwrap();
         std::os::unix::fs::symlink(dir.join("outside.mp4"), &clip).unwrap();
+        assert_eq!(std::fs::read(&through).unwrap(), b"inside");
+        drop(source);
+        // The next start opens the link and refuses it.
         assert!(matches!(
-            uri.source_uri(Some(&allowed)),
+            uri.open_source(Some(&allowed)),
             Err(UriError::NotAllowed(_))
         ));
         // A trusted camera (the command line) may be a link.
-        assert!(uri.source_uri(None).unwrap().ends_with("/outside.mp4"));
+        let source = uri.open_source(None).unwrap();
+        let through = source.uri.strip_prefix("file://").unwrap();
+        assert_eq!(std::fs::read(through).unwrap(), b"outside");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn credentials_in_the_query_are_redacted() {
+        let uri = CameraUri::parse(
+            "rtsp://10.0.0.5/cam/realmonitor?channel=1&user=admin&Password=s%2Fecret9",
+        )
+        .unwrap();
+        assert_eq!(
+            uri.redacted(),
+            "rtsp://10.0.0.5/cam/realmonitor?channel=1&user=<redacted>&Password=<redacted>"
+        );
+        // The source gets the query as it is.
+        assert!(uri.bare().ends_with("&user=admin&Password=s%2Fecret9"));
+        assert!(uri.secrets().contains(&"s/ecret9"));
+        let text = redact_text(
+            "cannot open ...&Password=s%2Fecret9 (s/ecret9)",
+            &uri.secrets(),
+        );
+        assert!(!text.contains("ecret9"), "{text}");
+        let long = format!("rtsp://h/{}", "a".repeat(MAX_URI_LEN));
+        assert_eq!(CameraUri::parse(&long), Err(UriError::TooLong));
     }
 }

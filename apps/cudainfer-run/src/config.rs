@@ -61,6 +61,8 @@ pub enum ConfigError {
     ReadToken(PathBuf, std::io::Error),
     #[error("the token is empty or shorter than 16 characters: use a long random token")]
     WeakToken,
+    #[error("the token holds a space, a line break or a character outside ASCII, which no client can send in a header: use one line of letters, digits and punctuation (e.g. openssl rand -hex 24)")]
+    TokenCharacters,
     #[error("--record '{0}' is not a directory: create it first")]
     RecordDir(PathBuf),
     #[error("--record '{0}': cannot write there ({1}): give a directory the service may write")]
@@ -232,6 +234,10 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         None => std::env::var("CUDAINFER_RUN_TOKEN").ok(),
     };
     if let Some(t) = &token {
+        // One line of visible ASCII: what a client can send in a header.
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::TokenCharacters);
+        }
         if t.len() < 16 {
             return Err(ConfigError::WeakToken);
         }
@@ -246,7 +252,11 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         check_record_dir(dir)?;
     }
     let json = cli.json.or(file.json);
-    if let Some(path) = json.as_deref().filter(|j| *j != "-" && *j != "stdout") {
+    // /dev/null: results discarded (metrics and recordings only).
+    if let Some(path) = json
+        .as_deref()
+        .filter(|j| !["-", "stdout", "/dev/null"].contains(j))
+    {
         check_json_file(std::path::Path::new(path))?;
     }
     let labels = cli.labels.or(file.labels);
@@ -327,20 +337,26 @@ fn toml_error(text: &str, e: &toml::de::Error) -> String {
     format!("{place}{}", without_quoted(e.message().trim()))
 }
 
-/// `text` with the content of every "…" replaced by `…`.
+/// `text` with the content of every "…" replaced by `…` (serde writes a
+/// value with its quotes and backslashes escaped, `\"` inside).
 fn without_quoted(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        if c == '"' {
-            if !inside {
-                out.push_str("\"…");
-            } else {
-                out.push('"');
-            }
-            inside = !inside;
-        } else if !inside {
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
             out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        // Up to the closing quote; an escaped one does not close.
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
         }
     }
     out
@@ -499,6 +515,8 @@ mod tests {
         let path = dir.join("c.toml");
         for text in [
             "cameras = \"rtsp://admin:secretpass@10.0.0.5/s\"\n".to_string(),
+            "cameras = 'rtsp://admin:se\"cretpass@10.0.0.5/s'\n".to_string(),
+            "cameras = 'rtsp://admin:se\\\\\"cretpass@10.0.0.5/s'\n".to_string(),
             format!(
                 "model = \"{}\"\ntoken = \"secretpass-secretpass\"\n",
                 model()
@@ -509,7 +527,7 @@ mod tests {
                 .err()
                 .unwrap()
                 .to_string();
-            assert!(!err.contains("secretpass"), "{err}");
+            assert!(!err.contains("cretpass"), "{err}");
             assert!(err.contains("line "), "{err}");
         }
         let err = parse_args(args(&["x", "--model", &model(), "secretpass://admin:x@h/"]))
@@ -541,6 +559,7 @@ mod tests {
             (dir.to_str().unwrap().to_string(), "not a regular file"),
             ("/dev/full".to_string(), "not a regular file"),
         ];
+        assert_eq!(run(&["--json", "/dev/null"]), None);
         for (json, expected) in &cases {
             let err = run(&["--json", json]).unwrap_or_else(|| panic!("{json} accepted"));
             assert!(err.contains(expected), "{json}: {err}");

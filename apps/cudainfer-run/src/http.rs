@@ -9,6 +9,9 @@
 //!   [`BODY_TIMEOUT`]; a declared length is never allocated;
 //! - at most [`MAX_CONNECTIONS`] connections at once, each a task, not a
 //!   thread: a stalled client holds no worker;
+//! - a write that cannot go on for [`WRITE_TIMEOUT`] (a client that sends
+//!   requests and never reads the answers) closes the connection, and each
+//!   connection's kernel send buffer is [`SEND_BUFFER`];
 //! - no call blocks a worker (a removal waits for its camera asynchronously)
 //!   and none needs a thread of its own, so the API answers when the
 //!   process can start no more threads; a panic in a request is a 500 for
@@ -39,6 +42,11 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 512;
+/// Longest a write may wait for the client to read.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Kernel send buffer per connection: a client that does not read holds
+/// this much, not the megabytes the kernel would grow it to.
+const SEND_BUFFER: usize = 64 * 1024;
 /// The read buffer, which bounds a request's head (hyper's least is 8 KiB).
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Threads that run the connections (the work is small and non-blocking).
@@ -81,6 +89,39 @@ impl Drop for Api {
 struct Context {
     token: Option<String>,
     service: Arc<Service>,
+    refusals: std::sync::Mutex<RefusalLog>,
+}
+
+/// Refused requests logged per second at most; the rest are counted and
+/// the count goes with the next line logged, so that a client sending
+/// refused requests as fast as it can does not flood the log.
+const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
+
+#[derive(Default)]
+struct RefusalLog {
+    second: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    /// Whether to log this refusal, and how many were left out before it.
+    fn admit(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= REFUSALS_LOGGED_PER_SECOND {
+            self.suppressed += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 /// Binds `addr` (port 0 picks a free one) and serves the API.
@@ -102,7 +143,11 @@ pub fn serve(
     let bound = listener
         .local_addr()
         .map_err(|e| HttpError::Bind(addr, e))?;
-    let context = Arc::new(Context { token, service });
+    let context = Arc::new(Context {
+        token,
+        service,
+        refusals: std::sync::Mutex::default(),
+    });
     runtime.spawn(accept(listener, context));
     Ok(Api {
         runtime: Some(runtime),
@@ -126,6 +171,7 @@ async fn accept(listener: TcpListener, context: Arc<Context>) {
                 continue;
             }
         };
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         let context = context.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -134,9 +180,108 @@ async fn accept(listener: TcpListener, context: Arc<Context>) {
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEAD_BYTES)
-                .serve_connection(TokioIo::new(stream), serve)
+                .serve_connection(TokioIo::new(WriteDeadline::new(stream)), serve)
                 .await;
         });
+    }
+}
+
+/// A connection whose writes must make progress: one that has waited
+/// [`WRITE_TIMEOUT`] for the client to read fails, and hyper drops the
+/// connection. Hyper stops reading while it cannot write, so without this a
+/// client that never reads would hold its connection (and its slot) for ever,
+/// the head timeout never starting.
+struct WriteDeadline {
+    stream: tokio::net::TcpStream,
+    /// Armed when a write first waits; cleared when one goes through.
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WriteDeadline {
+    fn new(stream: tokio::net::TcpStream) -> Self {
+        Self {
+            stream,
+            stalled: None,
+        }
+    }
+
+    /// `result` of a write or flush, turned into an error once the writes
+    /// have waited too long.
+    fn progress<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        result: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        use std::task::Poll;
+        match result {
+            Poll::Ready(r) => {
+                self.stalled = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let deadline = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_TIMEOUT)));
+                if deadline.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client has not read the answer",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for WriteDeadline {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for WriteDeadline {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.progress(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.progress(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let result = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        self.progress(cx, result)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -191,7 +336,7 @@ async fn handle(
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(100).collect();
     // A task of its own: a panic ends it alone, and becomes a 500.
-    let reply = tokio::spawn(respond(req, context))
+    let reply = tokio::spawn(respond(req, context.clone()))
         .await
         .unwrap_or_else(|_| {
             Reply::refused(&Refusal::new(
@@ -200,15 +345,23 @@ async fn handle(
             ))
         });
     if reply.status >= 400 {
-        log::event(
-            Level::Warn,
-            "api_refused",
-            &[
-                ("method", &method),
-                ("path", &path),
-                ("status", &reply.status),
-            ],
-        );
+        let admitted = context
+            .refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .admit();
+        if let Some(suppressed) = admitted {
+            log::event(
+                Level::Warn,
+                "api_refused",
+                &[
+                    ("method", &method),
+                    ("path", &path),
+                    ("status", &reply.status),
+                    ("not_logged_before", &suppressed),
+                ],
+            );
+        }
     }
     Ok(reply.into_response())
 }
@@ -325,5 +478,21 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_at_a_bounded_rate() {
+        let mut log = RefusalLog::default();
+        let admitted = (0..100).filter(|_| log.admit().is_some()).count();
+        assert_eq!(admitted, REFUSALS_LOGGED_PER_SECOND as usize);
+        // A second later the next line carries the count left out.
+        log.second = Some(std::time::Instant::now() - Duration::from_secs(1));
+        assert_eq!(log.admit(), Some(100 - REFUSALS_LOGGED_PER_SECOND as u64));
+        assert_eq!(log.admit(), Some(0));
     }
 }

@@ -44,15 +44,28 @@ pub fn printable(text: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            // Characters that reorder or hide text (bidirectional overrides,
+            // zero-width ones, line separators): shown as escapes too.
+            c if is_format(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
     out
 }
 
+/// Unicode format and separator characters that change how text around
+/// them reads.
+fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
 fn quote(v: &str) -> String {
     if !v.is_empty()
-        && !v.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+        && !v.contains(|c: char| {
+            c.is_whitespace() || c.is_control() || is_format(c) || c == '"' || c == '='
+        })
     {
         return v.to_string();
     }
@@ -72,5 +85,9 @@ mod tests {
             "\"/tmp/a\\x1b[2J\\rlevel=info\""
         );
         assert_eq!(super::quote("a\u{9b}b"), "\"a\\x9bb\"");
+        assert_eq!(
+            super::quote("rtsp://a/\u{202e}x"),
+            "\"rtsp://a/\\u{202e}x\""
+        );
     }
 }

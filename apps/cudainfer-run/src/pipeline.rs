@@ -215,6 +215,7 @@ pub fn build(
     let src = make("uridecodebin")?;
     src.set_property("uri", source);
     connect_source_setup(&src, uri);
+    refuse_playlists(&src);
 
     let queue = make("queue")?;
     queue.set_property("name", "infer-queue");
@@ -281,6 +282,40 @@ pub fn build(
     Ok(pipeline)
 }
 
+/// Caps of playlists, which adaptive demuxers (hlsdemux, dashdemux, …)
+/// follow by fetching the URIs they list themselves, `file://` ones too:
+/// a playlist would read files past every check the service makes.
+const PLAYLIST_CAPS: &[&str] = &[
+    "application/x-hls",
+    "application/dash+xml",
+    "application/vnd.ms-sstr+xml",
+];
+
+/// Fails the camera when its stream turns out to be a playlist, before a
+/// demuxer for it is made.
+fn refuse_playlists(src: &gst::Element) {
+    src.connect("autoplug-continue", false, |args| {
+        let caps = args[2].get::<gst::Caps>().ok()?;
+        let playlist = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .filter(|name| PLAYLIST_CAPS.contains(&name.as_str()));
+        if let (Some(kind), Ok(bin)) = (playlist, args[0].get::<gst::Element>()) {
+            gst::element_error!(
+                bin,
+                gst::StreamError::WrongType,
+                (
+                    "the camera's stream is a playlist ({kind}): playlists (HLS, DASH) are not camera \
+                     sources, since their demuxers fetch the addresses they list, local files included; \
+                     give the camera's video stream itself"
+                )
+            );
+            return Some(false.to_value());
+        }
+        Some(true.to_value())
+    });
+}
+
 /// Credentials go to the source element's own properties, never in its URI:
 /// element errors and debug logs quote URIs.
 fn connect_source_setup(src: &gst::Element, uri: &CameraUri) {
@@ -298,6 +333,11 @@ fn connect_source_setup(src: &gst::Element, uri: &CameraUri) {
         };
         if let Some(u) = &user {
             set("user-id", u);
+        }
+        if kind == SourceKind::Http && (user.is_some() || password.is_some()) {
+            // souphttpsrc would answer a redirect's challenge with the same
+            // credentials, whatever host it leads to.
+            set("automatic-redirect", &false);
         }
         if let Some(p) = &password {
             set("user-pw", p);

@@ -156,8 +156,10 @@ fn loopback_guard(head: &Head) -> Result<(), Refusal> {
 
 fn authorised(head: &Head, token: &str) -> bool {
     head.values("authorization").any(|v| {
-        v.strip_prefix(b"Bearer ")
-            .is_some_and(|t| token_matches(t.trim_ascii(), token.as_bytes()))
+        // The scheme's name is case-insensitive (RFC 7235).
+        v.get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
+            && token_matches(v[7..].trim_ascii(), token.as_bytes())
     })
 }
 

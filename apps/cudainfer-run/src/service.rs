@@ -14,7 +14,7 @@ use crate::pipeline::PipelineSettings;
 pub enum AddError {
     #[error(transparent)]
     Uri(#[from] UriError),
-    #[error("already {0} cameras, the most this service runs (--max-cameras): remove one first")]
+    #[error("already {0} cameras (removed ones still stopping count), the most this service runs (--max-cameras): remove one first")]
     Full(usize),
     #[error("cannot start the camera's thread ({0}): the system's limit on threads or processes is reached; remove cameras or raise the limit")]
     Resources(std::io::Error),
@@ -26,6 +26,9 @@ pub struct Service {
     /// Where file cameras added through the API may lie.
     pub allow_dirs: Vec<PathBuf>,
     max_cameras: usize,
+    /// Removed cameras whose threads have not ended yet (stuck in their
+    /// source): they hold threads, so they count toward `max_cameras`.
+    stopping: Mutex<Vec<Arc<Camera>>>,
     cameras: Mutex<BTreeMap<u64, Arc<Camera>>>,
     next_id: Mutex<u64>,
 }
@@ -42,6 +45,7 @@ impl Service {
             loop_files,
             allow_dirs,
             max_cameras,
+            stopping: Mutex::default(),
             cameras: Mutex::default(),
             next_id: Mutex::new(1),
         }
@@ -57,14 +61,19 @@ impl Service {
     ) -> Result<Arc<Camera>, AddError> {
         // Checked here and again, on the resolved path, at every (re)start.
         let allowed = if trusted {
-            uri.source_uri(None)?;
+            uri.open_source(None)?;
             None
         } else {
             uri.check_allowed(&self.allow_dirs)?;
             Some(self.allow_dirs.clone())
         };
+        let stopping = {
+            let mut stopping = self.stopping.locked();
+            stopping.retain(|c| !c.ended());
+            stopping.len()
+        };
         let mut cameras = self.cameras.locked();
-        if cameras.len() >= self.max_cameras {
+        if cameras.len() + stopping >= self.max_cameras {
             return Err(AddError::Full(self.max_cameras));
         }
         let mut next = self.next_id.locked();
@@ -94,6 +103,7 @@ impl Service {
     pub fn remove(&self, n: u64) -> Option<Arc<Camera>> {
         let camera = self.cameras.locked().remove(&n)?;
         camera.request_stop(Ending::Discard);
+        self.stopping.locked().push(camera.clone());
         Some(camera)
     }
 

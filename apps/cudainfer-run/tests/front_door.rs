@@ -631,8 +631,17 @@ fn odd_uris_leak_no_secret_and_no_control_characters() {
         .replace('\r', "%0D");
     let model = model();
     let camera = format!("file://{encoded}");
+    let query_camera = "rtsp://127.0.0.1:1/x?channel=1&user=admin&password=qsecretpass";
     let mut service = Service::start(
-        &["--model", &model, "--http", "0", "--status", &camera],
+        &[
+            "--model",
+            &model,
+            "--http",
+            "0",
+            "--status",
+            &camera,
+            query_camera,
+        ],
         &[],
     );
     wait_until(
@@ -649,6 +658,10 @@ fn odd_uris_leak_no_secret_and_no_control_characters() {
     let (_, cameras) = service.request("GET", "/cameras", None, None);
     alive(&mut service);
     let log = service.log_text();
+    assert!(
+        cameras.contains("?channel=1&user=<redacted>&password=<redacted>"),
+        "{cameras}"
+    );
     for (what, text) in [("log", &log), ("reply", &reply), ("cameras", &cameras)] {
         assert!(
             !text.contains("secretpass"),
@@ -717,5 +730,205 @@ fn sighup_reopens_the_results_file() {
         segments.iter().all(|&n| n > 0),
         "an empty recording: {segments:?}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A one-route HTTP server on 127.0.0.1 for the tests below: answers every
+/// request with `reply` and keeps each request's head.
+fn http_server(reply: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    (port, heads)
+}
+
+/// A playlist is no camera: its demuxer would fetch what it lists, local
+/// files outside --allow-dir included, past every check. Refused from a
+/// file and from an HTTP server alike, with a message that says so.
+#[test]
+fn playlists_are_refused() {
+    let dir = temp_dir("playlist");
+    let allowed = dir.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let secret = small_clip(&dir, 20);
+    let playlist = format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\nfile://{}\n#EXT-X-ENDLIST\n",
+        secret.display()
+    );
+    std::fs::write(allowed.join("evil.m3u8"), &playlist).unwrap();
+    let (port, _) = http_server(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.apple.mpegurl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{playlist}",
+        playlist.len()
+    ));
+    let json = dir.join("results.jsonl");
+    let (model, json_s, allowed_s) = (
+        model(),
+        json.display().to_string(),
+        allowed.display().to_string(),
+    );
+    let mut service = Service::start(
+        &[
+            "--model",
+            &model,
+            "--json",
+            &json_s,
+            "--http",
+            "0",
+            "--allow-dir",
+            &allowed_s,
+            "--once",
+        ],
+        &[],
+    );
+    for uri in [
+        format!("file://{}/evil.m3u8", allowed.display()),
+        format!("http://127.0.0.1:{port}/evil.m3u8"),
+    ] {
+        let body = format!("{{\"uri\": \"{uri}\"}}");
+        let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
+        assert_eq!(status, 201, "{reply}");
+    }
+    for id in ["cam-1", "cam-2"] {
+        wait_until(
+            &format!("{id} refused as a playlist"),
+            Duration::from_secs(30),
+            || last_error(&service, id).contains("is a playlist"),
+        );
+    }
+    assert!(
+        read_lines(&json).is_empty(),
+        "a playlist's segment was played"
+    );
+    alive(&mut service);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Credentials of an HTTP camera go to its host only: a redirect to
+/// another is not followed with them.
+#[test]
+fn a_redirect_gets_no_credentials() {
+    let (target, target_heads) = http_server(
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            .to_string(),
+    );
+    let (camera, camera_heads) = http_server(format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://localhost:{target}/steal\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    ));
+    let model = model();
+    let uri = format!("http://camuser:CamPassw0rd@127.0.0.1:{camera}/video.mjpg");
+    let mut service = Service::start(&["--model", &model, "--http", "0", &uri], &[]);
+    wait_until("the camera asked", Duration::from_secs(30), || {
+        !camera_heads.lock().unwrap().is_empty()
+    });
+    wait_until("the camera failing", Duration::from_secs(30), || {
+        !last_error(&service, "cam-1").is_empty()
+    });
+    let leaked: Vec<String> = target_heads
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.to_ascii_lowercase().contains("authorization"))
+        .cloned()
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "credentials sent to the redirect: {leaked:?}"
+    );
+    alive(&mut service);
+}
+
+/// Clients that send requests and never read the answers lose their
+/// connections after the write timeout; meanwhile and after, the API
+/// answers others.
+#[test]
+fn clients_that_never_read_are_cut_off() {
+    let model = model();
+    let service = Service::start(&["--model", &model, "--http", "0"], &[]);
+    let addr = service.addr.unwrap();
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let pipelined = request.repeat(3000);
+    let mut hogs: Vec<TcpStream> = (0..16)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+            s
+        })
+        .collect();
+    for s in &mut hogs {
+        // Until the server stops reading: its answers fill the buffers.
+        let _ = s.write_all(pipelined.as_bytes());
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let (status, _) = service.request("GET", "/metrics", None, None);
+        assert_eq!(status, 200);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // After the write timeout each hog's connection is closed: reading
+    // what was sent reaches its end (or a reset) instead of blocking.
+    std::thread::sleep(Duration::from_secs(12));
+    for s in &mut hogs {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = Vec::new();
+        let result = s.read_to_end(&mut sink);
+        let timed_out = matches!(&result, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            || e.kind() == std::io::ErrorKind::TimedOut);
+        assert!(!timed_out, "a connection that never read is still open");
+    }
+    let (status, _) = service.request("GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+}
+
+/// A results file swapped for a FIFO before SIGHUP is not opened (that
+/// would block until a reader came): the old file is kept with a warning,
+/// and SIGTERM still ends the service at once.
+#[test]
+fn sighup_does_not_open_a_fifo() {
+    let dir = temp_dir("sighup-fifo");
+    let clip = small_clip(&dir, 50);
+    let json = dir.join("results.jsonl");
+    let (model, json_s) = (model(), json.display().to_string());
+    let uri = format!("file://{}", clip.display());
+    let mut service = Service::start(
+        &["--model", &model, "--json", &json_s, "--http", "0", &uri],
+        &[],
+    );
+    wait_until("lines", Duration::from_secs(60), || {
+        !read_lines(&json).is_empty()
+    });
+    std::fs::rename(&json, dir.join("old.jsonl")).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&json)
+        .status()
+        .unwrap()
+        .success());
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &service.child.id().to_string()])
+        .status();
+    let line = service.wait_log("event=outputs_reopened", Duration::from_secs(10));
+    assert!(line.contains("elements=0"), "{line}");
+    alive(&mut service);
+    let started = Instant::now();
+    let status = service.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit {status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
     std::fs::remove_dir_all(&dir).unwrap();
 }

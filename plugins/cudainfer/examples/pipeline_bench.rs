@@ -21,7 +21,10 @@
 //! common/live.rs): per N, a table per GPU of frames delivered, decoded,
 //! lost and late, source-to-sink latency, NVDEC and SM utilisation, and the
 //! start-up time apart; `--latency-ms` is the latency budget (default 100),
-//! `--seconds` stops a run early. After each table, a stage table: the
+//! `--seconds` stops a run early. Live trtinfers get `overload=block`
+//! before `--infer`'s properties: every frame is inferred, and a frame
+//! passed on uninferred for overload (`--infer overload=skip`) fails the
+//! run (`skipped=` in the `LIVE` line). After each table, a stage table: the
 //! steady state's p50 and p99 (ms, all streams) from the decoder's src pad
 //! to cudapreprocess's src pad, on to trtinfer's sink pad (where the frame
 //! joins the shared batcher), to trtinfer's src pad (batch wait, run and
@@ -310,9 +313,13 @@ fn variants_of(args: &Args, mode: &str) -> Vec<(String, String)> {
 fn branch(args: &Args, mode: &str, variant: &str, streams: usize, i: usize) -> String {
     // Named so that the live stage probes find them.
     let device = args.device(streams, i);
+    // Live, trtinfer would by default pass frames on uninferred once
+    // inference falls behind: the benchmark measures what it takes to infer
+    // every frame (`--infer overload=skip` still chooses otherwise).
+    let overload = if args.live { "overload=block " } else { "" };
     let infer = format!(
         "cudapreprocess name=pre{i} device-id={device} ! trtinfer name=infer{i} model={} \
-         providers=cuda device-id={device} {} {variant}",
+         providers=cuda device-id={device} {overload}{} {variant}",
         args.model, args.infer_properties
     );
     let tail = match mode {
@@ -668,21 +675,24 @@ fn print_search(mode: &str, search: &capacity::Search, tried: &[Tried]) {
     let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.1}"));
     println!();
     println!("### capacity, mode {mode}: the N tried, in order");
-    println!("| N | verdict | decoder→sink p99 ms | lost | late | delivered / real rate | steady state s |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| N | verdict | decoder→sink p99 ms | lost | late | skipped | delivered / real rate | steady state s |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
     for t in tried {
         match &t.result {
             Some(r) => println!(
-                "| {} | {} | {} | {} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {:.1} |",
                 t.streams,
                 if t.passed { "PASS" } else { "FAIL" },
                 ms(r.total.p99_ms),
                 r.total.lost,
                 r.total.late,
+                r.total.skipped,
                 r.total.kept_up.map_or(String::new(), |k| format!("{k:.3}")),
                 r.seconds
             ),
-            None => println!("| {} | FAIL (error, see above) | | | | | |", t.streams),
+            None => println!("| {} | FAIL (error, see above) | | | | | | |", t.streams),
         }
     }
     println!(

@@ -313,22 +313,35 @@ impl InferPublish {
         }
     }
 
-    /// The `reopen` action: a results file is opened again by its path, for
-    /// appending, so that lines go to a new file once the old one was moved
-    /// away (log rotation). True when a file was reopened; false for stdout,
-    /// MQTT or a stopped element. A file that cannot be opened keeps the
-    /// old one, with a warning.
+    /// The `reopen` action: a results file is opened again by its path,
+    /// for appending, so that lines go to a new file once the old one was
+    /// moved away (log rotation). True when a file was reopened; false for
+    /// stdout, MQTT or a stopped element. What is at the path must be a
+    /// regular file (or nothing, then one is made); anything else (a FIFO,
+    /// which would block the caller until a reader came, a device, a
+    /// directory) or a failed open keeps the old file, with a warning. The
+    /// open happens outside the element's lock, so lines go on meanwhile.
     fn reopen(&self) -> bool {
+        let path = match self.state.lock().unwrap().as_ref().map(|s| &s.output) {
+            Some(Output::Lines {
+                path: Some(path), ..
+            }) => path.clone(),
+            _ => return false,
+        };
+        let opened = open_regular_for_append(&path);
         let mut guard = self.state.lock().unwrap();
         let Some(Output::Lines {
             writer,
             name,
-            path: Some(path),
+            path: Some(current),
         }) = guard.as_mut().map(|s| &mut s.output)
         else {
             return false;
         };
-        match File::options().append(true).create(true).open(&*path) {
+        if *current != path {
+            return false;
+        }
+        match opened {
             Ok(file) => {
                 *writer = Box::new(file);
                 true
@@ -741,4 +754,23 @@ impl InferPublish {
             ),
         }
     }
+}
+
+/// Opens `path` for appending (made if missing) without blocking, and only
+/// if it is a regular file.
+fn open_regular_for_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO for writing with no reader fails (ENXIO)
+    // instead of waiting for one; on a regular file it changes nothing.
+    let file = File::options()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other(
+            "not a regular file (a FIFO, device or directory)",
+        ));
+    }
+    Ok(file)
 }
