@@ -89,6 +89,7 @@ fn classes_and_tracks_relate_to_their_object() {
             })
             .collect(),
         track: Some(track),
+        predicted: false,
     };
     let frame = FrameDetections {
         model: "test".into(),

@@ -216,6 +216,7 @@ fn cuda_caps_pass_through_with_tracks_and_crop_classes() {
                             TrackState::Confirmed
                         },
                     }),
+                    predicted: false,
                 }],
                 classifications: vec![Classification {
                     class_id: 9,
