@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
-# Live cameras and two GPUs (issue 15), run on the GPU machine under
+# Live cameras and two GPUs, run on the GPU machine under
 # ../shared/gpu/run.sh after scripts/gpu-stage.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-live.sh            # one H200
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-live.sh            # one GPU
 #   GPUS=0,1 bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-live.sh   # nvidia-h200-x2
-# One GPU (GPUS unset or one device): pipeline_bench --live at N =
-#   LIVE_STREAMS (default 64,128,150,160) 1080p30 streams of dog_1080p.mp4
-#   (YOLOX nano, dynamic batch, one shared session), each N its own run of at
-#   most LIVE_SECONDS (default 40) s; PASS for an N: nothing dropped or lost
-#   in the steady state and p99 decoder-to-sink latency <= 100 ms. Prints the
-#   largest N that passed.
+# One GPU (GPUS unset or one device): the live capacity of dog_1080p.mp4 and
+#   then of noise_1080p.mp4, 1080p30 streams (YOLOX nano, dynamic batch, one
+#   shared session): one `pipeline_bench --live --find-capacity` each, which
+#   bisects the largest N in LIVE_BOUNDS (default 48,176) that passes, for
+#   decode-only and for the full pipeline, at most LIVE_RUNS (default 4) runs
+#   a mode of at most LIVE_SECONDS (default 25) s each, within
+#   CAPACITY_BUDGET (default 235) s per clip (the program starts no run that
+#   would overrun it; `timeout` is the backstop), so the whole fits in about
+#   9 minutes. PASS for an N: the sinks back to the sources' rate after
+#   start-up, then nothing lost, late or passed on uninferred, and p99
+#   decoder-to-sink latency <= 100 ms. Prints the CAPACITY lines as verdict rows, the runs tried,
+#   and the stage tables (where decoder-to-sink time goes) at the full
+#   pipeline's capacity. See docs/gpu-check/live-capacity.md.
+#   LIVE_STREAMS=64,128 runs those N one by one instead (LIVE_SECONDS default
+#   40), dog_1080p.mp4 only, and prints the largest that passed.
 # Two GPUs (GPUS=0,1): the decoder element of each device; a branch on GPU 1
 #   gives the detections of GPU 0 frame for frame; a decoder on GPU 1 before
 #   cudapreprocess device-id=0 is refused naming both devices; throughput
 #   (non-live) 16 streams on GPU 0 against 32 on both, decode-only and full,
 #   one after the other, PASS when full on two >= 1.9 x full on one; and the
 #   live run at LIVE2_STREAMS (default 300) over both GPUs.
-# Every step is bounded by `timeout`; the whole fits in about 8 minutes.
+# Every step is bounded by `timeout`; either branch fits in about 9 minutes.
 # Writes logs under $OUT (or /tmp/gpu-live) and prints verdicts and tables.
 set -u
 out=${OUT:-/tmp/gpu-live}
@@ -28,6 +37,8 @@ model=$models/yolox_nano_dynbatch.onnx
 infer=${INFER:-max-batch-size=32}
 gpus=${GPUS:-0}
 live_seconds=${LIVE_SECONDS:-40}
+capacity_seconds=${LIVE_SECONDS:-25}
+capacity_budget=${CAPACITY_BUDGET:-235}
 verdicts=()
 verdict() { verdicts+=("| $1 | $2 | $3 |"); }
 exit_note() {
@@ -53,7 +64,34 @@ live_run() {
   echo "$line" | grep -q 'pass=true'
 }
 
-if [ "${gpus#*,}" = "$gpus" ]; then
+# The capacity search on clip $1 (a file in $media): decode-only and full.
+capacity_run() {
+  local name=$1 tag
+  tag=$(basename "$name" .mp4)
+  timeout -k 10 $((capacity_budget + 20)) "$GPU_APP/pipeline_bench" "$media/$name" "$model" --live --find-capacity \
+    --streams "${LIVE_BOUNDS:-48,176}" --max-runs "${LIVE_RUNS:-4}" --budget-s "$capacity_budget" \
+    --gpus "$gpus" --loops 8 --seconds "$capacity_seconds" --infer "$infer" \
+    > "$out/capacity-$tag.md" 2> "$out/capacity-$tag.log"
+  local rc=$?
+  local f=$out/capacity-$tag.md decode full ratio
+  decode=$(grep -o '^CAPACITY mode=decode .*' "$f" | head -1)
+  full=$(grep -o '^CAPACITY mode=full .*' "$f" | head -1)
+  ratio=$(grep -o '^CAPACITY ratio=.*' "$f" | head -1)
+  verdict "$name: live capacity, decode only" "$([ -n "$decode" ] && echo measured || echo FAIL)" \
+    "${decode:-no result, see capacity-$tag.log}; $(exit_note $rc $((capacity_budget + 20)))"
+  local n
+  n=$(echo "$full" | sed -n 's/.* streams=\([0-9]*\).*/\1/p')
+  verdict "$name: live capacity, full pipeline (goal >= 150)" \
+    "$([ -z "$n" ] && echo FAIL || { [ "$n" -ge 150 ] && echo PASS || echo "below goal"; })" \
+    "${full:-no result, see capacity-$tag.log}"
+  verdict "$name: full / decode-only capacity" "$([ -n "$ratio" ] && echo measured || echo FAIL)" "${ratio:-no result}"
+}
+
+if [ "${gpus#*,}" = "$gpus" ] && [ -z "${LIVE_STREAMS:-}" ]; then
+  for name in dog_1080p.mp4 noise_1080p.mp4; do
+    capacity_run "$name"
+  done
+elif [ "${gpus#*,}" = "$gpus" ]; then
   best=none
   for n in $(echo "${LIVE_STREAMS:-64,128,150,160}" | tr , ' '); do
     live_run "$n" "$gpus" one && best=$n
@@ -117,6 +155,14 @@ echo "## Live and two GPUs ($(nvidia-smi --query-gpu=name --format=csv,noheader 
 echo "| check | verdict | detail |"
 echo "|---|---|---|"
 printf '%s\n' "${verdicts[@]}"
+# Of a capacity search: each mode's runs and CAPACITY line, the ratio and
+# the stage tables (every run's own tables stay in the file).
+for f in "$out"/capacity-*.md; do
+  [ -f "$f" ] || continue
+  echo
+  echo "### $(basename "$f" .md) (${capacity_seconds} s runs, bounds ${LIVE_BOUNDS:-48,176})"
+  awk '/^### capacity, mode / { on = 1 } /^CAPACITY ratio=/ { rest = 1 } on || rest { print } /^CAPACITY mode=/ { on = 0; print "" }' "$f"
+done
 for f in "$out"/live-*.md "$out/one-gpu.md" "$out/two-gpus.md"; do
   [ -f "$f" ] || continue
   echo
