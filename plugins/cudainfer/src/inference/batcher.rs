@@ -62,6 +62,29 @@ struct MemberState {
     waiting: bool,
     /// At end of stream: submits nothing until new data.
     ended: bool,
+    /// Frames submitted lately: a count that decays with [`SHARE_DECAY`],
+    /// as of `share_at`.
+    share: f64,
+    share_at: Option<Instant>,
+}
+
+/// Time constant of a member's recent share of the frames run.
+const SHARE_DECAY: Duration = Duration::from_secs(2);
+/// How long the group counts as overloaded after a stream skipped a frame
+/// for it.
+const OVERLOAD_HOLD: Duration = Duration::from_secs(1);
+
+impl MemberState {
+    /// The share decayed to `now`.
+    fn share_now(&self, now: Instant) -> f64 {
+        match self.share_at {
+            Some(at) => {
+                let elapsed = now.saturating_duration_since(at).as_secs_f64();
+                self.share * (-elapsed / SHARE_DECAY.as_secs_f64()).exp()
+            }
+            None => 0.0,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +93,8 @@ struct Queue {
     members: HashMap<u64, MemberState>,
     next_member: u64,
     stop: bool,
+    /// Until when the group counts as overloaded (a stream skipped a frame).
+    overloaded_until: Option<Instant>,
 }
 
 impl Queue {
@@ -422,6 +447,8 @@ impl Batcher {
         self.shared.queued.store(queue.jobs.len(), Ordering::Relaxed);
         if let Some(state) = queue.members.get_mut(&member.id) {
             state.ended = false;
+            state.share = state.share_now(queued) + 1.0;
+            state.share_at = Some(queued);
         }
         self.shared.wake.notify_one();
         receiver
@@ -438,14 +465,49 @@ impl Batcher {
         self.shared.queued.load(Ordering::Relaxed)
     }
 
-    /// When a frame queued now would have its result, about: the batches
-    /// ahead of it and its own, each a recent longest run, over the
-    /// sessions that run them side by side. Zero before the first run.
+    /// When a frame queued now would have its result, about: the runs under
+    /// way when every session is busy, the batches queued ahead of it and
+    /// its own, each a recent longest run, over the sessions that run them
+    /// side by side. Zero before the first run.
     pub fn expected_wait(&self) -> Duration {
         let batch = self.info.max_batch_size.max(1);
-        let batches = self.queued() / batch + 1;
         let sessions = self.info.sessions.max(1);
+        let busy = self.shared.running.load(Ordering::Relaxed) >= sessions;
+        let batches = self.queued() / batch + 1 + usize::from(busy);
         self.batch_time() * batches.div_ceil(sessions) as u32
+    }
+
+    /// A stream of the group passed a frame on uninferred for overload:
+    /// the group counts as overloaded for a while (see [`Self::above_share`]).
+    pub fn note_overload(&self) {
+        self.shared.lock().overloaded_until = Some(Instant::now() + OVERLOAD_HOLD);
+    }
+
+    /// While the group is overloaded, whether `member` has lately had more
+    /// frames run than the group's streams on average (by a tenth): such a
+    /// stream yields its next frame to the others, so that every stream
+    /// degrades evenly rather than the ones whose frames happen to come
+    /// just after a batch starts.
+    pub fn above_share(&self, member: &Membership) -> bool {
+        let queue = self.shared.lock();
+        let now = Instant::now();
+        if queue.overloaded_until.is_none_or(|until| now >= until) {
+            return false;
+        }
+        let active: Vec<f64> = queue
+            .members
+            .values()
+            .filter(|m| !m.ended)
+            .map(|m| m.share_now(now))
+            .collect();
+        if active.len() < 2 {
+            return false;
+        }
+        let mean = active.iter().sum::<f64>() / active.len() as f64;
+        queue
+            .members
+            .get(&member.id)
+            .is_some_and(|m| m.share_now(now) > mean * 1.1)
     }
 
     /// Waits and runs of the last batches (percentiles), for benchmarks.

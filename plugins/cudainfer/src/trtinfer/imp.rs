@@ -1233,8 +1233,10 @@ impl BaseTransformImpl for TrtInfer {
                 // stream whose every run is over the budget still gets
                 // results, at the rate the model allows.
                 && state.in_flight.inferring()
-                && age + state.batcher.expected_wait() > budget
+                && (age + state.batcher.expected_wait() > budget
+                    || state.batcher.above_share(&state.membership))
             {
+                state.batcher.note_overload();
                 Some(Skip::Overload)
             } else {
                 None
