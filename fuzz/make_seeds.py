@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the fuzzers' seed corpus (corpus/<target>/) in the targets' input
 format (fuzz/src/lib.rs Reader): real shapes of YOLOX-nano and its exports,
-the edge cases the product refuses, and the first lines of COCO's labels.
+the edge cases the product refuses, the first lines of COCO's labels, and
+cudainfer-run's API requests and camera URIs (hostile ones included).
 Run from anywhere: python3 fuzz/make_seeds.py"""
 import math
 import os
@@ -148,9 +149,77 @@ LABELS = {
     "empty": b"",
 }
 
+# cudainfer-run's API: a byte whose low bit gives the API a token ("1"
+# does, "0" does not), then the request as text (api_request.rs).
+TOKEN = "Tk7-fuzz-token-x9Q2z"
+LOCAL = "Host: 127.0.0.1:8080\n"
+BEARER = f"Authorization: Bearer {TOKEN}\n"
+JSON = "Content-Type: application/json\n"
+
+
+def request(token, first_line, headers="", body=""):
+    return (("1" if token else "0") + f"{first_line}\n{headers}\n{body}").encode()
+
+
+def add(body, token=False, headers=LOCAL + JSON):
+    return request(token, "POST /cameras", (BEARER if token else "") + headers, body)
+
+
+API = {
+    "list_local": request(False, "GET /cameras", LOCAL),
+    "add_local": add('{"uri": "rtsp://10.0.0.5:554/stream1", "loop": false}'),
+    "add_password_token": add('{"uri": "rtsp://admin:hunter2-secret@cam.local:554/s"}', token=True,
+                              headers="Host: cam-host:8080\n" + JSON),
+    "add_password_slash": add('{"uri": "rtsp://admin:secret/pass@10.0.0.5:554/s"}'),
+    "add_password_encoded": add('{"uri": "rtsp://admin:s3cr%2Ft%40x@[fd00::5]:8554/live"}'),
+    "add_password_bad_port": add('{"uri": "rtsp://operator:longpassword@cam:99999/x"}'),
+    "add_password_extra_field": add('{"uri": "rtsp://admin:secretpass@h/x", "extra": 1}'),
+    "add_password_escaped": add('{"uri": "rtsp:\\/\\/admin:esc\\u0061ped-pw@h\\/x"}'),
+    "add_as_array": add('["rtsp://viewer:array-pass@h/x", true]'),
+    "add_file": add('{"uri": "file:///videos/a@b.mp4", "loop": true}'),
+    "huge_content_length": add("{}", headers=LOCAL + JSON + "Content-Length: 18446744073709551616\n"),
+    "rebind_host": add('{"uri": "rtsp://h/x"}', headers="Host: rebind.evil\n" + JSON),
+    "foreign_origin": add('{"uri": "rtsp://h/x"}', headers=LOCAL + JSON + "Origin: http://evil\n"),
+    "text_plain_post": add("uri=rtsp://h/x", headers=LOCAL + "Content-Type: text/plain\n"),
+    "padded_id": request(False, "DELETE /cameras/cam-01", LOCAL),
+    "two_hosts": request(False, "GET /metrics", LOCAL + LOCAL),
+    "ipv6_loopback": request(False, "GET /cameras/cam-3/", "Host: [::1]:8080\nOrigin: http://[::1]:8080\n"),
+    "put_metrics": request(False, "PUT /metrics?x=1", LOCAL),
+    "token_any_host": request(True, "GET /cameras/cam-7", BEARER + "Host: rebind.evil\n"),
+    "wrong_token": request(True, "GET /metrics", f"Authorization: Bearer {TOKEN.upper()}\n"),
+    "lowercase_bearer": request(True, "GET /metrics", f"authorization: bearer {TOKEN}\n"),
+    "add_query_password": add('{"uri": "rtsp://cam.local/live?user=admin&pwd=query-secret9"}',
+                              token=True, headers=JSON),
+    "no_bearer": request(True, "POST /cameras", JSON, '{"uri": "rtsp://h/x"}'),
+}
+
+# Camera URIs as text (camera_uri.rs).
+URIS = {
+    "password": "rtsp://admin:s3cr%40t@10.0.0.5:554/stream1",
+    "password_slash": "rtsp://user:secret/pass@127.0.0.1:18554/x",
+    "password_slash_no_colon": "rtsp://user/secretpass@127.0.0.1/x",
+    "password_encoded_slash": "rtsp://user:secret%2Fpass@127.0.0.1:18554/x",
+    "password_at": "rtsp://user:p@ssw0rd@cam.local/x",
+    "password_query_fragment": "https://user:tok3n-value@cam.example:8443/path?x=1#frag",
+    "query_credentials": "rtsp://10.0.0.5/cam/realmonitor?channel=1&user=admin&Password=s%2Fecret9#x",
+    "quote_in_userinfo": "rtsp://us'er:pa%22ss-word@h/x",
+    "ipv6": "rtsps://viewer:v1ewer-pass@[fe80::1%25eth0]:322/h264",
+    "ipv6_unclosed": "rtsp://u:password1@[::1/x",
+    "bad_port": "rtsp://admin:hunter22@h:70000/x",
+    "empty_port": "http://h:/mjpeg",
+    "no_host": "rtsp://user:password@/x",
+    "uppercase": "RTSP://Admin:PassWord99@Cam.Local/Stream",
+    "file": "file:///var/videos/clip%20one@2x.mp4",
+    "file_host": "file://nas/etc/passwd",
+    "file_userinfo": "file://user:secret@localhost/x.mp4",
+    "bad_scheme": "rtmp://admin:secretpass@h/x",
+    "no_scheme": "admin:secretpass@cam://x",
+}
+URIS = {name: uri.encode() for name, uri in URIS.items()}
+
 for target, seeds in (("yolox_decode", YOLOX), ("yolov8_decode", YOLOV8), ("ssd_decode", SSD),
                       ("classifier_decode", CLASSIFIER), ("model_shapes", MODEL),
-                      ("labels", LABELS)):
+                      ("labels", LABELS), ("api_request", API), ("camera_uri", URIS)):
     folder = os.path.join(here, "corpus", target)
     shutil.rmtree(folder, ignore_errors=True)
     os.makedirs(folder)

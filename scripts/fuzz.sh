@@ -24,7 +24,8 @@ CARGO_FUZZ_VERSION=0.13.2
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(yolox_decode yolov8_decode ssd_decode classifier_decode labels model_shapes)
+[ ${#targets[@]} -gt 0 ] || targets=(yolox_decode yolov8_decode ssd_decode classifier_decode labels model_shapes
+  api_request camera_uri)
 
 t0=$SECONDS
 if ! cargo fuzz --version >/dev/null 2>&1; then

@@ -1,7 +1,7 @@
 //! Shared by the fuzz targets: a reader of their simple input format (so that
 //! `make_seeds.py` can write seeds by hand), an allocator that makes an
-//! unbounded allocation a crash, and the checks every detector's decoding
-//! must pass.
+//! unbounded allocation a crash, the checks every detector's decoding
+//! must pass, and what cudainfer-run may show of a camera URI.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -287,4 +287,253 @@ pub fn fuzz_grid_family(family: &GridFamily, data: &[u8]) {
         data.max_detections,
         data.nms_threshold,
     );
+}
+
+/// A URI's text split where `CameraUri::parse` (and RFC 3986) splits it:
+/// `head` up to and with the first `://`, the user information up to the
+/// last '@' before the first '/', '?' or '#' (`None` without such an '@'),
+/// and the `rest` after that '@' (host, port, path).
+pub struct UriParts<'a> {
+    pub head: &'a str,
+    pub userinfo: Option<&'a str>,
+    pub rest: &'a str,
+}
+
+impl<'a> UriParts<'a> {
+    /// `None` where the text has no `://`.
+    pub fn split(uri: &'a str) -> Option<Self> {
+        let (head, after) = uri.split_at(uri.find("://")? + 3);
+        let end = after.find(['/', '?', '#']).unwrap_or(after.len());
+        Some(match after[..end].rfind('@') {
+            Some(at) => Self {
+                head,
+                userinfo: Some(&after[..at]),
+                rest: &after[at + 1..],
+            },
+            None => Self {
+                head,
+                userinfo: None,
+                rest: after,
+            },
+        })
+    }
+
+    /// The text without its user information: all a message may quote.
+    pub fn without_userinfo(&self) -> String {
+        format!("{}{}", self.head, self.rest)
+    }
+
+    /// The text with `stand_in` for its user information.
+    pub fn with_userinfo(&self, stand_in: &str) -> String {
+        format!("{}{stand_in}@{}", self.head, self.rest)
+    }
+
+    /// The user and the password as written (percent-encoded).
+    pub fn credentials(&self) -> (Option<&'a str>, Option<&'a str>) {
+        match self.userinfo {
+            None => (None, None),
+            Some(info) => match info.split_once(':') {
+                Some((user, password)) => (Some(user), Some(password)),
+                None => (Some(info), None),
+            },
+        }
+    }
+}
+
+/// RFC 3986 percent-decoding, invalid UTF-8 replaced: a '%' not followed
+/// by two hexadecimal digits stays as it is.
+pub fn percent_decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, after)) = rest.split_first() {
+        match after {
+            [h, l, tail @ ..] if b == b'%' && h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                let digit = |c: u8| (c as char).to_digit(16).unwrap() as u8;
+                out.push(digit(*h) * 16 + digit(*l));
+                rest = tail;
+            }
+            _ => {
+                out.push(b);
+                rest = after;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A stand-in for a user information, for checking that an outcome does
+/// not depend on it: of the same length, as a limit on the URI's length
+/// counts it.
+fn stand_in(info: &str) -> String {
+    "x".repeat(info.len())
+}
+
+/// The text `err`'s message quotes from the URI.
+fn quoted(err: &cudainfer_run::camera_uri::UriError) -> Option<&str> {
+    use cudainfer_run::camera_uri::UriError;
+    match err {
+        UriError::Scheme(q)
+        | UriError::NoHost(q)
+        | UriError::File(q, _)
+        | UriError::NotAllowed(q)
+        | UriError::NotRegular(q) => Some(q),
+        _ => None,
+    }
+}
+
+/// A refused camera URI: the error is the one the same URI gets with a
+/// stand-in user information, and what its message quotes is text of the
+/// URI without its user information (the scheme, or the URI rebuilt
+/// without it). So no text of the user information is shown unless the
+/// rest of the URI or the message's own words hold it too.
+pub fn check_refused_uri(uri: &str, err: &cudainfer_run::camera_uri::UriError) {
+    use cudainfer_run::camera_uri::CameraUri;
+    assert!(!err.to_string().is_empty());
+    let Some(parts) = UriParts::split(uri) else {
+        assert!(quoted(err).is_none(), "{err:?} for {uri:?}");
+        return;
+    };
+    let rest = parts.without_userinfo().to_lowercase();
+    if let Some(q) = quoted(err) {
+        assert!(
+            rest.contains(&q.to_lowercase()),
+            "the error for {uri:?} quotes {q:?}"
+        );
+    }
+    let Some(info) = parts.userinfo else {
+        return;
+    };
+    // A control character or space in the user information is refused as
+    // such; the stand-in has none.
+    if !info.chars().any(|c| c.is_control() || c == ' ') {
+        let stand_in = CameraUri::parse(&parts.with_userinfo(&stand_in(info))).err();
+        assert_eq!(
+            Some(err),
+            stand_in.as_ref(),
+            "the error depends on the user information of {uri:?}"
+        );
+    }
+}
+
+/// A query's `&`-separated pairs, and the fragment after it.
+fn query_pairs(query: &str) -> (Vec<&str>, Option<&str>) {
+    match query.split_once('#') {
+        Some((query, fragment)) => (query.split('&').collect(), Some(fragment)),
+        None => (query.split('&').collect(), None),
+    }
+}
+
+/// `shown` is `bare` with, at most, values of its query replaced by
+/// `<redacted>`, each such value one of `secrets`.
+fn check_masked_query(bare: &str, shown: &str, secrets: &[&str]) {
+    let Some((path, query)) = bare.split_once('?') else {
+        assert_eq!(shown, bare);
+        return;
+    };
+    let shown_query = shown
+        .strip_prefix(path)
+        .and_then(|s| s.strip_prefix('?'))
+        .unwrap_or_else(|| panic!("{shown:?} is not {bare:?}'s path"));
+    let ((pairs, fragment), (shown_pairs, shown_fragment)) =
+        (query_pairs(query), query_pairs(shown_query));
+    assert_eq!(fragment, shown_fragment);
+    assert_eq!(pairs.len(), shown_pairs.len(), "{shown:?} for {bare:?}");
+    for (pair, shown_pair) in pairs.iter().zip(shown_pairs) {
+        if *pair != shown_pair {
+            let (key, value) = pair.split_once('=').expect("a value replaced");
+            assert_eq!(shown_pair, format!("{key}=<redacted>"));
+            assert!(secrets.contains(&value), "{value:?} hidden but no secret");
+        }
+    }
+}
+
+/// An accepted camera URI: its parts are the text's; the bare URI (what
+/// GStreamer gets) is the text without user information and parses to a
+/// URI without credentials; the redacted form and a debug print are the
+/// bare URI with `<redacted>@` for credentials (and credential values of
+/// the query hidden); `redact_text` removes every secret from the URI's own
+/// text. The outcome does not depend on the user information.
+pub fn check_accepted_uri(uri: &str, parsed: &cudainfer_run::camera_uri::CameraUri) {
+    use cudainfer_run::camera_uri::{redact_text, CameraUri, SourceKind};
+    let parts = UriParts::split(uri).expect("an accepted URI has ://");
+    let bare = parsed.bare();
+    assert_eq!(
+        bare,
+        format!("{}{}", parts.head.to_ascii_lowercase(), parts.rest)
+    );
+    let again = CameraUri::parse(bare).expect("the bare URI parses");
+    assert_eq!(
+        (again.bare(), again.kind(), again.user(), again.password()),
+        (bare, parsed.kind(), None, None)
+    );
+
+    let (user, password) = parts.credentials();
+    let decoded = |s: Option<&str>| s.map(percent_decode).filter(|s| !s.is_empty());
+    assert_eq!(parsed.user(), decoded(user).as_deref());
+    assert_eq!(parsed.password(), decoded(password).as_deref());
+    let credentials: Vec<&str> = parsed.user().into_iter().chain(parsed.password()).collect();
+    // The user and the password, then any the query holds.
+    let secrets = parsed.secrets();
+    assert!(secrets.starts_with(&credentials), "{secrets:?}");
+
+    let redacted = parsed.redacted();
+    if parsed.kind() == SourceKind::File {
+        // Local files only: no credentials (a path may hold an '@').
+        assert!(parts.userinfo.is_none());
+    } else {
+        assert!(!bare.contains('@'), "an '@' in {bare:?}");
+        assert_eq!(
+            redacted.matches('@').count(),
+            usize::from(!credentials.is_empty()),
+            "{redacted:?}"
+        );
+        // The port, if any, is a number from 1 to 65535.
+        let host = &parts.rest[..parts.rest.find(['/', '?', '#']).unwrap_or(parts.rest.len())];
+        assert!(!host.is_empty());
+        let after_host = match host.strip_prefix('[') {
+            Some(v6) => &v6[v6.find(']').expect("a closed IPv6 host") + 1..],
+            None => host.find(':').map_or("", |i| &host[i..]),
+        };
+        if let Some(port) = after_host.strip_prefix(':') {
+            assert!(
+                port.is_empty()
+                    || (port.bytes().all(|b| b.is_ascii_digit())
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)),
+                "port {port:?} accepted"
+            );
+        } else {
+            assert!(after_host.is_empty(), "{after_host:?} after the host");
+        }
+    }
+
+    let bare_shown = again.redacted();
+    check_masked_query(bare, &bare_shown, &again.secrets());
+    if credentials.is_empty() {
+        assert_eq!(redacted, bare_shown);
+    } else {
+        let (scheme, rest) = bare_shown.split_once("://").unwrap();
+        assert_eq!(redacted, format!("{scheme}://<redacted>@{rest}"));
+    }
+    assert_eq!(format!("{parsed:?}"), format!("CameraUri({redacted})"));
+
+    // Every secret is replaced wherever it is written. Left out: secrets
+    // of one character (not replaced, by design) and those that
+    // `<redacted>` itself can spell (holding '<' or '>', or within
+    // "redacted").
+    let shown = redact_text(uri, &secrets);
+    for secret in &secrets {
+        if secret.len() >= 2 && !secret.contains(['<', '>']) && !"redacted".contains(secret) {
+            assert!(
+                !shown.contains(secret),
+                "redact_text({uri:?}) shows {secret:?}: {shown}"
+            );
+        }
+    }
+
+    // (An accepted URI has no control character or space.)
+    if let Some(info) = parts.userinfo {
+        let other = CameraUri::parse(&parts.with_userinfo(&stand_in(info)))
+            .expect("accepted with a stand-in user information");
+        assert_eq!((other.bare(), other.kind()), (bare, parsed.kind()));
+    }
 }
