@@ -176,15 +176,19 @@ impl Camera {
             .count()
     }
 
-    /// A `trtinfer` property of the running pipeline (`largest-batch`, …).
-    pub fn infer_property(&self, name: &str) -> Option<u32> {
+    /// A `trtinfer` property of the running pipeline (`largest-batch`,
+    /// `busy`, …).
+    pub fn infer_property<T: for<'a> glib::value::FromValue<'a> + 'static>(
+        &self,
+        name: &str,
+    ) -> Option<T> {
         let pipeline = self.pipeline.locked().clone()?;
         pipeline
             .iterate_elements()
             .into_iter()
             .flatten()
             .find(|e| e.factory().is_some_and(|f| f.name() == "trtinfer"))
-            .map(|e| e.property::<u32>(name))
+            .map(|e| e.property::<T>(name))
     }
 }
 
@@ -214,6 +218,7 @@ impl Worker {
             }
             self.stats.set_state(CameraState::Connecting);
             self.stats.forget_in_flight();
+            self.stats.new_run();
             let started = Instant::now();
             // The file stays open (`source`) while its pipeline runs.
             let built = self
@@ -374,6 +379,16 @@ impl Worker {
                     {
                         let debug = w.debug().map(|d| format!(" ({d})")).unwrap_or_default();
                         return Outcome::Failed(self.redact(&format!("{}{debug}", w.error())));
+                    }
+                    gst::MessageView::Element(e)
+                        if e.structure()
+                            .is_some_and(|s| s.name() == "trtinfer-skipped") =>
+                    {
+                        if let Some(total) =
+                            e.structure().and_then(|s| s.get::<u64>("skipped").ok())
+                        {
+                            self.stats.skipping(total);
+                        }
                     }
                     gst::MessageView::Warning(w) => log::event(
                         Level::Warn,

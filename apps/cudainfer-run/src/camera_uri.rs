@@ -30,6 +30,8 @@ pub enum UriError {
     AtAfterHost,
     #[error("file camera '{0}': {1}")]
     File(String, String),
+    #[error("only local files (file:///path) are cameras: a file URI names no host or user")]
+    FileHost,
     #[error("file camera '{0}' is outside the allowed directories: start the service with --allow-dir for its folder")]
     NotAllowed(String),
     #[error(
@@ -189,16 +191,25 @@ impl CameraUri {
         if kind == SourceKind::File
             && (userinfo.is_some() || !(host.is_empty() || host == "localhost"))
         {
-            return Err(UriError::File(
-                bare,
-                "only local files (file:///path) are cameras".into(),
-            ));
+            // Not quoted: what stands before the host may be credentials.
+            return Err(UriError::FileHost);
         }
-        let (shown, query_secrets) = if kind == SourceKind::File {
+        let (shown, mut query_secrets) = if kind == SourceKind::File {
             (bare.clone(), Vec::new())
         } else {
             mask_query(&bare)
         };
+        // The credentials as written too (percent-encoded as the user wrote
+        // them, which need not be how a message would encode them).
+        if let Some(info) = userinfo {
+            let (u, p) = info.split_once(':').unwrap_or((info, ""));
+            query_secrets.extend(
+                [u, p]
+                    .iter()
+                    .filter(|v| v.contains('%'))
+                    .map(|v| v.to_string()),
+            );
+        }
         Ok(CameraUri {
             kind,
             bare,
@@ -520,8 +531,16 @@ mod tests {
         ));
         assert!(matches!(
             CameraUri::parse("file://host/etc/passwd"),
-            Err(UriError::File(..))
+            Err(UriError::FileHost)
         ));
+        let err = CameraUri::parse("file://user:secret/pass@host/x").unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let uri = CameraUri::parse("rtsp://u%73er:p%61ss-word@host/x").unwrap();
+        let text = redact_text(
+            "could not open rtsp://u%73er'x:p%61ss-word@host/x",
+            &uri.secrets(),
+        );
+        assert!(!text.contains("p%61ss-word"), "{text}");
         assert_eq!(CameraUri::parse("rtsp://a b"), Err(UriError::Control));
     }
 

@@ -31,6 +31,11 @@ options:
   --decode auto|gpu|cpu hardware decoding when a GPU is there (auto, default), or forced
   --device-id N         GPU for decoding and inference (default 0)
   --providers LIST      ONNX Runtime providers (default: cuda,cpu with a GPU, else cpu)
+  --overload P          when inference cannot keep up: skip (frames whose result would be later
+                        than --latency-budget pass on uninferred, with the tracker's boxes), block
+                        (every frame inferred, cameras fall behind) or auto (default: skip for
+                        live sources such as RTSP, block for files)
+  --latency-budget MS   latency budget of --overload skip, in milliseconds (default 100)
   --once                play file cameras once (default: loop them)
   --no-sync             process files as fast as possible instead of in real time
   --status / --no-status  live status table on stderr (default: when stderr is a terminal)
@@ -119,6 +124,9 @@ struct FileConfig {
     #[serde(alias = "device_id")]
     device_id: Option<u32>,
     providers: Option<String>,
+    overload: Option<String>,
+    #[serde(alias = "latency_budget")]
+    latency_budget: Option<u32>,
     once: Option<bool>,
     sync: Option<bool>,
     status: Option<bool>,
@@ -143,6 +151,8 @@ pub struct Config {
     pub decode: Decode,
     pub device_id: u32,
     pub providers: Option<String>,
+    pub overload: String,
+    pub latency_budget: u32,
     pub loop_files: bool,
     pub sync: bool,
     pub status: Option<bool>,
@@ -190,6 +200,8 @@ pub fn parse_args(
             }
             Long("device-id") => cli.device_id = Some(parser.value()?.parse()?),
             Long("providers") => cli.providers = Some(parser.value()?.string()?),
+            Long("overload") => cli.overload = Some(parser.value()?.string()?),
+            Long("latency-budget") => cli.latency_budget = Some(parser.value()?.parse()?),
             Long("once") => cli.once = Some(true),
             Long("no-sync") => cli.sync = Some(false),
             Long("status") => cli.status = Some(true),
@@ -285,6 +297,25 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         .iter()
         .map(|c| CameraUri::parse(c))
         .collect::<Result<Vec<_>, _>>()?;
+    let overload = cli
+        .overload
+        .or(file.overload)
+        .unwrap_or_else(|| "auto".into());
+    if !["auto", "skip", "block"].contains(&overload.as_str()) {
+        return Err(ConfigError::Value(
+            "overload",
+            overload,
+            "use auto, skip or block",
+        ));
+    }
+    let latency_budget = cli.latency_budget.or(file.latency_budget).unwrap_or(100);
+    if !(1..=60_000).contains(&latency_budget) {
+        return Err(ConfigError::Value(
+            "latency-budget",
+            latency_budget.to_string(),
+            "give milliseconds from 1 to 60000",
+        ));
+    }
     let max_cameras = cli
         .max_cameras
         .or(file.max_cameras)
@@ -314,6 +345,8 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         decode: cli.decode.or(file.decode).unwrap_or_default(),
         device_id: cli.device_id.or(file.device_id).unwrap_or(0),
         providers: cli.providers.or(file.providers),
+        overload,
+        latency_budget,
         loop_files: !cli.once.or(file.once).unwrap_or(false),
         sync: cli.sync.or(file.sync).unwrap_or(true),
         status: cli.status.or(file.status),

@@ -473,7 +473,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
                 }
                 Err(AddError::Uri(e)) => Reply::refused(&request::uri_refusal(&e)),
                 Err(e @ AddError::Full(_)) => Reply::refused(&Refusal::new(409, e.to_string())),
-                Err(e @ AddError::Resources(_)) => {
+                Err(e @ (AddError::Resources(_) | AddError::NoHeadroom(_))) => {
                     Reply::refused(&Refusal::new(503, e.to_string()))
                 }
             }

@@ -22,6 +22,7 @@ pub struct CameraView {
     pub frames_out: u64,
     pub dropped: u64,
     pub reconnects: u64,
+    pub skipped: u64,
     pub fps: f64,
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
@@ -40,6 +41,7 @@ pub fn view(camera: &Camera) -> CameraView {
         frames_out: s.frames_out,
         dropped: s.dropped,
         reconnects: s.reconnects,
+        skipped: s.skipped,
         fps: (s.fps * 100.0).round() / 100.0,
         latency_p50_ms: ms(s.p50),
         latency_p99_ms: ms(s.p99),
@@ -64,7 +66,7 @@ pub fn render(service: &Service) -> String {
     let cameras: Vec<Arc<Camera>> = service.list();
     let snaps: Vec<_> = cameras.iter().map(|c| (c, c.stats.snapshot())).collect();
     let mut out = String::new();
-    let counters: [Counter; 4] = [
+    let counters: [Counter; 5] = [
         (
             "cudainfer_camera_frames_in_total",
             "decoded frames that entered inference",
@@ -84,6 +86,11 @@ pub fn render(service: &Service) -> String {
             "cudainfer_camera_reconnects_total",
             "times the camera failed and was started again",
             |s| s.reconnects,
+        ),
+        (
+            "cudainfer_camera_skipped_total",
+            "frames passed on uninferred because inference could not keep up (overload=skip)",
+            |s| s.skipped,
         ),
     ];
     for (name, help, get) in counters {
@@ -148,7 +155,7 @@ pub fn render(service: &Service) -> String {
     );
     let mut largest = 0;
     for c in &cameras {
-        if let Some(b) = c.infer_property("largest-batch") {
+        if let Some(b) = c.infer_property::<u32>("largest-batch") {
             largest = largest.max(b);
             let _ = writeln!(
                 out,
@@ -194,6 +201,34 @@ pub fn render(service: &Service) -> String {
             );
         }
     }
+    // The cameras share one session: any running one's trtinfer tells.
+    let busy = cameras
+        .iter()
+        .filter_map(|c| c.infer_property::<f64>("busy"))
+        .fold(0.0, f64::max);
+    header(
+        &mut out,
+        "cudainfer_inference_busy_ratio",
+        "gauge",
+        "share of the last 5 s the shared inference session ran batches",
+    );
+    let _ = writeln!(out, "cudainfer_inference_busy_ratio {busy:.4}");
+    header(
+        &mut out,
+        "cudainfer_headroom_ratio",
+        "gauge",
+        "1 - busy: what is left of the inference session for more cameras (0 while skipping)",
+    );
+    let overloaded = service.overloaded().is_some();
+    let headroom = if overloaded { 0.0 } else { 1.0 - busy };
+    let _ = writeln!(out, "cudainfer_headroom_ratio {headroom:.4}");
+    header(
+        &mut out,
+        "cudainfer_overloaded",
+        "gauge",
+        "1 while a camera skipped frames for overload in the last 10 s (POST /cameras answers 503)",
+    );
+    let _ = writeln!(out, "cudainfer_overloaded {}", u8::from(overloaded));
     header(&mut out, "cudainfer_cameras", "gauge", "cameras configured");
     let _ = writeln!(out, "cudainfer_cameras {}", cameras.len());
     if let Some(rss) = rss_bytes() {

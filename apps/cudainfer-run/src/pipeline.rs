@@ -34,6 +34,8 @@ pub struct PipelineSettings {
     pub model_type: String,
     pub labels: Option<String>,
     pub providers: String,
+    pub overload: String,
+    pub latency_budget: u32,
     pub device_id: u32,
     pub json: Option<String>,
     pub mqtt: Option<String>,
@@ -55,6 +57,8 @@ impl PipelineSettings {
                 .providers
                 .clone()
                 .unwrap_or_else(|| if gpu { "cuda,cpu" } else { "cpu" }.to_string()),
+            overload: config.overload.clone(),
+            latency_budget: config.latency_budget,
             device_id: config.device_id,
             // Without any output the results go to stdout: a detector whose
             // results go nowhere is a mistake.
@@ -82,6 +86,8 @@ fn make_infer(settings: &PipelineSettings) -> Result<gst::Element, BuildError> {
     }
     infer.set_property("providers", &settings.providers);
     infer.set_property("device-id", settings.device_id as i32);
+    infer.set_property_from_str("overload", &settings.overload);
+    infer.set_property("latency-budget", settings.latency_budget);
     Ok(infer)
 }
 

@@ -18,7 +18,13 @@ pub enum AddError {
     Full(usize),
     #[error("cannot start the camera's thread ({0}): the system's limit on threads or processes is reached; remove cameras or raise the limit")]
     Resources(std::io::Error),
+    #[error("no headroom for another camera: {0}")]
+    NoHeadroom(String),
 }
+
+/// A camera added through the API is refused while a camera skipped frames
+/// for overload this recently: inference is already at its limit.
+pub const HEADROOM_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub struct Service {
     pub settings: Arc<PipelineSettings>,
@@ -67,6 +73,11 @@ impl Service {
             uri.check_allowed(&self.allow_dirs)?;
             Some(self.allow_dirs.clone())
         };
+        if !trusted {
+            if let Some(reason) = self.overloaded() {
+                return Err(AddError::NoHeadroom(reason));
+            }
+        }
         let stopping = {
             let mut stopping = self.stopping.locked();
             stopping.retain(|c| !c.ended());
@@ -89,6 +100,25 @@ impl Service {
         *next += 1;
         cameras.insert(n, camera.clone());
         Ok(camera)
+    }
+
+    /// Why inference has no headroom now: cameras that skipped frames for
+    /// overload within [`HEADROOM_WINDOW`]; `None` when none did.
+    pub fn overloaded(&self) -> Option<String> {
+        let skipping: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|c| c.stats.skipped_within(HEADROOM_WINDOW))
+            .map(|c| c.id.clone())
+            .collect();
+        (!skipping.is_empty()).then(|| {
+            format!(
+                "inference is skipping frames to hold the latency budget ({} in the last {} s): \
+                 another camera would make every camera skip more; remove one, or add a GPU",
+                skipping.join(", "),
+                HEADROOM_WINDOW.as_secs()
+            )
+        })
     }
 
     /// Camera `cam-{n}`.

@@ -64,6 +64,12 @@ pub struct CameraStats {
     pub frames_out: AtomicU64,
     pub dropped: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Frames trtinfer passed on uninferred for overload, over the camera's
+    /// runs (its element's count is per run).
+    skipped_before: AtomicU64,
+    skipped_run: AtomicU64,
+    /// When trtinfer last reported skipping.
+    last_skip: Mutex<Option<Instant>>,
     timing: Mutex<Timing>,
     state: Mutex<Option<CameraState>>,
     /// The last failure, redacted, for the API and the status table.
@@ -77,6 +83,7 @@ pub struct Snapshot {
     pub frames_out: u64,
     pub dropped: u64,
     pub reconnects: u64,
+    pub skipped: u64,
     pub state: CameraState,
     pub fps: f64,
     pub p50: Option<Duration>,
@@ -85,6 +92,29 @@ pub struct Snapshot {
 }
 
 impl CameraStats {
+    /// trtinfer reported `total` frames skipped for overload in this run.
+    pub fn skipping(&self, total: u64) {
+        self.skipped_run.store(total, Ordering::Relaxed);
+        *self.last_skip.locked() = Some(Instant::now());
+    }
+
+    /// A new run of the camera's pipeline starts its element's count at 0.
+    pub fn new_run(&self) {
+        let run = self.skipped_run.swap(0, Ordering::Relaxed);
+        self.skipped_before.fetch_add(run, Ordering::Relaxed);
+    }
+
+    pub fn skipped(&self) -> u64 {
+        self.skipped_before.load(Ordering::Relaxed) + self.skipped_run.load(Ordering::Relaxed)
+    }
+
+    /// Whether trtinfer reported skipping within `window`.
+    pub fn skipped_within(&self, window: Duration) -> bool {
+        self.last_skip
+            .locked()
+            .is_some_and(|t| t.elapsed() < window)
+    }
+
     pub fn set_state(&self, state: CameraState) {
         *self.state.locked() = Some(state);
     }
@@ -158,6 +188,7 @@ impl CameraStats {
             frames_out: self.frames_out.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
+            skipped: self.skipped(),
             state: self.state(),
             fps,
             p50: pct(0.5),

@@ -118,9 +118,9 @@ struct Shared {
     /// The longest of `recent_runs` in nanoseconds, kept once per batch:
     /// every element reads it for every frame.
     longest_recent_run: AtomicU64,
-    /// Per batch, for the stage timings: (oldest job's wait from queued to
-    /// started, run, size), newest last.
-    timings: Mutex<VecDeque<(Duration, Duration, usize)>>,
+    /// Per batch, for the stage timings and the busy share: (oldest job's
+    /// wait from queued to started, run, size, when it ended), newest last.
+    timings: Mutex<VecDeque<(Duration, Duration, usize, Instant)>>,
     /// Frames queued and not yet taken into a batch.
     queued: AtomicUsize,
 }
@@ -510,6 +510,29 @@ impl Batcher {
             .is_some_and(|m| m.share_now(now) > mean * 1.1)
     }
 
+    /// The share of the last `window` the group's sessions spent running
+    /// batches (0 idle, 1 every session always busy): what is left is the
+    /// headroom for more streams.
+    pub fn busy(&self, window: Duration) -> f64 {
+        let timings = self
+            .shared
+            .timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let since = now.checked_sub(window).unwrap_or(now);
+        let running: f64 = timings
+            .iter()
+            .rev()
+            .take_while(|t| t.3 > since)
+            .map(|t| {
+                let started = t.3.checked_sub(t.1).unwrap_or(t.3);
+                t.3.duration_since(started.max(since)).as_secs_f64()
+            })
+            .sum();
+        (running / (window.as_secs_f64() * self.info.sessions.max(1) as f64)).min(1.0)
+    }
+
     /// Waits and runs of the last batches (percentiles), for benchmarks.
     pub fn timing(&self) -> BatchTiming {
         let timings = self
@@ -520,7 +543,7 @@ impl Batcher {
         if timings.is_empty() {
             return BatchTiming::default();
         }
-        let pick = |f: fn(&(Duration, Duration, usize)) -> Duration| {
+        let pick = |f: fn(&(Duration, Duration, usize, Instant)) -> Duration| {
             let mut v: Vec<Duration> = timings.iter().map(f).collect();
             v.sort();
             let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -648,7 +671,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             if timings.len() == TIMED_BATCHES {
                 timings.pop_front();
             }
-            timings.push_back((waited.unwrap_or_default(), run, size));
+            timings.push_back((waited.unwrap_or_default(), run, size, Instant::now()));
         }
         gst::debug!(
             CAT,

@@ -36,6 +36,8 @@ const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
 const DEFAULT_IN_FLIGHT: u32 = 8;
 const DEFAULT_MAX_DETECTIONS: u32 = 300;
 const DEFAULT_LATENCY_BUDGET_MS: u32 = 100;
+/// The window of the `busy` property.
+const BUSY_WINDOW: Duration = Duration::from_secs(5);
 /// Overload skips are reported (an element message) at most this often.
 const SKIP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -456,6 +458,14 @@ impl ObjectImpl for TrtInfer {
                             recent, latency-budget-ms) reports them at most once a second")
                     .read_only()
                     .build(),
+                glib::ParamSpecDouble::builder("busy")
+                    .nick("Session busy share")
+                    .blurb("Share of the last 5 s the group's shared sessions spent running batches (0 idle, 1 \
+                            always busy): 1 minus this is the headroom for more streams; 0 when stopped")
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .read_only()
+                    .build(),
                 glib::ParamSpecUInt::builder("largest-batch")
                     .nick("Largest batch")
                     .blurb("The most frames the shared session has run at once so far (0 before the first)")
@@ -587,6 +597,13 @@ impl ObjectImpl for TrtInfer {
             "overload" => s.overload.to_value(),
             "latency-budget" => s.latency_budget_ms.to_value(),
             "skipped" => self.skipped.load(Ordering::Relaxed).to_value(),
+            "busy" => self
+                .state
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or(0.0, |s| s.batcher.busy(BUSY_WINDOW))
+                .to_value(),
             "largest-batch" => (self.state.lock().unwrap().as_ref().map_or_else(
                 || self.last_largest_batch.load(Ordering::Relaxed),
                 |s| s.batcher.largest_batch(),
