@@ -286,12 +286,11 @@ fn live_run(streams: usize, infer: &str, seconds: u64) -> LiveRun {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
             match msg.view() {
                 gst::MessageView::Error(e) => panic!("{}", e.error()),
-                gst::MessageView::Element(e) => {
+                gst::MessageView::Element(e)
                     if e.structure()
-                        .is_some_and(|s| s.name() == "trtinfer-skipped")
-                    {
-                        messages += 1;
-                    }
+                        .is_some_and(|s| s.name() == "trtinfer-skipped") =>
+                {
+                    messages += 1;
                 }
                 _ => {}
             }
