@@ -304,8 +304,11 @@ fn live_run(streams: usize, infer: &str, seconds: u64) -> LiveRun {
                 .property("skipped")
         })
         .collect();
-    let timing: Option<gst::Structure> =
-        pipeline.by_name("infer0").unwrap().property("batch-timing");
+    let timing: Option<gst::Structure> = pipeline
+        .by_name("infer0")
+        .unwrap()
+        .property::<Option<String>>("batch-timing")
+        .and_then(|t| t.parse().ok());
     let run_p99_ms = timing
         .and_then(|t| t.get::<u64>("run-p99-us").ok())
         .unwrap_or(0) as f64

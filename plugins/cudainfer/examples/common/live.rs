@@ -216,7 +216,10 @@ impl BatchTiming {
 fn read_batch_timing(pipeline: &gst::Pipeline) -> Option<BatchTiming> {
     let infer = pipeline.by_name("infer0")?;
     infer.find_property("batch-timing")?;
-    let s = infer.property::<Option<gst::Structure>>("batch-timing")?;
+    let s: gst::Structure = infer
+        .property::<Option<String>>("batch-timing")?
+        .parse()
+        .ok()?;
     BatchTiming::from_structure(&s)
 }
 

@@ -477,12 +477,13 @@ impl ObjectImpl for TrtInfer {
                             once so far (0 before the first)")
                     .read_only()
                     .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("batch-timing")
+                glib::ParamSpecString::builder("batch-timing")
                     .nick("Batch timing")
                     .blurb("Where the shared session's last batches (up to 1024) spent their time, for \
-                            benchmarks: batches, wait-p50-us and wait-p99-us (a batch's oldest frame from \
-                            queued to the run's start), run-p50-us and run-p99-us (the model run with output \
-                            decoding), mean-size (frames per batch); null before start")
+                            benchmarks, as a serialised GstStructure (gst_structure_from_string): batches, \
+                            wait-p50-us and wait-p99-us (a batch's oldest frame from queued to the run's \
+                            start), run-p50-us and run-p99-us (the model run with output decoding), mean-size \
+                            (frames per batch); null before start")
                     .read_only()
                     .build(),
                 glib::ParamSpecString::builder("active-provider")
@@ -630,6 +631,7 @@ impl ObjectImpl for TrtInfer {
                         .field("run-p99-us", us(t.run_p99))
                         .field("mean-size", t.mean_size)
                         .build()
+                        .to_string()
                 })
                 .to_value(),
             "active-provider" => self
