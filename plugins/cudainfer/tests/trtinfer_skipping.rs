@@ -218,7 +218,7 @@ fn streams_out_of_phase_batch_together() {
 }
 
 /// A live run of `streams` 30 fps cameras (videotestsrc) through YOLOX-nano
-/// on the CPU, more than it can infer, for `seconds`: each frame's latency
+/// (dynamic batch) on the CPU, for `seconds`: each frame's latency
 /// at the sink (clock now less its capture time), skip counts, messages, and
 /// the session's run times.
 struct LiveRun {
@@ -236,9 +236,9 @@ fn live_run(streams: usize, infer: &str, seconds: u64) -> LiveRun {
         .map(|i| {
             format!(
                 "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-                 ! cudapreprocess ! trtinfer name=infer{i} model={} {infer} ! infertrack \
-                 ! appsink name=sink{i} sync=false",
-                model()
+                 ! cudapreprocess ! trtinfer name=infer{i} model={} max-batch-size={streams} {infer} \
+                 ! infertrack ! appsink name=sink{i} sync=false",
+                dynbatch_model()
             )
         })
         .collect();
@@ -331,18 +331,20 @@ fn p99(v: &[f64]) -> f64 {
     v[(v.len() - 1) * 99 / 100]
 }
 
-/// Four live cameras at 30 fps, more than YOLOX-nano on two CPU cores can
-/// infer: with overload=block latency grows without bound; with
+/// Eight live cameras at 30 fps, more than YOLOX-nano infers on two CPU
+/// cores (it kept up with four on idle cores): with overload=block latency
+/// grows without bound; with
 /// overload=skip it stays within latency-budget, every stream still gets
 /// inferred frames, about as many as the others, and the skips are counted
 /// and reported. The budget is
-/// set from the session's run time measured in the block run (four times
-/// its p99, at least 300 ms), since the test machine's speed is unknown.
+/// set from the session's run time measured in the block run (six times
+/// its p99, at least 400 ms), since the test machine's speed is unknown: a
+/// frame may wait for the run under way, then its own.
 #[test]
 fn overload_skip_holds_the_latency_budget_block_falls_behind() {
-    const STREAMS: usize = 4;
+    const STREAMS: usize = 8;
     let block = live_run(STREAMS, "overload=block", 8);
-    let budget_ms = (4.0 * block.run_p99_ms).max(300.0).ceil() as u64;
+    let budget_ms = (6.0 * block.run_p99_ms).max(400.0).ceil() as u64;
     let skip = live_run(
         STREAMS,
         &format!("overload=skip latency-budget={budget_ms}"),

@@ -36,6 +36,11 @@ const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
 const DEFAULT_IN_FLIGHT: u32 = 8;
 const DEFAULT_MAX_DETECTIONS: u32 = 300;
 const DEFAULT_LATENCY_BUDGET_MS: u32 = 100;
+/// The share of `latency-budget` a frame's predicted latency may take:
+/// the rest is kept for what the prediction does not see (the wait for the
+/// stream's earlier frames, in order; the elements after trtinfer; threads
+/// waiting for a core).
+const BUDGET_PREDICTED: f64 = 0.8;
 /// The window of the `busy` property.
 const BUSY_WINDOW: Duration = Duration::from_secs(5);
 /// Overload skips are reported (an element message) at most this often.
@@ -1252,7 +1257,7 @@ impl BaseTransformImpl for TrtInfer {
                 // stream whose every run is over the budget still gets
                 // results, at the rate the model allows.
                 && state.in_flight.inferring()
-                && (age + state.batcher.expected_wait() > budget
+                && (age + state.batcher.expected_wait() > budget.mul_f64(BUDGET_PREDICTED)
                     || state.batcher.above_share(&state.membership))
             {
                 state.batcher.note_overload();
