@@ -236,7 +236,8 @@ fn live_run(streams: usize, infer: &str, seconds: u64) -> LiveRun {
         .map(|i| {
             format!(
                 "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1 \
-                 ! cudapreprocess ! trtinfer name=infer{i} model={} max-batch-size={streams} {infer} \
+                 ! cudapreprocess ! trtinfer name=infer{i} model={} max-batch-size={streams} \
+                 max-frames-in-flight=16 {infer} \
                  ! infertrack ! appsink name=sink{i} sync=false",
                 dynbatch_model()
             )
@@ -332,8 +333,8 @@ fn p99(v: &[f64]) -> f64 {
 }
 
 /// Eight live cameras at 30 fps, more than YOLOX-nano infers on two CPU
-/// cores (it kept up with four on idle cores): with overload=block latency
-/// grows without bound; with
+/// cores (it kept up with four on idle cores): with overload=block
+/// latency grows without bound; with
 /// overload=skip it stays within latency-budget, every stream still gets
 /// inferred frames, about as many as the others, and the skips are counted
 /// and reported. The budget is
