@@ -195,6 +195,9 @@ pub struct BatchTiming {
     pub wait_p99_us: u64,
     pub run_p50_us: u64,
     pub run_p99_us: u64,
+    /// Absent in a plugin older than the field.
+    pub gap_p50_us: Option<u64>,
+    pub gap_p99_us: Option<u64>,
     pub mean_size: f64,
 }
 
@@ -206,6 +209,8 @@ impl BatchTiming {
             wait_p99_us: s.get("wait-p99-us").ok()?,
             run_p50_us: s.get("run-p50-us").ok()?,
             run_p99_us: s.get("run-p99-us").ok()?,
+            gap_p50_us: s.get("gap-p50-us").ok(),
+            gap_p99_us: s.get("gap-p99-us").ok(),
             mean_size: s.get("mean-size").ok()?,
         })
     }
@@ -866,6 +871,14 @@ pub fn print_stages(streams: usize, result: &LiveResult) {
             us(b.run_p99_us),
             b.batches
         );
+        if let (Some(p50), Some(p99)) = (b.gap_p50_us, b.gap_p99_us) {
+            println!(
+                "| between runs (a session idle while a frame waited) | {} | {} | {} |",
+                us(p50),
+                us(p99),
+                b.batches
+            );
+        }
     }
     if result.stages.is_empty() {
         println!("| (no frame reached a sink in the steady state) | | | |");

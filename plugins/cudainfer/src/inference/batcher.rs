@@ -118,11 +118,24 @@ struct Shared {
     /// The longest of `recent_runs` in nanoseconds, kept once per batch:
     /// every element reads it for every frame.
     longest_recent_run: AtomicU64,
-    /// Per batch, for the stage timings and the busy share: (oldest job's
-    /// wait from queued to started, run, size, when it ended), newest last.
-    timings: Mutex<VecDeque<(Duration, Duration, usize, Instant)>>,
+    /// Per batch, for the stage timings and the busy share, newest last.
+    timings: Mutex<VecDeque<BatchRecord>>,
     /// Frames queued and not yet taken into a batch.
     queued: AtomicUsize,
+}
+
+/// One batch, as [`Batcher::timing`] and [`Batcher::busy`] read it.
+#[derive(Clone, Copy)]
+struct BatchRecord {
+    /// The oldest job's wait from queued to the run's start.
+    wait: Duration,
+    run: Duration,
+    size: usize,
+    ended: Instant,
+    /// The session's idle time before this run while a job was already
+    /// waiting for it: what lies between two runs (gathering, releasing the
+    /// frames, handing the results back).
+    gap: Duration,
 }
 
 /// Batches remembered for [`Batcher::timing`].
@@ -138,6 +151,9 @@ pub struct BatchTiming {
     /// The model run with output decoding and NMS.
     pub run_p50: Duration,
     pub run_p99: Duration,
+    /// Between a session's run and its next while a frame was waiting.
+    pub gap_p50: Duration,
+    pub gap_p99: Duration,
     pub mean_size: f64,
 }
 
@@ -524,10 +540,10 @@ impl Batcher {
         let running: f64 = timings
             .iter()
             .rev()
-            .take_while(|t| t.3 > since)
+            .take_while(|t| t.ended > since)
             .map(|t| {
-                let started = t.3.checked_sub(t.1).unwrap_or(t.3);
-                t.3.duration_since(started.max(since)).as_secs_f64()
+                let started = t.ended.checked_sub(t.run).unwrap_or(t.ended);
+                t.ended.duration_since(started.max(since)).as_secs_f64()
             })
             .sum();
         (running / (window.as_secs_f64() * self.info.sessions.max(1) as f64)).min(1.0)
@@ -543,21 +559,24 @@ impl Batcher {
         if timings.is_empty() {
             return BatchTiming::default();
         }
-        let pick = |f: fn(&(Duration, Duration, usize, Instant)) -> Duration| {
+        let pick = |f: fn(&BatchRecord) -> Duration| {
             let mut v: Vec<Duration> = timings.iter().map(f).collect();
             v.sort();
             let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
             (at(0.5), at(0.99))
         };
-        let (wait_p50, wait_p99) = pick(|t| t.0);
-        let (run_p50, run_p99) = pick(|t| t.1);
+        let (wait_p50, wait_p99) = pick(|t| t.wait);
+        let (run_p50, run_p99) = pick(|t| t.run);
+        let (gap_p50, gap_p99) = pick(|t| t.gap);
         BatchTiming {
             batches: timings.len(),
             wait_p50,
             wait_p99,
             run_p50,
             run_p99,
-            mean_size: timings.iter().map(|t| t.2).sum::<usize>() as f64 / timings.len() as f64,
+            gap_p50,
+            gap_p99,
+            mean_size: timings.iter().map(|t| t.size).sum::<usize>() as f64 / timings.len() as f64,
         }
     }
 
@@ -623,11 +642,18 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
 }
 
 fn run_batches(mut detector: Detector, shared: &Shared) {
+    let mut last_end: Option<Instant> = None;
     while let Some(batch) = next_batch(shared) {
         let size = batch.len();
         shared.largest_batch.fetch_max(size, Ordering::Relaxed);
         let waited = batch.iter().map(|j| j.queued.elapsed()).max();
         let started = Instant::now();
+        // Idle time while the batch's oldest frame was already queued.
+        let oldest = batch.iter().map(|j| j.queued).min();
+        let gap = match (last_end, oldest) {
+            (Some(end), Some(queued)) => started.saturating_duration_since(end.max(queued)),
+            _ => Duration::ZERO,
+        };
         let thresholds: Vec<Thresholds> = batch.iter().map(|j| j.thresholds).collect();
         let (tensors, replies): (Vec<Arc<Tensor>>, Vec<_>) =
             batch.into_iter().map(|j| (j.tensor, j.reply)).unzip();
@@ -671,7 +697,13 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             if timings.len() == TIMED_BATCHES {
                 timings.pop_front();
             }
-            timings.push_back((waited.unwrap_or_default(), run, size, Instant::now()));
+            timings.push_back(BatchRecord {
+                wait: waited.unwrap_or_default(),
+                run,
+                size,
+                ended: Instant::now(),
+                gap,
+            });
         }
         gst::debug!(
             CAT,
@@ -683,6 +715,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
             // A stream that flushed or stopped no longer listens.
             let _ = reply.send(result);
         }
+        last_end = Some(started + run);
     }
 }
 

@@ -487,7 +487,8 @@ impl ObjectImpl for TrtInfer {
                     .blurb("Where the shared session's last batches (up to 1024) spent their time, for \
                             benchmarks, as a serialised GstStructure (gst_structure_from_string): batches, \
                             wait-p50-us and wait-p99-us (a batch's oldest frame from queued to the run's \
-                            start), run-p50-us and run-p99-us (the model run with output decoding), mean-size \
+                            start), run-p50-us and run-p99-us (the model run with output decoding), gap-p50-us \
+                            and gap-p99-us (a session idle between two runs while a frame waited), mean-size \
                             (frames per batch); null before start")
                     .read_only()
                     .build(),
@@ -634,6 +635,8 @@ impl ObjectImpl for TrtInfer {
                         .field("wait-p99-us", us(t.wait_p99))
                         .field("run-p50-us", us(t.run_p50))
                         .field("run-p99-us", us(t.run_p99))
+                        .field("gap-p50-us", us(t.gap_p50))
+                        .field("gap-p99-us", us(t.gap_p99))
                         .field("mean-size", t.mean_size)
                         .build()
                         .to_string()
