@@ -38,8 +38,10 @@ case $mode in
     ;;
   test)
     export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$src/.ort/libonnxruntime.so}"
-    exec "$cargo" test --release --workspace --manifest-path "$src/Cargo.toml" \
-      --target-dir "$target_dir" "$@"
+    # One stream, so that a failure's message sits beside cargo's summary in
+    # meson's log; every test binary runs even after one fails.
+    exec "$cargo" test --release --workspace --no-fail-fast --manifest-path "$src/Cargo.toml" \
+      --target-dir "$target_dir" "$@" 2>&1
     ;;
   *)
     echo "$0: unknown mode '$mode' (build or test)" >&2

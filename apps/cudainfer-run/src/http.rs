@@ -6,7 +6,9 @@
 //! - a request's head must arrive within [`HEADER_TIMEOUT`] (slow clients,
 //!   idle keep-alive connections) and fit [`MAX_HEAD_BYTES`];
 //! - a body is read only where a route takes one, up to 16 KiB, within
-//!   [`BODY_TIMEOUT`]; a declared length is never allocated;
+//!   [`BODY_TIMEOUT`]; a declared length is never allocated; a refused
+//!   request's body is read and dropped (1 MiB, 2 s at most) before the
+//!   refusal, so that the client gets it rather than a reset;
 //! - at most [`MAX_CONNECTIONS`] connections at once, each a task, not a
 //!   thread: a stalled client holds no worker;
 //! - a write that cannot go on for [`WRITE_TIMEOUT`] (a client that sends
@@ -23,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cudainfer_run::request::{self, AddCamera, Head, Refusal, Route};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -51,6 +53,10 @@ const SEND_BUFFER: usize = 64 * 1024;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Threads that run the connections (the work is small and non-blocking).
 const WORKERS: usize = 2;
+/// What of a refused request's body is read and thrown away so that the
+/// refusal reaches the client (see [`drain`]).
+const DRAIN_BYTES: usize = 1 << 20;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a removal looks whether its camera has ended.
 const STOP_POLL: Duration = Duration::from_millis(20);
 
@@ -368,7 +374,7 @@ async fn handle(
 
 async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
     let (parts, body) = req.into_parts();
-    let decided = {
+    let decided: Result<Route, Refusal> = {
         let headers: Vec<(&str, &[u8])> = parts
             .headers
             .iter()
@@ -383,7 +389,10 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
     };
     let route = match decided {
         Ok(route) => route,
-        Err(r) => return Reply::refused(&r),
+        Err(r) => {
+            drain(body).await;
+            return Reply::refused(&r);
+        }
     };
     let add = if route == Route::AddCamera {
         match read_body(body).await.and_then(|b| request::parse_add(&b)) {
@@ -422,9 +431,23 @@ async fn remove(service: &Service, n: u64) -> Reply {
     }
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
-    let limited = Limited::new(body, request::MAX_BODY);
-    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+/// The body of a POST, up to [`request::MAX_BODY`] within [`BODY_TIMEOUT`];
+/// a longer one is drained (see [`drain`]) and refused with a 413.
+async fn read_body(mut body: Incoming) -> Result<Bytes, Refusal> {
+    let mut collected = Vec::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| Refusal::new(400, "cannot read the request body"))?;
+            if let Some(data) = frame.data_ref() {
+                if collected.len() + data.len() > request::MAX_BODY {
+                    return Err(Refusal::new(413, "request body over 16 KiB"));
+                }
+                collected.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_TIMEOUT, read).await {
         Err(_) => Err(Refusal::new(
             408,
             format!(
@@ -432,12 +455,37 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
                 BODY_TIMEOUT.as_secs()
             ),
         )),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(Refusal::new(413, "request body over 16 KiB"))
+        Ok(Err(refusal)) => {
+            if refusal.status == 413 {
+                drain(body).await;
+            }
+            Err(refusal)
         }
-        Ok(Err(_)) => Err(Refusal::new(400, "cannot read the request body")),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Ok(())) => Ok(Bytes::from(collected)),
     }
+}
+
+/// Reads and discards what is left of a refused request's body, up to
+/// [`DRAIN_BYTES`] within [`DRAIN_TIMEOUT`], before the refusal is sent. A
+/// server that closes with unread bytes makes its kernel reset the
+/// connection, and the client's kernel may then drop the refusal unread:
+/// the client sees "connection reset" instead of the 413 or 401.
+async fn drain(mut body: Incoming) {
+    // A body declared longer than what is drained: closing is as good now.
+    if body.is_end_stream() || body.size_hint().lower() > DRAIN_BYTES as u64 {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len());
+            if n > left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
 }
 
 /// Carries a decided request out on the service (quick: nothing waits).

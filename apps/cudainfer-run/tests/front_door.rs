@@ -921,6 +921,82 @@ fn clients_that_never_read_are_cut_off() {
     assert_eq!(status, 200);
 }
 
+/// A refused request's body is read before the refusal is sent: a client
+/// that writes all of it and only then reads gets the 413 (or 401), not a
+/// connection reset that lost the answer.
+#[test]
+fn refused_bodies_still_get_their_answer() {
+    let model = model();
+    let dir = temp_dir("refused-bodies");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "k2J9x7QpL0vR4tZ8mW3n\n").unwrap();
+    let tf = token_file.display().to_string();
+    let service = Service::start(
+        &["--model", &model, "--http", "0", "--token-file", &tf],
+        &[],
+    );
+    let addr = service.addr.unwrap();
+    let cases = [
+        (
+            512 * 1024,
+            "Authorization: Bearer k2J9x7QpL0vR4tZ8mW3n\r\n",
+            413,
+        ),
+        (
+            64 * 1024,
+            "Authorization: Bearer k2J9x7QpL0vR4tZ8mW3n\r\n",
+            413,
+        ),
+        (256 * 1024, "", 401),
+    ];
+    for (len, auth, expected) in cases {
+        for chunked in [false, true] {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let framing = if chunked {
+                "Transfer-Encoding: chunked".to_string()
+            } else {
+                format!("Content-Length: {len}")
+            };
+            let head = format!(
+                "POST /cameras HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+            );
+            let mut request = head.into_bytes();
+            if chunked {
+                for _ in 0..len / 4096 {
+                    request.extend_from_slice(b"1000\r\n");
+                    request.extend_from_slice(&[b' '; 4096]);
+                    request.extend_from_slice(b"\r\n");
+                }
+                request.extend_from_slice(b"0\r\n\r\n");
+            } else {
+                request.extend(std::iter::repeat_n(b' ', len));
+            }
+            stream
+                .write_all(&request)
+                .unwrap_or_else(|e| panic!("{len} bytes (chunked {chunked}) not accepted: {e}"));
+            // Time for a reset, if one comes, to arrive before the read.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut reply = Vec::new();
+            let read = stream.read_to_end(&mut reply);
+            let reply = String::from_utf8_lossy(&reply);
+            assert!(
+                read.is_ok(),
+                "{len} bytes (chunked {chunked}): {read:?} after {reply:?}"
+            );
+            assert_eq!(
+                status_of(&reply),
+                Some(expected),
+                "{len} bytes (chunked {chunked}): {reply:?}"
+            );
+        }
+    }
+    assert!(cameras_json(&service, Some("k2J9x7QpL0vR4tZ8mW3n")).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A results file swapped for a FIFO before SIGHUP is not opened (that
 /// would block until a reader came): the old file is kept with a warning,
 /// and SIGTERM still ends the service at once.
