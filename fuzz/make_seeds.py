@@ -149,16 +149,18 @@ LABELS = {
     "empty": b"",
 }
 
-# cudainfer-run's API: a byte whose low bit gives the API a token ("1"
-# does, "0" does not), then the request as text (api_request.rs).
+# cudainfer-run's API: a byte whose low bit gives the API a token and whose
+# next bit opens /metrics ("0" to "3"), then the request as text
+# (api_request.rs).
 TOKEN = "Tk7-fuzz-token-x9Q2z"
 LOCAL = "Host: 127.0.0.1:8080\n"
 BEARER = f"Authorization: Bearer {TOKEN}\n"
 JSON = "Content-Type: application/json\n"
 
 
-def request(token, first_line, headers="", body=""):
-    return (("1" if token else "0") + f"{first_line}\n{headers}\n{body}").encode()
+def request(token, first_line, headers="", body="", open_metrics=False):
+    flags = str(int(token) + 2 * int(open_metrics))
+    return (flags + f"{first_line}\n{headers}\n{body}").encode()
 
 
 def add(body, token=False, headers=LOCAL + JSON):
@@ -191,6 +193,11 @@ API = {
     "add_query_password": add('{"uri": "rtsp://cam.local/live?user=admin&pwd=query-secret9"}',
                               token=True, headers=JSON),
     "no_bearer": request(True, "POST /cameras", JSON, '{"uri": "rtsp://h/x"}'),
+    "named_id": request(True, "DELETE /cameras/gate-north_2", BEARER),
+    "probe_no_token": request(True, "GET /readyz?verbose=1", "Host: 10.0.0.7:8080\n"),
+    "probe_post": request(False, "POST /healthz", "Host: rebind.evil\n" + JSON, "{}"),
+    "open_metrics": request(True, "GET /metrics", "Host: 10.0.0.7:8080\n", open_metrics=True),
+    "open_metrics_cameras": request(True, "GET /cameras", "", open_metrics=True),
 }
 
 # Camera URIs as text (camera_uri.rs).

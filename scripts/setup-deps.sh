@@ -14,7 +14,8 @@ apt_packages=(
   gstreamer1.0-plugins-bad gstreamer1.0-libav
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
   fonts-dejavu-core
-  mosquitto  # MQTT broker for the inferpublish tests
+  mosquitto mosquitto-clients  # MQTT broker for the inferpublish tests; mosquitto_sub for the shard test
+  prometheus  # scrapes the instances in cudainfer-run's shard test
   openssl ca-certificates  # the mqtts:// test's throw-away CA; the system CAs it checks against
   gstreamer1.0-plugins-ugly  # x264enc, for pipelines/annotate.sh and its test
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp  # cudainfer-run's tests: local RTSP servers

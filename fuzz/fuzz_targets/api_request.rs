@@ -4,17 +4,19 @@
 //! /cameras only; its rules do not depend on the head, so every body is
 //! tried). Nothing may panic. A refusal has a status the server sends, the
 //! headers that go with it, and shows neither the token nor the body's
-//! credentials. With a token nothing gets past without its bearer; without
-//! one only loopback names and no foreign origin do; a route is the method
-//! and path that name it.
+//! credentials. With a token nothing gets past without its bearer (but the
+//! probes, and GET /metrics where opened); without one only loopback names
+//! and no foreign origin do (but the probes); a route is the method and
+//! path that name it.
 #![no_main]
 
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
 
+use cudainfer_run::camera_id;
 use cudainfer_run::camera_uri::CameraUri;
-use cudainfer_run::request::{decide, parse_add, parse_id, Head, Refusal, Route, MAX_BODY};
+use cudainfer_run::request::{decide, parse_add, parse_id, Access, Head, Refusal, Route, MAX_BODY};
 use gst_cudainfer_fuzz::{check_accepted_uri, check_refused_uri, CappedAlloc};
 
 #[global_allocator]
@@ -27,11 +29,12 @@ const TOKEN: &str = "Tk7-fuzz-token-x9Q2z";
 const STATUSES: [u16; 8] = [400, 401, 403, 404, 405, 408, 413, 415];
 
 /// The input (`make_seeds.py` writes it): a byte whose lowest bit gives the
-/// API a token, then the request as text: `METHOD PATH`, header lines
+/// API a token and whose next bit opens /metrics, then the request as text: `METHOD PATH`, header lines
 /// `Name: value` (a line without ':' is a name with an empty value), an
 /// empty line and the body. Lines end at '\n'.
 struct Request {
     token: Option<&'static str>,
+    open_metrics: bool,
     method: String,
     path: String,
     headers: Vec<(String, Vec<u8>)>,
@@ -59,6 +62,7 @@ impl Request {
             .collect();
         Self {
             token: (flags & 1 != 0).then_some(TOKEN),
+            open_metrics: flags & 2 != 0,
             method: method.to_owned(),
             path: path.to_owned(),
             headers,
@@ -78,6 +82,21 @@ impl Request {
     fn route_path(&self) -> &str {
         let path = self.path.split(['?', '#']).next().unwrap_or_default();
         path.trim_end_matches('/')
+    }
+
+    /// The path without its query or fragment, as the probes match it.
+    fn bare_path(&self) -> &str {
+        self.path.split(['?', '#']).next().unwrap_or_default()
+    }
+
+    /// A probe's path, which needs neither token nor loopback name.
+    fn is_probe(&self) -> bool {
+        ["/healthz", "/readyz"].contains(&self.bare_path())
+    }
+
+    /// GET /metrics on an API that opened it.
+    fn is_open_metrics(&self) -> bool {
+        self.open_metrics && self.method == "GET" && self.bare_path() == "/metrics"
     }
 
     /// Some `Authorization` is `Bearer ` (the scheme's name in any case)
@@ -122,7 +141,18 @@ fn names_loopback(authority: &[u8]) -> bool {
 }
 
 fn check_route(req: &Request, route: &Route) {
+    if let Route::Health | Route::Ready = route {
+        assert!(req.is_probe() && ["GET", "HEAD"].contains(&req.method.as_str()));
+        let path = if *route == Route::Health {
+            "/healthz"
+        } else {
+            "/readyz"
+        };
+        assert_eq!(req.bare_path(), path);
+        return;
+    }
     match req.token {
+        Some(_) if req.is_open_metrics() => assert_eq!(*route, Route::Metrics),
         Some(token) => assert!(req.has_bearer(token), "accepted without the bearer"),
         None => {
             // A web page's request names its own host or origin.
@@ -151,8 +181,9 @@ fn check_route(req: &Request, route: &Route) {
             assert_eq!(req.json_of_bounded_size(), (true, true));
             ("POST", "/cameras".to_owned())
         }
-        Route::GetCamera(id) => ("GET", format!("/cameras/cam-{id}")),
-        Route::DeleteCamera(id) => ("DELETE", format!("/cameras/cam-{id}")),
+        Route::GetCamera(id) => ("GET", format!("/cameras/{id}")),
+        Route::DeleteCamera(id) => ("DELETE", format!("/cameras/{id}")),
+        Route::Health | Route::Ready => unreachable!("returned above"),
     };
     assert_eq!(
         (req.method.as_str(), req.route_path()),
@@ -167,10 +198,16 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
     assert!(!refusal.message.contains(TOKEN), "{}", refusal.message);
     assert_eq!(status == 401, refusal.challenge, "{refusal:?}");
     assert_eq!(status == 405, refusal.allow.is_some(), "{refusal:?}");
+    if req.is_probe() {
+        // Only the method can be wrong on a probe's path.
+        assert_eq!(status, 405, "{refusal:?}");
+        return;
+    }
     match req.token {
         // With a token, the token decides first: whatever the rest, a
         // request with an exact `Bearer <token>` is not a 401, and one
         // without the token after a bearer scheme is.
+        Some(_) if req.is_open_metrics() => unreachable!("GET /metrics opened: {refusal:?}"),
         Some(token) => {
             let exact = format!("Bearer {token}");
             if req.values("authorization").any(|v| v == exact.as_bytes()) {
@@ -280,10 +317,11 @@ fn check_body(body: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     let req = Request::read(data);
-    // Ids have one spelling: the one the API writes.
+    // An id is taken as it is written, and only in the ids' alphabet.
     let last = req.route_path().rsplit('/').next().unwrap_or_default();
     if let Some(id) = parse_id(last) {
-        assert_eq!(last, format!("cam-{id}"));
+        assert_eq!(id, last);
+        assert!(camera_id::is_valid(&id));
     }
 
     let headers: Vec<(&str, &[u8])> = req
@@ -296,7 +334,11 @@ fuzz_target!(|data: &[u8]| {
         path: &req.path,
         headers: &headers,
     };
-    match decide(&head, req.token) {
+    let access = Access {
+        token: req.token,
+        open_metrics: req.open_metrics,
+    };
+    match decide(&head, access) {
         Ok(route) => check_route(&req, &route),
         Err(refusal) => check_refusal(&req, &refusal),
     }

@@ -237,6 +237,13 @@ impl CameraUri {
         self.password.as_deref()
     }
 
+    /// The URI without user information and with secrets in its query
+    /// redacted: a camera's id derives from it, so that a changed password
+    /// keeps the id.
+    pub fn identity(&self) -> &str {
+        &self.shown
+    }
+
     /// What is shown anywhere: the URI with its user information replaced.
     pub fn redacted(&self) -> String {
         if self.user.is_none() && self.password.is_none() {

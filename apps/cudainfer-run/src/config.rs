@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use cudainfer_run::camera_id::{self, IdError, Shard};
 use cudainfer_run::camera_uri::{CameraUri, UriError};
 
 pub const USAGE: &str = "\
@@ -28,6 +29,11 @@ options:
                         when --http is not a loopback address
   --allow-dir DIR       file:// cameras added through the API must lie under DIR (repeatable)
   --max-cameras N       most cameras at once; the API answers 409 beyond (default 512)
+  --metrics-without-token  GET /metrics without the token (for scrapers that send none;
+                        the rest of the API still needs it)
+  --shard I/N           run only this instance's share (I of N, from 0) of the cameras listed:
+                        those whose id hashes to I modulo N (also $CUDAINFER_SHARD); a sharded
+                        instance refuses POST /cameras (add cameras to the shared list instead)
   --decode auto|gpu|cpu hardware decoding when a GPU is there (auto, default), or forced
   --device-id N         GPU for decoding and inference (default 0)
   --providers LIST      ONNX Runtime providers (default: cuda,cpu with a GPU, else cpu)
@@ -39,8 +45,12 @@ options:
   --once                play file cameras once (default: loop them)
   --no-sync             process files as fast as possible instead of in real time
   --status / --no-status  live status table on stderr (default: when stderr is a terminal)
-  --config FILE         TOML file with the same settings (keys as above, '-' as '_';
-                        cameras = [\"rtsp://...\", ...])
+  --config FILE         TOML file with the same settings (keys as above; cameras =
+                        [\"rtsp://...\", { uri = \"rtsp://...\", id = \"gate-north\" }, ...])
+
+A camera's id is the one given in the config file, else cam- and 8 hex digits derived from its
+URI without credentials (-2, -3... for repeats): it stays the same across restarts.
+The API also answers GET /healthz and GET /readyz without the token.
   -h, --help            this text
 ";
 
@@ -78,6 +88,8 @@ pub enum ConfigError {
         "--labels '{0}' is not a readable file: give the class names file, or leave --labels out"
     )]
     Labels(PathBuf),
+    #[error("{0}")]
+    CameraId(#[from] IdError),
 }
 
 /// Most cameras at once unless `--max-cameras` says otherwise: each holds a
@@ -130,7 +142,32 @@ struct FileConfig {
     once: Option<bool>,
     sync: Option<bool>,
     status: Option<bool>,
-    cameras: Option<Vec<String>>,
+    #[serde(alias = "metrics_without_token")]
+    metrics_without_token: Option<bool>,
+    shard: Option<String>,
+    cameras: Option<Vec<CameraEntry>>,
+}
+
+/// A camera of the config file: its URI, or a table with its id too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum CameraEntry {
+    Uri(String),
+    Named(NamedCamera),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedCamera {
+    uri: String,
+    id: Option<String>,
+}
+
+/// A camera this instance runs, with its id.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub uri: CameraUri,
 }
 
 /// Everything the service runs with.
@@ -156,7 +193,11 @@ pub struct Config {
     pub loop_files: bool,
     pub sync: bool,
     pub status: Option<bool>,
-    pub cameras: Vec<CameraUri>,
+    pub metrics_without_token: bool,
+    pub shard: Option<Shard>,
+    /// Cameras listed in all (this instance runs those in `cameras`).
+    pub listed: usize,
+    pub cameras: Vec<Listed>,
 }
 
 /// What the command line asks for.
@@ -206,7 +247,9 @@ pub fn parse_args(
             Long("no-sync") => cli.sync = Some(false),
             Long("status") => cli.status = Some(true),
             Long("no-status") => cli.status = Some(false),
-            Value(v) => cameras.push(v.string()?),
+            Long("metrics-without-token") => cli.metrics_without_token = Some(true),
+            Long("shard") => cli.shard = Some(parser.value()?.string()?),
+            Value(v) => cameras.push(CameraEntry::Uri(v.string()?)),
             _ => return Err(arg.unexpected().into()),
         }
     }
@@ -224,10 +267,19 @@ pub fn parse_args(
     }
     let mut all_cameras = file.cameras.clone().unwrap_or_default();
     all_cameras.extend(cameras);
+    if cli.shard.is_none() {
+        cli.shard = std::env::var("CUDAINFER_SHARD")
+            .ok()
+            .filter(|s| !s.is_empty());
+    }
     resolve(cli, file, all_cameras).map(|c| Command::Run(Box::new(c)))
 }
 
-fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Config, ConfigError> {
+fn resolve(
+    cli: FileConfig,
+    file: FileConfig,
+    cameras: Vec<CameraEntry>,
+) -> Result<Config, ConfigError> {
     let model = cli.model.or(file.model).ok_or(ConfigError::NoModel)?;
     if !model.is_file() {
         return Err(ConfigError::ModelMissing(model));
@@ -293,10 +345,14 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
             "give whole seconds from 1 to 86400",
         ));
     }
-    let cameras = cameras
-        .iter()
-        .map(|c| CameraUri::parse(c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let shard = match cli.shard.or(file.shard) {
+        Some(text) => Some(
+            text.parse::<Shard>()
+                .map_err(|why| ConfigError::Value("shard", text, why))?,
+        ),
+        None => None,
+    };
+    let (cameras, listed) = list_cameras(&cameras, shard)?;
     let overload = cli
         .overload
         .or(file.overload)
@@ -350,8 +406,44 @@ fn resolve(cli: FileConfig, file: FileConfig, cameras: Vec<String>) -> Result<Co
         loop_files: !cli.once.or(file.once).unwrap_or(false),
         sync: cli.sync.or(file.sync).unwrap_or(true),
         status: cli.status.or(file.status),
+        metrics_without_token: cli
+            .metrics_without_token
+            .or(file.metrics_without_token)
+            .unwrap_or(false),
+        shard,
+        listed,
         cameras,
     })
+}
+
+/// The cameras of the whole list with their ids, then those of this shard;
+/// and how many are listed in all. Ids are assigned over the whole list,
+/// so that every instance sharing it gives a camera the same id.
+fn list_cameras(
+    entries: &[CameraEntry],
+    shard: Option<Shard>,
+) -> Result<(Vec<Listed>, usize), ConfigError> {
+    let mut parsed = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let (uri, id) = match entry {
+            CameraEntry::Uri(uri) => (uri, None),
+            CameraEntry::Named(named) => (&named.uri, named.id.as_deref()),
+        };
+        parsed.push((id, CameraUri::parse(uri)?));
+    }
+    let keys: Vec<(Option<&str>, String)> = parsed
+        .iter()
+        .map(|(id, uri)| (*id, uri.identity().to_string()))
+        .collect();
+    let ids = camera_id::assign(&keys)?;
+    let listed = parsed.len();
+    let cameras = ids
+        .into_iter()
+        .zip(parsed)
+        .filter(|(id, _)| shard.is_none_or(|s| s.runs(id)))
+        .map(|(id, (_, uri))| Listed { id, uri })
+        .collect();
+    Ok((cameras, listed))
 }
 
 /// A TOML error without its excerpt of the file, whose line may hold a
@@ -530,13 +622,85 @@ mod tests {
         assert_eq!(cfg.model_type, "yolox");
         assert_eq!(cfg.json.as_deref(), Some("-"));
         assert_eq!(cfg.cameras.len(), 2);
-        assert_eq!(cfg.cameras[0].redacted(), "rtsp://<redacted>@h/a");
+        assert_eq!(cfg.cameras[0].uri.redacted(), "rtsp://<redacted>@h/a");
         std::fs::write(&path, "modell = \"x\"\n").unwrap();
         let err = parse_args(args(&["x", "--config", path.to_str().unwrap()]))
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn camera_ids_and_shards() {
+        let dir = std::env::temp_dir().join(format!("cudainfer-run-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        let cameras: Vec<String> = (0..12).map(|n| format!("\"rtsp://u:p@h/{n}\"")).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "model = \"{}\"\ncameras = [{{ uri = \"rtsp://u:p@door/x\", id = \"door\" }}, {}, \"rtsp://h/0\"]\n",
+                model(),
+                cameras.join(", ")
+            ),
+        )
+        .unwrap();
+        let run = |extra: &[&str]| {
+            let mut list = vec!["x", "--config", path.to_str().unwrap()];
+            list.extend_from_slice(extra);
+            match parse_args(args(&list)) {
+                Ok(Command::Run(c)) => Ok(c),
+                Ok(Command::Help) => panic!("help"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let all = run(&[]).unwrap();
+        let ids: Vec<&str> = all.cameras.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(all.listed, 14);
+        assert_eq!(ids[0], "door");
+        // The credentials are no part of the id: h/0 twice is a repeat.
+        let first = camera_id::derived("rtsp://h/0");
+        assert_eq!(ids[1], first);
+        assert_eq!(ids[13], format!("{first}-2"));
+        // Three shards run every camera exactly once, with the same ids.
+        let mut seen: Vec<String> = (0..3)
+            .flat_map(|i| {
+                let c = run(&["--shard", &format!("{i}/3")]).unwrap();
+                assert_eq!(c.listed, 14);
+                c.cameras.into_iter().map(|c| c.id).collect::<Vec<_>>()
+            })
+            .collect();
+        seen.sort();
+        let mut expected: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(seen, expected);
+        let err = run(&["--shard", "3/3"]).unwrap_err();
+        assert!(
+            err.contains("--shard: '3/3' is not valid: I must be less than N"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            format!(
+                "model = \"{}\"\ncameras = [{{ uri = \"rtsp://h/a\", id = \"Door 1\" }}]\n",
+                model()
+            ),
+        )
+        .unwrap();
+        assert!(run(&[])
+            .unwrap_err()
+            .contains("camera id 'Door 1' is not valid"));
+        std::fs::write(
+            &path,
+            format!(
+                "model = \"{}\"\ncameras = [{{ uri = \"rtsp://h/a\", name = \"x\" }}]\n",
+                model()
+            ),
+        )
+        .unwrap();
+        assert!(run(&[]).unwrap_err().contains("line 2"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

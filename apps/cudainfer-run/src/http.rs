@@ -94,6 +94,7 @@ impl Drop for Api {
 
 struct Context {
     token: Option<String>,
+    open_metrics: bool,
     service: Arc<Service>,
     refusals: std::sync::Mutex<RefusalLog>,
 }
@@ -134,6 +135,7 @@ impl RefusalLog {
 pub fn serve(
     addr: SocketAddr,
     token: Option<String>,
+    open_metrics: bool,
     service: Arc<Service>,
 ) -> Result<Api, HttpError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,6 +153,7 @@ pub fn serve(
         .map_err(|e| HttpError::Bind(addr, e))?;
     let context = Arc::new(Context {
         token,
+        open_metrics,
         service,
         refusals: std::sync::Mutex::default(),
     });
@@ -385,7 +388,11 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
             path: parts.uri.path(),
             headers: &headers,
         };
-        request::decide(&head, context.token.as_deref())
+        let access = request::Access {
+            token: context.token.as_deref(),
+            open_metrics: context.open_metrics,
+        };
+        request::decide(&head, access)
     };
     let route = match decided {
         Ok(route) => route,
@@ -402,17 +409,17 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
     } else {
         None
     };
-    if let Route::DeleteCamera(n) = route {
-        return remove(&context.service, n).await;
+    if let Route::DeleteCamera(id) = route {
+        return remove(&context.service, &id).await;
     }
     execute(&context.service, route, add)
 }
 
-/// Stops camera `cam-{n}` and answers once it is down (its last results
+/// Stops the camera `id` and answers once it is down (its last results
 /// written), or after [`Camera::STOP_WAIT`] for a camera stuck in its
 /// source, without holding a thread meanwhile.
-async fn remove(service: &Service, n: u64) -> Reply {
-    let Some(camera) = service.remove(n) else {
+async fn remove(service: &Service, id: &str) -> Reply {
+    let Some(camera) = service.remove(id) else {
         return Reply::refused(&Refusal::new(404, "no such camera"));
     };
     let waited = std::time::Instant::now();
@@ -502,7 +509,15 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             let list: Vec<_> = service.list().iter().map(|c| metrics::view(c)).collect();
             Reply::json(200, &list)
         }
-        Route::GetCamera(n) => match service.get(n) {
+        Route::Health => Reply::json(200, &serde_json::json!({ "status": "ok" })),
+        Route::Ready => match service.not_ready() {
+            None => Reply::json(200, &serde_json::json!({ "ready": true })),
+            Some(reason) => Reply::json(
+                503,
+                &serde_json::json!({ "ready": false, "reason": reason }),
+            ),
+        },
+        Route::GetCamera(id) => match service.get(&id) {
             Some(c) => Reply::json(200, &metrics::view(&c)),
             None => no_camera(),
         },
@@ -511,7 +526,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             let Some(AddCamera { uri, loop_file }) = add else {
                 return Reply::refused(&Refusal::new(400, "no camera in the body"));
             };
-            match service.add(uri, loop_file, false) {
+            match service.add_requested(uri, loop_file) {
                 Ok(camera) => {
                     let mut reply = Reply::json(201, &metrics::view(&camera));
                     reply
@@ -520,7 +535,9 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
                     reply
                 }
                 Err(AddError::Uri(e)) => Reply::refused(&request::uri_refusal(&e)),
-                Err(e @ AddError::Full(_)) => Reply::refused(&Refusal::new(409, e.to_string())),
+                Err(e @ (AddError::Full(_) | AddError::Sharded(..))) => {
+                    Reply::refused(&Refusal::new(409, e.to_string()))
+                }
                 Err(e @ (AddError::Resources(_) | AddError::NoHeadroom(_))) => {
                     Reply::refused(&Refusal::new(503, e.to_string()))
                 }

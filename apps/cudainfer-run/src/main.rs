@@ -65,7 +65,7 @@ fn run() -> Result<(), RunError> {
         }
         Command::Run(c) => *c,
     };
-    if config.cameras.is_empty() && config.http.is_none() {
+    if config.listed == 0 && config.http.is_none() {
         return Err(RunError::NoCameras);
     }
     gst::init()?;
@@ -88,6 +88,13 @@ fn run() -> Result<(), RunError> {
             ("decode", &if gpu { "gpu" } else { "cpu" }),
             ("providers", &settings.providers),
             ("cameras", &config.cameras.len()),
+            ("listed", &config.listed),
+            (
+                "shard",
+                &config
+                    .shard
+                    .map_or_else(|| "none".to_string(), |s| s.to_string()),
+            ),
         ],
     );
     let service = Arc::new(service::Service::new(
@@ -95,6 +102,7 @@ fn run() -> Result<(), RunError> {
         config.loop_files,
         config.allow_dirs.clone(),
         config.max_cameras,
+        config.shard,
     ));
 
     let (tx, signals_rx) = mpsc::channel();
@@ -110,15 +118,20 @@ fn run() -> Result<(), RunError> {
         })
         .map_err(RunError::Signals)?;
 
-    for uri in config.cameras.iter().cloned() {
-        let shown = uri.redacted();
-        if let Err(e) = service.add(uri, None, true) {
+    for listed in config.cameras.iter().cloned() {
+        let shown = format!("{} ({})", listed.id, listed.uri.redacted());
+        if let Err(e) = service.add_listed(listed.id, listed.uri) {
             service.shutdown();
             return Err(RunError::Camera(shown, e));
         }
     }
     let api = match config.http {
-        Some(addr) => match http::serve(addr, config.token.clone(), service.clone()) {
+        Some(addr) => match http::serve(
+            addr,
+            config.token.clone(),
+            config.metrics_without_token,
+            service.clone(),
+        ) {
             Ok(api) => {
                 log::event(
                     Level::Info,
@@ -158,9 +171,11 @@ fn run() -> Result<(), RunError> {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        // Without the API nothing can come: end once every camera has.
+        // Without the API nothing can come: end once every camera has. A
+        // shard that got none of the list idles as a member of its set.
         let cameras = service.list();
         if config.http.is_none()
+            && !config.cameras.is_empty()
             && cameras
                 .iter()
                 .all(|c| c.stats.state() == CameraState::Finished)

@@ -61,7 +61,8 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// Label values are camera ids (`cam-N`) and fixed words: nothing to escape.
+/// Label values are camera ids (`a-z 0-9 - _` only) and fixed words:
+/// nothing to escape.
 pub fn render(service: &Service) -> String {
     let cameras: Vec<Arc<Camera>> = service.list();
     let snaps: Vec<_> = cameras.iter().map(|c| (c, c.stats.snapshot())).collect();
@@ -240,6 +241,32 @@ pub fn render(service: &Service) -> String {
         );
         let _ = writeln!(out, "cudainfer_process_resident_bytes {rss}");
     }
+    header(
+        &mut out,
+        "cudainfer_ready",
+        "gauge",
+        "1 when GET /readyz answers 200 (every camera past its first connection)",
+    );
+    let _ = writeln!(
+        out,
+        "cudainfer_ready {}",
+        u8::from(service.not_ready().is_none())
+    );
+    let (index, count) = service.shard().map_or((0, 1), |s| (s.index, s.count));
+    header(
+        &mut out,
+        "cudainfer_shard_index",
+        "gauge",
+        "this instance's share of the camera list: I of --shard I/N (0 unsharded)",
+    );
+    let _ = writeln!(out, "cudainfer_shard_index {index}");
+    header(
+        &mut out,
+        "cudainfer_shard_count",
+        "gauge",
+        "instances sharing the camera list: N of --shard I/N (1 unsharded)",
+    );
+    let _ = writeln!(out, "cudainfer_shard_count {count}");
     out
 }
 

@@ -4,12 +4,15 @@
 //! only carries decisions out and the fuzzer drives this with any request.
 //!
 //! Routes: `GET /cameras`, `POST /cameras` (`{"uri": "...", "loop": true}`),
-//! `GET|DELETE /cameras/{id}`, `GET /metrics`. With a token every request
-//! needs `Authorization: Bearer <token>`; without one (loopback only) a
-//! request must name a loopback host and come from no other web origin.
+//! `GET|DELETE /cameras/{id}`, `GET /metrics`, and the probes `GET /healthz`
+//! and `GET /readyz`. With a token every request but the probes (and
+//! /metrics where the operator opened it) needs `Authorization: Bearer
+//! <token>`; without one (loopback only) a request must name a loopback host
+//! and come from no other web origin.
 
 use serde::Deserialize;
 
+use crate::camera_id;
 use crate::camera_uri::{CameraUri, UriError};
 
 /// Largest request body (a camera's JSON is a few hundred bytes).
@@ -34,12 +37,25 @@ impl<'a> Head<'a> {
 /// What a request may do once accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// The process serves (liveness).
+    Health,
+    /// The service can do its work (readiness).
+    Ready,
     Metrics,
     ListCameras,
     /// The body still has to be read and given to [`parse_add`].
     AddCamera,
-    GetCamera(u64),
-    DeleteCamera(u64),
+    GetCamera(String),
+    DeleteCamera(String),
+}
+
+/// What the API lets through without the token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Access<'a> {
+    /// The API's token; none: loopback only, guarded.
+    pub token: Option<&'a str>,
+    /// `GET /metrics` without the token (a scraper that cannot send one).
+    pub open_metrics: bool,
 }
 
 /// A refused request: the status, a message that says why and what to do,
@@ -163,23 +179,45 @@ fn authorised(head: &Head, token: &str) -> bool {
     })
 }
 
-/// A camera id as the API gives it: `cam-` and a number written as the API
-/// writes it (no sign, no leading zero), so that one camera has one name.
-pub fn parse_id(id: &str) -> Option<u64> {
-    let digits = id.strip_prefix("cam-")?;
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'));
-    canonical.then(|| digits.parse().ok()).flatten()
+/// A camera id in a path: as [`camera_id::is_valid`] allows, and only
+/// compared as it is (no case folding, no decoding), so that one camera has
+/// one name.
+pub fn parse_id(id: &str) -> Option<String> {
+    camera_id::is_valid(id).then(|| id.to_string())
 }
 
-const NO_CAMERA: &str = "no such camera: ids are cam-N, as GET /cameras lists them";
+const NO_CAMERA: &str = "no such camera: use an id as GET /cameras lists it";
+
+/// The probes answer without the token (they tell nothing else), so that an
+/// orchestrator's kubelet or load balancer needs no secret.
+fn probe(head: &Head) -> Option<Result<Route, Refusal>> {
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let route = match path {
+        "/healthz" => Route::Health,
+        "/readyz" => Route::Ready,
+        _ => return None,
+    };
+    Some(if head.method == "GET" || head.method == "HEAD" {
+        Ok(route)
+    } else {
+        Err(Refusal {
+            allow: Some("GET, HEAD"),
+            ..Refusal::new(405, "method not allowed on this path: it takes GET, HEAD")
+        })
+    })
+}
 
 /// Decides what a request asks for from its head; `token` is the API's.
 /// Authentication comes first, so that nothing (not even which paths exist)
 /// is told to a client without it.
-pub fn decide(head: &Head, token: Option<&str>) -> Result<Route, Refusal> {
-    match token {
+pub fn decide(head: &Head, access: Access) -> Result<Route, Refusal> {
+    if let Some(decided) = probe(head) {
+        return decided;
+    }
+    let open = access.open_metrics
+        && head.method == "GET"
+        && head.path.split(['?', '#']).next() == Some("/metrics");
+    match access.token.filter(|_| !open) {
         Some(token) if !authorised(head, token) => {
             return Err(Refusal {
                 challenge: true,
@@ -190,7 +228,8 @@ pub fn decide(head: &Head, token: Option<&str>) -> Result<Route, Refusal> {
             })
         }
         Some(_) => {}
-        None => loopback_guard(head)?,
+        None if access.token.is_none() => loopback_guard(head)?,
+        None => {}
     }
     let path = head.path.split(['?', '#']).next().unwrap_or("");
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
@@ -214,7 +253,7 @@ pub fn decide(head: &Head, token: Option<&str>) -> Result<Route, Refusal> {
         _ => {
             return Err(Refusal::new(
                 404,
-                "no such path: use /cameras, /cameras/{id} or /metrics",
+                "no such path: use /cameras, /cameras/{id}, /metrics, /healthz or /readyz",
             ))
         }
     };
@@ -303,6 +342,14 @@ mod tests {
 
     const JSON: (&str, &[u8]) = ("Content-Type", b"application/json");
     const LOCAL: (&str, &[u8]) = ("Host", b"127.0.0.1:8080");
+    const NONE: Access = Access {
+        token: None,
+        open_metrics: false,
+    };
+    const TOKEN: Access = Access {
+        token: Some("0123456789abcdef"),
+        open_metrics: false,
+    };
 
     #[test]
     fn token_comparison() {
@@ -312,17 +359,15 @@ mod tests {
     }
 
     #[test]
-    fn ids_have_one_spelling() {
-        assert_eq!(parse_id("cam-1"), Some(1));
-        assert_eq!(parse_id("cam-10"), Some(10));
-        for bad in [
-            "cam-01", "cam-+1", "cam--1", "cam-", "cam-1x", "cam- 1", "1",
-        ] {
+    fn ids_are_taken_as_written() {
+        assert_eq!(parse_id("cam-1"), Some("cam-1".into()));
+        assert_eq!(parse_id("gate-north"), Some("gate-north".into()));
+        for bad in ["Cam-1", "cam%2d1", "cam- 1", "", "..", "-x", "a.b"] {
             assert_eq!(parse_id(bad), None, "{bad}");
         }
         let h = [LOCAL];
         assert_eq!(
-            decide(&head("DELETE", "/cameras/cam-01", &h), None)
+            decide(&head("DELETE", "/cameras/CAM-1", &h), NONE)
                 .unwrap_err()
                 .status,
             404
@@ -330,14 +375,60 @@ mod tests {
     }
 
     #[test]
+    fn probes_need_no_token_and_metrics_may_be_opened() {
+        let bare = [("Host", &b"10.1.2.3:8080"[..])];
+        for access in [NONE, TOKEN] {
+            assert_eq!(
+                decide(&head("GET", "/healthz", &bare), access),
+                Ok(Route::Health)
+            );
+            assert_eq!(
+                decide(&head("HEAD", "/readyz", &bare), access),
+                Ok(Route::Ready)
+            );
+            let r = decide(&head("POST", "/readyz", &bare), access).unwrap_err();
+            assert_eq!((r.status, r.allow), (405, Some("GET, HEAD")));
+        }
+        assert_eq!(
+            decide(&head("GET", "/metrics", &bare), TOKEN)
+                .unwrap_err()
+                .status,
+            401
+        );
+        let open = Access {
+            open_metrics: true,
+            ..TOKEN
+        };
+        assert_eq!(
+            decide(&head("GET", "/metrics", &bare), open),
+            Ok(Route::Metrics)
+        );
+        // Only /metrics is opened.
+        for (method, path) in [
+            ("GET", "/cameras"),
+            ("POST", "/metrics"),
+            ("GET", "/metrics/"),
+        ] {
+            let r = decide(&head(method, path, &bare), open).unwrap_err();
+            assert_eq!(r.status, 401, "{method} {path}");
+        }
+    }
+
+    #[test]
     fn routes_and_methods() {
         let h = [LOCAL, JSON];
-        let d = |m, p| decide(&head(m, p, &h), None);
+        let d = |m, p| decide(&head(m, p, &h), NONE);
         assert_eq!(d("GET", "/metrics"), Ok(Route::Metrics));
         assert_eq!(d("GET", "/cameras/?x=1"), Ok(Route::ListCameras));
         assert_eq!(d("POST", "/cameras"), Ok(Route::AddCamera));
-        assert_eq!(d("GET", "/cameras/cam-3"), Ok(Route::GetCamera(3)));
-        assert_eq!(d("DELETE", "/cameras/cam-3"), Ok(Route::DeleteCamera(3)));
+        assert_eq!(
+            d("GET", "/cameras/cam-3"),
+            Ok(Route::GetCamera("cam-3".into()))
+        );
+        assert_eq!(
+            d("DELETE", "/cameras/door_2"),
+            Ok(Route::DeleteCamera("door_2".into()))
+        );
         let r = d("PUT", "/cameras").unwrap_err();
         assert_eq!((r.status, r.allow), (405, Some("GET, POST")));
         assert_eq!(d("POST", "/metrics").unwrap_err().allow, Some("GET"));
@@ -353,21 +444,21 @@ mod tests {
             b"",
         ] {
             let h = [LOCAL, ("Content-Type", ct)];
-            let r = decide(&head("POST", "/cameras", &h), None).unwrap_err();
+            let r = decide(&head("POST", "/cameras", &h), NONE).unwrap_err();
             assert_eq!(r.status, 415, "{ct:?}");
         }
         let h = [
             LOCAL,
             ("content-type", &b"Application/JSON; charset=utf-8"[..]),
         ];
-        assert!(decide(&head("POST", "/cameras", &h), None).is_ok());
+        assert!(decide(&head("POST", "/cameras", &h), NONE).is_ok());
         let h = [
             LOCAL,
             JSON,
             ("Content-Length", &b"18446744073709551615"[..]),
         ];
         assert_eq!(
-            decide(&head("POST", "/cameras", &h), None)
+            decide(&head("POST", "/cameras", &h), NONE)
                 .unwrap_err()
                 .status,
             413
@@ -378,7 +469,7 @@ mod tests {
             ("Content-Length", &b"99999999999999999999999"[..]),
         ];
         assert_eq!(
-            decide(&head("POST", "/cameras", &h), None)
+            decide(&head("POST", "/cameras", &h), NONE)
                 .unwrap_err()
                 .status,
             413
@@ -390,7 +481,7 @@ mod tests {
         let post = |headers: &[(&str, &[u8])]| {
             let mut h = vec![JSON];
             h.extend_from_slice(headers);
-            decide(&head("POST", "/cameras", &h), None).map_err(|r| r.status)
+            decide(&head("POST", "/cameras", &h), NONE).map_err(|r| r.status)
         };
         assert_eq!(post(&[("Host", b"rebind.evil")]), Err(403));
         assert_eq!(post(&[("Host", b"rebind.evil:8080")]), Err(403));
@@ -413,10 +504,10 @@ mod tests {
             ("Authorization", b"Bearer 0123456789abcdef"),
         ];
         assert_eq!(
-            decide(&head("GET", "/metrics", &h), Some("0123456789abcdef")),
+            decide(&head("GET", "/metrics", &h), TOKEN),
             Ok(Route::Metrics)
         );
-        let r = decide(&head("GET", "/nope", &h[..1]), Some("0123456789abcdef")).unwrap_err();
+        let r = decide(&head("GET", "/nope", &h[..1]), TOKEN).unwrap_err();
         assert_eq!((r.status, r.challenge), (401, true));
     }
 

@@ -2,13 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cudainfer_run::camera_id::{self, Shard};
 use cudainfer_run::camera_uri::{CameraUri, UriError};
 
 use crate::camera::{Camera, Ending};
 use crate::locked::Locked;
 use crate::pipeline::PipelineSettings;
+use crate::stats::CameraState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
@@ -20,6 +23,8 @@ pub enum AddError {
     Resources(std::io::Error),
     #[error("no headroom for another camera: {0}")]
     NoHeadroom(String),
+    #[error("this instance runs shard {0} of a camera list shared by {1} instances, so it takes no cameras through the API: add the camera to the shared list (the config file) and restart or roll the instances")]
+    Sharded(Shard, u32),
 }
 
 /// A camera added through the API is refused while a camera skipped frames
@@ -35,8 +40,11 @@ pub struct Service {
     /// Removed cameras whose threads have not ended yet (stuck in their
     /// source): they hold threads, so they count toward `max_cameras`.
     stopping: Mutex<Vec<Arc<Camera>>>,
+    /// By order of addition (the order /cameras lists them in).
     cameras: Mutex<BTreeMap<u64, Arc<Camera>>>,
-    next_id: Mutex<u64>,
+    next: Mutex<u64>,
+    shard: Option<Shard>,
+    ending: AtomicBool,
 }
 
 impl Service {
@@ -45,6 +53,7 @@ impl Service {
         loop_files: bool,
         allow_dirs: Vec<PathBuf>,
         max_cameras: usize,
+        shard: Option<Shard>,
     ) -> Service {
         Service {
             settings: Arc::new(settings),
@@ -53,44 +62,66 @@ impl Service {
             max_cameras,
             stopping: Mutex::default(),
             cameras: Mutex::default(),
-            next_id: Mutex::new(1),
+            next: Mutex::new(0),
+            shard,
+            ending: AtomicBool::new(false),
         }
     }
 
-    /// Starts a camera; `trusted` (the command line, the config file) skips
-    /// the allowed-directories check that API requests get.
-    pub fn add(
+    /// Starts a camera of the configured list under its id; these skip the
+    /// allowed-directories check that API requests get.
+    pub fn add_listed(&self, id: String, uri: CameraUri) -> Result<Arc<Camera>, AddError> {
+        uri.open_source(None)?;
+        self.start(Some(id), uri, None, None)
+    }
+
+    /// Starts a camera asked for through the API: it must lie in the
+    /// allowed directories, and inference must have headroom. Its id is
+    /// derived from its URI, like that of a listed camera without one.
+    pub fn add_requested(
         &self,
         uri: CameraUri,
         loop_file: Option<bool>,
-        trusted: bool,
     ) -> Result<Arc<Camera>, AddError> {
-        // Checked here and again, on the resolved path, at every (re)start.
-        let allowed = if trusted {
-            uri.open_source(None)?;
-            None
-        } else {
-            uri.check_allowed(&self.allow_dirs)?;
-            Some(self.allow_dirs.clone())
-        };
-        if !trusted {
-            if let Some(reason) = self.overloaded() {
-                return Err(AddError::NoHeadroom(reason));
-            }
+        if let Some(shard) = self.shard {
+            return Err(AddError::Sharded(shard, shard.count));
         }
-        let stopping = {
+        // Checked here and again, on the resolved path, at every (re)start.
+        uri.check_allowed(&self.allow_dirs)?;
+        if let Some(reason) = self.overloaded() {
+            return Err(AddError::NoHeadroom(reason));
+        }
+        let allowed = Some(self.allow_dirs.clone());
+        self.start(None, uri, allowed, loop_file)
+    }
+
+    fn start(
+        &self,
+        id: Option<String>,
+        uri: CameraUri,
+        allowed: Option<Vec<PathBuf>>,
+        loop_file: Option<bool>,
+    ) -> Result<Arc<Camera>, AddError> {
+        let stopping: Vec<String> = {
             let mut stopping = self.stopping.locked();
             stopping.retain(|c| !c.ended());
-            stopping.len()
+            stopping.iter().map(|c| c.id.clone()).collect()
         };
         let mut cameras = self.cameras.locked();
-        if cameras.len() + stopping >= self.max_cameras {
+        if cameras.len() + stopping.len() >= self.max_cameras {
             return Err(AddError::Full(self.max_cameras));
         }
-        let mut next = self.next_id.locked();
+        // Not the id of a camera still stopping either: its last results
+        // may still be on their way out under that id.
+        let id = id.unwrap_or_else(|| {
+            camera_id::first_free(&camera_id::derived(uri.identity()), |id| {
+                cameras.values().any(|c| c.id == id) || stopping.iter().any(|s| s == id)
+            })
+        });
+        let mut next = self.next.locked();
         let n = *next;
         let camera = Camera::start(
-            format!("cam-{n}"),
+            id,
             uri,
             allowed,
             loop_file.unwrap_or(self.loop_files),
@@ -121,17 +152,21 @@ impl Service {
         })
     }
 
-    /// Camera `cam-{n}`.
-    pub fn get(&self, n: u64) -> Option<Arc<Camera>> {
-        self.cameras.locked().get(&n).cloned()
+    /// The camera of this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Camera>> {
+        self.cameras.locked().values().find(|c| c.id == id).cloned()
     }
 
-    /// Takes camera `cam-{n}` out and asks it to stop, dropping the frames
+    /// Takes the camera of this id out and asks it to stop, dropping the frames
     /// it has not yet published so that this is prompt; `None` when there
     /// is none. The caller waits for [`Camera::ended`]: until then it may
     /// still publish.
-    pub fn remove(&self, n: u64) -> Option<Arc<Camera>> {
-        let camera = self.cameras.locked().remove(&n)?;
+    pub fn remove(&self, id: &str) -> Option<Arc<Camera>> {
+        let camera = {
+            let mut cameras = self.cameras.locked();
+            let n = *cameras.iter().find(|(_, c)| c.id == id)?.0;
+            cameras.remove(&n)?
+        };
         camera.request_stop(Ending::Discard);
         self.stopping.locked().push(camera.clone());
         Some(camera)
@@ -147,9 +182,40 @@ impl Service {
         self.list().iter().map(|c| c.reopen_outputs()).sum()
     }
 
+    /// Why the service is not ready for its work, if it is not: ending, or
+    /// a camera still making its first connection. A camera that failed
+    /// and retries within its backoff is no reason: the instance does its
+    /// part, and a restart would not bring the camera back sooner.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.ending.load(Ordering::Relaxed) {
+            return Some("the service is ending".into());
+        }
+        let starting: Vec<String> = self
+            .list()
+            .iter()
+            .filter(|c| {
+                let s = c.stats.snapshot();
+                s.state == CameraState::Connecting && s.reconnects == 0 && s.frames_out == 0
+            })
+            .map(|c| c.id.clone())
+            .collect();
+        (!starting.is_empty()).then(|| {
+            format!(
+                "cameras connecting for the first time: {}",
+                starting.join(", ")
+            )
+        })
+    }
+
+    /// The share of a camera list this instance runs, if it is sharded.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard
+    }
+
     /// Ends every camera at once (EOS each, every decoded frame published,
     /// outputs flushed) and waits.
     pub fn shutdown(&self) {
+        self.ending.store(true, Ordering::Relaxed);
         let cameras: Vec<_> = std::mem::take(&mut *self.cameras.locked())
             .into_values()
             .collect();

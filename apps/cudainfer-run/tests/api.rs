@@ -53,6 +53,8 @@ fn cameras_added_and_removed_under_load() {
     for _ in 0..4 {
         args.push(&uri);
     }
+    // The same file five times: the ids are its derived id, then -2 to -5.
+    let five = ids_for(&[uri.as_str(); 5]);
     // glibc gives each new thread's allocations an arena of its own, up to
     // 8 per core, and keeps them: with cameras' threads coming and going the
     // resident size then wanders by tens of MiB (more under meson's
@@ -64,7 +66,7 @@ fn cameras_added_and_removed_under_load() {
         Duration::from_secs(60),
         || {
             let lines = read_lines(&json);
-            (1..=4).all(|i| !lines_of(&lines, &format!("cam-{i}")).is_empty())
+            five[..4].iter().all(|id| !lines_of(&lines, id).is_empty())
         },
     );
     let body = format!("{{\"uri\": \"{uri}\"}}");
@@ -73,23 +75,26 @@ fn cameras_added_and_removed_under_load() {
     let pid = service.child.id();
     let mut handles = Vec::new();
     let start = Instant::now();
-    for round in 0..ROUNDS {
+    for _ in 0..ROUNDS {
+        let before = lines_of(&read_lines(&json), &five[4]).len();
         let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
         assert_eq!(status, 201, "{reply}");
         let id = serde_json::from_str::<serde_json::Value>(&reply).unwrap()["id"]
             .as_str()
             .unwrap()
             .to_string();
-        assert_eq!(id, format!("cam-{}", round + 5));
+        // A removed camera's id is free again: the same camera added
+        // again gets the same id.
+        assert_eq!(id, five[4]);
         wait_until(&format!("{id} publishing"), Duration::from_secs(30), || {
-            !lines_of(&read_lines(&json), &id).is_empty()
+            lines_of(&read_lines(&json), &id).len() > before
         });
         let ids: Vec<String> = service
             .cameras()
             .iter()
             .map(|c| c["id"].as_str().unwrap().to_string())
             .collect();
-        assert_eq!(ids, ["cam-1", "cam-2", "cam-3", "cam-4", id.as_str()]);
+        assert_eq!(ids, five);
         let started = Instant::now();
         let (status, reply) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
         delete_times.push(started.elapsed());
@@ -121,11 +126,10 @@ fn cameras_added_and_removed_under_load() {
     // The four kept running throughout.
     let lines = read_lines(&json);
     let metrics = service.metrics();
-    for i in 1..=4 {
-        let cam = format!("cam-{i}");
-        assert!(lines_of(&lines, &cam).len() >= 50, "{cam} stalled");
+    for cam in &five[..4] {
+        assert!(lines_of(&lines, cam).len() >= 50, "{cam} stalled");
         assert_eq!(
-            metrics.camera("cudainfer_camera_reconnects_total", &cam),
+            metrics.camera("cudainfer_camera_reconnects_total", cam),
             0.0
         );
     }
@@ -203,7 +207,8 @@ fn metrics_match_the_json_lines() {
     });
     let metrics = service.metrics();
     let lines = read_lines(&json);
-    for cam in ["cam-1", "cam-2"] {
+    let ids = ids_for(&[uri.as_str(), uri.as_str()]);
+    for cam in ids.iter().map(String::as_str) {
         let n = lines_of(&lines, cam).len() as f64;
         let out = metrics.camera("cudainfer_camera_frames_out_total", cam);
         let frames_in = metrics.camera("cudainfer_camera_frames_in_total", cam);
@@ -227,7 +232,10 @@ fn metrics_match_the_json_lines() {
     // SIGTERM: EOS through every camera, outputs flushed, exit 0.
     std::fs::remove_file(&json).unwrap();
     let mut service = Service::start(&["--model", &model, "--json", &json_s, &uri, &uri], &[]);
-    service.wait_log("event=camera_running camera=cam-2", Duration::from_secs(60));
+    service.wait_log(
+        &format!("event=camera_running camera={}", ids[1]),
+        Duration::from_secs(60),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let status = service.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit {status}");
@@ -366,13 +374,16 @@ fn api_is_secure_by_default() {
             .collect()
     };
     assert_eq!(ids(&before), ids(&after));
-    assert_eq!(ids(&after), ["\"cam-1\""]);
+    let cam = &ids_for(&[camera.as_str()])[0];
+    assert_eq!(ids(&after), [format!("\"{cam}\"")]);
 
     // The camera fails (nothing on port 1) and retries; its password shows nowhere.
-    wait_until("cam-1 retried", Duration::from_secs(30), || {
+    wait_until("the camera retried", Duration::from_secs(30), || {
         req("GET", "/metrics", None, Some(token))
             .1
-            .contains("cudainfer_camera_reconnects_total{camera=\"cam-1\"} 2")
+            .contains(&format!(
+                "cudainfer_camera_reconnects_total{{camera=\"{cam}\"}} 2"
+            ))
     });
     let (_, cameras) = req("GET", "/cameras", None, Some(token));
     let (_, metrics) = req("GET", "/metrics", None, Some(token));
@@ -390,6 +401,9 @@ fn api_is_secure_by_default() {
     ] {
         assert!(!text.contains(password), "the password is in the {what}");
     }
-    assert!(log.contains("event=camera_failed camera=cam-1"), "{log}");
+    assert!(
+        log.contains(&format!("event=camera_failed camera={cam}")),
+        "{log}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

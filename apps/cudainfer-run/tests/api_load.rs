@@ -134,11 +134,10 @@ fn api_under_load_keeps_cameras_and_resources() {
     );
     let addr = service.addr.unwrap();
     let pid = service.child.id();
+    let ids = ids_for(&[uri.as_str(), uri.as_str()]);
     wait_until("both cameras publishing", Duration::from_secs(60), || {
         let lines = read_lines(&json);
-        ["cam-1", "cam-2"]
-            .iter()
-            .all(|c| lines_of(&lines, c).len() >= 5)
+        ids.iter().all(|c| lines_of(&lines, c).len() >= 5)
     });
     // A short round first, so that the allocator's high-water mark for
     // this many connections is reached before the baseline (a leak grows
@@ -207,7 +206,7 @@ fn api_under_load_keeps_cameras_and_resources() {
         service.cameras().iter().all(|c| c["state"] == "finished")
     });
     let lines = read_lines(&json);
-    for cam in ["cam-1", "cam-2"] {
+    for cam in &ids {
         let seqs: Vec<u64> = lines_of(&lines, cam)
             .iter()
             .map(|l| l["seq"].as_u64().unwrap())

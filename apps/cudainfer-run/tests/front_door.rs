@@ -72,7 +72,7 @@ fn requests_before_authentication_neither_crash_nor_hang_the_api() {
         &[],
     );
     let addr = service.addr.unwrap();
-    wait_until("cam-1 publishing", Duration::from_secs(60), || {
+    wait_until("the camera publishing", Duration::from_secs(60), || {
         !read_lines(&json).is_empty()
     });
     let metrics_ok = || {
@@ -149,7 +149,7 @@ fn requests_before_authentication_neither_crash_nor_hang_the_api() {
     drop(stalled);
 
     let before = read_lines(&json).len();
-    wait_until("cam-1 publishing on", Duration::from_secs(30), || {
+    wait_until("the camera publishing on", Duration::from_secs(30), || {
         read_lines(&json).len() > before
     });
     alive(&mut service);
@@ -234,7 +234,9 @@ fn a_thread_limit_refuses_cameras_with_503() {
     wait_until("the API", Duration::from_secs(30), || {
         TcpStream::connect(addr).is_ok()
     });
-    let body = format!("{{\"uri\": \"file://{}\"}}", clip.display());
+    let uri = format!("file://{}", clip.display());
+    let body = format!("{{\"uri\": \"{uri}\"}}");
+    let ids = ids_for(&[uri.as_str(), uri.as_str()]);
     let mut added = 0;
     let mut refused = None;
     for _ in 0..200 {
@@ -262,13 +264,13 @@ fn a_thread_limit_refuses_cameras_with_503() {
     );
     let (status, _) = http(addr, "GET", "/metrics", None, None);
     assert_eq!(status, 200);
-    let first = |lines: &[serde_json::Value]| lines_of(lines, "cam-1").len();
+    let first = |lines: &[serde_json::Value]| lines_of(lines, &ids[0]).len();
     let before = first(&read_lines(&json));
-    wait_until("cam-1 publishing on", Duration::from_secs(30), || {
+    wait_until("the camera publishing on", Duration::from_secs(30), || {
         first(&read_lines(&json)) > before
     });
     // Room again after a removal.
-    let (status, _) = http(addr, "DELETE", "/cameras/cam-2", None, None);
+    let (status, _) = http(addr, "DELETE", &format!("/cameras/{}", ids[1]), None, None);
     assert!(status == 204 || status == 404);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -485,14 +487,15 @@ fn special_and_swapped_files_are_refused() {
     let body = format!("{{\"uri\": \"file://{}\"}}", camera.display());
     let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
     assert_eq!(status, 201, "{reply}");
-    wait_until("cam-1 failing", Duration::from_secs(30), || {
-        !last_error(&service, "cam-1").is_empty()
+    let id = ids_for(&[&format!("file://{}", camera.display())]).remove(0);
+    wait_until("the camera failing", Duration::from_secs(30), || {
+        !last_error(&service, &id).is_empty()
     });
     // Swapped for a link to a good clip outside: refused, never played.
     std::fs::remove_file(&camera).unwrap();
     std::os::unix::fs::symlink(&outside, &camera).unwrap();
     wait_until("the link refused", Duration::from_secs(30), || {
-        last_error(&service, "cam-1").contains("outside the allowed directories")
+        last_error(&service, &id).contains("outside the allowed directories")
     });
     // Swapped for a FIFO: refused, not opened.
     std::fs::remove_file(&camera).unwrap();
@@ -502,11 +505,11 @@ fn special_and_swapped_files_are_refused() {
         .unwrap()
         .success());
     wait_until("the FIFO refused", Duration::from_secs(30), || {
-        last_error(&service, "cam-1").contains("not a regular file")
+        last_error(&service, &id).contains("not a regular file")
     });
     assert!(read_lines(&json).is_empty(), "the camera published");
     let started = Instant::now();
-    let (status, _) = service.request("DELETE", "/cameras/cam-1", None, None);
+    let (status, _) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
     assert_eq!(status, 204);
     assert!(started.elapsed() < Duration::from_secs(3));
     alive(&mut service);
@@ -601,8 +604,14 @@ fn the_tokenless_api_refuses_web_pages_and_answers_exactly() {
         b_reply.replace("nonexistent.txt", "X")
     );
 
-    // One camera, one name.
-    for id in ["cam-01", "cam-+1", "cam-1%20"] {
+    // One camera, one name: no other spelling reaches it.
+    let expected = ids_for(&[uri.as_str(), uri.as_str()]);
+    let first = &expected[0];
+    let upper = first.to_uppercase();
+    let padded = format!("{first}%20");
+    let encoded = first.replace('-', "%2d");
+    let dotted = format!("./{first}");
+    for id in [&upper, &padded, &encoded, &dotted] {
         let (status, _) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
         assert_eq!(status, 404, "{id}");
     }
@@ -610,7 +619,7 @@ fn the_tokenless_api_refuses_web_pages_and_answers_exactly() {
         .iter()
         .map(|c| c["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, ["cam-1", "cam-2"]);
+    assert_eq!(ids, expected);
 
     // 405 says what is allowed; an HTTP/2.0 request line gets an answer.
     let reply = raw(
@@ -671,7 +680,7 @@ fn odd_uris_leak_no_secret_and_no_control_characters() {
     wait_until(
         "the crafted camera failing",
         Duration::from_secs(30),
-        || !last_error(&service, "cam-1").is_empty(),
+        || !last_error(&service, &ids_for(&[camera.as_str()])[0]).is_empty(),
     );
     // Two status tables drawn at least.
     std::thread::sleep(Duration::from_millis(2500));
@@ -820,6 +829,7 @@ fn playlists_are_refused() {
         ],
         &[],
     );
+    let mut ids = Vec::new();
     for uri in [
         format!("file://{}/evil.m3u8", allowed.display()),
         format!("http://127.0.0.1:{port}/evil.m3u8"),
@@ -827,8 +837,9 @@ fn playlists_are_refused() {
         let body = format!("{{\"uri\": \"{uri}\"}}");
         let (status, reply) = service.request("POST", "/cameras", Some(body.as_bytes()), None);
         assert_eq!(status, 201, "{reply}");
+        ids.push(ids_for(&[uri.as_str()]).remove(0));
     }
-    for id in ["cam-1", "cam-2"] {
+    for id in &ids {
         wait_until(
             &format!("{id} refused as a playlist"),
             Duration::from_secs(30),
@@ -860,8 +871,9 @@ fn a_redirect_gets_no_credentials() {
     wait_until("the camera asked", Duration::from_secs(30), || {
         !camera_heads.lock().unwrap().is_empty()
     });
+    let id = ids_for(&[uri.as_str()]).remove(0);
     wait_until("the camera failing", Duration::from_secs(30), || {
-        !last_error(&service, "cam-1").is_empty()
+        !last_error(&service, &id).is_empty()
     });
     let leaked: Vec<String> = target_heads
         .lock()

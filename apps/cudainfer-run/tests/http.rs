@@ -108,44 +108,53 @@ fn http_camera_is_retried_and_a_404_is_reported() {
         ],
         &[],
     );
-    let waited = wait_until("cam-1 retried twice", Duration::from_secs(45), || {
-        service
-            .metrics()
-            .camera("cudainfer_camera_reconnects_total", "cam-1")
-            >= 2.0
-    });
+    let ids = ids_for(&[good.as_str(), missing.as_str()]);
+    let (cam1_id, cam2_id) = (ids[0].as_str(), ids[1].as_str());
+    let waited = wait_until(
+        "the good camera retried twice",
+        Duration::from_secs(45),
+        || {
+            service
+                .metrics()
+                .camera("cudainfer_camera_reconnects_total", cam1_id)
+                >= 2.0
+        },
+    );
     let lines = read_lines(&json);
-    let cam1 = lines_of(&lines, "cam-1");
+    let cam1 = lines_of(&lines, cam1_id);
     // Every play starts again from the clip's first frame.
     let plays = cam1.iter().filter(|l| l["pts_ns"] == 0).count();
     let gets = server.clip_gets.load(Ordering::Relaxed);
     println!(
-        "2 reconnects after {:.1} s: {} results of cam-1, {plays} plays from the start, {gets} GETs",
+        "2 reconnects after {:.1} s: {} results of {cam1_id}, {plays} plays from the start, {gets} GETs",
         waited.as_secs_f64(),
         cam1.len()
     );
     assert!(cam1.len() >= 20, "two whole plays: {} results", cam1.len());
     assert!(plays >= 2, "played from the start {plays} times");
     assert!(gets >= 2, "the clip was fetched {gets} times");
-    assert!(lines_of(&lines, "cam-2").is_empty());
+    assert!(lines_of(&lines, cam2_id).is_empty());
 
     let cameras = service.cameras();
     assert_eq!(cameras[0]["uri"], good.as_str());
     assert_eq!(cameras[0]["last_error"], "the stream ended");
     let error = cameras[1]["last_error"].as_str().unwrap_or_default();
-    println!("cam-2: {error}");
+    println!("{cam2_id}: {error}");
     assert!(
         error.contains("404") && error.contains(&missing),
-        "cam-2's error: {error}"
+        "{cam2_id}'s error: {error}"
     );
     assert_eq!(cameras[1]["frames_in"], 0);
     assert!(
         service
             .metrics()
-            .camera("cudainfer_camera_reconnects_total", "cam-2")
+            .camera("cudainfer_camera_reconnects_total", cam2_id)
             >= 1.0
     );
-    let log = service.wait_log("event=camera_failed camera=cam-2", Duration::from_secs(1));
+    let log = service.wait_log(
+        &format!("event=camera_failed camera={cam2_id}"),
+        Duration::from_secs(1),
+    );
     assert!(log.contains("(404)"), "{log}");
     let status = service.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit {status}");

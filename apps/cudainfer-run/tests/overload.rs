@@ -69,10 +69,11 @@ fn no_headroom_refuses_cameras_with_503() {
     });
     // Past the start (frames decoded while the model first ran are late
     // too), the cameras go on skipping: the overload is the steady state.
+    let ids = ids_for(&[uri.as_str(); CAMERAS]);
     let skipped = || {
         let metrics = service.metrics();
-        (1..=CAMERAS)
-            .map(|i| metrics.camera("cudainfer_camera_skipped_total", &format!("cam-{i}")))
+        ids.iter()
+            .map(|id| metrics.camera("cudainfer_camera_skipped_total", id))
             .sum::<f64>()
     };
     std::thread::sleep(Duration::from_secs(4));

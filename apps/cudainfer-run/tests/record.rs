@@ -44,6 +44,8 @@ fn still_clip(dir: &Path, frames: u32) -> PathBuf {
 struct Recorded {
     dir: PathBuf,
     clip: PathBuf,
+    /// The camera's id, which names its segments.
+    id: String,
     rec: PathBuf,
     json: PathBuf,
     service: Service,
@@ -69,6 +71,7 @@ impl Recorded {
         Recorded {
             dir,
             clip,
+            id: ids_for(&[uri.as_str()]).remove(0),
             rec,
             json,
             service,
@@ -99,7 +102,7 @@ impl Recorded {
     /// The segments (named in order, see `segments`) and the frames each
     /// one decodes to; a segment that does not play fails the test.
     fn recorded_frames(&self) -> Vec<(PathBuf, usize)> {
-        segments(&self.rec)
+        segments(&self.rec, &self.id)
             .into_iter()
             .map(|f| {
                 let (_, _, frames) =
@@ -163,8 +166,8 @@ fn decode_rgb(path: &Path) -> Result<(u32, u32, Vec<Vec<u8>>), String> {
     }
 }
 
-/// The recorded segments, in order; the names must be `cam-1-NNNNN.mp4`.
-fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The recorded segments, in order; the names must be `<id>-NNNNN.mp4`.
+fn segments(dir: &Path, id: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -173,7 +176,7 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
     for (i, f) in files.iter().enumerate() {
         assert_eq!(
             f.file_name().unwrap().to_str().unwrap(),
-            format!("cam-1-{i:05}.mp4"),
+            format!("{id}-{i:05}.mp4"),
             "segment names: {files:?}"
         );
     }
@@ -236,7 +239,7 @@ fn recording_in_segments_with_the_overlay() {
 
     let lines = read_lines(&run.json);
     assert_eq!(lines.len(), 25);
-    let files = segments(&run.rec);
+    let files = segments(&run.rec, &run.id);
     let (sw, sh, source) = decode_rgb(&run.clip).unwrap();
     let source = &source[0];
     let mut recorded = Vec::new();
@@ -321,7 +324,9 @@ fn sigterm_finalises_the_recording() {
 fn removal_finalises_the_recording() {
     let run = Recorded::start("record-delete", 50, &["--http", "0"]);
     run.wait_for_results(15);
-    let (status, reply) = run.service.request("DELETE", "/cameras/cam-1", None, None);
+    let (status, reply) =
+        run.service
+            .request("DELETE", &format!("/cameras/{}", run.id), None, None);
     assert_eq!(status, 204, "{reply}");
     let published = run.published();
     let recorded = run.recorded_frames();
@@ -349,7 +354,7 @@ fn a_looped_file_records_every_loop() {
     let log = run.service.log_text();
     assert!(!log.contains("camera_failed"), "{log}");
     let published = run.published();
-    // Named cam-1-00000.mp4, -00001… in order (`segments` checks it).
+    // Named <id>-00000.mp4, -00001… in order (`segments` checks it).
     let recorded = run.recorded_frames();
     let frames: usize = recorded.iter().map(|(_, n)| n).sum();
     println!(

@@ -167,6 +167,9 @@ fn rtsp_cameras_survive_a_server_restart() {
     ];
     args.extend(uris.iter().map(String::as_str));
     let mut service = Service::start(&args, &[]);
+    let ids = ids_for(&uris.iter().map(String::as_str).collect::<Vec<_>>());
+    // Camera i (from 1) of the list.
+    let cam = |i: usize| ids[i - 1].clone();
 
     // All four deliver detections.
     let start = Instant::now();
@@ -175,15 +178,16 @@ fn rtsp_cameras_survive_a_server_restart() {
         Duration::from_secs(90),
         || {
             let lines = read_lines(&json);
-            (1..=4).all(|i| lines_of(&lines, &format!("cam-{i}")).len() >= 30)
+            (1..=4).all(|i| lines_of(&lines, &cam(i)).len() >= 30)
         },
     );
     let lines = read_lines(&json);
     for i in 1..=4 {
-        let cam = lines_of(&lines, &format!("cam-{i}"));
+        let results = lines_of(&lines, &cam(i));
         assert!(
-            cam.iter().all(|l| has_label(l, "dog")),
-            "cam-{i}: a frame without the dog"
+            results.iter().all(|l| has_label(l, "dog")),
+            "{}: a frame without the dog",
+            cam(i)
         );
     }
     println!(
@@ -191,15 +195,10 @@ fn rtsp_cameras_survive_a_server_restart() {
         start.elapsed().as_secs_f64()
     );
 
-    // Kill cam-1's server; watch the other three while it is away.
+    // Kill the first camera's server; watch the other three while it is away.
     let counts = |lines: &[serde_json::Value]| -> BTreeMap<String, usize> {
         (1..=4)
-            .map(|i| {
-                (
-                    format!("cam-{i}"),
-                    lines_of(lines, &format!("cam-{i}")).len(),
-                )
-            })
+            .map(|i| (cam(i), lines_of(lines, &cam(i)).len()))
             .collect()
     };
     servers[0].kill();
@@ -234,21 +233,23 @@ fn rtsp_cameras_survive_a_server_restart() {
     while restarted_at.elapsed() < Duration::from_secs(30) {
         sample(&mut last_growth);
         let lines = read_lines(&json);
-        if runs(&lines_of(&lines, "cam-1")).len() > 1 {
+        if runs(&lines_of(&lines, &cam(1))).len() > 1 {
             back_after = Some(restarted_at.elapsed());
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let back_after =
-        back_after.unwrap_or_else(|| panic!("cam-1 not back within 30 s:\n{}", service.log_text()));
+    let back_after = back_after
+        .unwrap_or_else(|| panic!("{} not back within 30 s:\n{}", cam(1), service.log_text()));
     println!(
-        "cam-1 back {:.2} s after its server restarted",
+        "{} back {:.2} s after its server restarted",
+        cam(1),
         back_after.as_secs_f64()
     );
     assert!(
         back_after < Duration::from_secs(15),
-        "cam-1 back only after {back_after:?}"
+        "{} back only after {back_after:?}",
+        cam(1)
     );
 
     // The other three: their whole clip (the server's EOS ends a run, and
@@ -258,13 +259,13 @@ fn rtsp_cameras_survive_a_server_restart() {
         Duration::from_secs(150),
         || {
             let lines = read_lines(&json);
-            (2..=4).all(|i| runs(&lines_of(&lines, &format!("cam-{i}"))).len() >= 2)
+            (2..=4).all(|i| runs(&lines_of(&lines, &cam(i))).len() >= 2)
         },
     );
     let lines = read_lines(&json);
     let metrics = service.metrics();
     for i in 2..=4 {
-        let cam = format!("cam-{i}");
+        let cam = cam(i);
         let stream = first_stream(&lines_of(&lines, &cam));
         let seq: Vec<u64> = stream.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
         assert!(
@@ -274,7 +275,7 @@ fn rtsp_cameras_survive_a_server_restart() {
         let dropped = metrics.camera("cudainfer_camera_dropped_total", &cam);
         let pause = longest_pause[&cam];
         println!(
-            "{cam}: {} of {CLIP_FRAMES} frames in its first run, {dropped} dropped, longest pause while cam-1 was away and coming back {:.2} s",
+            "{cam}: {} of {CLIP_FRAMES} frames in its first run, {dropped} dropped, longest pause while the first camera was away and coming back {:.2} s",
             stream.len(),
             pause.as_secs_f64()
         );
@@ -292,19 +293,19 @@ fn rtsp_cameras_survive_a_server_restart() {
         assert!(pause < Duration::from_secs(3), "{cam} stalled {pause:?}");
     }
 
-    let reconnects = metrics.camera("cudainfer_camera_reconnects_total", "cam-1");
-    assert!(reconnects >= 1.0, "cam-1's reconnects not counted");
-    println!("cam-1 reconnects: {reconnects}");
+    let reconnects = metrics.camera("cudainfer_camera_reconnects_total", &cam(1));
+    assert!(reconnects >= 1.0, "{}'s reconnects not counted", cam(1));
+    println!("{} reconnects: {reconnects}", cam(1));
     for i in 2..=4 {
         // The others reconnect only at the end of the clip (the server's EOS).
         let lines = read_lines(&json);
-        let cam = format!("cam-{i}");
+        let cam = cam(i);
         let runs = runs(&lines_of(&lines, &cam)).len();
         let r = metrics.camera("cudainfer_camera_reconnects_total", &cam);
         assert!(r <= runs as f64, "{cam}: {r} reconnects for {runs} runs");
     }
 
-    // The password reaches the server (cam-1 is served) and no output.
+    // The password reaches the server (the first camera is served) and no output.
     let (_, cameras) = service.request("GET", "/cameras", None, None);
     let (_, metrics_text) = service.request("GET", "/metrics", None, None);
     assert!(cameras.contains("rtsp://<redacted>@127.0.0.1"), "{cameras}");
@@ -322,6 +323,6 @@ fn rtsp_cameras_survive_a_server_restart() {
     }
     assert!(service
         .log_text()
-        .contains("event=camera_failed camera=cam-1"));
+        .contains(&format!("event=camera_failed camera={}", cam(1))));
     std::fs::remove_dir_all(&dir).unwrap();
 }

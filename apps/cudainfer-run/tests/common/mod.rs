@@ -400,3 +400,17 @@ pub fn run_to_end(args: &[&str], timeout: Duration) -> (Option<i32>, String) {
     };
     (code, reader.join().unwrap())
 }
+
+/// The ids the service gives a camera list without ids, in its order (as
+/// `cudainfer_run::camera_id` assigns them: derived from each URI, `-2`…
+/// for repeats).
+pub fn ids_for(uris: &[&str]) -> Vec<String> {
+    let keys: Vec<(Option<&str>, String)> = uris
+        .iter()
+        .map(|u| {
+            let uri = cudainfer_run::camera_uri::CameraUri::parse(u).expect("a valid camera URI");
+            (None, uri.identity().to_string())
+        })
+        .collect();
+    cudainfer_run::camera_id::assign(&keys).expect("ids")
+}
