@@ -35,9 +35,12 @@ uris+=("file://$out/failing.mp4")
   --decode gpu --providers cuda --json "$out/results.jsonl" --http "127.0.0.1:$port" --no-status \
   "${uris[@]}" 2> "$out/service.log" &
 pid=$!
-failing="cam-$((cameras + 1))"
 
 sleep 20
+# Cameras start in the order listed: the last is the failing one.
+started=$(grep -o 'event=camera_started camera=[^ ]*' "$out/service.log" | cut -d= -f3)
+failing=$(echo "$started" | sed -n "$((cameras + 1))p")
+good_ids=$(echo "$started" | head -n "$cameras" | tr '\n' ',')
 metrics > "$out/metrics-start.txt"
 t0=$(date +%s.%N)
 sleep 10
@@ -62,9 +65,9 @@ if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; rc=timeout; else wait "$p
 grep -q 'decode=gpu providers=cuda' "$out/service.log"; gpu_ok=$?
 row "service on the GPU path (nvh264dec, providers=cuda)" "$([ $gpu_ok = 0 ] && echo PASS || echo FAIL)" \
   "$(grep -o 'event=service_starting.*' "$out/service.log" | head -1)"
-python3 - "$out" "$cameras" "$failing" "$t0" "$t1" > "$out/summary.txt" <<'PY'
+python3 - "$out" "$good_ids" "$failing" "$t0" "$t1" > "$out/summary.txt" <<'PY'
 import re, sys
-out, cameras, failing, t0, t1 = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+out, good_ids, failing, t0, t1 = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 def parse(name):
     m = {}
     for line in open(f"{out}/{name}"):
@@ -76,7 +79,7 @@ def parse(name):
 a, f, b = parse("metrics-start.txt"), parse("metrics-failing.txt"), parse("metrics-end.txt")
 def get(m, name, cam, extra=""):
     return m.get(f'{name}{{camera="{cam}"{extra}}}', float("nan"))
-good = [f"cam-{i}" for i in range(1, cameras + 1)]
+good = [c for c in good_ids.split(",") if c]
 window = t1 - t0
 drops = sum(get(b, "cudainfer_camera_dropped_total", c) - get(a, "cudainfer_camera_dropped_total", c) for c in good)
 reconn = sum(get(b, "cudainfer_camera_reconnects_total", c) - get(a, "cudainfer_camera_reconnects_total", c) for c in good)

@@ -9,7 +9,7 @@
 #    SIGTERM after 6 s: the segment under way must be finalised.
 # 3. Four looping cameras with the API; one added and removed 5 times.
 # PASS: the service is on the GPU path; run 1 exits 0 with 300 JSON lines and
-# at least 5 segments cam-1-NNNNN.mp4 that all decode, 300 frames in all,
+# at least 5 segments <id>-NNNNN.mp4 that all decode, 300 frames in all,
 # none over 2 s (61 frames); run 2 exits 0 and its one segment decodes with as
 # many frames as JSON lines; in run 3 every DELETE answers 204 within 1 s.
 # Prints a PASS/FAIL table; logs, JSON lines and recordings under $OUT.
@@ -44,12 +44,13 @@ row "service on the GPU path (nvh264dec, providers=cuda)" "$([ $gpu_ok = 0 ] && 
 lines1=$(wc -l < "$out/run1.jsonl" 2>/dev/null || echo 0)
 row "run 1 (--once --no-sync): exit 0, 300 JSON lines" "$(pass test "$rc1" = 0 -a "$lines1" = 300)" "rc=$rc1 lines=$lines1"
 total=0; worst=0; bad=0; n=0; names_ok=1
+id1=$(grep -o 'event=camera_started camera=[^ ]*' "$out/run1.log" | head -1 | cut -d= -f3)
 for f in "$out"/rec1/*; do
-  [ "$(basename "$f")" = "$(printf 'cam-1-%05d.mp4' "$n")" ] || names_ok=0
+  [ "$(basename "$f")" = "$(printf '%s-%05d.mp4' "$id1" "$n")" ] || names_ok=0
   c=$(frames "$f"); n=$((n + 1))
   total=$((total + c)); [ "$c" -gt "$worst" ] && worst=$c; [ "$c" = 0 ] && bad=$((bad + 1))
 done
-row "2 s segments named cam-1-NNNNN.mp4, all playable" "$(pass test "$n" -ge 5 -a "$bad" = 0 -a "$names_ok" = 1)" \
+row "2 s segments named <id>-NNNNN.mp4, all playable" "$(pass test "$n" -ge 5 -a "$bad" = 0 -a "$names_ok" = 1)" \
   "$n segments, $bad unplayable, names in order: $names_ok"
 row "segments hold the 300 frames, none over 2 s" "$(pass test "$total" = 300 -a "$worst" -le 61)" "total=$total largest=$worst"
 
@@ -63,7 +64,7 @@ for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
 if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; rc2=timeout; else wait "$pid"; rc2=$?; fi
 lines2=$(wc -l < "$out/run2.jsonl" 2>/dev/null || echo 0)
 seg2=$(ls "$out"/rec2 | wc -l)
-c2=$(frames "$out/rec2/cam-1-00000.mp4")
+c2=$(frames "$out/rec2/$id1-00000.mp4")
 row "SIGTERM mid-segment: exit 0, one finalised segment, one frame per result" \
   "$(pass test "$rc2" = 0 -a "$seg2" = 1 -a "$c2" = "$lines2" -a "$c2" -gt 0)" "rc=$rc2 segments=$seg2 frames=$c2 lines=$lines2"
 

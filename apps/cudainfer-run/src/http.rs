@@ -410,6 +410,11 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
         None
     };
     if let Route::DeleteCamera(id) = route {
+        if let Some(shard) = context.service.shard() {
+            // The camera would come back at the instance's next start.
+            let e = AddError::Sharded(shard, shard.count);
+            return Reply::refused(&Refusal::new(409, e.to_string()));
+        }
         return remove(&context.service, &id).await;
     }
     execute(&context.service, route, add)

@@ -238,6 +238,13 @@ pub fn build(
         let publish = make("inferpublish")?;
         publish.set_property("location", location);
         publish.set_property("source", id);
+        if location.contains("://") {
+            // One MQTT client per camera, named for the host and camera: the
+            // same in every run (a restarted instance takes its session
+            // over), and different in every pod (pods' processes all have
+            // pid 1, which the element's default would use).
+            publish.set_property("client-id", format!("cudainfer-{}-{id}", glib::host_name()));
+        }
         if !location.contains("://") && location != "-" && location != "stdout" {
             // Every camera writes to the one file, line by line.
             publish.set_property("append", true);

@@ -23,7 +23,7 @@ pub enum AddError {
     Resources(std::io::Error),
     #[error("no headroom for another camera: {0}")]
     NoHeadroom(String),
-    #[error("this instance runs shard {0} of a camera list shared by {1} instances, so it takes no cameras through the API: add the camera to the shared list (the config file) and restart or roll the instances")]
+    #[error("this instance runs shard {0} of a camera list shared by {1} instances, so its cameras are neither added nor removed through the API: change the shared list (the config file) and restart or roll the instances")]
     Sharded(Shard, u32),
 }
 

@@ -38,7 +38,8 @@ fn silent_server() -> (u16, std::net::TcpListener) {
 
 /// The probes need no token; readiness waits for every camera's first
 /// connection; a sharded instance runs its share (also from
-/// `$CUDAINFER_SHARD`), says so in /metrics, refuses API cameras with 409,
+/// `$CUDAINFER_SHARD`), says so in /metrics, refuses to add or remove
+/// cameras through the API (409),
 /// and opens /metrics alone with `--metrics-without-token`.
 #[test]
 fn probes_and_a_sharded_instance() {
@@ -139,7 +140,7 @@ fn probes_and_a_sharded_instance() {
             .collect();
         let expected: Vec<String> = listed.iter().filter(|id| shard.runs(id)).cloned().collect();
         assert_eq!(ids, expected, "shard {shard}");
-        seen.extend(ids);
+        seen.extend(ids.iter().cloned());
         // /metrics opened alone: the rest still needs the token.
         let (status, metrics) = http(addr, "GET", "/metrics", None, None);
         assert_eq!(status, 200);
@@ -152,6 +153,12 @@ fn probes_and_a_sharded_instance() {
         let (status, reply) = http(addr, "POST", "/cameras", Some(body.as_bytes()), Some(TOKEN));
         assert_eq!(status, 409, "{reply}");
         assert!(reply.contains("shard"), "{reply}");
+        if let Some(first) = ids.first() {
+            let path = format!("/cameras/{first}");
+            let (status, reply) = http(addr, "DELETE", &path, None, Some(TOKEN));
+            assert_eq!(status, 409, "{reply}");
+            assert_eq!(http(addr, "GET", &path, None, Some(TOKEN)).0, 200);
+        }
         let status = service.terminate(Duration::from_secs(15));
         assert!(status.success());
     }
@@ -222,6 +229,7 @@ impl Instance {
                         }
                         let _ = Command::new("kill")
                             .args(["-TERM", &child.id().to_string()])
+                            .stderr(Stdio::null())
                             .status();
                         let _ = child.wait();
                         // A restart policy's back-off.

@@ -191,7 +191,7 @@ impl ObjectImpl for InferPublish {
                     .build(),
                 glib::ParamSpecString::builder("client-id")
                     .nick("MQTT client id")
-                    .blurb("MQTT client identifier; unset: cudainfer-<process id>-<element name>")
+                    .blurb("MQTT client identifier; unset: cudainfer-<host name>-<process id>-<element name>")
                     .flags(mutable_ready)
                     .build(),
                 glib::ParamSpecUInt::builder("flush-timeout")
@@ -412,10 +412,15 @@ impl InferPublish {
         } else {
             None
         };
-        let client_id = settings
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("cudainfer-{}-{}", std::process::id(), self.obj().name()));
+        let client_id = settings.client_id.clone().unwrap_or_else(|| {
+            // The host name too: in containers every process may be pid 1.
+            format!(
+                "cudainfer-{}-{}-{}",
+                glib::host_name(),
+                std::process::id(),
+                self.obj().name()
+            )
+        });
         gst::info!(
             CAT,
             imp = self,
