@@ -8,7 +8,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 ORT_VERSION=1.31.1
 
 apt_packages=(
-  build-essential pkg-config meson ninja-build unzip python3-pip
+  build-essential pkg-config meson ninja-build unzip python3-pip python3-venv
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
