@@ -174,20 +174,30 @@ fn probes_and_a_sharded_instance() {
 #[derive(Clone)]
 enum Runner {
     Processes,
-    Podman { image: String, flags: Vec<String> },
+    /// `flags` go before `run` (`--runtime runc`), `run_flags` after it
+    /// (`--ulimit …`), from `$PODMAN_FLAGS` and `$PODMAN_RUN_FLAGS`.
+    Podman {
+        image: String,
+        flags: Vec<String>,
+        run_flags: Vec<String>,
+    },
 }
 
 impl Runner {
     fn from_env() -> Runner {
+        let words = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        };
         match std::env::var("CUDAINFER_SHARDS_RUNNER").as_deref() {
             Ok("podman") => Runner::Podman {
                 image: std::env::var("CUDAINFER_IMAGE")
                     .unwrap_or_else(|_| "localhost/cudainfer-run:cpu".into()),
-                flags: std::env::var("PODMAN_FLAGS")
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect(),
+                flags: words("PODMAN_FLAGS"),
+                run_flags: words("PODMAN_RUN_FLAGS"),
             },
             _ => Runner::Processes,
         }
@@ -237,12 +247,17 @@ impl Instance {
                     }
                 }))
             }
-            Runner::Podman { image, flags } => {
+            Runner::Podman {
+                image,
+                flags,
+                run_flags,
+            } => {
                 let _ = Command::new("podman").args(["rm", "-f", name]).output();
                 let mut cmd = Command::new("podman");
                 cmd.args(flags)
                     .args(["run", "-d", "--name", name, "--restart", "on-failure"])
-                    .args(["--network", "host"]);
+                    .args(["--network", "host"])
+                    .args(run_flags);
                 for (k, v) in &env {
                     cmd.args(["-e", &format!("{k}={v}")]);
                 }
@@ -311,6 +326,12 @@ impl Drop for Instance {
     }
 }
 
+/// The shared models' folder without `..`, which a container's view of the
+/// path could not walk.
+fn canonical_models() -> PathBuf {
+    std::fs::canonicalize(shared_dir().join("models")).expect("the models' folder")
+}
+
 /// The folders a container needs to see: those of the paths in `args` and
 /// of the files the config names (all under the test's folder, the model's
 /// and ONNX Runtime's).
@@ -320,7 +341,7 @@ fn mounts(args: &[String]) -> Vec<PathBuf> {
         .filter(|a| a.starts_with('/'))
         .filter_map(|a| Path::new(a).parent().map(Path::to_path_buf))
         .collect();
-    dirs.push(shared_dir().join("models"));
+    dirs.push(canonical_models());
     dirs.sort();
     dirs.dedup();
     dirs
@@ -499,7 +520,7 @@ fn three_shards_share_a_list() {
         &config,
         format!(
             "model = \"{}\"\ntoken-file = \"{}\"\nonce = true\ncameras = [{}]\n",
-            model(),
+            canonical_models().join("yolox_nano.onnx").display(),
             token_file.display(),
             list.join(", ")
         ),
