@@ -2,7 +2,7 @@
 # A heavier model batched: yolov12n edited into a dynamic-batch
 # model (scripts/make-dynamic-batch.py) and its precision and CUDA-graph
 # variants, on the GPU machine after scripts/gpu-stage.sh and the stash of its
-# models (.gpu-stage/heavy, see README "A heavier model"):
+# models (.gpu-stage/heavy, see docs/performance.md, "A heavier model"):
 #   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run heavy
 # Models: $HEAVY_MODELS (default /tmp/gpu/heavy) with yolov12n_dynbatch.onnx
 # and yolov12n_dynbatch_fp16.onnx; the fixed-batch export from $GPU_DATA.
@@ -41,7 +41,7 @@ fp32=$heavy/yolov12n_dynbatch.onnx
 fp16=$heavy/yolov12n_dynbatch_fp16.onnx
 for m in "$fp32" "$fp16"; do
   if [ ! -f "$m" ]; then
-    echo "gpu-heavy: FAIL: no $m. Make the models (README, \"A heavier model\"), stage them with" \
+    echo "gpu-heavy: FAIL: no $m. Make the models (docs/performance.md, \"A heavier model\"), stage them with" \
       "scripts/gpu-stage.sh and stash them: bash .gpu-stage/heavy/stash.sh (or set HEAVY_MODELS)" >&2
     exit 2
   fi
