@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compares the detections of runs of one clip, frame by frame, from
 inferpublish's JSON lines (docs/results-schema.json): standard library only,
-so it runs on the GPU machine as it is (scripts/gpu-heavy.sh).
+so it runs on the GPU machine as it is (scripts/gpu/heavy.sh).
 
     python3 scripts/compare-detections.py NAME:RULE:REFERENCE.jsonl:VARIANT.jsonl ...
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the plugin, the GPU test binary and the benchmarks in release mode and
 # stages them with the GPU runtime (../shared/gpu/prepare.sh) in .gpu-stage/.
-# Then run scripts/gpu-check.sh on the GPU machine (see README, "GPU check").
+# Then run the checks on the GPU machine through scripts/gpu/run, staged as
+# gpu-run (`gpu-run --help` lists them; see docs/testing.md).
 # GSTREAMER=1.26 stages Debian 13's GStreamer 1.26 runtime instead of 1.22;
 # STAGE_AS=DIR then moves the stage to DIR (ignored by git: .gpu-stage*), so
 # that both runtimes can be staged and checked one after the other:
@@ -43,23 +44,16 @@ ln -s "$overlay_bin" "$art/overlay-tests"
 ln -s "$target/release/examples/pipeline_bench" "$art/pipeline_bench"
 ln -s "$target/release/examples/infer_bench" "$art/infer_bench"
 ln -s "$target/release/examples/soak_bench" "$art/soak_bench"
-ln -s "$top/scripts/gpu-check.sh" "$art/gpu-check.sh"
-ln -s "$top/scripts/gpu-queue-memory.sh" "$art/gpu-queue-memory.sh"
-ln -s "$top/scripts/gpu-soak.sh" "$art/gpu-soak.sh"
-ln -s "$top/scripts/gpu-overlay.sh" "$art/gpu-overlay.sh"
-ln -s "$top/scripts/gpu-track.sh" "$art/gpu-track.sh"
-ln -s "$top/scripts/gpu-models.sh" "$art/gpu-models.sh"
-ln -s "$top/scripts/gpu-fp16.sh" "$art/gpu-fp16.sh"
-ln -s "$top/scripts/gpu-publish.sh" "$art/gpu-publish.sh"
-ln -s "$top/scripts/gpu-session.sh" "$art/gpu-session.sh"
-ln -s "$top/scripts/gpu-graph.sh" "$art/gpu-graph.sh"
-ln -s "$top/scripts/gpu-live.sh" "$art/gpu-live.sh"
-ln -s "$top/scripts/gpu-overload.sh" "$art/gpu-overload.sh"
 ln -s "$target/release/cudainfer-run" "$art/cudainfer-run"
-ln -s "$top/scripts/gpu-service.sh" "$art/gpu-service.sh"
-ln -s "$top/scripts/gpu-heavy.sh" "$art/gpu-heavy.sh"
 ln -s "$top/scripts/compare-detections.py" "$art/compare-detections.py"
-ln -s "$top/scripts/gpu-svc2.sh" "$art/gpu-svc2.sh"
+# The checks keep their staged names (gpu-<check>.sh) beside their helper
+# library (lib.sh) and the entry point (gpu-run).
+for check in "$top"/scripts/gpu/*.sh; do
+  name=$(basename "$check")
+  [ "$name" = lib.sh ] || name=gpu-$name
+  ln -s "$check" "$art/$name"
+done
+ln -s "$top/scripts/gpu/run" "$art/gpu-run"
 "$shared/gpu/prepare.sh" "$art"/*
 # gpu-heavy.sh's models (made by make-dynamic-batch.py, not shared data): a
 # part of their own (16 MB), stashed to /tmp/gpu/heavy by one more call.
@@ -78,10 +72,10 @@ if [ -f "$heavy/yolov12n_dynbatch.onnx" ] && [ -f "$heavy/yolov12n_dynbatch_fp16
     > .gpu-stage/heavy/stash.sh
   echo "gpu-stage: gpu-heavy.sh's models in .gpu-stage/heavy: run \"bash .gpu-stage/heavy/stash.sh\" (carry .gpu-stage/heavy) before it"
 else
-  echo "gpu-stage: no yolov12n_dynbatch(_fp16).onnx in $heavy and $python cannot make them: gpu-heavy.sh will say so (README, \"A heavier model\")" >&2
+  echo "gpu-stage: no yolov12n_dynbatch(_fp16).onnx in $heavy and $python cannot make them: gpu-heavy.sh will say so (docs/performance.md, \"A heavier model\")" >&2
 fi
 if [ -n "${STAGE_AS:-}" ]; then
-  rm -rf "$top/$STAGE_AS"
+  rm -rf "${top:?}/${STAGE_AS:?}"
   mv "$top/.gpu-stage" "$top/$STAGE_AS"
   echo "gpu-stage: staged in $STAGE_AS"
 fi

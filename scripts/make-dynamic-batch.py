@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Edits a fixed-batch ONNX model (batch 1, as most Ultralytics exports) into a
 dynamic-batch one, so that trtinfer batches frames of many streams into one run
-instead of one frame at a time (see README, Performance, "A heavier model").
+instead of one frame at a time (see docs/performance.md, "A heavier model").
 
     python3 scripts/make-dynamic-batch.py IN.onnx OUT.onnx [--image dog.jpg]
     python3 scripts/make-dynamic-batch.py --check REF.onnx MODEL.onnx [--tolerance T]

@@ -6,7 +6,8 @@
 #   scripts/trixie-chroot.sh [test]        make the chroot if needed, build the
 #                                          tests (cargo, release) and run them all
 #                                          inside: the Rust test binaries, the
-#                                          Python tests, the gst-inspect check
+#                                          Python tests, the ABI check of
+#                                          analytics/ffi.rs, the gst-inspect check
 #   scripts/trixie-chroot.sh create        only make (or remake) the chroot
 #   scripts/trixie-chroot.sh run CMD...    run CMD inside, with the same mounts and
 #                                          environment as the tests (e.g. run bash)
@@ -29,7 +30,8 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 # What the tests need at run time in trixie. gcc/libc6-dev: tests/ort_library.rs
 # builds a stand-in library with cc. gir1.2-gst-plugins-bad-1.0: GstAnalytics
 # for tests/python/test_analytics_meta.py. gstreamer1.0-rtsp: the RTSP server
-# library of cudainfer-run's tests.
+# library of cudainfer-run's tests. pkgconf and libgstreamer-plugins-bad1.0-dev:
+# GstAnalytics' headers for tests/abi/check_abi.py.
 packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-libav
@@ -37,6 +39,7 @@ packages=(
   gir1.2-gst-plugins-bad-1.0
   gcc libc6-dev
   gstreamer1.0-rtsp
+  pkgconf libgstreamer-plugins-bad1.0-dev
 )
 # Elements the tests use; the chroot is refused if one is missing.
 elements=(
@@ -280,13 +283,17 @@ EOF
   $sudo mkdir -p "$root/tmp/cudainfer-plugin"
   $sudo cp "$plugin" "$root/tmp/cudainfer-plugin/"
   printf '%s\n' "$list" | grep '^test' | cut -f2- | $sudo tee "$root/tmp/test-binaries.tsv" >/dev/null
+  # The Rust half of the ABI check here (no Rust toolchain inside), the C
+  # half inside against 1.26's headers.
+  python3 "$top/tests/abi/check_abi.py" rust | $sudo tee "$root/tmp/abi-rust.txt" >/dev/null
   local suite_start=$SECONDS rc=0
   inside /bin/bash "$top/scripts/trixie-chroot.sh" _suite /tmp/test-binaries.tsv || rc=$?
   log "GStreamer 1.26 suite: $((SECONDS - suite_start)) s in the chroot, $((SECONDS - start)) s in all, exit $rc"
   return $rc
 }
 
-# Runs inside the chroot: every test binary, the Python tests, the inspect check.
+# Runs inside the chroot: every test binary, the Python tests, the ABI check,
+# the inspect check.
 suite() {
   local list=$1 failed=() dir bin name t
   echo "=== GStreamer inside the chroot:"
@@ -306,6 +313,8 @@ suite() {
   python3 "$top/tests/python/test_print_detections.py" || failed+=(python-appsink)
   echo "=== python-analytics"
   python3 "$top/tests/python/test_analytics_meta.py" || failed+=(python-analytics)
+  echo "=== abi (analytics/ffi.rs against the GstAnalytics headers)"
+  python3 "$top/tests/abi/check_abi.py" c /tmp/abi-rust.txt || failed+=(abi)
   echo "=== inspect"
   "$top/tests/inspect/check_inspect.sh" -p /tmp/cudainfer-plugin || failed+=(inspect)
   if [ ${#failed[@]} -gt 0 ]; then

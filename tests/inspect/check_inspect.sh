@@ -8,8 +8,10 @@
 #
 # PLUGIN_DIR (the folder of libgstcudainfer.so) becomes GST_PLUGIN_PATH;
 # without it GST_PLUGIN_PATH is used as set, else <repo>/target/release.
-# ELEMENT defaults to cudapreprocess, trtinfer, inferoverlay and infertrack. Exits 1 on any problem,
-# naming the element and property.
+# ELEMENT defaults to every element the cudainfer plugin registers (at least
+# the five below must be there). The plugin's details must show a version
+# "<crate version>-<commit or RELEASE>", a release date and a real origin URL.
+# Exits 1 on any problem, naming the element and property.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -17,13 +19,12 @@ plugin_dir=""
 while getopts "p:h" opt; do
   case $opt in
     p) plugin_dir=$OPTARG ;;
-    h) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    h) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [-p PLUGIN_DIR] [ELEMENT...]" >&2; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
 elements=("$@")
-[ ${#elements[@]} -gt 0 ] || elements=(cudapreprocess trtinfer inferoverlay infertrack)
 
 if [ -n "$plugin_dir" ]; then
   export GST_PLUGIN_PATH="$plugin_dir"
@@ -38,6 +39,31 @@ command -v gst-inspect-1.0 >/dev/null || {
 }
 
 status=0
+expected=(cudapreprocess trtinfer inferoverlay infertrack inferpublish)
+if [ ${#elements[@]} -eq 0 ]; then
+  if ! plugin_out=$(gst-inspect-1.0 cudainfer 2>&1); then
+    echo "FAIL: gst-inspect-1.0 cannot find the cudainfer plugin (GST_PLUGIN_PATH=$GST_PLUGIN_PATH):" >&2
+    printf '%s\n' "$plugin_out" | sed 's/^/  /' >&2
+    exit 1
+  fi
+  # The feature list: "  name: long name" lines after the details block.
+  mapfile -t elements < <(awk '/^  [a-z0-9]+: / { sub(/^  /, ""); sub(/:.*/, ""); print }' <<<"$plugin_out")
+  for e in "${expected[@]}"; do
+    [[ " ${elements[*]} " == *" $e "* ]] || { echo "FAIL: the plugin registers no $e" >&2; status=1; }
+  done
+  detail() { awk -v k="$1" 'index($0, "  " k " ") == 1 { sub("^  " k " +", ""); print; exit }' <<<"$plugin_out"; }
+  version=$(detail Version)
+  case $version in
+    *-*) [ "${version%%-*}" != "${version#*-}" ] || { echo "FAIL: plugin version '$version' repeats itself" >&2; status=1; } ;;
+    *) echo "FAIL: plugin version '$version' has no commit suffix" >&2; status=1 ;;
+  esac
+  [[ $(detail "Source release date") =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2} ]] ||
+    { echo "FAIL: plugin release date '$(detail "Source release date")' is not a date" >&2; status=1; }
+  case $(detail "Origin URL") in
+    https://*.invalid/* | "" | *example*) echo "FAIL: plugin origin URL '$(detail "Origin URL")' is a placeholder" >&2; status=1 ;;
+  esac
+  echo "ok plugin: version $version, ${#elements[@]} elements: ${elements[*]}"
+fi
 for element in "${elements[@]}"; do
   if ! out=$(gst-inspect-1.0 "$element" 2>&1); then
     echo "FAIL $element: gst-inspect-1.0 cannot find it (GST_PLUGIN_PATH=$GST_PLUGIN_PATH):" >&2

@@ -160,10 +160,12 @@ gst::plugin_define!(
     cudainfer,
     env!("CARGO_PKG_DESCRIPTION"),
     plugin_init,
-    concat!(env!("CARGO_PKG_VERSION"), "-", env!("CARGO_PKG_VERSION")),
+    // COMMIT_ID and BUILD_REL_DATE come from build.rs (the git commit and its
+    // date, or RELEASE and the release date outside a checkout).
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
     "MIT/X11",
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_NAME"),
     env!("CARGO_PKG_REPOSITORY"),
-    "2026-11-21"
+    env!("BUILD_REL_DATE")
 );

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cudainfer-run's recording and removal on the GPU path, run under
 # ../shared/gpu/run.sh (staged by scripts/gpu-stage.sh, as gpu-service.sh):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-svc2.sh
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run svc2
 # 1. dog_1080p.mp4 (300 frames, 10 s) as one camera, --once --no-sync
 #    --record-segment 2, hardware decoding and encoding (nvh264dec, CUDA
 #    frames, inferoverlay's kernel, nvh264enc, splitmuxsink).
@@ -14,14 +14,13 @@
 # many frames as JSON lines; in run 3 every DELETE answers 204 within 1 s.
 # Prints a PASS/FAIL table; logs, JSON lines and recordings under $OUT.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-svc2}
 rm -rf "$out" && mkdir -p "$out"
 models=$GPU_DATA/models
 media=$GPU_DATA/media
 app=${GPU_APP:-$(dirname "$0")}
-rows=()
-row() { rows+=("| $1 | $2 | $3 |"); }
-pass() { if "$@"; then echo PASS; else echo FAIL; fi; }
 unset GST_PLUGIN_PATH
 export GST_REGISTRY_1_0=$out/registry.bin
 common=(--model "$models/yolox_nano.onnx" --labels "$models/coco-labels.txt" --decode gpu --providers cuda --no-status)

@@ -2,7 +2,7 @@
 # The CUDA overlay against the CPU overlay, run on the GPU machine under
 # ../shared/gpu/run.sh after scripts/gpu-stage.sh (which stages the overlay
 # test binary as overlay-tests):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-overlay.sh
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run overlay
 # dog_1080p.mp4 is decoded by nvh264dec (NV12, and through cudaconvert I420,
 # RGBA and BGRx), inferred on the GPU, then a tee gives each frame to
 # `inferoverlay` on CUDA memory (then cudadownload) and, after cudadownload,
@@ -11,6 +11,8 @@
 # 0): both paths paint the same primitive list with integer arithmetic only,
 # so any difference is a defect, not rounding.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-overlay}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# A heavier model batched (scale issue): yolov12n edited into a dynamic-batch
+# A heavier model batched: yolov12n edited into a dynamic-batch
 # model (scripts/make-dynamic-batch.py) and its precision and CUDA-graph
 # variants, on the GPU machine after scripts/gpu-stage.sh and the stash of its
-# models (.gpu-stage/heavy, see README "A heavier model"):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-heavy.sh
+# models (.gpu-stage/heavy, see docs/performance.md, "A heavier model"):
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run heavy
 # Models: $HEAVY_MODELS (default /tmp/gpu/heavy) with yolov12n_dynbatch.onnx
 # and yolov12n_dynbatch_fp16.onnx; the fixed-batch export from $GPU_DATA.
 # (a) One pipeline_bench run, STREAMS (16) streams of dog_1080p.mp4: decode
@@ -22,6 +22,8 @@
 # PROVIDERS=cpu FRAMES=5 BENCH=0 GPU_APP=<dir with compare-detections.py>
 # GPU_DATA=../shared HEAVY_MODELS=/tmp/heavy-models.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-heavy}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA
@@ -39,13 +41,11 @@ fp32=$heavy/yolov12n_dynbatch.onnx
 fp16=$heavy/yolov12n_dynbatch_fp16.onnx
 for m in "$fp32" "$fp16"; do
   if [ ! -f "$m" ]; then
-    echo "gpu-heavy: FAIL: no $m. Make the models (README, \"A heavier model\"), stage them with" \
+    echo "gpu-heavy: FAIL: no $m. Make the models (docs/performance.md, \"A heavier model\"), stage them with" \
       "scripts/gpu-stage.sh and stash them: bash .gpu-stage/heavy/stash.sh (or set HEAVY_MODELS)" >&2
     exit 2
   fi
 done
-verdicts=()
-verdict() { verdicts+=("| $1 | $2 | $3 |"); }
 # Every step is bounded by its own limit and by what is left of TOTAL_TIMEOUT
 # (seconds, default 330), so the whole script ends within about 6 minutes.
 deadline=$(($(date +%s) + ${TOTAL_TIMEOUT:-330}))
@@ -106,10 +106,10 @@ if [ "${BENCH:-1}" = 1 ]; then
     --streams "$streams" --modes decode,full --infer "model-type=yolov8 providers=$providers" \
     "${decoder_args[@]}" "${variant_args[@]}" > "$out/bench.md" 2> "$out/bench.log"
   rc=$?
-  rows=$(grep -c '^| \(decode\|full\)' "$out/bench.md")
+  bench_rows=$(grep -c '^| \(decode\|full\)' "$out/bench.md")
   verdict "pipeline_bench, $streams streams, ${#names[@]} variants (informational)" \
-    "$([ $rc = 0 ] && [ "$rows" = $((${#names[@]} + 1)) ] && echo PASS || echo FAIL)" \
-    "rc=$rc, $rows of $((${#names[@]} + 1)) rows$([ $rc = 0 ] || echo ": $(grep -m1 -E 'panicked|error' -A1 "$out/bench.log" | tr '\n' ' ' | cut -c1-300)")"
+    "$([ $rc = 0 ] && [ "$bench_rows" = $((${#names[@]} + 1)) ] && echo PASS || echo FAIL)" \
+    "rc=$rc, $bench_rows of $((${#names[@]} + 1)) rows$([ $rc = 0 ] || echo ": $(grep -m1 -E 'panicked|error' -A1 "$out/bench.log" | tr '\n' ' ' | cut -c1-300)")"
 fi
 
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)

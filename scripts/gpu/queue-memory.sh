@@ -2,12 +2,14 @@
 # Frames held too long: the peak GPU memory of 300 frames queued after trtinfer,
 # against 300 frames queued straight from the decoder. Run on the GPU machine
 # (gpu-check.sh step 5, or alone):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-queue-memory.sh
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run queue-memory
 # Needs $GPU_DATA/{models,media}, gst-launch-1.0 on PATH with nvh264dec and the
 # plugin, and nvidia-smi. Writes $OUT/queue-memory.md (and a log per pipeline);
 # prints the table and last a line "VERDICT queue-memory PASS|FAIL ...";
 # exits 0 on PASS, 1 on FAIL.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 # dog_1080p.mp4 is 300 frames at 30 fps: about 10 s a pipeline with sync=true,
@@ -120,6 +122,7 @@ allowed=$(awk -v d="$decoder" 'BEGIN { printf "%d", 1.1 * d + 64 }')
 cat "$out/queue-memory.md"
 echo
 detail="B−C = $inference MiB vs 1.1×(A−E)+64 = $allowed MiB (A−E = $decoder, D−C = $kept with keep-tensor=true; $method)"
+# shellcheck disable=SC2154 # rc_D is set by name (rc_$label) in measure().
 [ "$rc_D" = 0 ] || detail+="; D failed (rc $rc_D, queue-memory-D.log)"
 if [ -n "$failed" ]; then
   echo "VERDICT queue-memory FAIL pipelines failed: $failed; $detail"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Live cameras and two GPUs, run on the GPU machine under
 # ../shared/gpu/run.sh after scripts/gpu-stage.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-live.sh            # one GPU
-#   GPUS=0,1 bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-live.sh   # nvidia-h200-x2
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run live            # one GPU
+#   GPUS=0,1 bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run live   # nvidia-h200-x2
 # One GPU (GPUS unset or one device): the live capacity of dog_1080p.mp4 and
 #   then of noise_1080p.mp4, 1080p30 streams (YOLOX nano, dynamic batch, one
 #   shared session): one `pipeline_bench --live --find-capacity` each, which
@@ -27,6 +27,8 @@
 # Every step is bounded by `timeout`; either branch fits in about 9 minutes.
 # Writes logs under $OUT (or /tmp/gpu-live) and prints verdicts and tables.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-live}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA
@@ -39,14 +41,6 @@ gpus=${GPUS:-0}
 live_seconds=${LIVE_SECONDS:-40}
 capacity_seconds=${LIVE_SECONDS:-25}
 capacity_budget=${CAPACITY_BUDGET:-235}
-verdicts=()
-verdict() { verdicts+=("| $1 | $2 | $3 |"); }
-exit_note() {
-  case $1 in
-    124 | 137) echo "rc=$1, timed out after $2 s" ;;
-    *) echo "rc=$1" ;;
-  esac
-}
 # The clip's frame rate as GStreamer reads it (the live rate).
 rate=$(timeout 30 gst-discoverer-1.0 "$clip" 2>/dev/null | grep -o 'Frame rate: [0-9/]*' | head -1)
 

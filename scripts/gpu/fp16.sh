@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fp16 and CPU-fallback GPU check, run on the GPU machine like
 # gpu-check.sh (stage with scripts/gpu-stage.sh, then under ../shared/gpu/run.sh):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-fp16.sh
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run fp16
 # (a) yolov8n_int8.onnx (a quantised model: ConvInteger) under
 #     providers=cuda: trtinfer must warn that ONNX Runtime runs nodes on the
 #     CPU, naming them; yolox_nano.onnx must not warn.
@@ -12,13 +12,13 @@
 #     detections equal to the CPU path's).
 # Writes logs under $OUT (or /tmp/gpu-fp16) and prints a PASS/FAIL table last.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-fp16}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA
 models=$GPU_DATA/models
 media=$GPU_DATA/media
-verdicts=()
-verdict() { verdicts+=("| $1 | $2 | $3 |"); }
 limit=${LAUNCH_TIMEOUT:-120}
 
 # (a) The CPU-fallback warning.

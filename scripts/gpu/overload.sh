@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live overload on one GPU, run on the GPU machine under ../shared/gpu/run.sh
 # after scripts/gpu-stage.sh:
-#   N=180 bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-overload.sh
+#   N=180 bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run overload
 # pipeline_bench --live at N streams of dog_1080p.mp4 (YOLOX-nano, dynamic
 # batch, one shared session), one run per policy, each at most LIVE_SECONDS
 # (default 30) s: overload=block (every frame inferred), overload=skip with
@@ -11,6 +11,8 @@
 # stage table; the verdict for skip: p99 within the budget, frames skipped.
 # Writes logs under $OUT (or /tmp/gpu-overload).
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-overload}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA
@@ -20,7 +22,6 @@ n=${N:?give N, the number of streams}
 budget=${BUDGET_MS:-100}
 seconds=${LIVE_SECONDS:-30}
 base=${INFER:-max-batch-size=32}
-verdicts=()
 run() { # name, trtinfer properties
   timeout -k 10 $((seconds + 60)) "$GPU_APP/pipeline_bench" "$clip" "$model" --live --streams "$n" \
     --loops 8 --seconds "$seconds" --latency-ms "$budget" --infer "$base $2" \

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# CUDA graphs (trtinfer cuda-graph=true, issue 15), under ../shared/gpu/run.sh
+# CUDA graphs (trtinfer cuda-graph=true), under ../shared/gpu/run.sh
 # after scripts/gpu-stage.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-graph.sh
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run graph
 # 1. GPU = CPU with the graph (tests/gpu.rs cuda_graph_detections_equal_cpu_detections).
 # 2. Inference alone per batch size, fp32 with and without the graph
 #    (infer_bench, YOLOX-nano dynamic batch).
 # 3. 16 streams as fast as they decode, with and without the graph, one run.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-graph}
 mkdir -p "$out"
 export CUDAINFER_SHARED_DIR=$GPU_DATA

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The model families' GPU check (issue "the models people bring"), run on the
+# The model families' GPU check, run on the
 # GPU machine under ../shared/gpu/run.sh after scripts/gpu-stage.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-models.sh [STREAMS]
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run models [STREAMS]
 # 1. GPU = CPU for the families and secondary inference (tests/gpu.rs):
 #    yolov8 (yolov12n, a fixed batch of 1: the default pool of 4 sessions on
 #    their own CUDA streams), whole-frame classifier, raw outputs, crops
@@ -10,14 +10,14 @@
 #    full with one session, full with the default pool (4), in one run.
 # Writes under $OUT (or /tmp/gpu-models) and prints a verdict table.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-models}
 mkdir -p "$out"
 streams=${1:-16}
 export CUDAINFER_SHARED_DIR=$GPU_DATA
 models=$GPU_DATA/models
 media=$GPU_DATA/media
-verdicts=()
-verdict() { verdicts+=("| $1 | $2 | $3 |"); }
 
 timeout -k 10 ${TESTS_TIMEOUT:-300} "$GPU_APP/gpu-tests" --test-threads=1 --nocapture \
   yolov8_cuda_detections_equal_cpu_detections classifier_on_gpu_tensors_equals_cpu \

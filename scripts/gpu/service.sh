@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # cudainfer-run on the GPU machine, run under ../shared/gpu/run.sh (staged by
-# scripts/gpu-stage.sh, as for scripts/gpu-check.sh):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-service.sh [CAMERAS] [SECONDS]
+# scripts/gpu-stage.sh, as for scripts/gpu/check.sh):
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run service [CAMERAS] [SECONDS]
 # CAMERAS (default 64) file:// cameras of dog_1080p.mp4, looped in real time
 # (sync), hardware decoding (nvh264dec) and the CUDA provider, one shared
 # session; plus one camera whose file is corrupted mid-run and restored later.
@@ -12,6 +12,8 @@
 # latency is printed (the worst camera's); SIGTERM ends it with exit 0.
 # Prints a PASS/FAIL table; logs, metrics and JSON lines under $OUT.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 cameras=${1:-64}
 seconds=${2:-${SERVICE_SECONDS:-90}}
 out=${OUT:-/tmp/gpu-service}
@@ -19,8 +21,6 @@ mkdir -p "$out"
 models=$GPU_DATA/models
 media=$GPU_DATA/media
 app=${GPU_APP:-$(dirname "$0")}
-rows=()
-row() { rows+=("| $1 | $2 | $3 |"); }
 port=18080
 metrics() { python3 -c "import urllib.request as u; print(u.urlopen('http://127.0.0.1:$port/metrics', timeout=10).read().decode(), end='')"; }
 

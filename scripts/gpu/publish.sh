@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # inferpublish on the GPU path, run on the GPU machine under ../shared/gpu/run.sh
-# (plugin staged by scripts/gpu-stage.sh, as for scripts/gpu-check.sh):
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-publish.sh
+# (plugin staged by scripts/gpu-stage.sh, as for scripts/gpu/check.sh):
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run publish
 # nvh264dec's CUDA frames through cudapreprocess ! trtinfer providers=cuda !
 # inferpublish into a file, against the CPU path's file. PASS: both runs end
 # cleanly, 300 lines each, and every line of the GPU file has the CPU line's
 # labels with boxes within 2 px (the GPU path equals the CPU path, see the
 # GPU check). Prints a PASS/FAIL table; logs and the files under $OUT.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-publish}
 mkdir -p "$out"
 models=$GPU_DATA/models
 media=$GPU_DATA/media
-rows=()
-row() { rows+=("| $1 | $2 | $3 |"); }
 
 run() { # name decoder providers; the machine has no software H.264 decoder,
   # so the CPU path takes nvh264dec's frames downloaded to system memory.

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # GPU soak, run on the GPU machine under ../shared/gpu/run.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-soak.sh [SECONDS] [STREAMS]
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run soak [SECONDS] [STREAMS]
 # STREAMS (16) streams of dog_1080p.mp4, each looped by a flushing seek at
 # its end, through nvh264dec ! cudapreprocess ! trtinfer providers=cuda for
 # SECONDS (630), in one process (soak_bench); the process's RSS and the GPU's
 # memory are sampled every 5 s. Writes soak-gpu.{md,csv,png,log} under $OUT
 # (or /tmp/gpu-soak) and prints the summary table.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-soak}
 mkdir -p "$out"
 seconds=${1:-630}

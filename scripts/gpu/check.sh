@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check, run on the GPU machine under ../shared/gpu/run.sh:
-#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-check.sh [LOOPS] [STREAMS] [TRTINFER_PROPS]
+#   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run check [LOOPS] [STREAMS] [TRTINFER_PROPS]
 # e.g. gpu-check.sh 3 1,2,4,8,16,32 "max-batch-size=32"
 # Writes logs and the fps plot under $OUT (or /tmp/gpu-check) and prints a
 # verdict table and the benchmark table last. Every step that runs trtinfer is
 # bounded by `timeout` (limits below, seconds, overridable), so that a stall
 # shows as a FAIL instead of eating the session.
 set -u
+# shellcheck source=scripts/gpu/lib.sh
+. "$(dirname "$0")/lib.sh"
 out=${OUT:-/tmp/gpu-check}
 mkdir -p "$out"
 loops=${1:-3}
@@ -15,16 +17,6 @@ infer_props=${3:-}
 export CUDAINFER_SHARED_DIR=$GPU_DATA
 models=$GPU_DATA/models
 media=$GPU_DATA/media
-verdicts=()
-verdict() { verdicts+=("| $1 | $2 | $3 |"); }
-pass_fail() { [ "$1" = 0 ] && echo PASS || echo FAIL; }
-# A bounded step's exit status, and whether it ran past its limit ($2 s).
-exit_note() {
-  case $1 in
-    124 | 137) echo "rc=$1, timed out after $2 s" ;;
-    *) echo "rc=$1" ;;
-  esac
-}
 
 nvidia-smi --query-gpu=name,driver_version,pcie.link.gen.current,pcie.link.width.current --format=csv > "$out/gpu.txt" 2>&1
 
@@ -98,7 +90,7 @@ verdict "pipeline_bench noise_1080p x$loops, N=$streams, trtinfer $infer_props" 
 #    trtinfer against 300 queued straight from nvh264dec (five pipelines of
 #    about 10 s each; gpu-queue-memory.sh says how it measures and judges).
 memory_limit=${QUEUE_MEMORY_TIMEOUT:-150}
-timeout -k 10 "$memory_limit" bash "$(dirname "$0")/gpu-queue-memory.sh" > "$out/queue-memory.txt" 2>&1
+timeout -k 10 "$memory_limit" bash "$(gpu_script queue-memory)" > "$out/queue-memory.txt" 2>&1
 rc=$?
 line=$(grep -o "VERDICT queue-memory.*" "$out/queue-memory.txt" | tail -1)
 line=${line#VERDICT queue-memory [A-Z]* }
