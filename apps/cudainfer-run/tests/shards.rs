@@ -256,8 +256,9 @@ impl Instance {
                 let mut cmd = Command::new("podman");
                 cmd.args(flags)
                     .args(["run", "-d", "--name", name, "--restart", "on-failure"])
+                    // The broker and Prometheus are on the host's loopback.
                     .args(["--network", "host"])
-                    .args(run_flags);
+                    .args(run_flags.iter().filter(|f| !f.starts_with("--network")));
                 for (k, v) in &env {
                     cmd.args(["-e", &format!("{k}={v}")]);
                 }
