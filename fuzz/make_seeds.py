@@ -169,6 +169,14 @@ def add(body, token=False, headers=LOCAL + JSON):
 
 API = {
     "list_local": request(False, "GET /cameras", LOCAL),
+    "page_no_token": request(True, "GET /", "Host: cam-host:8080\n"),
+    "page_script": request(True, "GET /ui/app.js?v=2", "Host: cam-host:8080\n"),
+    "page_post": request(False, "POST /ui/app.css", LOCAL),
+    "snapshot_token": request(True, "GET /cameras/gate-north/snapshot.jpg?width=320", BEARER),
+    "snapshot_no_bearer": request(True, "GET /cameras/gate-north/snapshot.jpg?width=320"),
+    "snapshot_huge_width": request(False, "GET /cameras/cam-1/snapshot.jpg?a=1&width=99999#x", LOCAL),
+    "snapshot_bad_width": request(False, "GET /cameras/cam-1/snapshot.jpg?width=-1", LOCAL),
+    "snapshot_delete": request(False, "DELETE /cameras/cam-1/snapshot.jpg", LOCAL),
     "add_local": add('{"uri": "rtsp://10.0.0.5:554/stream1", "loop": false}'),
     "add_password_token": add('{"uri": "rtsp://admin:hunter2-secret@cam.local:554/s"}', token=True,
                               headers="Host: cam-host:8080\n" + JSON),

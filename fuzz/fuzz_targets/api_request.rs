@@ -5,9 +5,10 @@
 //! tried). Nothing may panic. A refusal has a status the server sends, the
 //! headers that go with it, and shows neither the token nor the body's
 //! credentials. With a token nothing gets past without its bearer (but the
-//! probes, and GET /metrics where opened); without one only loopback names
-//! and no foreign origin do (but the probes); a route is the method and
-//! path that name it.
+//! probes, the operator's page and its files, and GET /metrics where
+//! opened); without one only loopback names and no foreign origin do (but
+//! the probes and the page's files); a route is the method and path that
+//! name it; a snapshot's width is within its bounds.
 #![no_main]
 
 use std::net::IpAddr;
@@ -16,7 +17,9 @@ use libfuzzer_sys::fuzz_target;
 
 use cudainfer_run::camera_id;
 use cudainfer_run::camera_uri::CameraUri;
-use cudainfer_run::request::{decide, parse_add, parse_id, Access, Head, Refusal, Route, MAX_BODY};
+use cudainfer_run::request::{
+    decide, parse_add, parse_id, Access, Head, PageFile, Refusal, Route, MAX_BODY, SNAPSHOT_WIDTHS,
+};
 use gst_cudainfer_fuzz::{check_accepted_uri, check_refused_uri, CappedAlloc};
 
 #[global_allocator]
@@ -94,6 +97,21 @@ impl Request {
         ["/healthz", "/readyz"].contains(&self.bare_path())
     }
 
+    /// A file of the operator's page, which needs neither token nor
+    /// loopback name.
+    fn is_page(&self) -> bool {
+        ["/", "/ui/app.js", "/ui/app.css"].contains(&self.bare_path())
+    }
+
+    /// A snapshot's path whose query names a width.
+    fn is_snapshot_with_width(&self) -> bool {
+        let path = self.route_path();
+        self.method == "GET"
+            && path.starts_with("/cameras/")
+            && path.ends_with("/snapshot.jpg")
+            && self.path.contains("width=")
+    }
+
     /// GET /metrics on an API that opened it.
     fn is_open_metrics(&self) -> bool {
         self.open_metrics && self.method == "GET" && self.bare_path() == "/metrics"
@@ -151,6 +169,13 @@ fn check_route(req: &Request, route: &Route) {
         assert_eq!(req.bare_path(), path);
         return;
     }
+    if let Route::Page(file) = route {
+        assert!(req.is_page() && req.method == "GET");
+        assert_eq!(req.bare_path(), file.path());
+        let known = [PageFile::Index, PageFile::Script, PageFile::Style];
+        assert!(known.contains(file));
+        return;
+    }
     match req.token {
         Some(_) if req.is_open_metrics() => assert_eq!(*route, Route::Metrics),
         Some(token) => assert!(req.has_bearer(token), "accepted without the bearer"),
@@ -183,7 +208,14 @@ fn check_route(req: &Request, route: &Route) {
         }
         Route::GetCamera(id) => ("GET", format!("/cameras/{id}")),
         Route::DeleteCamera(id) => ("DELETE", format!("/cameras/{id}")),
-        Route::Health | Route::Ready => unreachable!("returned above"),
+        Route::Snapshot(id, width) => {
+            assert!(
+                SNAPSHOT_WIDTHS.contains(width) && width % 2 == 0,
+                "width {width}"
+            );
+            ("GET", format!("/cameras/{id}/snapshot.jpg"))
+        }
+        Route::Health | Route::Ready | Route::Page(_) => unreachable!("returned above"),
     };
     assert_eq!(
         (req.method.as_str(), req.route_path()),
@@ -198,8 +230,8 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
     assert!(!refusal.message.contains(TOKEN), "{}", refusal.message);
     assert_eq!(status == 401, refusal.challenge, "{refusal:?}");
     assert_eq!(status == 405, refusal.allow.is_some(), "{refusal:?}");
-    if req.is_probe() {
-        // Only the method can be wrong on a probe's path.
+    if req.is_probe() || req.is_page() {
+        // Only the method can be wrong on a probe's or the page's path.
         assert_eq!(status, 405, "{refusal:?}");
         return;
     }
@@ -217,7 +249,8 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
                 assert!(req.has_bearer(token), "{refusal:?} without the bearer");
             }
             // The loopback guard's refusals are for the API without a token.
-            assert!(![400, 403].contains(&status), "{refusal:?}");
+            assert_ne!(status, 403, "{refusal:?}");
+            assert!(status != 400 || req.is_snapshot_with_width(), "{refusal:?}");
         }
         None => assert_ne!(status, 401),
     }
@@ -228,6 +261,13 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
             let expected = match path {
                 "/metrics" => "GET",
                 "/cameras" => "GET, POST",
+                _ if path.ends_with("/snapshot.jpg") => {
+                    let id = path
+                        .strip_prefix("/cameras/")
+                        .and_then(|p| p.strip_suffix("/snapshot.jpg"));
+                    assert!(id.is_some_and(|id| !id.contains('/')), "405 on {path:?}");
+                    "GET"
+                }
                 _ => {
                     let id = path.strip_prefix("/cameras/");
                     assert!(id.is_some_and(|id| !id.contains('/')), "405 on {path:?}");
@@ -250,7 +290,11 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
                 assert!(json && !bounded);
             }
         }
-        400 => assert!(req.values("host").count() > 1, "{refusal:?}"),
+        // Two Host headers, or a snapshot's width that is no number.
+        400 => assert!(
+            req.values("host").count() > 1 || req.is_snapshot_with_width(),
+            "{refusal:?}"
+        ),
         _ => {}
     }
 }

@@ -13,6 +13,7 @@ use gst::prelude::*;
 use crate::locked::Locked;
 use crate::log::{self, Level};
 use crate::pipeline::{self, PipelineSettings};
+use crate::snapshot::SnapshotTap;
 use crate::stats::{CameraState, CameraStats};
 
 /// First retry after this; doubled per failure up to `MAX_BACKOFF`.
@@ -83,6 +84,8 @@ pub struct Camera {
     pub uri: CameraUri,
     pub loop_file: bool,
     pub stats: Arc<CameraStats>,
+    /// Its snapshots, kept across its pipelines' runs.
+    pub snapshots: Arc<SnapshotTap>,
     control: Arc<Control>,
     /// Set by the camera's thread as it ends.
     ended: Arc<AtomicBool>,
@@ -113,6 +116,7 @@ impl Camera {
             uri,
             loop_file,
             stats: Arc::default(),
+            snapshots: Arc::default(),
             control: Arc::default(),
             ended,
             pipeline: Arc::default(),
@@ -125,6 +129,7 @@ impl Camera {
             loop_file,
             settings,
             stats: camera.stats.clone(),
+            snapshots: camera.snapshots.clone(),
             control: camera.control.clone(),
             pipeline: camera.pipeline.clone(),
         };
@@ -200,6 +205,7 @@ struct Worker {
     loop_file: bool,
     settings: Arc<PipelineSettings>,
     stats: Arc<CameraStats>,
+    snapshots: Arc<SnapshotTap>,
     control: Arc<Control>,
     pipeline: Arc<Mutex<Option<gst::Pipeline>>>,
 }
@@ -232,6 +238,7 @@ impl Worker {
                         &self.uri,
                         &self.settings,
                         &self.stats,
+                        &self.snapshots,
                     )
                     .map(|p| (p, source))
                     .map_err(|e| e.to_string())

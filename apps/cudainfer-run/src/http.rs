@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cudainfer_run::request::{self, AddCamera, Head, Refusal, Route};
+use cudainfer_run::request::{self, AddCamera, Head, PageFile, Refusal, Route};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::{Request, Response};
@@ -36,6 +36,8 @@ use crate::camera::Camera;
 use crate::log::{self, Level};
 use crate::metrics;
 use crate::service::{AddError, Service};
+use crate::snapshot::{self, Ask};
+use crate::stats::CameraState;
 
 /// Longest time for a request's head to arrive, and for an idle
 /// keep-alive connection to send its next one.
@@ -59,6 +61,8 @@ const DRAIN_BYTES: usize = 1 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often a removal looks whether its camera has ended.
 const STOP_POLL: Duration = Duration::from_millis(20);
+/// How often a snapshot request looks whether its frame is encoded.
+const SNAPSHOT_POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -294,6 +298,83 @@ impl tokio::io::AsyncWrite for WriteDeadline {
     }
 }
 
+/// The operator's page may run its own script and style and show its own
+/// images and snapshots fetched as blobs; nothing inline, no other origin,
+/// in no frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// The page's files, in the binary: no build step, nothing from elsewhere.
+fn page_file(file: PageFile) -> Reply {
+    let (content_type, body) = match file {
+        PageFile::Index => ("text/html; charset=utf-8", include_str!("../ui/index.html")),
+        PageFile::Script => (
+            "text/javascript; charset=utf-8",
+            include_str!("../ui/app.js"),
+        ),
+        PageFile::Style => ("text/css; charset=utf-8", include_str!("../ui/app.css")),
+    };
+    Reply {
+        status: 200,
+        content_type,
+        body: body.as_bytes().to_vec(),
+        headers: Vec::new(),
+    }
+}
+
+/// The camera's latest frame with its boxes as JPEG `width` pixels wide:
+/// from the cache when fresh, else one frame asked of its snapshot branch
+/// (at most one per [`snapshot::MIN_INTERVAL`]) and waited for, without
+/// holding a worker.
+async fn snapshot(service: &Service, id: &str, width: u32) -> Reply {
+    let Some(camera) = service.get(id) else {
+        return Reply::refused(&Refusal::new(404, "no such camera"));
+    };
+    let no_frame = |why: String| {
+        let mut reply = Reply::refused(&Refusal::new(503, why));
+        reply.headers.push(("Retry-After", "1".into()));
+        reply
+    };
+    let state = camera.stats.state();
+    if state != CameraState::Running {
+        return no_frame(format!("no frame yet: the camera is {}", state.name()));
+    }
+    let deadline = std::time::Instant::now() + snapshot::WAIT;
+    let jpeg = 'found: loop {
+        match camera.snapshots.ask(width) {
+            Ask::Cached(jpeg) => break 'found jpeg,
+            Ask::Later(wait) => tokio::time::sleep(wait).await,
+            Ask::Asked(seq) => {
+                while std::time::Instant::now() < deadline {
+                    tokio::time::sleep(SNAPSHOT_POLL).await;
+                    match camera.snapshots.after(seq) {
+                        // A frame of the width before, in flight when this
+                        // one was asked: ask again.
+                        Some(jpeg) if jpeg.width == width => break 'found jpeg,
+                        Some(_) => break,
+                        None => {}
+                    }
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return no_frame(format!(
+                "no frame within {} s: the camera sends none now",
+                snapshot::WAIT.as_secs()
+            ));
+        }
+    };
+    Reply {
+        status: 200,
+        content_type: "image/jpeg",
+        body: jpeg.bytes.clone(),
+        headers: vec![
+            ("X-Frame-Width", jpeg.width.to_string()),
+            ("X-Frame-Height", jpeg.height.to_string()),
+        ],
+    }
+}
+
 /// A response before it becomes hyper's.
 struct Reply {
     status: u16,
@@ -324,11 +405,17 @@ impl Reply {
     }
 
     fn into_response(self) -> Response<Full<Bytes>> {
+        // The page's headers on every answer: the page may load only its
+        // own files and snapshots (as blobs), in no frame, and an answer
+        // of the API opened directly in a browser runs nothing either.
         let mut builder = Response::builder()
             .status(self.status)
             .header("Content-Type", self.content_type)
             .header("Cache-Control", "no-store")
-            .header("X-Content-Type-Options", "nosniff");
+            .header("X-Content-Type-Options", "nosniff")
+            .header("Content-Security-Policy", CSP)
+            .header("X-Frame-Options", "DENY")
+            .header("Referrer-Policy", "no-referrer");
         for (name, value) in self.headers {
             builder = builder.header(name, value);
         }
@@ -385,7 +472,10 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
             .collect();
         let head = Head {
             method: parts.method.as_str(),
-            path: parts.uri.path(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or(parts.uri.path(), |p| p.as_str()),
             headers: &headers,
         };
         let access = request::Access {
@@ -416,6 +506,9 @@ async fn respond(req: Request<Incoming>, context: Arc<Context>) -> Reply {
             return Reply::refused(&Refusal::new(409, e.to_string()));
         }
         return remove(&context.service, &id).await;
+    }
+    if let Route::Snapshot(id, width) = &route {
+        return snapshot(&context.service, id, *width).await;
     }
     execute(&context.service, route, add)
 }
@@ -526,7 +619,10 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             Some(c) => Reply::json(200, &metrics::view(&c)),
             None => no_camera(),
         },
-        Route::DeleteCamera(_) => Reply::refused(&Refusal::new(500, "removal not carried out")),
+        Route::DeleteCamera(_) | Route::Snapshot(..) => {
+            Reply::refused(&Refusal::new(500, "not carried out here"))
+        }
+        Route::Page(file) => page_file(file),
         Route::AddCamera => {
             let Some(AddCamera { uri, loop_file }) = add else {
                 return Reply::refused(&Refusal::new(400, "no camera in the body"));

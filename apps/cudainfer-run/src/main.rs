@@ -15,6 +15,7 @@ mod log;
 mod metrics;
 mod pipeline;
 mod service;
+mod snapshot;
 mod stats;
 mod status;
 

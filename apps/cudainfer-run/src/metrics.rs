@@ -27,6 +27,10 @@ pub struct CameraView {
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
     pub last_error: Option<String>,
+    /// Objects in the latest published frame, by label.
+    pub objects: std::collections::BTreeMap<String, u32>,
+    /// Frames this camera encoded as snapshots.
+    pub snapshots_encoded: u64,
 }
 
 pub fn view(camera: &Camera) -> CameraView {
@@ -46,6 +50,8 @@ pub fn view(camera: &Camera) -> CameraView {
         latency_p50_ms: ms(s.p50),
         latency_p99_ms: ms(s.p99),
         last_error: s.last_error,
+        objects: s.objects,
+        snapshots_encoded: camera.snapshots.encoded(),
     }
 }
 
@@ -230,6 +236,31 @@ pub fn render(service: &Service) -> String {
         "1 while a camera skipped frames for overload in the last 10 s (POST /cameras answers 503)",
     );
     let _ = writeln!(out, "cudainfer_overloaded {}", u8::from(overloaded));
+    header(
+        &mut out,
+        "cudainfer_camera_snapshots_encoded_total",
+        "counter",
+        "frames the camera drew and encoded as snapshot.jpg (none while nobody asks)",
+    );
+    for c in &cameras {
+        let _ = writeln!(
+            out,
+            "cudainfer_camera_snapshots_encoded_total{{camera=\"{}\"}} {}",
+            c.id,
+            c.snapshots.encoded()
+        );
+    }
+    header(
+        &mut out,
+        "cudainfer_snapshots_encoded_total",
+        "counter",
+        "snapshots encoded by every camera since the start, removed ones included",
+    );
+    let _ = writeln!(
+        out,
+        "cudainfer_snapshots_encoded_total {}",
+        crate::snapshot::encoded_total()
+    );
     header(&mut out, "cudainfer_cameras", "gauge", "cameras configured");
     let _ = writeln!(out, "cudainfer_cameras {}", cameras.len());
     if let Some(rss) = rss_bytes() {

@@ -1,6 +1,7 @@
 //! One camera's GstPipeline: source and decoder (`uridecodebin`), then
 //! `queue ! cudapreprocess ! trtinfer ! infertrack ! inferpublish…`, an
-//! optional recording branch, and the probes that feed its counters.
+//! optional recording branch, the snapshot branch (idle until a snapshot is
+//! asked for), and the probes that feed its counters.
 //!
 //! One pipeline per camera isolates failures (a camera's error or teardown
 //! touches no other pipeline), while every `trtinfer` of the process with the
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use gst::prelude::*;
 
 use crate::config::{Config, Decode};
+use crate::snapshot::SnapshotTap;
 use crate::stats::CameraStats;
 use cudainfer_run::camera_uri::{CameraUri, SourceKind};
 
@@ -216,6 +218,7 @@ pub fn build(
     uri: &CameraUri,
     settings: &PipelineSettings,
     stats: &Arc<CameraStats>,
+    snapshots: &Arc<SnapshotTap>,
 ) -> Result<gst::Pipeline, BuildError> {
     let pipeline = gst::Pipeline::with_name(id);
     let src = make("uridecodebin")?;
@@ -265,6 +268,7 @@ pub fn build(
     if let Some(dir) = &settings.record {
         add_recording(&pipeline, &tee, id, dir, settings)?;
     }
+    add_snapshot_branch(&pipeline, &tee, settings, snapshots)?;
 
     // Decoded video goes to the inference branch; anything else (audio) to a
     // fakesink of its own, since an unlinked pad would fail the stream.
@@ -445,6 +449,69 @@ fn add_recording(
         .map_err(|e| BuildError::Link(e.to_string()))
 }
 
+/// `tee ! queue ! inferoverlay ! [cudadownload !] videoscale ! videoconvert
+/// ! capsfilter ! jpegenc ! fakesink`, behind a gate on the queue's sink that
+/// drops every frame but one asked for (see `snapshot`): while nobody asks,
+/// the branch does nothing, and on CUDA frames nothing is downloaded. The
+/// queue is leaky and one frame long, so drawing and encoding never hold
+/// back inference.
+fn add_snapshot_branch(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    settings: &PipelineSettings,
+    snapshots: &Arc<SnapshotTap>,
+) -> Result<(), BuildError> {
+    let link = |e: glib::BoolError| BuildError::Link(e.to_string());
+    let queue = make("queue")?;
+    queue.set_property("name", "snapshot-queue");
+    queue.set_property_from_str("leaky", "downstream");
+    queue.set_property("max-size-buffers", 1u32);
+    queue.set_property("max-size-bytes", 0u32);
+    queue.set_property("max-size-time", 0u64);
+    let overlay = make("inferoverlay")?;
+    let mut chain = vec![queue.clone(), overlay];
+    if settings.gpu {
+        chain.push(make("cudadownload")?);
+    }
+    let size = make("capsfilter")?;
+    snapshots.attach(&size);
+    let encoder = make("jpegenc")?;
+    encoder.set_property("quality", crate::snapshot::QUALITY);
+    let sink = make("fakesink")?;
+    sink.set_property("name", "snapshot-sink");
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    sink.set_property("enable-last-sample", false);
+    sink.set_property("signal-handoffs", true);
+    chain.extend([make("videoscale")?, make("videoconvert")?, size, encoder]);
+    chain.push(sink.clone());
+    pipeline.add_many(&chain).map_err(link)?;
+    gst::Element::link_many(&chain).map_err(link)?;
+    tee.link(&queue).map_err(link)?;
+    let tap = snapshots.clone();
+    sink.connect("handoff", false, move |args| {
+        let buffer = args[1].get::<gst::Buffer>().ok()?;
+        let caps = args[2]
+            .get::<gst::Pad>()
+            .ok()
+            .and_then(|p| p.current_caps());
+        tap.store(&buffer, caps.as_deref());
+        None
+    });
+    let tap = snapshots.clone();
+    queue
+        .static_pad("sink")
+        .expect("queue has a sink")
+        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            if tap.pass() {
+                gst::PadProbeReturn::Ok
+            } else {
+                gst::PadProbeReturn::Drop
+            }
+        });
+    Ok(())
+}
+
 fn add_probes(
     pre: &gst::Element,
     last: &gst::Element,
@@ -468,6 +535,20 @@ fn add_probes(
     on_frame(
         last.static_pad("src").expect("src pad"),
         CameraStats::frame_out,
+    );
+    // The objects of the latest published frame, by label, for the API.
+    let s = stats.clone();
+    last.static_pad("src").expect("src pad").add_probe(
+        gst::PadProbeType::BUFFER,
+        move |_, info| {
+            if let Some(results) = info
+                .buffer()
+                .and_then(|b| gstcudainfer::FrameDetections::from_buffer(b))
+            {
+                s.set_objects(results.detections.iter().map(|d| d.label.as_str()));
+            }
+            gst::PadProbeReturn::Ok
+        },
     );
     let s = stats.clone();
     queue.static_pad("src").expect("src pad").add_probe(

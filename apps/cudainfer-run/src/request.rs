@@ -4,11 +4,18 @@
 //! only carries decisions out and the fuzzer drives this with any request.
 //!
 //! Routes: `GET /cameras`, `POST /cameras` (`{"uri": "...", "loop": true}`),
-//! `GET|DELETE /cameras/{id}`, `GET /metrics`, and the probes `GET /healthz`
-//! and `GET /readyz`. With a token every request but the probes (and
-//! /metrics where the operator opened it) needs `Authorization: Bearer
-//! <token>`; without one (loopback only) a request must name a loopback host
-//! and come from no other web origin.
+//! `GET|DELETE /cameras/{id}`, `GET /cameras/{id}/snapshot.jpg?width=W`,
+//! `GET /metrics`, the probes `GET /healthz` and `GET /readyz`, and the
+//! operator's page `GET /` with its files `GET /ui/app.js` and
+//! `GET /ui/app.css`. With a token every request but the probes, the page's
+//! files (and /metrics where the operator opened it) needs `Authorization:
+//! Bearer <token>`; without one (loopback only) a request must name a
+//! loopback host and come from no other web origin.
+//!
+//! The page and its files are served to anyone who reaches the port: they
+//! are the same bytes in every binary, hold no data and no secret, and the
+//! page must load before its login form can ask for the token. Every call
+//! that returns data (the snapshots included) needs the token.
 
 use serde::Deserialize;
 
@@ -18,7 +25,8 @@ use crate::camera_uri::{CameraUri, UriError};
 /// Largest request body (a camera's JSON is a few hundred bytes).
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// A request's head: method, path (the query is ignored) and headers.
+/// A request's head: method, path (with its query, which only the
+/// snapshot's route reads) and headers.
 pub struct Head<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -47,6 +55,54 @@ pub enum Route {
     AddCamera,
     GetCamera(String),
     DeleteCamera(String),
+    /// The camera's latest annotated frame as JPEG, this many pixels wide.
+    Snapshot(String, u32),
+    /// A file of the operator's page.
+    Page(PageFile),
+}
+
+/// The operator's page and its files (embedded in the binary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageFile {
+    Index,
+    Script,
+    Style,
+}
+
+impl PageFile {
+    /// The path that names it.
+    pub fn path(self) -> &'static str {
+        match self {
+            PageFile::Index => "/",
+            PageFile::Script => "/ui/app.js",
+            PageFile::Style => "/ui/app.css",
+        }
+    }
+}
+
+/// Widths a snapshot may be asked in: wider than the largest frame is
+/// pointless work, narrower than this shows nothing.
+pub const SNAPSHOT_WIDTHS: std::ops::RangeInclusive<u32> = 160..=1920;
+/// A snapshot's width when the request names none.
+pub const SNAPSHOT_DEFAULT_WIDTH: u32 = 640;
+
+/// The width a snapshot's query asks for (`width=W`), clamped into
+/// [`SNAPSHOT_WIDTHS`] and made even (4:2:0 chroma halves it); other
+/// parameters are ignored. A width that is not a number is refused.
+pub fn snapshot_width(query: Option<&str>) -> Result<u32, Refusal> {
+    let given = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.strip_prefix("width="))
+        .next_back();
+    let Some(text) = given else {
+        return Ok(SNAPSHOT_DEFAULT_WIDTH);
+    };
+    let n = (!text.is_empty() && text.len() <= 6 && text.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| text.parse::<u32>().ok())
+        .flatten()
+        .ok_or_else(|| Refusal::new(400, "width must be a number of pixels, e.g. width=640"))?;
+    Ok(n.clamp(*SNAPSHOT_WIDTHS.start(), *SNAPSHOT_WIDTHS.end()) & !1)
 }
 
 /// What the API lets through without the token.
@@ -207,11 +263,27 @@ fn probe(head: &Head) -> Option<Result<Route, Refusal>> {
     })
 }
 
+/// The page's files answer without the token (see the module's text).
+fn page(head: &Head) -> Option<Result<Route, Refusal>> {
+    let path = head.path.split(['?', '#']).next().unwrap_or("");
+    let file = [PageFile::Index, PageFile::Script, PageFile::Style]
+        .into_iter()
+        .find(|f| f.path() == path)?;
+    Some(if head.method == "GET" {
+        Ok(Route::Page(file))
+    } else {
+        Err(Refusal {
+            allow: Some("GET"),
+            ..Refusal::new(405, "method not allowed on this path: it takes GET")
+        })
+    })
+}
+
 /// Decides what a request asks for from its head; `token` is the API's.
 /// Authentication comes first, so that nothing (not even which paths exist)
 /// is told to a client without it.
 pub fn decide(head: &Head, access: Access) -> Result<Route, Refusal> {
-    if let Some(decided) = probe(head) {
+    if let Some(decided) = probe(head).or_else(|| page(head)) {
         return decided;
     }
     let open = access.open_metrics
@@ -241,22 +313,28 @@ pub fn decide(head: &Head, access: Access) -> Result<Route, Refusal> {
         )
     };
     let camera = |id: &str| parse_id(id).ok_or_else(|| Refusal::new(404, NO_CAMERA));
-    let route = match (head.method, path.starts_with('/'), segments.as_slice()) {
-        ("GET", true, ["metrics"]) => Route::Metrics,
-        ("GET", true, ["cameras"]) => Route::ListCameras,
-        ("POST", true, ["cameras"]) => Route::AddCamera,
-        ("GET", true, ["cameras", id]) => Route::GetCamera(camera(id)?),
-        ("DELETE", true, ["cameras", id]) => Route::DeleteCamera(camera(id)?),
-        (_, true, ["metrics"]) => return Err(not_allowed("GET")),
-        (_, true, ["cameras"]) => return Err(not_allowed("GET, POST")),
-        (_, true, ["cameras", _]) => return Err(not_allowed("GET, DELETE")),
-        _ => {
-            return Err(Refusal::new(
+    let route =
+        match (head.method, path.starts_with('/'), segments.as_slice()) {
+            ("GET", true, ["metrics"]) => Route::Metrics,
+            ("GET", true, ["cameras"]) => Route::ListCameras,
+            ("POST", true, ["cameras"]) => Route::AddCamera,
+            ("GET", true, ["cameras", id]) => Route::GetCamera(camera(id)?),
+            ("DELETE", true, ["cameras", id]) => Route::DeleteCamera(camera(id)?),
+            ("GET", true, ["cameras", id, "snapshot.jpg"]) => {
+                let id = camera(id)?;
+                let query = head.path.split('#').next().and_then(|p| p.split_once('?'));
+                Route::Snapshot(id, snapshot_width(query.map(|(_, q)| q))?)
+            }
+            (_, true, ["metrics"]) => return Err(not_allowed("GET")),
+            (_, true, ["cameras"]) => return Err(not_allowed("GET, POST")),
+            (_, true, ["cameras", _]) => return Err(not_allowed("GET, DELETE")),
+            (_, true, ["cameras", _, "snapshot.jpg"]) => return Err(not_allowed("GET")),
+            _ => return Err(Refusal::new(
                 404,
-                "no such path: use /cameras, /cameras/{id}, /metrics, /healthz or /readyz",
-            ))
-        }
-    };
+                "no such path: use /cameras, /cameras/{id}, /cameras/{id}/snapshot.jpg, /metrics, \
+                 /healthz, /readyz or / (the operator's page)",
+            )),
+        };
     if route == Route::AddCamera {
         check_body_head(head)?;
     }
@@ -432,8 +510,72 @@ mod tests {
         let r = d("PUT", "/cameras").unwrap_err();
         assert_eq!((r.status, r.allow), (405, Some("GET, POST")));
         assert_eq!(d("POST", "/metrics").unwrap_err().allow, Some("GET"));
+        assert_eq!(
+            d("GET", "/cameras/cam-3/snapshot.jpg?width=320"),
+            Ok(Route::Snapshot("cam-3".into(), 320))
+        );
+        let r = d("DELETE", "/cameras/cam-3/snapshot.jpg").unwrap_err();
+        assert_eq!((r.status, r.allow), (405, Some("GET")));
+        assert_eq!(
+            d("GET", "/cameras/CAM/snapshot.jpg").unwrap_err().status,
+            404
+        );
+        assert_eq!(
+            d("GET", "/cameras/cam-3/other.jpg").unwrap_err().status,
+            404
+        );
         assert_eq!(d("GET", "/etc/passwd").unwrap_err().status, 404);
         assert_eq!(d("GET", "*").unwrap_err().status, 404);
+    }
+
+    #[test]
+    fn snapshot_widths_are_bounded() {
+        let w = |q: Option<&str>| snapshot_width(q).map_err(|r| r.status);
+        assert_eq!(w(None), Ok(SNAPSHOT_DEFAULT_WIDTH));
+        assert_eq!(w(Some("x=1")), Ok(SNAPSHOT_DEFAULT_WIDTH));
+        assert_eq!(w(Some("width=320")), Ok(320));
+        assert_eq!(w(Some("a=b&width=321")), Ok(320));
+        assert_eq!(w(Some("width=1")), Ok(160));
+        assert_eq!(w(Some("width=999999")), Ok(1920));
+        for bad in [
+            "width=",
+            "width=-5",
+            "width=1e3",
+            "width=9999999",
+            "width=%33",
+        ] {
+            assert_eq!(w(Some(bad)), Err(400), "{bad}");
+        }
+        let h = [LOCAL];
+        let r = decide(&head("GET", "/cameras/c/snapshot.jpg?width=abc", &h), NONE);
+        assert_eq!(r.unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn the_page_needs_no_token_but_its_data_does() {
+        let bare = [("Host", &b"10.1.2.3:8080"[..])];
+        for access in [NONE, TOKEN] {
+            for (path, file) in [
+                ("/", PageFile::Index),
+                ("/ui/app.js", PageFile::Script),
+                ("/ui/app.css?v=1", PageFile::Style),
+            ] {
+                assert_eq!(
+                    decide(&head("GET", path, &bare), access),
+                    Ok(Route::Page(file))
+                );
+                let r = decide(&head("POST", path, &bare), access).unwrap_err();
+                assert_eq!((r.status, r.allow), (405, Some("GET")));
+            }
+        }
+        for path in ["/ui/", "/ui/other.js", "/index.html", "//"] {
+            let r = decide(&head("GET", path, &bare), TOKEN).unwrap_err();
+            assert_eq!(r.status, 401, "{path}");
+        }
+        let r = decide(&head("GET", "/cameras/c/snapshot.jpg", &bare), TOKEN).unwrap_err();
+        assert_eq!(r.status, 401);
+        let r = decide(&head("GET", "/cameras/c/snapshot.jpg", &bare), NONE).unwrap_err();
+        assert_eq!(r.status, 403);
     }
 
     #[test]

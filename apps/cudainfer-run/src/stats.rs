@@ -74,6 +74,8 @@ pub struct CameraStats {
     state: Mutex<Option<CameraState>>,
     /// The last failure, redacted, for the API and the status table.
     last_error: Mutex<Option<String>>,
+    /// Objects of the latest published frame by label.
+    objects: Mutex<std::collections::BTreeMap<String, u32>>,
 }
 
 /// A snapshot for the readers.
@@ -89,9 +91,25 @@ pub struct Snapshot {
     pub p50: Option<Duration>,
     pub p99: Option<Duration>,
     pub last_error: Option<String>,
+    pub objects: std::collections::BTreeMap<String, u32>,
 }
 
 impl CameraStats {
+    /// The labels of the latest published frame's objects.
+    pub fn set_objects<'a>(&self, labels: impl Iterator<Item = &'a str>) {
+        let mut objects = self.objects.locked();
+        objects.clear();
+        for label in labels {
+            // Allocates only for a label not seen in this frame.
+            match objects.get_mut(label) {
+                Some(n) => *n += 1,
+                None => {
+                    objects.insert(label.to_string(), 1);
+                }
+            }
+        }
+    }
+
     /// trtinfer reported `total` frames skipped for overload in this run.
     pub fn skipping(&self, total: u64) {
         self.skipped_run.store(total, Ordering::Relaxed);
@@ -194,6 +212,7 @@ impl CameraStats {
             p50: pct(0.5),
             p99: pct(0.99),
             last_error: self.last_error.locked().clone(),
+            objects: self.objects.locked().clone(),
         }
     }
 }
