@@ -19,6 +19,7 @@ apt_packages=(
   openssl ca-certificates  # the mqtts:// test's throw-away CA; the system CAs it checks against
   gstreamer1.0-plugins-ugly  # x264enc, for pipelines/annotate.sh and its test
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp  # cudainfer-run's tests: local RTSP servers
+  chromium chromium-driver  # cudainfer-run's operator page in headless Chromium (tests/web)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
