@@ -20,28 +20,21 @@ macro_rules! internal_modules {
         #[doc(hidden)]
         pub mod $name;
         #[cfg(not(feature = "internals"))]
-        mod $name;
+        pub(crate) mod $name;
     )*};
 }
 
-// What applications read: the metas and their readers.
-pub mod analytics;
-pub mod detections;
-pub mod raw_outputs;
+// What applications read: the metas and their readers (the modules stay
+// reachable at the crate root, where applications have used them).
+pub mod meta;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use meta::tensor_meta;
+pub use meta::{analytics, detections, raw_outputs};
 
-internal_modules!(
-    cuda,
-    inference,
-    overlay,
-    parsers,
-    preprocess,
-    spec,
-    tensor,
-    tensor_meta
-);
+internal_modules!(cuda, families, inference, overlay, preprocess, spec, tensor);
 
 mod cudapreprocess;
-mod custom_meta;
 mod inferoverlay;
 mod inferpublish;
 mod infertrack;
@@ -67,7 +60,7 @@ pub mod internals {
 
     /// How many priors `priors` describes for a `width` x `height` input:
     /// the count an ssd model with raw boxes must have.
-    pub fn ssd_prior_count(priors: &crate::parsers::ssd::Priors, width: u32, height: u32) -> u64 {
+    pub fn ssd_prior_count(priors: &crate::families::ssd::Priors, width: u32, height: u32) -> u64 {
         priors.count(width, height)
     }
 }
@@ -145,9 +138,9 @@ fn may_change_now(
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
-    tensor_meta::register();
-    detections::register();
-    raw_outputs::register();
+    meta::tensor_meta::register();
+    meta::detections::register();
+    meta::raw_outputs::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
     inferoverlay::register(plugin)?;

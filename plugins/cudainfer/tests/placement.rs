@@ -1,12 +1,12 @@
 //! ONNX Runtime's node placement report, read from the session's verbose
-//! log (inference::placement): on the CPU provider here (CI has no GPU),
+//! log (inference::node_placement): on the CPU provider here (CI has no GPU),
 //! where every node is on the CPU and no warning is due. The GPU case
 //! (yolov8n_int8 under the cuda provider) is scripts/gpu-fp16.sh's.
 
 mod common;
 
 use common::*;
-use gstcudainfer::inference::placement::{cpu_fallback_warning, CPU_PROVIDER};
+use gstcudainfer::inference::node_placement::{cpu_fallback_warning, CPU_PROVIDER};
 use gstcudainfer::inference::runtime::{self, Provider, ProviderOptions};
 
 fn cpu_session(model: &str, log_placements: bool) -> runtime::NewSession {

@@ -6,16 +6,16 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::errors::{CudaInputError, FrameError, SettingsError};
+use super::error::{CudaInputError, FrameError, SettingsError};
 use super::objects::ObjectFilter;
 use crate::cuda::gst_cuda::{self, CudaContext};
 use crate::cuda::{self as gpu_mod, CudaError, Gpu};
+use crate::meta::tensor_meta;
 use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
 use crate::spec::{self, ChannelOrder, ElementType, InputSpec, ResizeMode};
 use crate::tensor::{ObjectTensor, Tensor};
-use crate::tensor_meta;
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -133,7 +133,7 @@ impl Settings {
             return Err(SettingsError::NotFinite { mean, std });
         }
         if std.iter().any(|v| v.abs() < MIN_STD) {
-            return Err(SettingsError::TinyStd { std });
+            return Err(SettingsError::TinyStd { std, min: MIN_STD });
         }
         Ok(InputSpec {
             width,

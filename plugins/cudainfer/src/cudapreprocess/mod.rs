@@ -8,7 +8,7 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod errors;
+mod error;
 mod imp;
 mod objects;
 

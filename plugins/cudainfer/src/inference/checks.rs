@@ -183,12 +183,12 @@ pub fn check_model_io(
 /// the model and the pre-processing would allocate them before any error.
 /// The shapes a family is made from: the input's and every output's by
 /// name. A value that is not a tensor has no shape, which no family takes.
-pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::parsers::ModelShapes {
-    crate::parsers::ModelShapes {
+pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::families::ModelShapes {
+    crate::families::ModelShapes {
         input: input.to_vec(),
         outputs: outputs
             .iter()
-            .map(|o| crate::parsers::ModelOutput {
+            .map(|o| crate::families::ModelOutput {
                 name: o.name.clone(),
                 shape: o.tensor_shape().unwrap_or_default().to_vec(),
             })
@@ -253,47 +253,47 @@ mod tests {
     fn model_io_decisions() {
         let image = [tensor("images", "float32", &[1, 3, 416, 416])];
         let output = [tensor("output", "float32", &[1, 3549, 85])];
-        assert_eq!(check_model_io(&image, &output, "yolox"), Ok(()));
-        let e = check_model_io(&[], &output, "yolox")
+        assert_eq!(check_model_io(&image, &output, "somefamily"), Ok(()));
+        let e = check_model_io(&[], &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("has 0 inputs ()"), "{e}");
-        let e = check_model_io(&image, &[], "yolox")
+        let e = check_model_io(&image, &[], "somefamily")
             .unwrap_err()
             .to_string();
         assert_eq!(e, "the model has no output");
         let half = [tensor("output", "float16", &[1, 3549, 85])];
-        assert_eq!(check_model_io(&image, &half, "yolox"), Ok(()));
+        assert_eq!(check_model_io(&image, &half, "somefamily"), Ok(()));
         assert_eq!(
-            tensor_element(&half[0], Role::Output, "yolox"),
+            tensor_element(&half[0], Role::Output, "somefamily"),
             Ok(ElementType::Float16)
         );
         let bytes = [tensor("images", "uint8", &[1, 3, 416, 416])];
-        let e = check_model_io(&bytes, &output, "yolox")
+        let e = check_model_io(&bytes, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("'images' is uint8 but model-type=yolox takes float32 or float16"),
+            e.contains("'images' is uint8 but model-type=somefamily takes float32 or float16"),
             "{e}"
         );
         let doubles = [tensor("output", "float64", &[1, 3549, 85])];
-        let e = check_model_io(&image, &doubles, "yolox")
+        let e = check_model_io(&image, &doubles, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("'output' is float64 but model-type=yolox needs float32 or float16"),
+            e.contains("'output' is float64 but model-type=somefamily needs float32 or float16"),
             "{e}"
         );
         let seq = [ModelValue {
             name: "images".into(),
             kind: ValueKind::Other("Sequence".into()),
         }];
-        let e = check_model_io(&seq, &output, "yolox")
+        let e = check_model_io(&seq, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a tensor"), "{e}");
         let huge = [tensor("images", "float32", &[1, 3, 8192, 8192])];
-        let e = check_model_io(&huge, &output, "yolox")
+        let e = check_model_io(&huge, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("201326592 values"), "{e}");

@@ -11,7 +11,7 @@ use ort::logging::LogLevel;
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
-use super::placement::{NodePlacements, PlacementReader};
+use super::node_placement::{NodePlacements, PlacementReader};
 
 /// ONNX Runtime's own messages of the sessions whose log we read.
 static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -168,14 +168,14 @@ pub struct TensorRtOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CudaOptions {
     /// Convolutions and matrix products on TF32 tensor cores (10-bit
-    /// mantissa inputs) on Ampere and later: on the H100 YOLOX-nano runs
+    /// mantissa inputs) on Ampere and later: on the H100 a nano detector runs
     /// about a quarter faster at batch 32, with
     /// results that differ slightly from fp32 and the CPU path.
     pub tf32: bool,
     /// Capture the model's run as a CUDA graph once and replay it (ONNX
     /// Runtime's `enable_cuda_graph`): fewer kernel launches from the host.
     /// Needs fixed input and output addresses and one shape, which the
-    /// device runner gives (see `DeviceRunner::warm_up`).
+    /// device runner gives (see `GpuRunner::warm_up`).
     pub cuda_graph: bool,
 }
 
@@ -200,14 +200,14 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
             // Full fp32 unless TF32 is asked for, so that by default the GPU
             // gives the CPU path's detections. cuDNN's exhaustive algorithm
             // search stays: it runs once, since GPU batches have one fixed
-            // size (see DeviceRunner::warm_up).
+            // size (see GpuRunner::warm_up).
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .with_tf32(options.cuda.tf32)
                 .with_cuda_graph(options.cuda.cuda_graph);
             if let Some(stream) = stream {
                 // SAFETY: the stream is the process-wide Gpu's, never
-                // dropped, or a pool session's own, which its Detector drops
+                // dropped, or a pool session's own, which its Model drops
                 // after the session (field order).
                 cuda = unsafe { cuda.with_compute_stream(stream) };
             }

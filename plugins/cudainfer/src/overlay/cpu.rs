@@ -50,7 +50,7 @@ pub fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detections::{Detection, FrameDetections};
+    use crate::meta::detections::{Detection, FrameDetections};
     use crate::overlay::{class_colour, layout, Style};
     use gst_video::VideoFormat;
 

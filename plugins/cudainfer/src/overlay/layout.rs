@@ -7,7 +7,7 @@
 //! whole 2x2 blocks and 4:2:0 chroma gets the colour exactly, and every
 //! format draws the same pixels.
 
-use crate::detections::{Detection, FrameDetections};
+use crate::meta::detections::{Detection, FrameDetections};
 
 /// Glyph cell of the embedded font (font8x8), in font pixels.
 pub const GLYPH: i32 = 8;
@@ -364,7 +364,7 @@ pub fn layout(found: &FrameDetections, style: &Style, width: u32, height: u32) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detections::{Classification, Track};
+    use crate::meta::detections::{Classification, Track};
 
     fn dog() -> Detection {
         Detection {

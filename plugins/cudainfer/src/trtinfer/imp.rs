@@ -9,16 +9,17 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::errors::load_error_message;
+use super::error_domains::load_error_message;
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
+use crate::families::classifier::{Activation, ClassifierOptions};
+use crate::families::ssd::{SsdBoxes, SsdOptions};
+use crate::families::{FamilyOptions, ModelType};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
 use crate::inference::runtime::{parse_providers, CudaOptions, Provider, TensorRtOptions};
-use crate::inference::{DetectorConfig, LoadError, Thresholds};
-use crate::parsers::classifier::{Activation, ClassifierOptions};
-use crate::parsers::ssd::{SsdBoxes, SsdOptions};
-use crate::parsers::{FamilyOptions, ModelType};
+use crate::inference::{LoadError, ModelConfig, Thresholds};
+use crate::meta::tensor_meta;
 use crate::tensor::ObjectTensor;
-use crate::{spec, tensor_meta, FrameDetections, Skip};
+use crate::{spec, FrameDetections, Skip};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -770,7 +771,7 @@ impl TrtInfer {
         };
         let providers = parse_providers(&settings.providers)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-        let config = DetectorConfig {
+        let config = ModelConfig {
             model,
             model_type: settings.model_type,
             family: FamilyOptions {

@@ -5,7 +5,7 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod errors;
+mod error_domains;
 mod imp;
 mod in_flight;
 

@@ -12,14 +12,13 @@
 
 use std::sync::Arc;
 
-use crate::analytics;
-use crate::custom_meta;
-use crate::raw_outputs::RawTensor;
+use super::custom_meta;
+use super::raw_outputs::RawTensor;
 
-const META_NAME: &str = "GstCudaInferDetectionsMeta";
+pub(super) const META_NAME: &str = "GstCudaInferDetectionsMeta";
 /// Field of our meta saying that `attach` added the buffer's
 /// GstAnalytics relation meta (so `remove_from` takes it off).
-const ADDED_RELATION_META: &str = "added-analytics-relation-meta";
+pub(super) const ADDED_RELATION_META: &str = "added-analytics-relation-meta";
 /// Name of the parameter structure on each region-of-interest meta.
 pub const DETECTION_PARAM: &str = "detection";
 /// Name of the parameter structure on each whole-frame class's
@@ -121,7 +120,7 @@ pub struct FrameDetections {
     pub detections: Vec<Detection>,
     pub classifications: Vec<Classification>,
     /// The model's outputs themselves (`model-type=raw`), also attached as
-    /// their own meta (see [`crate::raw_outputs`]).
+    /// their own meta (see [`crate::meta::raw_outputs`]).
     pub raw_outputs: Vec<RawTensor>,
     /// Size of the frame the model ran on, which the classes' metas cover.
     pub frame_width: u32,
@@ -133,7 +132,7 @@ pub struct FrameDetections {
 
 #[derive(Clone, Debug, glib::Boxed)]
 #[boxed_type(name = "GstCudaInferFrameDetections")]
-struct DetectionsHandle(Arc<FrameDetections>);
+pub(super) struct DetectionsHandle(pub(super) Arc<FrameDetections>);
 
 impl Detection {
     /// The box as (x1, y1, x2, y2) in frame pixels.
@@ -162,100 +161,10 @@ impl FrameDetections {
     pub fn from_buffer(buffer: &gst::BufferRef) -> Option<Arc<FrameDetections>> {
         custom_meta::get::<DetectionsHandle>(buffer, META_NAME).map(|h| h.0)
     }
-
-    /// Removes the results of an earlier `trtinfer` (its meta, its
-    /// region-of-interest metas, its raw outputs and the GstAnalytics
-    /// relation meta it added); true if there were any.
-    pub fn remove_from(buffer: &mut gst::BufferRef) -> bool {
-        let added_relation_meta =
-            custom_meta::get_field::<bool>(buffer, META_NAME, ADDED_RELATION_META);
-        if !custom_meta::remove(buffer, META_NAME) {
-            return false;
-        }
-        if added_relation_meta == Some(true) {
-            analytics::remove(buffer);
-        }
-        RawTensor::remove_from(buffer);
-        buffer.foreach_meta_mut(|mut meta| {
-            let ours = meta
-                .downcast_ref::<gst_video::VideoRegionOfInterestMeta>()
-                .is_some_and(|roi| {
-                    roi.param(DETECTION_PARAM).is_some()
-                        || roi.param(CLASSIFICATION_PARAM).is_some()
-                });
-            std::ops::ControlFlow::Continue(if ours {
-                gst::buffer::BufferMetaForeachAction::Remove
-            } else {
-                gst::buffer::BufferMetaForeachAction::Keep
-            })
-        });
-        true
-    }
-
-    /// Attaches the result: one region-of-interest meta per object and per
-    /// class (ids 0..n-1 across both), the raw outputs meta if there are
-    /// raw outputs, on GStreamer >= 1.24 the same in a GstAnalytics relation
-    /// meta (see [`analytics`]), and the whole result as the project's own
-    /// meta.
-    pub fn attach(self, buffer: &mut gst::BufferRef) {
-        if !self.raw_outputs.is_empty() {
-            RawTensor::attach(&self.raw_outputs, buffer);
-        }
-        let mut id = 0;
-        let added_relation_meta = analytics::attach(&self, buffer);
-        for d in &self.detections {
-            let rect = d.pixel_box();
-            let mut roi = add_roi(
-                buffer,
-                id,
-                DETECTION_PARAM,
-                &d.label,
-                d.class_id,
-                d.confidence,
-                rect,
-            );
-            id += 1;
-            if let Some(top) = d.classifications.first() {
-                roi.add_param(class_param(
-                    CLASSIFICATION_PARAM,
-                    &top.label,
-                    top.class_id,
-                    top.confidence,
-                ));
-            }
-            if let Some(track) = d.track {
-                roi.add_param(
-                    gst::Structure::builder(TRACKING_PARAM)
-                        .field("id", track.id)
-                        .field("age", track.age)
-                        .field("state", track.state.as_str())
-                        .field("predicted", d.predicted)
-                        .build(),
-                );
-            }
-        }
-        let frame = (0, 0, self.frame_width, self.frame_height);
-        for c in &self.classifications {
-            add_roi(
-                buffer,
-                id,
-                CLASSIFICATION_PARAM,
-                &c.label,
-                c.class_id,
-                c.confidence,
-                frame,
-            );
-            id += 1;
-        }
-        custom_meta::set(buffer, META_NAME, DetectionsHandle(Arc::new(self)));
-        if added_relation_meta {
-            custom_meta::set_field(buffer, META_NAME, ADDED_RELATION_META, true);
-        }
-    }
 }
 
 /// Adds one region-of-interest meta with its `param` structure.
-fn add_roi<'a>(
+pub(super) fn add_roi<'a>(
     buffer: &'a mut gst::BufferRef,
     id: i32,
     param: &str,
@@ -271,7 +180,12 @@ fn add_roi<'a>(
 }
 
 /// A `detection` or `classification` parameter structure.
-fn class_param(name: &str, label: &str, class_id: u32, confidence: f32) -> gst::Structure {
+pub(super) fn class_param(
+    name: &str,
+    label: &str,
+    class_id: u32,
+    confidence: f32,
+) -> gst::Structure {
     gst::Structure::builder(name)
         .field("label", label)
         .field("class-id", class_id)

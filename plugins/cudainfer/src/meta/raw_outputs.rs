@@ -10,7 +10,7 @@
 //! Python read them with stock APIs; Rust applications get them as
 //! [`RawTensor`]s from [`RawTensor::from_buffer`].
 
-use crate::custom_meta;
+use super::custom_meta;
 
 const META_NAME: &str = "GstCudaInferRawOutputsMeta";
 const OUTPUTS_FIELD: &str = "outputs";

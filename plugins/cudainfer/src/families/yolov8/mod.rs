@@ -14,12 +14,12 @@
 use cudarc::driver::{CudaFunction, CudaStream, DriverError, LaunchConfig, PushKernelArg};
 
 use super::{
-    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, ShapeError,
+    grid_input_size, Candidate, ModelShapes, Family, OutputUse, ShapeError,
     MAX_OUTPUT_VALUES, STRIDES,
 };
 use crate::cuda::device::KernelSource;
 use crate::cuda::{CudaError, Gpu};
-use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
+use super::gpu::{CandidateTargets, GpuDecoder, CANDIDATES_CUDA};
 use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
 const KERNEL: KernelSource = KernelSource {
@@ -80,7 +80,7 @@ impl Yolov8Parser {
     }
 }
 
-impl OutputParser for Yolov8Parser {
+impl Family for Yolov8Parser {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -96,8 +96,8 @@ impl OutputParser for Yolov8Parser {
         }]
     }
 
-    fn device_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
-        Some(Ok(Box::new(Yolov8DeviceDecoder {
+    fn gpu_decoder(&self, _gpu: &Gpu) -> Option<Result<Box<dyn GpuDecoder>, CudaError>> {
+        Some(Ok(Box::new(Yolov8GpuDecoder {
             anchors: self.anchors,
             num_classes: self.num_classes,
         })))
@@ -144,12 +144,12 @@ impl OutputParser for Yolov8Parser {
 }
 
 /// `decode.cu`: the output alone says everything.
-struct Yolov8DeviceDecoder {
+struct Yolov8GpuDecoder {
     anchors: usize,
     num_classes: usize,
 }
 
-impl DeviceDecoder for Yolov8DeviceDecoder {
+impl GpuDecoder for Yolov8GpuDecoder {
     fn kernel(&self) -> KernelSource {
         KERNEL
     }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::custom_meta;
+use super::custom_meta;
 use crate::tensor::{ObjectTensor, Tensor};
 
 const META_NAME: &str = "GstCudaInferTensorMeta";

@@ -9,7 +9,7 @@
 //! read on the host.
 
 use super::{
-    image_input_size, Candidate, ClassScore, DecodeLimits, FrameResult, ModelShapes, OutputParser,
+    image_input_size, Candidate, ClassScore, DecodeLimits, FrameResult, ModelShapes, Family,
     OutputUse, ShapeError, MAX_OUTPUT_VALUES,
 };
 use crate::spec::InputSpec;
@@ -90,7 +90,7 @@ fn softmax(row: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-impl OutputParser for ClassifierParser {
+impl Family for ClassifierParser {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -161,7 +161,7 @@ impl OutputParser for ClassifierParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parsers::ModelOutput;
+    use crate::families::ModelOutput;
     use crate::spec::{ChannelOrder, ResizeMode};
 
     fn parser(

@@ -137,7 +137,7 @@ mod tests {
     use std::error::Error;
 
     use super::*;
-    use crate::parsers::{new_parser, FamilyOptions, ModelShapes, ModelType};
+    use crate::families::{new_family, FamilyOptions, ModelShapes, ModelType};
 
     #[test]
     fn a_bad_ssd_priors_text_keeps_its_priors_error_as_the_source() {
@@ -155,9 +155,9 @@ mod tests {
             ],
         };
         let mut options = FamilyOptions::default();
-        options.ssd.boxes = crate::parsers::ssd::SsdBoxes::Raw;
+        options.ssd.boxes = crate::families::ssd::SsdBoxes::Raw;
         options.ssd.priors = "stride=8".into();
-        let e = new_parser(ModelType::Ssd, &shapes, &options)
+        let e = new_family(ModelType::Ssd, &shapes, &options)
             .err()
             .expect("an unknown key is refused");
         let ShapeError::SsdPriors { source, .. } = &e else {

@@ -3,8 +3,8 @@
 //! decodes it and drops what is under the confidence threshold; only the
 //! surviving candidates are copied to the host.
 //!
-//! A model family brings its decoding kernel ([`DeviceDecoder`]), which only
-//! writes candidate records through `candidates.cu`; the buffers, the
+//! A model family brings its decoding kernel ([`GpuDecoder`]), which only
+//! writes candidate records through `families/candidates.cu`; the buffers, the
 //! counts, the max-detections second pass, the copy and the order are the
 //! same for every family and live here.
 //!
@@ -12,91 +12,20 @@
 //! model) and their fp16 outputs are converted to float32 on the GPU
 //! (`convert.cu`) before the family's kernel, which never sees fp16.
 
+mod binding;
+
 use std::sync::Arc;
 
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, DriverError, LaunchConfig,
-    PushKernelArg,
-};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
-use ort::value::{DynValueTypeMarker, Shape, TensorRefMut, ValueRefMut};
-use ort::AsPointer;
 
+use super::error::GpuError;
 use crate::cuda::device::KernelSource;
 use crate::cuda::{CudaError, DeviceTensor, Gpu};
-use crate::parsers::{keep_most_confident, Candidate, DecodeLimits, OutputUse};
+use crate::families::gpu::{CandidateTargets, GpuDecoder, BINS, RECORD};
+use crate::families::{keep_most_confident, Candidate, DecodeLimits, OutputUse};
 use crate::spec::ElementType;
-
-/// Why the device runner could not be made or could not run a batch.
-/// Cloneable (ONNX Runtime's errors behind an `Arc`): a runner that could
-/// not be made answers every batch with its error, and a batch's error
-/// goes to each of its frames.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DeviceError {
-    #[error(transparent)]
-    Cuda(#[from] CudaError),
-    /// An ONNX Runtime call failed; `doing` says what it was for.
-    #[error("{doing}: {source}")]
-    Ort {
-        doing: &'static str,
-        source: Arc<ort::Error>,
-    },
-    #[error("cannot keep the model output '{name}' on the GPU: {source}")]
-    KeepOutput {
-        name: String,
-        source: Arc<ort::Error>,
-    },
-    #[error("cannot allocate GPU memory for the model output '{name}': {source}")]
-    OutputAlloc { name: String, source: DriverError },
-    #[error("the model's input name contains a NUL byte")]
-    InputNameNul,
-    #[error("the model output name '{name}' contains a NUL byte")]
-    OutputNameNul { name: String },
-    #[error("cannot bind the GPU tensor: {0}")]
-    BindInput(#[source] OrtStatus),
-    #[error("cannot bind the model output '{name}' to GPU memory: {source}")]
-    BindOutput { name: String, source: OrtStatus },
-    #[error("the model gave no output '{name}'")]
-    NoOutput { name: String },
-    #[error("the model output '{name}' is not {element}: {source}")]
-    OutputType {
-        name: String,
-        element: &'static str,
-        source: Arc<ort::Error>,
-    },
-    #[error(
-        "the model's output '{name}' has the shape {actual:?} at run time, which differs \
-         from what it declared (expected {expected:?} for a batch of {batch}): the model \
-         cannot be decoded"
-    )]
-    OutputShape {
-        name: String,
-        actual: Vec<i64>,
-        expected: Vec<i64>,
-        batch: usize,
-    },
-    #[error(
-        "cuda-graph: ONNX Runtime could not capture the model's run as a CUDA graph \
-         ({0}); set cuda-graph=false"
-    )]
-    GraphCapture(#[source] Box<DeviceError>),
-}
-
-impl DeviceError {
-    /// A failed ONNX Runtime call made for `doing`.
-    fn ort(doing: &'static str) -> impl Fn(ort::Error) -> Self {
-        move |e| Self::Ort {
-            doing,
-            source: Arc::new(e),
-        }
-    }
-}
-
-/// The message of a failed ONNX Runtime C API call (an `OrtStatus`).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct OrtStatus(String);
 
 /// The fp16-to-float32 conversion of model outputs.
 const CONVERT_KERNEL: KernelSource = KernelSource {
@@ -104,73 +33,10 @@ const CONVERT_KERNEL: KernelSource = KernelSource {
     name: "half_to_float",
 };
 
-/// The candidate helpers every decoding kernel is compiled with: a
-/// family's [`KernelSource`] lists this first, then its own source.
-pub const CANDIDATES_CUDA: &str = include_str!("candidates.cu");
-
-/// Floats per candidate record (`CANDIDATE_RECORD` in candidates.cu).
-const RECORD: usize = 8;
-
-/// Confidence bins of the per-image histograms (`CANDIDATE_BINS` in
-/// candidates.cu): bin b holds b / BINS <= confidence < (b + 1) / BINS.
-const BINS: usize = 2048;
-
-/// Where a decoding kernel writes its candidates, passed to it by value.
-/// Mirrors `CandidateTargets` in candidates.cu (pointers as u64).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct CandidateTargets {
-    thresholds: u64,
-    records: u64,
-    counts: u64,
-    histograms: u64,
-    capacity: u32,
-}
-
-// SAFETY: plain old data with the C layout the kernels expect.
-unsafe impl DeviceRepr for CandidateTargets {}
-// The C struct: four 8-byte pointers and a u32, padded to 8 bytes.
-const _: () = assert!(std::mem::size_of::<CandidateTargets>() == 40);
-
-/// A model family's output decoding on the GPU.
-///
-/// Its kernel runs one thread per output position of each image (the
-/// launch configuration given to [`DeviceDecoder::launch`]: x covers the
-/// positions, y the images) and writes, through the helpers of
-/// [`CANDIDATES_CUDA`], one record per (position, class) whose confidence
-/// is above its image's threshold, with the box in tensor pixels: the same
-/// candidates, with the same arithmetic, as the family's host decoder. It
-/// reads the outputs the family's parser names (`OutputParser::outputs`),
-/// each bound on the GPU, whose shapes [`DeviceRunner`] checks every run.
-pub trait DeviceDecoder: Send {
-    /// The kernel, [`CANDIDATES_CUDA`] first among its sources.
-    fn kernel(&self) -> KernelSource;
-    /// Output positions (anchors) of one image: one thread each.
-    fn positions(&self) -> usize;
-    /// The most candidates one image can give (every position and class).
-    fn max_candidates(&self) -> usize;
-    /// Queues `kernel` (compiled from [`Self::kernel`]) on `stream` with
-    /// `config` over the outputs at device addresses `outputs` (in the
-    /// parser's order).
-    ///
-    /// # Safety
-    /// Each of `outputs` holds `config.grid_dim.1` images of its
-    /// [`OutputUse::dims`] floats on `stream`'s device until the kernel is
-    /// done, and `targets` describes buffers of that many images.
-    unsafe fn launch(
-        &self,
-        stream: &CudaStream,
-        kernel: &CudaFunction,
-        config: LaunchConfig,
-        outputs: &[u64],
-        targets: CandidateTargets,
-    ) -> Result<(), DriverError>;
-}
-
-pub struct DeviceRunner {
+pub struct GpuRunner {
     gpu: Arc<Gpu>,
     stream: Arc<CudaStream>,
-    decoder: Box<dyn DeviceDecoder>,
+    decoder: Box<dyn GpuDecoder>,
     decode_kernel: CudaFunction,
     input_name_c: std::ffi::CString,
     /// What the model's input takes (and so the tensors hold).
@@ -186,7 +52,7 @@ pub struct DeviceRunner {
     /// The batch size the output binding was last used with.
     bound_batch: usize,
     /// Frames per run (padded up to this); 1 until `warm_up`.
-    run_batch: usize,
+    frames_per_run: usize,
     candidates: CudaSlice<f32>,
     /// Survivors of the batch, then of each image.
     counts: CudaSlice<u32>,
@@ -203,7 +69,7 @@ pub struct DeviceRunner {
     graph_outputs: Vec<CudaSlice<u8>>,
 }
 
-impl DeviceRunner {
+impl GpuRunner {
     /// `stream`: where the session runs (its compute stream) and where we
     /// gather and decode; the GPU's shared stream, or one of the session's
     /// own in a pool of sessions.
@@ -213,9 +79,9 @@ impl DeviceRunner {
         (input_name, input_element): (&str, ElementType),
         outputs: &[OutputUse],
         output_elements: &[ElementType],
-        decoder: Box<dyn DeviceDecoder>,
+        decoder: Box<dyn GpuDecoder>,
         cuda_graph: bool,
-    ) -> Result<Self, DeviceError> {
+    ) -> Result<Self, GpuError> {
         let decode_kernel = gpu.kernel(decoder.kernel())?;
         let any_half = output_elements.contains(&ElementType::Float16);
         let convert_kernel = any_half.then(|| gpu.kernel(CONVERT_KERNEL)).transpose()?;
@@ -225,10 +91,10 @@ impl DeviceRunner {
             AllocatorType::Device,
             MemoryType::Default,
         )
-        .map_err(DeviceError::ort(
+        .map_err(GpuError::ort(
             "cannot describe CUDA memory to ONNX Runtime",
         ))?;
-        let mut binding = session.create_binding().map_err(DeviceError::ort(
+        let mut binding = session.create_binding().map_err(GpuError::ort(
             "cannot create an ONNX Runtime I/O binding",
         ))?;
         let outputs: Vec<(String, Vec<usize>)> = outputs
@@ -245,7 +111,7 @@ impl DeviceRunner {
         for (name, _) in &outputs {
             binding
                 .bind_output_to_device(name, &memory_info)
-                .map_err(|e| DeviceError::KeepOutput {
+                .map_err(|e| GpuError::KeepOutput {
                     name: name.clone(),
                     source: Arc::new(e),
                 })?;
@@ -274,7 +140,7 @@ impl DeviceRunner {
             decoder,
             decode_kernel,
             input_name_c: std::ffi::CString::new(input_name)
-                .map_err(|_| DeviceError::InputNameNul)?,
+                .map_err(|_| GpuError::InputNameNul)?,
             input_element,
             memory_info,
             binding,
@@ -282,7 +148,7 @@ impl DeviceRunner {
             converted,
             convert_kernel,
             bound_batch: 1,
-            run_batch: 1,
+            frames_per_run: 1,
             candidates,
             counts,
             thresholds,
@@ -293,115 +159,9 @@ impl DeviceRunner {
         })
     }
 
-    /// Binds the borrowed device tensor as the input, through the C API:
-    /// `IoBinding::bind_input` copies borrowed tensors (to guard against
-    /// aliasing), and that device-to-device copy runs on CUDA's legacy
-    /// default stream, which waits for the decoder's work and deadlocks
-    /// inside nvh264dec's streaming thread. `input` must outlive the run.
+    /// Whether the session replays a captured CUDA graph.
     pub fn cuda_graph(&self) -> bool {
         self.cuda_graph
-    }
-
-    fn bind_input(
-        &mut self,
-        input: &ValueRefMut<'_, DynValueTypeMarker>,
-    ) -> Result<(), DeviceError> {
-        let name = self.input_name_c.clone();
-        self.bind(true, &name, input)
-            .map_err(DeviceError::BindInput)
-    }
-
-    /// Binds `value` as the input or output `name` through the C API (see
-    /// `bind_input`); ONNX Runtime keeps its own reference to the value's
-    /// description, and the memory must outlive the runs.
-    fn bind(
-        &mut self,
-        input: bool,
-        name: &std::ffi::CStr,
-        value: &ValueRefMut<'_, DynValueTypeMarker>,
-    ) -> Result<(), OrtStatus> {
-        let api = ort::api();
-        // SAFETY: valid binding, NUL-terminated name and value.
-        unsafe {
-            let bind = if input { api.BindInput } else { api.BindOutput };
-            let status = bind(self.binding.ptr().cast_mut(), name.as_ptr(), value.ptr());
-            if status.0.is_null() {
-                return Ok(());
-            }
-            let message = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0))
-                .to_string_lossy()
-                .into_owned();
-            (api.ReleaseStatus)(status.0);
-            Err(OrtStatus(message))
-        }
-    }
-
-    /// Wraps `len` bytes at `ptr` on our GPU as a tensor of `element` and
-    /// `dims` for ONNX Runtime.
-    ///
-    /// # Safety
-    /// `ptr` holds `dims` values of `element` for as long as ONNX Runtime
-    /// may use the value.
-    unsafe fn wrap(
-        &self,
-        ptr: u64,
-        element: ElementType,
-        dims: Vec<i64>,
-    ) -> Result<ValueRefMut<'static, DynValueTypeMarker>, DeviceError> {
-        let info = self.memory_info.clone();
-        let data = ptr as usize as *mut _;
-        let dims = Shape::new(dims);
-        // SAFETY: as the caller promises.
-        unsafe {
-            match element {
-                ElementType::Float32 => {
-                    TensorRefMut::<f32>::from_raw(info, data, dims).map(|t| t.into_dyn())
-                }
-                ElementType::Float16 => {
-                    TensorRefMut::<half::f16>::from_raw(info, data, dims).map(|t| t.into_dyn())
-                }
-            }
-        }
-        .map_err(DeviceError::ort("cannot wrap GPU memory for ONNX Runtime"))
-    }
-
-    /// With a CUDA graph: our own buffer for each output, bound once, so
-    /// that the replayed graph writes where it was captured writing.
-    fn bind_graph_outputs(&mut self, batch: usize) -> Result<(), DeviceError> {
-        let mut buffers = Vec::with_capacity(self.outputs.len());
-        for (i, (name, dims)) in self.outputs.clone().iter().enumerate() {
-            let element = if self.converted[i].is_some() {
-                ElementType::Float16
-            } else {
-                ElementType::Float32
-            };
-            let shape: Vec<i64> = std::iter::once(batch)
-                .chain(dims.iter().copied())
-                .map(|d| d as i64)
-                .collect();
-            let len = shape.iter().product::<i64>() as usize * element.size();
-            let buffer =
-                self.stream
-                    .alloc_zeros::<u8>(len)
-                    .map_err(|source| DeviceError::OutputAlloc {
-                        name: name.clone(),
-                        source,
-                    })?;
-            let ptr = buffer.device_ptr(&self.stream).0;
-            // SAFETY: `buffer` holds `shape` values of `element` and lives
-            // in `graph_outputs` as long as the binding.
-            let value = unsafe { self.wrap(ptr, element, shape)? };
-            let name_c = std::ffi::CString::new(name.as_str())
-                .map_err(|_| DeviceError::OutputNameNul { name: name.clone() })?;
-            self.bind(false, &name_c, &value)
-                .map_err(|source| DeviceError::BindOutput {
-                    name: name.clone(),
-                    source,
-                })?;
-            buffers.push(buffer);
-        }
-        self.graph_outputs = buffers;
-        Ok(())
     }
 
     /// Runs the model once on `tensors` (each [1, 3, h, w] = `item_shape`)
@@ -416,9 +176,9 @@ impl DeviceRunner {
         tensors: &[&DeviceTensor],
         item_shape: [usize; 4],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<Vec<Candidate>>, DeviceError> {
+    ) -> Result<Vec<Vec<Candidate>>, GpuError> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
-        let run_batch = self.run_batch.max(tensors.len());
+        let frames = self.frames_per_run.max(tensors.len());
         // The tensors were written on the GPU's shared stream: a session
         // of a pool, on its own stream, waits (on the GPU) until they are.
         if !Arc::ptr_eq(&self.stream, self.gpu.stream()) {
@@ -427,11 +187,11 @@ impl DeviceRunner {
             }
         }
         // A captured graph reads the gathering buffer, where it was captured.
-        let input = if run_batch == 1 && !self.cuda_graph {
+        let input = if frames == 1 && !self.cuda_graph {
             tensors[0].device_ptr()
         } else {
             let stream = self.stream.clone();
-            let batch = self.batch_buffer(item_len * run_batch)?;
+            let batch = self.batch_buffer(item_len * frames)?;
             for (i, t) in tensors.iter().enumerate() {
                 stream
                     .memcpy_dtod(
@@ -444,7 +204,7 @@ impl DeviceRunner {
             ptr
         };
         let mut shape = item_shape;
-        shape[0] = run_batch;
+        shape[0] = frames;
         let outputs = self.infer(session, input, shape)?;
         // Only the real frames' outputs are decoded; the padding's are not.
         self.decode(&outputs, limits)
@@ -461,7 +221,7 @@ impl DeviceRunner {
         session: &mut Session,
         item_shape: [usize; 4],
         batch: usize,
-    ) -> Result<(), DeviceError> {
+    ) -> Result<(), GpuError> {
         let item_len = item_shape.iter().product::<usize>() * self.input_element.size();
         let stream = self.stream.clone();
         let zeros = {
@@ -471,7 +231,7 @@ impl DeviceRunner {
                 .map_err(CudaError::driver("cannot clear the warm-up batch"))?;
             buffer.device_ptr(&stream).0
         };
-        self.run_batch = batch;
+        self.frames_per_run = batch;
         let mut shape = item_shape;
         shape[0] = batch;
         // With a CUDA graph ONNX Runtime runs normally first, then captures
@@ -493,7 +253,7 @@ impl DeviceRunner {
         for _ in 0..runs {
             self.infer(session, zeros, shape).map_err(|e| {
                 if self.cuda_graph {
-                    DeviceError::GraphCapture(Box::new(e))
+                    GpuError::GraphCapture(Box::new(e))
                 } else {
                     e
                 }
@@ -506,7 +266,7 @@ impl DeviceRunner {
     }
 
     /// The gathering buffer, grown to hold at least `len` bytes.
-    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<u8>, DeviceError> {
+    fn batch_buffer(&mut self, len: usize) -> Result<&mut CudaSlice<u8>, GpuError> {
         if self.batch.as_ref().is_none_or(|b| b.len() < len) {
             // SAFETY: callers fill what they use before the model reads it.
             let buffer = unsafe { self.stream.alloc::<u8>(len) }
@@ -525,7 +285,7 @@ impl DeviceRunner {
         session: &mut Session,
         input: u64,
         shape: [usize; 4],
-    ) -> Result<Vec<u64>, DeviceError> {
+    ) -> Result<Vec<u64>, GpuError> {
         // SAFETY: `input` holds `shape` values of the input's element type
         // on this GPU (a tensor the caller holds, or our batch buffer) for
         // the whole run.
@@ -542,7 +302,7 @@ impl DeviceRunner {
                 for (name, _) in &self.outputs {
                     self.binding
                         .bind_output_to_device(name, &self.memory_info)
-                        .map_err(|e| DeviceError::KeepOutput {
+                        .map_err(|e| GpuError::KeepOutput {
                             name: name.clone(),
                             source: Arc::new(e),
                         })?;
@@ -552,18 +312,18 @@ impl DeviceRunner {
         }
         let results = session
             .run_binding(&self.binding)
-            .map_err(DeviceError::ort("inference failed"))?;
+            .map_err(GpuError::ort("inference failed"))?;
         let mut pointers = Vec::with_capacity(self.outputs.len());
         for (i, (name, dims)) in self.outputs.iter().enumerate() {
             let output = results
                 .get(name)
-                .ok_or_else(|| DeviceError::NoOutput { name: name.clone() })?;
+                .ok_or_else(|| GpuError::NoOutput { name: name.clone() })?;
             let is_half = self.converted[i].is_some();
             let (shape_of, data) = if is_half {
                 let t = output
                     .view()
                     .downcast::<ort::value::TensorValueType<half::f16>>()
-                    .map_err(|e| DeviceError::OutputType {
+                    .map_err(|e| GpuError::OutputType {
                         name: name.clone(),
                         element: "float16",
                         source: Arc::new(e),
@@ -573,7 +333,7 @@ impl DeviceRunner {
                 let t = output
                     .view()
                     .downcast::<ort::value::TensorValueType<f32>>()
-                    .map_err(|e| DeviceError::OutputType {
+                    .map_err(|e| GpuError::OutputType {
                         name: name.clone(),
                         element: "float32",
                         source: Arc::new(e),
@@ -589,7 +349,7 @@ impl DeviceRunner {
                 .map(|d| d as i64)
                 .collect();
             if actual != expected {
-                return Err(DeviceError::OutputShape {
+                return Err(GpuError::OutputShape {
                     name: name.clone(),
                     actual,
                     expected,
@@ -623,7 +383,7 @@ impl DeviceRunner {
         &mut self,
         outputs: &[u64],
         limits: &[DecodeLimits],
-    ) -> Result<Vec<Vec<Candidate>>, DeviceError> {
+    ) -> Result<Vec<Vec<Candidate>>, GpuError> {
         let images = limits.len();
         let copy_error = CudaError::driver("cannot read the decoded candidates");
         let mut thresholds: Vec<f32> = limits.iter().map(|l| l.confidence).collect();
@@ -702,7 +462,7 @@ impl DeviceRunner {
         outputs: &[u64],
         thresholds: &[f32],
         histogram: bool,
-    ) -> Result<Vec<u32>, DeviceError> {
+    ) -> Result<Vec<u32>, GpuError> {
         let stream = self.stream.clone();
         let images = thresholds.len();
         let alloc_error = CudaError::decode_alloc();

@@ -11,12 +11,12 @@ use cudarc::driver::{
 };
 
 use super::{
-    grid_input_size, Candidate, ModelShapes, OutputParser, OutputUse, ShapeError,
+    grid_input_size, Candidate, ModelShapes, Family, OutputUse, ShapeError,
     MAX_OUTPUT_VALUES, STRIDES,
 };
 use crate::cuda::device::KernelSource;
 use crate::cuda::{CudaError, Gpu};
-use crate::inference::device::{CandidateTargets, DeviceDecoder, CANDIDATES_CUDA};
+use super::gpu::{CandidateTargets, GpuDecoder, CANDIDATES_CUDA};
 use crate::spec::{ChannelOrder, ElementType, InputSpec, ResizeMode};
 
 const KERNEL: KernelSource = KernelSource {
@@ -99,7 +99,7 @@ impl YoloxParser {
     }
 }
 
-impl OutputParser for YoloxParser {
+impl Family for YoloxParser {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -115,7 +115,7 @@ impl OutputParser for YoloxParser {
         }]
     }
 
-    fn device_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn DeviceDecoder>, CudaError>> {
+    fn gpu_decoder(&self, gpu: &Gpu) -> Option<Result<Box<dyn GpuDecoder>, CudaError>> {
         let flat: Vec<f32> = self
             .anchors
             .iter()
@@ -126,11 +126,11 @@ impl OutputParser for YoloxParser {
                 .clone_htod(&flat)
                 .map_err(CudaError::decode_alloc())
                 .map(|anchors| {
-                    Box::new(YoloxDeviceDecoder {
+                    Box::new(YoloxGpuDecoder {
                         anchors,
                         rows: self.anchors.len(),
                         num_classes: self.num_classes,
-                    }) as Box<dyn DeviceDecoder>
+                    }) as Box<dyn GpuDecoder>
                 }),
         )
     }
@@ -168,14 +168,14 @@ impl OutputParser for YoloxParser {
 }
 
 /// `decode.cu`, with the anchors on the GPU.
-struct YoloxDeviceDecoder {
+struct YoloxGpuDecoder {
     /// Per output row: grid x, grid y and stride.
     anchors: CudaSlice<f32>,
     rows: usize,
     num_classes: usize,
 }
 
-impl DeviceDecoder for YoloxDeviceDecoder {
+impl GpuDecoder for YoloxGpuDecoder {
     fn kernel(&self) -> KernelSource {
         KERNEL
     }

@@ -14,7 +14,7 @@ mod ffi;
 use std::fmt;
 use std::sync::LazyLock;
 
-use crate::detections::FrameDetections;
+use super::detections::FrameDetections;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

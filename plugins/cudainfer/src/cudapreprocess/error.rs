@@ -35,11 +35,10 @@ pub(super) enum SettingsError {
     )]
     NotFinite { mean: [f32; 3], std: [f32; 3] },
     #[error(
-        "cudapreprocess std must be at least {:e} in magnitude (a tinier divisor overflows \
-         the tensor), got {std:?}",
-        super::imp::MIN_STD
+        "cudapreprocess std must be at least {min:e} in magnitude (a tinier divisor overflows \
+         the tensor), got {std:?}"
     )]
-    TinyStd { std: [f32; 3] },
+    TinyStd { std: [f32; 3], min: f32 },
 }
 
 /// Why CUDA-memory input cannot be taken (at caps).

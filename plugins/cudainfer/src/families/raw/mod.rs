@@ -1,5 +1,5 @@
 //! `model-type=raw`: no decoding; every output of the model goes on the
-//! buffer as it is ([`crate::raw_outputs`]), for applications that parse
+//! buffer as it is ([`crate::meta::raw_outputs`]), for applications that parse
 //! it themselves.
 //!
 //! Input preset: RGB, stretched to the model's H x W, values 0..255
@@ -9,10 +9,10 @@
 //! outputs are copied to the host whole anyway.
 
 use super::{
-    image_input_size, Candidate, DecodeLimits, FrameResult, ModelShapes, OutputParser, OutputUse,
+    image_input_size, Candidate, DecodeLimits, FrameResult, ModelShapes, Family, OutputUse,
     ShapeError, MAX_OUTPUT_VALUES,
 };
-use crate::raw_outputs::RawTensor;
+use crate::meta::raw_outputs::RawTensor;
 use crate::spec::InputSpec;
 
 /// One output as the family hands it on.
@@ -66,7 +66,7 @@ impl RawParser {
     }
 }
 
-impl OutputParser for RawParser {
+impl Family for RawParser {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -111,7 +111,7 @@ impl OutputParser for RawParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parsers::ModelOutput;
+    use crate::families::ModelOutput;
     use crate::spec::{ChannelOrder, ResizeMode};
 
     fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawParser, ShapeError> {
