@@ -32,12 +32,13 @@ pub mod meta;
 pub use meta::tensor_meta;
 pub use meta::{analytics, detections, raw_outputs};
 
-internal_modules!(cuda, families, inference, overlay, preprocess, spec, tensor);
+internal_modules!(cuda, families, inference, preprocess, spec, tensor);
 
 mod cudapreprocess;
 mod inferoverlay;
 mod inferpublish;
 mod infertrack;
+mod properties;
 mod trtinfer;
 
 pub use detections::{Classification, Detection, FrameDetections, Skip, Track, TrackState};
@@ -57,6 +58,7 @@ pub mod internals {
         check_input_size, check_model_io, model_shapes, parse_labels, LabelsError, ModelValue,
         ValueKind,
     };
+    pub use crate::inferoverlay::draw::class_colour;
 
     /// How many priors `priors` describes for a `width` x `height` input:
     /// the count an ssd model with raw boxes must have.
@@ -111,29 +113,6 @@ fn pass_through_pad_templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
             .expect("valid template")
     })
     .collect()
-}
-
-/// Whether `pspec` may take a new value now. Settings read at start only
-/// (GST_PARAM_MUTABLE_READY) may not while the element is started: the new
-/// value would read back as set and change nothing. A refusal is logged.
-fn may_change_now(
-    element: &gst::Element,
-    cat: gst::DebugCategory,
-    pspec: &glib::ParamSpec,
-) -> bool {
-    use gst::prelude::*;
-    if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
-        && element.current_state() > gst::State::Ready
-    {
-        gst::warning!(
-            cat,
-            obj = element,
-            "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
-            pspec.name()
-        );
-        return false;
-    }
-    true
 }
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

@@ -96,7 +96,11 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
         };
         let edges = graph.entry(from.clone()).or_default();
         for (_, line) in code_lines(file) {
-            edges.extend(crate_paths(&line, &modules).into_iter().filter(|m| *m != from));
+            edges.extend(
+                crate_paths(&line, &modules)
+                    .into_iter()
+                    .filter(|m| *m != from),
+            );
         }
     }
     graph
@@ -179,7 +183,11 @@ fn grouped_and_plain_crate_paths_are_both_read() {
 #[test]
 fn families_never_import_inference() {
     let lines = offending("families", |line| line.contains("inference::"));
-    assert!(lines.is_empty(), "families/ imports inference/:\n{}", lines.join("\n"));
+    assert!(
+        lines.is_empty(),
+        "families/ imports inference/:\n{}",
+        lines.join("\n")
+    );
 }
 
 #[test]
@@ -196,7 +204,11 @@ fn inference_names_no_family() {
                 .any(|m| line.contains(&format!("families::{m}")))
             || line.contains("ModelType::")
     });
-    assert!(lines.is_empty(), "inference/ names a family:\n{}", lines.join("\n"));
+    assert!(
+        lines.is_empty(),
+        "inference/ names a family:\n{}",
+        lines.join("\n")
+    );
 }
 
 #[test]
@@ -214,5 +226,9 @@ fn metas_import_no_element_or_engine() {
     let lines = offending("meta", |line| {
         others.iter().any(|m| line.contains(&format!("crate::{m}")))
     });
-    assert!(lines.is_empty(), "meta/ imports above it:\n{}", lines.join("\n"));
+    assert!(
+        lines.is_empty(),
+        "meta/ imports above it:\n{}",
+        lines.join("\n")
+    );
 }

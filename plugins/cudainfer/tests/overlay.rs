@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use common::*;
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstcudainfer::overlay::class_colour;
+use gstcudainfer::internals::class_colour;
 use gstcudainfer::{Detection, FrameDetections, Track};
 
 /// Frames (with their caps) that reached each named appsink.

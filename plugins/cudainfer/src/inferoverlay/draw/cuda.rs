@@ -189,7 +189,7 @@ impl CudaOverlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::layout::KIND_RECT;
+    use crate::inferoverlay::draw::layout::KIND_RECT;
 
     fn rect(x0: i32, x1: i32) -> Prim {
         Prim {

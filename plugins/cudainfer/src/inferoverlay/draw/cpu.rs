@@ -50,8 +50,8 @@ pub fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inferoverlay::draw::{class_colour, layout, Style};
     use crate::meta::detections::{Detection, FrameDetections};
-    use crate::overlay::{class_colour, layout, Style};
     use gst_video::VideoFormat;
 
     /// A `format` frame of `w` x `h` filled with byte 7, a 10x8 box at
