@@ -1,5 +1,5 @@
 // Candidate records, shared by every model family's output decoding kernel:
-// compiled in front of the family's source (inference/device.rs). A family
+// compiled in front of the family's source (families/gpu.rs). A family
 // kernel runs one thread per output position (anchor) of each image, one
 // image per block row (blockIdx.y = image), and turns every (position,
 // class) above the image's threshold into a record
@@ -14,7 +14,7 @@
 #define CANDIDATE_BINS 2048
 #define CANDIDATE_RECORD 8
 
-// Mirrors `CandidateTargets` in inference/device.rs.
+// Mirrors `CandidateTargets` in families/gpu.rs.
 struct CandidateTargets {
     const float* thresholds;   // [images]
     float* records;            // [capacity, CANDIDATE_RECORD]

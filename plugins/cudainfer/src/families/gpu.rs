@@ -54,7 +54,7 @@ pub trait GpuDecoder: Send {
     fn max_candidates(&self) -> usize;
     /// Queues `kernel` (compiled from [`Self::kernel`]) on `stream` with
     /// `config` over the outputs at device addresses `outputs` (in the
-    /// parser's order).
+    /// family's order ([`super::Family::outputs`])).
     ///
     /// # Safety
     /// Each of `outputs` holds `config.grid_dim.1` images of its

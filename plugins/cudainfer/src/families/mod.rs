@@ -141,14 +141,14 @@ pub fn new_family(
     options: &FamilyOptions,
 ) -> Result<Box<dyn Family>, ShapeError> {
     match model_type {
-        ModelType::Yolox => Ok(Box::new(yolox::YoloxParser::new(shapes)?)),
-        ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Parser::new(shapes)?)),
-        ModelType::Ssd => Ok(Box::new(ssd::SsdParser::new(shapes, &options.ssd)?)),
-        ModelType::Classifier => Ok(Box::new(classifier::ClassifierParser::new(
+        ModelType::Yolox => Ok(Box::new(yolox::YoloxFamily::new(shapes)?)),
+        ModelType::Yolov8 => Ok(Box::new(yolov8::Yolov8Family::new(shapes)?)),
+        ModelType::Ssd => Ok(Box::new(ssd::SsdFamily::new(shapes, &options.ssd)?)),
+        ModelType::Classifier => Ok(Box::new(classifier::ClassifierFamily::new(
             shapes,
             &options.classifier,
         )?)),
-        ModelType::Raw => Ok(Box::new(raw::RawParser::new(shapes)?)),
+        ModelType::Raw => Ok(Box::new(raw::RawFamily::new(shapes)?)),
     }
 }
 

@@ -48,13 +48,13 @@ impl Default for ClassifierOptions {
     }
 }
 
-pub struct ClassifierParser {
+pub struct ClassifierFamily {
     spec: InputSpec,
     num_classes: usize,
     options: ClassifierOptions,
 }
 
-impl ClassifierParser {
+impl ClassifierFamily {
     pub fn new(shapes: &ModelShapes, options: &ClassifierOptions) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("classifier", &shapes.input)?;
         let output = shapes.first_output();
@@ -90,7 +90,7 @@ fn softmax(row: &[f32]) -> Vec<f32> {
     exp.into_iter().map(|e| e / sum).collect()
 }
 
-impl Family for ClassifierParser {
+impl Family for ClassifierFamily {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -168,7 +168,7 @@ mod tests {
         output: Vec<i64>,
         activation: Activation,
         top_k: u32,
-    ) -> Result<ClassifierParser, ShapeError> {
+    ) -> Result<ClassifierFamily, ShapeError> {
         let shapes = ModelShapes {
             input: vec![1, 3, 224, 224],
             outputs: vec![ModelOutput {
@@ -176,10 +176,10 @@ mod tests {
                 shape: output,
             }],
         };
-        ClassifierParser::new(&shapes, &ClassifierOptions { activation, top_k })
+        ClassifierFamily::new(&shapes, &ClassifierOptions { activation, top_k })
     }
 
-    fn classes(p: &ClassifierParser, row: &[f32], confidence: f32) -> Vec<(u32, f32)> {
+    fn classes(p: &ClassifierFamily, row: &[f32], confidence: f32) -> Vec<(u32, f32)> {
         let limits = DecodeLimits {
             confidence,
             max_detections: 100,

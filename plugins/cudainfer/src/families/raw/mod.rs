@@ -22,12 +22,12 @@ struct RawOutput {
     shape: Vec<usize>,
 }
 
-pub struct RawParser {
+pub struct RawFamily {
     spec: InputSpec,
     outputs: Vec<RawOutput>,
 }
 
-impl RawParser {
+impl RawFamily {
     pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("raw", &shapes.input)?;
         let outputs = shapes
@@ -66,7 +66,7 @@ impl RawParser {
     }
 }
 
-impl Family for RawParser {
+impl Family for RawFamily {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -114,8 +114,8 @@ mod tests {
     use crate::families::ModelOutput;
     use crate::spec::{ChannelOrder, ResizeMode};
 
-    fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawParser, ShapeError> {
-        RawParser::new(&ModelShapes {
+    fn parser(outputs: &[(&str, Vec<i64>)]) -> Result<RawFamily, ShapeError> {
+        RawFamily::new(&ModelShapes {
             input: vec![1, 3, 320, 240],
             outputs: outputs
                 .iter()

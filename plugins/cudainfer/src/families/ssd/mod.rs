@@ -72,7 +72,7 @@ struct RawBoxes {
     size_variance: f32,
 }
 
-pub struct SsdParser {
+pub struct SsdFamily {
     spec: InputSpec,
     priors: usize,
     /// With the background.
@@ -104,7 +104,7 @@ fn find_outputs(outputs: &[ModelOutput]) -> Option<(usize, usize)> {
     }
 }
 
-impl SsdParser {
+impl SsdFamily {
     pub fn new(shapes: &ModelShapes, options: &SsdOptions) -> Result<Self, ShapeError> {
         let (width, height) = image_input_size("ssd", &shapes.input)?;
         let described = || Outputs(shapes.outputs.clone());
@@ -187,7 +187,7 @@ impl SsdParser {
     }
 }
 
-impl Family for SsdParser {
+impl Family for SsdFamily {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -355,11 +355,11 @@ mod tests {
             output("boxes", &[1, 4420, 4]),
             output("scores", &[1, 4420, 2]),
         ]);
-        let p = SsdParser::new(&named, &SsdOptions::default()).unwrap();
+        let p = SsdFamily::new(&named, &SsdOptions::default()).unwrap();
         assert_eq!((p.scores_index, p.boxes_index), (1, 0));
         assert_eq!(p.num_classes(), 2);
         let unnamed = ultraface(vec![output("a", &[1, 4420, 2]), output("b", &[1, 4420, 4])]);
-        let p = SsdParser::new(&unnamed, &SsdOptions::default()).unwrap();
+        let p = SsdFamily::new(&unnamed, &SsdOptions::default()).unwrap();
         assert_eq!((p.scores_index, p.boxes_index), (0, 1));
         assert_eq!(p.input_spec().resize_mode, ResizeMode::Stretch);
         assert_eq!(p.input_spec().mean, [127.0; 3]);
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn refuses_models_that_do_not_fit() {
-        let e = SsdParser::new(&ultraface(vec![output("output", &[1, 3549, 85])]), &raw())
+        let e = SsdFamily::new(&ultraface(vec![output("output", &[1, 3549, 85])]), &raw())
             .err()
             .unwrap()
             .to_string();
@@ -376,7 +376,7 @@ mod tests {
             e.contains("ssd needs two outputs") && e.contains("output [1, 3549, 85]"),
             "{e}"
         );
-        let e = SsdParser::new(
+        let e = SsdFamily::new(
             &ultraface(vec![
                 output("scores", &[1, 4420, 2]),
                 output("boxes", &[1, 4000, 4]),
@@ -388,7 +388,7 @@ mod tests {
         .to_string();
         assert!(e.contains("the same fixed number of priors"), "{e}");
         // The default priors are UltraFace's: 4420 at 320x240.
-        let e = SsdParser::new(
+        let e = SsdFamily::new(
             &ultraface(vec![
                 output("scores", &[1, 3000, 2]),
                 output("boxes", &[1, 3000, 4]),
@@ -406,7 +406,7 @@ mod tests {
             boxes: SsdBoxes::Raw,
             priors: "strides=8".into(),
         };
-        let e = SsdParser::new(
+        let e = SsdFamily::new(
             &ultraface(vec![
                 output("scores", &[1, 4420, 2]),
                 output("boxes", &[1, 4420, 4]),
@@ -431,7 +431,7 @@ mod tests {
         };
         let scores = [0.1, 0.8, 0.9, 0.2, 0.05, 0.75];
         let boxes = [0.25, 0.5, 0.5, 1.0, 0.0, 0.0, 0.0, 0.0];
-        let decoded = SsdParser::new(&shapes, &SsdOptions::default()).unwrap();
+        let decoded = SsdFamily::new(&shapes, &SsdOptions::default()).unwrap();
         let got: Vec<(u32, f32, [f32; 4])> = decoded
             .decode(&[&scores, &boxes], 0.5)
             .iter()
@@ -450,7 +450,7 @@ mod tests {
             boxes: SsdBoxes::Raw,
             priors: "strides=32;min-sizes=16;variances=0.5,0.5".into(),
         };
-        let raw = SsdParser::new(&shapes, &options).unwrap();
+        let raw = SsdFamily::new(&shapes, &options).unwrap();
         // Prior 1: centre (0.75, 0.5), 0.25 x 0.5. Regression (2, -1, 2ln2, 0):
         // centre (0.75 + 2·0.5·0.25, 0.5 − 0.5·0.5) = (1.0, 0.25), size (0.5, 0.5).
         let boxes = [0.0, 0.0, 0.0, 0.0, 2.0, -1.0, 2.0 * 2f32.ln(), 0.0];

@@ -27,13 +27,13 @@ const KERNEL: KernelSource = KernelSource {
     name: "yolov8_decode",
 };
 
-pub struct Yolov8Parser {
+pub struct Yolov8Family {
     spec: InputSpec,
     anchors: usize,
     num_classes: usize,
 }
 
-impl Yolov8Parser {
+impl Yolov8Family {
     pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = grid_input_size("yolov8", &shapes.input)?;
         let anchors: usize = STRIDES
@@ -80,7 +80,7 @@ impl Yolov8Parser {
     }
 }
 
-impl Family for Yolov8Parser {
+impl Family for Yolov8Family {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -195,12 +195,12 @@ mod tests {
 
     #[test]
     fn anchors_follow_the_input_size() {
-        let p = Yolov8Parser::new(&shapes([1, 3, 640, 640], [1, 84, 8400])).unwrap();
+        let p = Yolov8Family::new(&shapes([1, 3, 640, 640], [1, 84, 8400])).unwrap();
         assert_eq!((p.anchors, p.num_classes), (8400, 80));
-        let p = Yolov8Parser::new(&shapes([1, 3, 320, 320], [1, 84, 2100])).unwrap();
+        let p = Yolov8Family::new(&shapes([1, 3, 320, 320], [1, 84, 2100])).unwrap();
         assert_eq!(p.anchors, 2100);
         // 64 wide, 32 high: 8x4 + 4x2 + 2x1 anchors.
-        let p = Yolov8Parser::new(&shapes([1, 3, 32, 64], [1, 6, 42])).unwrap();
+        let p = Yolov8Family::new(&shapes([1, 3, 32, 64], [1, 6, 42])).unwrap();
         assert_eq!((p.anchors, p.num_classes), (42, 2));
         assert_eq!(p.input_spec().resize_mode, ResizeMode::LetterboxCentred);
         assert_eq!(p.input_spec().channel_order, ChannelOrder::Rgb);
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn decodes_channel_major_output_in_anchor_then_class_order() {
         // 64x64: 84 anchors, 3 classes: 7 channels of 84 values.
-        let p = Yolov8Parser::new(&shapes([1, 3, 64, 64], [1, 7, 84])).unwrap();
+        let p = Yolov8Family::new(&shapes([1, 3, 64, 64], [1, 7, 84])).unwrap();
         let n = 84;
         let mut out = vec![0f32; 7 * n];
         let mut put = |anchor: usize, values: [f32; 7]| {
@@ -236,24 +236,24 @@ mod tests {
 
     #[test]
     fn rejects_models_that_do_not_fit() {
-        let e = Yolov8Parser::new(&shapes([1, 3, 640, 640], [1, 8400, 85]))
+        let e = Yolov8Family::new(&shapes([1, 3, 640, 640], [1, 8400, 85]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("output [N, 4 + classes, 8400]"), "{e}");
-        let e = Yolov8Parser::new(&shapes([1, 3, 640, 640], [1, 4, 8400]))
+        let e = Yolov8Family::new(&shapes([1, 3, 640, 640], [1, 4, 8400]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("output [N, 4 + classes, 8400]"), "{e}");
-        let e = Yolov8Parser::new(&shapes([1, 3, 600, 640], [1, 84, 8400]))
+        let e = Yolov8Family::new(&shapes([1, 3, 600, 640], [1, 84, 8400]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("multiples of 32"), "{e}");
         // The yolov8_decode fuzzer's find: a class count whose output size
         // overflows.
-        let e = Yolov8Parser::new(&shapes([1, 3, 96, 32], [1, 0x2222_2222_2222_2241, 63]))
+        let e = Yolov8Family::new(&shapes([1, 3, 96, 32], [1, 0x2222_2222_2222_2241, 63]))
             .err()
             .unwrap()
             .to_string();

@@ -32,13 +32,13 @@ struct Anchor {
     stride: f32,
 }
 
-pub struct YoloxParser {
+pub struct YoloxFamily {
     spec: InputSpec,
     anchors: Vec<Anchor>,
     num_classes: usize,
 }
 
-impl YoloxParser {
+impl YoloxFamily {
     pub fn new(shapes: &ModelShapes) -> Result<Self, ShapeError> {
         let (width, height) = grid_input_size("yolox", &shapes.input)?;
         let anchors: Vec<Anchor> = STRIDES
@@ -99,7 +99,7 @@ impl YoloxParser {
     }
 }
 
-impl Family for YoloxParser {
+impl Family for YoloxFamily {
     fn input_spec(&self) -> &InputSpec {
         &self.spec
     }
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn decodes_a_row_on_the_stride_16_grid() {
-        let p = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 84, 7])).unwrap();
+        let p = YoloxFamily::new(&shapes([1, 3, 64, 64], [1, 84, 7])).unwrap();
         // 64x64: 8x8 anchors at stride 8, 4x4 at 16, 2x2 at 32.
         let mut out = vec![0f32; 84 * 7];
         let row = 64 + 4 + 1; // stride 16, gy = 1, gx = 1
@@ -240,17 +240,17 @@ mod tests {
 
     #[test]
     fn rejects_models_that_do_not_fit() {
-        let e = YoloxParser::new(&shapes([1, 1, 64, 64], [1, 84, 7]))
+        let e = YoloxFamily::new(&shapes([1, 1, 64, 64], [1, 84, 7]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("[N, 3, H, W]"), "{e}");
-        let e = YoloxParser::new(&shapes([1, 3, 64, 64], [1, 80, 7]))
+        let e = YoloxFamily::new(&shapes([1, 3, 64, 64], [1, 80, 7]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("output [N, 84, 5 + classes]"), "{e}");
-        let e = YoloxParser::new(&shapes([1, 3, -1, -1], [1, 84, 7]))
+        let e = YoloxFamily::new(&shapes([1, 3, -1, -1], [1, 84, 7]))
             .err()
             .unwrap()
             .to_string();
@@ -263,12 +263,12 @@ mod tests {
     /// parser now does too.
     #[test]
     fn refuses_huge_inputs_before_making_anchors() {
-        let e = YoloxParser::new(&shapes([1, 3, 2936012864, 64], [23643898043695105, 0, 7]))
+        let e = YoloxFamily::new(&shapes([1, 3, 2936012864, 64], [23643898043695105, 0, 7]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("at most 8192 on a side"), "{e}");
-        assert!(YoloxParser::new(&shapes([1, 3, 8192, 8192], [1, 1376256, 6])).is_ok());
+        assert!(YoloxFamily::new(&shapes([1, 3, 8192, 8192], [1, 1376256, 6])).is_ok());
     }
 
     /// Found by the `model_shapes` fuzzer: a 416x416 model whose output
@@ -277,7 +277,7 @@ mod tests {
     /// checks, else a wrapped size for the output buffers and slices.
     #[test]
     fn refuses_outputs_whose_size_overflows() {
-        let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 0x0300000000000055]))
+        let e = YoloxFamily::new(&shapes([1, 3, 416, 416], [1, 3549, 0x0300000000000055]))
             .err()
             .unwrap()
             .to_string();
@@ -285,13 +285,13 @@ mod tests {
             e.contains("more than 67108864 values per frame: at most 18904 classes"),
             "{e}"
         );
-        let e = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, i64::MAX]))
+        let e = YoloxFamily::new(&shapes([1, 3, 416, 416], [1, 3549, i64::MAX]))
             .err()
             .unwrap()
             .to_string();
         assert!(e.contains("more than 67108864 values"), "{e}");
-        let p = YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18909])).unwrap();
+        let p = YoloxFamily::new(&shapes([1, 3, 416, 416], [1, 3549, 18909])).unwrap();
         assert_eq!(p.outputs()[0].values(), 3549 * 18909);
-        assert!(YoloxParser::new(&shapes([1, 3, 416, 416], [1, 3549, 18910])).is_err());
+        assert!(YoloxFamily::new(&shapes([1, 3, 416, 416], [1, 3549, 18910])).is_err());
     }
 }

@@ -330,7 +330,7 @@ fn gpu_tensor_element(model: &str) -> Option<ElementType> {
     element
 }
 
-/// An fp16 model (YOLOX-nano's fp16 twin, as tests/fp16.rs makes it) on
+/// An fp16 model (YOLOX-nano's fp16 twin, as tests/inference_fp16.rs makes it) on
 /// the GPU path: float16 tensors written by the pre-processing kernel, the
 /// float16 output converted to float32 on the GPU before the yolox kernel;
 /// against the same model on the CPU path (converted on the host).
@@ -433,7 +433,7 @@ fn ssd_cuda_detections_equal_cpu_detections() {
             a.frames, a.detections, a.most_in_a_frame, a.lowest_iou, a.largest_confidence_diff
         );
         assert_eq!(a.frames, 30, "every frame is compared");
-        // As the RGB frame of tests/models.rs, the NV12 frame has 44 faces
+        // As the RGB frame of tests/families_others.rs, the NV12 frame has 44 faces
         // on the CPU path (the least confident 0.80, measured), and every
         // GPU face has its CPU twin.
         assert_eq!(a.detections, 30 * 44, "44 faces in every frame");
