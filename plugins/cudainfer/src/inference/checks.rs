@@ -3,89 +3,9 @@
 //! describes them, fit a family. Plain data in, a decision out, so that
 //! unit tests and fuzzers (`internals` feature) reach it without a session.
 
+pub use super::error::{CheckError, LabelsError, Role};
 use super::{MAX_INPUT_VALUES, MAX_LABELS_BYTES};
 use crate::spec::ElementType;
-
-/// Why a labels file's bytes are not a labels file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LabelsError {
-    /// More than [`MAX_LABELS_BYTES`].
-    TooLarge,
-    /// Not UTF-8 text; the reason.
-    NotUtf8(std::str::Utf8Error),
-}
-
-/// Whether a model value is the model's input or its output, as messages
-/// name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Input,
-    Output,
-}
-
-impl Role {
-    /// What a family does with a value of this role.
-    fn verb(self) -> &'static str {
-        match self {
-            Role::Input => "takes",
-            Role::Output => "needs",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Input => "input",
-            Role::Output => "output",
-        })
-    }
-}
-
-/// Why a model's inputs and outputs do not fit what every family needs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
-    #[error(
-        "the model has {count} inputs ({}) but model-type={family} takes exactly one, the image",
-        .names.join(", ")
-    )]
-    InputCount {
-        count: usize,
-        names: Vec<String>,
-        family: String,
-    },
-    #[error("the model has no output")]
-    NoOutput,
-    #[error(
-        "the model's {role} '{name}' is {element} but model-type={family} {} float32 or float16: \
-         export the model with a float32 {role}",
-        .role.verb()
-    )]
-    ElementType {
-        role: Role,
-        name: String,
-        element: String,
-        family: String,
-    },
-    #[error(
-        "the model's {role} '{name}' is {kind}, not a tensor: model-type={family} needs a float32 tensor"
-    )]
-    NotTensor {
-        role: Role,
-        name: String,
-        kind: String,
-        family: String,
-    },
-    #[error(
-        "the model's input is {height}x{width} (height x width): at most {} on a side is supported",
-        crate::spec::MAX_TENSOR_SIDE
-    )]
-    InputTooLarge { height: i64, width: i64 },
-    #[error(
-        "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
-    )]
-    InputValues { values: u64 },
-}
 
 /// A labels file's contents: line `i` names class `i`; a blank line is an
 /// unnamed class (class-<id>), so it keeps its place. Blank lines at the end

@@ -1,14 +1,15 @@
 //! The errors of `inference/`: why a model could not be loaded
-//! ([`LoadError`]), why a frame's inference failed ([`InferError`]: its
-//! tensor does not fit the model, or the run of its batch failed on the
-//! host or in the GPU runner, [`GpuError`]).
+//! ([`LoadError`], with the checks' [`CheckError`] and [`LabelsError`] and
+//! ONNX Runtime's [`RuntimeError`] and [`ProvidersError`]), why a frame's
+//! inference failed ([`InferError`]: its tensor does not fit the model, or
+//! the run of its batch failed on the host or in the GPU runner,
+//! [`GpuError`]).
 
 use std::sync::Arc;
 
 use cudarc::driver::DriverError;
 
-use super::checks::CheckError;
-use super::runtime::RuntimeError;
+use super::MAX_INPUT_VALUES;
 use crate::cuda::CudaError;
 use crate::families::ShapeError;
 
@@ -206,3 +207,112 @@ impl GpuError {
 #[error("{0}")]
 pub struct OrtStatus(pub(super) String);
 
+/// Why a labels file's bytes are not a labels file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelsError {
+    /// More than [`super::MAX_LABELS_BYTES`].
+    TooLarge,
+    /// Not UTF-8 text; the reason.
+    NotUtf8(std::str::Utf8Error),
+}
+
+/// Whether a model value is the model's input or its output, as messages
+/// name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Input,
+    Output,
+}
+
+impl Role {
+    /// What a family does with a value of this role.
+    pub(super) fn verb(self) -> &'static str {
+        match self {
+            Role::Input => "takes",
+            Role::Output => "needs",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Input => "input",
+            Role::Output => "output",
+        })
+    }
+}
+
+/// Why a model's inputs and outputs do not fit what every family needs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error(
+        "the model has {count} inputs ({}) but model-type={family} takes exactly one, the image",
+        .names.join(", ")
+    )]
+    InputCount {
+        count: usize,
+        names: Vec<String>,
+        family: String,
+    },
+    #[error("the model has no output")]
+    NoOutput,
+    #[error(
+        "the model's {role} '{name}' is {element} but model-type={family} {} float32 or float16: \
+         export the model with a float32 {role}",
+        .role.verb()
+    )]
+    ElementType {
+        role: Role,
+        name: String,
+        element: String,
+        family: String,
+    },
+    #[error(
+        "the model's {role} '{name}' is {kind}, not a tensor: model-type={family} needs a float32 tensor"
+    )]
+    NotTensor {
+        role: Role,
+        name: String,
+        kind: String,
+        family: String,
+    },
+    #[error(
+        "the model's input is {height}x{width} (height x width): at most {} on a side is supported",
+        crate::spec::MAX_TENSOR_SIDE
+    )]
+    InputTooLarge { height: i64, width: i64 },
+    #[error(
+        "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
+    )]
+    InputValues { values: u64 },
+}
+
+/// Why a `providers` list cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProvidersError {
+    #[error("unknown execution provider '{0}': use a comma-separated list of tensorrt, cuda, cpu")]
+    Unknown(String),
+    #[error("the providers list is empty: set providers=cpu (or cuda, tensorrt)")]
+    Empty,
+}
+
+/// What went wrong, by what the user has to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeError {
+    Library(String),
+    Model(String),
+    Provider(String),
+}
+
+impl std::fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeError::Library(m) | RuntimeError::Model(m) | RuntimeError::Provider(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {}

@@ -13,6 +13,8 @@ use ort::session::Session;
 
 use super::node_placement::{NodePlacements, PlacementReader};
 
+pub use super::error::{ProvidersError, RuntimeError};
+
 /// ONNX Runtime's own messages of the sessions whose log we read.
 static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -52,15 +54,6 @@ impl Provider {
     }
 }
 
-/// Why a `providers` list cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProvidersError {
-    #[error("unknown execution provider '{0}': use a comma-separated list of tensorrt, cuda, cpu")]
-    Unknown(String),
-    #[error("the providers list is empty: set providers=cpu (or cuda, tensorrt)")]
-    Empty,
-}
-
 /// Parses a comma-separated, ordered provider list such as `cuda,cpu`.
 pub fn parse_providers(list: &str) -> Result<Vec<Provider>, ProvidersError> {
     let mut out = Vec::new();
@@ -80,26 +73,6 @@ pub fn parse_providers(list: &str) -> Result<Vec<Provider>, ProvidersError> {
     }
     Ok(out)
 }
-
-/// What went wrong, by what the user has to fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeError {
-    Library(String),
-    Model(String),
-    Provider(String),
-}
-
-impl std::fmt::Display for RuntimeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuntimeError::Library(m) | RuntimeError::Model(m) | RuntimeError::Provider(m) => {
-                f.write_str(m)
-            }
-        }
-    }
-}
-
-impl std::error::Error for RuntimeError {}
 
 /// The library to load: the explicit path, else `ORT_DYLIB_PATH`, else the
 /// first of [`SEARCHED_LOCATIONS`] that exists (the bare name last).
