@@ -27,7 +27,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
-# What the tests need at run time in trixie. gcc/libc6-dev: tests/ort_library.rs
+# What the tests need at run time in trixie. gcc/libc6-dev: tests/trtinfer_ort_library.rs
 # builds a stand-in library with cc. gir1.2-gst-plugins-bad-1.0: GstAnalytics
 # for tests/python/test_analytics_meta.py. gstreamer1.0-rtsp: the RTSP server
 # library of cudainfer-run's tests. pkgconf and libgstreamer-plugins-bad1.0-dev:

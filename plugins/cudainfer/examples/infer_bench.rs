@@ -11,9 +11,9 @@
 use std::time::Instant;
 
 use gstcudainfer::cuda::{self, DeviceTensor, TensorPool};
+use gstcudainfer::families::ModelType;
 use gstcudainfer::inference::runtime::{CudaOptions, Provider, TensorRtOptions};
-use gstcudainfer::inference::{Detector, DetectorConfig};
-use gstcudainfer::parsers::ModelType;
+use gstcudainfer::inference::{Model, ModelConfig};
 use gstcudainfer::spec::ElementType;
 use gstcudainfer::tensor::{FrameTransform, Tensor, TensorStorage};
 
@@ -67,7 +67,7 @@ fn cuda_options(config: &str) -> CudaOptions {
 }
 
 /// `count` tensors of the model's input size on the GPU, all mid-grey.
-fn tensors(detector: &Detector, count: usize) -> Vec<Tensor> {
+fn tensors(detector: &Model, count: usize) -> Vec<Tensor> {
     let spec = detector.input_spec();
     let (w, h) = (spec.width as usize, spec.height as usize);
     let gpu = cuda::gpu(0).expect("a CUDA device");
@@ -111,8 +111,8 @@ fn main() {
     for config in &args.configs {
         for &batch in &args.batches {
             let started = Instant::now();
-            let mut detector = Detector::load(
-                &DetectorConfig {
+            let mut detector = Model::load(
+                &ModelConfig {
                     model: args.model.clone().into(),
                     model_type: ModelType::default(),
                     family: Default::default(),
@@ -147,7 +147,7 @@ fn main() {
             let all = Instant::now();
             for _ in 0..args.runs {
                 let one = Instant::now();
-                for r in detector.detect_batch(&refs, &thresholds) {
+                for r in detector.run_batch(&refs, &thresholds) {
                     r.expect("inference");
                 }
                 times_ms.push(one.elapsed().as_secs_f64() * 1e3);
