@@ -8,9 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{CappedAlloc, Reader};
+use gstcudainfer::families::{self, ModelType};
 use gstcudainfer::inference::MAX_INPUT_VALUES;
 use gstcudainfer::internals::{check_model_io, model_shapes, ModelValue, ValueKind};
-use gstcudainfer::families::{self, ModelType};
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]

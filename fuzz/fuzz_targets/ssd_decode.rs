@@ -10,9 +10,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{check_detections, output_values, CappedAlloc, Reader};
-use gstcudainfer::internals::ssd_prior_count;
 use gstcudainfer::families::ssd::{Priors, SsdBoxes, SsdOptions};
 use gstcudainfer::families::{self, FamilyOptions, ModelOutput, ModelShapes, ModelType};
+use gstcudainfer::internals::ssd_prior_count;
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]
