@@ -226,6 +226,15 @@ pub fn pool_sessions(
     }
 }
 
+/// The first session's stream: the GPU's shared one, or (measurement
+/// switch `CUDAINFER_SESSION_STREAM=own`) one of its own.
+fn first_session_stream() -> SessionStream {
+    match std::env::var("CUDAINFER_SESSION_STREAM").as_deref() {
+        Ok("own") => SessionStream::Own,
+        _ => SessionStream::Shared,
+    }
+}
+
 /// One key's batcher, or where it is being made: elements of the same key
 /// wait on the slot while the model loads; other keys are not held up (a
 /// TensorRT engine build takes minutes).
@@ -287,7 +296,7 @@ pub fn shared(
         }
         return Ok(existing);
     }
-    let mut detector = Model::load(&key.config, &mut warn)?;
+    let mut detector = Model::load_on(&key.config, first_session_stream(), &mut warn)?;
     let model_limit = detector.max_batch();
     if model_limit < max_batch_size {
         let message = format!(

@@ -150,6 +150,15 @@ pub struct CudaOptions {
     /// Needs fixed input and output addresses and one shape, which the
     /// device runner gives (see `GpuRunner::warm_up`).
     pub cuda_graph: bool,
+    /// cuDNN's NHWC convolutions (`prefer_nhwc`): ONNX Runtime moves the
+    /// graph's convolutions to channels-last layout, which tensor cores
+    /// read without transposes, at the cost of layout changes at the edges.
+    pub prefer_nhwc: bool,
+    /// cuDNN picks convolution algorithms by its heuristics instead of
+    /// timing every one at the first run (ONNX Runtime's default, exhaustive).
+    pub heuristic_conv_search: bool,
+    /// cuDNN's fused convolution and bias (`fuse_conv_bias`).
+    pub fuse_conv_bias: bool,
 }
 
 /// Session options that select one provider.
@@ -177,7 +186,12 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .with_tf32(options.cuda.tf32)
-                .with_cuda_graph(options.cuda.cuda_graph);
+                .with_cuda_graph(options.cuda.cuda_graph)
+                .with_prefer_nhwc(options.cuda.prefer_nhwc)
+                .with_fuse_conv_bias(options.cuda.fuse_conv_bias);
+            if options.cuda.heuristic_conv_search {
+                cuda = cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic);
+            }
             if let Some(stream) = stream {
                 // SAFETY: the stream is the process-wide Gpu's, never
                 // dropped, or a pool session's own, which its Model drops

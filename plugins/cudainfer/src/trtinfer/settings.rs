@@ -142,6 +142,7 @@ impl Settings {
             cuda: CudaOptions {
                 tf32: self.tf32,
                 cuda_graph: self.cuda_graph,
+                ..CudaOptions::default()
             },
             tensorrt: TensorRtOptions {
                 cache_dir: self.tensorrt_cache_dir.clone(),
