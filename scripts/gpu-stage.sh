@@ -30,10 +30,10 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[1] and m.get("executable"):
         print(m["executable"])' "$1" || true
 }
-test_bin=$(test_binary gpu)
-overlay_bin=$(test_binary overlay)
+test_bin=$(test_binary pipeline_gpu)
+overlay_bin=$(test_binary inferoverlay_drawing)
 if [ -z "$test_bin" ] || [ -z "$overlay_bin" ]; then
-  echo "gpu-stage: cannot build the GPU test binaries (cargo test --release --test gpu/overlay --no-run)" >&2
+  echo "gpu-stage: cannot build the GPU test binaries (cargo test --release --test pipeline_gpu/inferoverlay_drawing --no-run)" >&2
   exit 1
 fi
 art=target/gpu-artifacts

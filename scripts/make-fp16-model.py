@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Converts a float32 ONNX model to a float16 one throughout (input, weights,
-outputs) with onnxconverter-common, for tests/fp16.rs's optional check of a
+outputs) with onnxconverter-common, for tests/inference_fp16.rs's optional check of a
 real fp16 model (CUDAINFER_FP16_MODEL) and manual runs; the result is not
 kept in the repository. Needs: pip install onnx onnxconverter-common.
 

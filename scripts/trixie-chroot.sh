@@ -7,7 +7,7 @@
 #                                          tests (cargo, release) and run them all
 #                                          inside: the Rust test binaries, the
 #                                          Python tests, the ABI check of
-#                                          analytics/ffi.rs, the gst-inspect check
+#                                          meta/analytics/ffi.rs, the gst-inspect check
 #   scripts/trixie-chroot.sh create        only make (or remake) the chroot
 #   scripts/trixie-chroot.sh run CMD...    run CMD inside, with the same mounts and
 #                                          environment as the tests (e.g. run bash)
@@ -27,7 +27,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 
-# What the tests need at run time in trixie. gcc/libc6-dev: tests/ort_library.rs
+# What the tests need at run time in trixie. gcc/libc6-dev: tests/trtinfer_ort_library.rs
 # builds a stand-in library with cc. gir1.2-gst-plugins-bad-1.0: GstAnalytics
 # for tests/python/test_analytics_meta.py. gstreamer1.0-rtsp: the RTSP server
 # library of cudainfer-run's tests. pkgconf and libgstreamer-plugins-bad1.0-dev:
@@ -313,7 +313,7 @@ suite() {
   python3 "$top/tests/python/test_print_detections.py" || failed+=(python-appsink)
   echo "=== python-analytics"
   python3 "$top/tests/python/test_analytics_meta.py" || failed+=(python-analytics)
-  echo "=== abi (analytics/ffi.rs against the GstAnalytics headers)"
+  echo "=== abi (meta/analytics/ffi.rs against the GstAnalytics headers)"
   python3 "$top/tests/abi/check_abi.py" c /tmp/abi-rust.txt || failed+=(abi)
   echo "=== inspect"
   "$top/tests/inspect/check_inspect.sh" -p /tmp/cudainfer-plugin || failed+=(inspect)

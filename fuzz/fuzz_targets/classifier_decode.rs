@@ -9,8 +9,8 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{output_values, CappedAlloc, Reader};
-use gstcudainfer::parsers::classifier::{Activation, ClassifierOptions};
-use gstcudainfer::parsers::{
+use gstcudainfer::families::classifier::{Activation, ClassifierOptions};
+use gstcudainfer::families::{
     self, DecodeLimits, FamilyOptions, FrameResult, ModelOutput, ModelShapes, ModelType,
 };
 
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
         },
         ..Default::default()
     };
-    let Ok(parser) = parsers::new_parser(ModelType::Classifier, &shapes, &options) else {
+    let Ok(parser) = families::new_family(ModelType::Classifier, &shapes, &options) else {
         return;
     };
     let classes = parser.num_classes();

@@ -8,9 +8,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{CappedAlloc, Reader};
+use gstcudainfer::families::{self, ModelType};
 use gstcudainfer::inference::MAX_INPUT_VALUES;
 use gstcudainfer::internals::{check_model_io, model_shapes, ModelValue, ValueKind};
-use gstcudainfer::parsers::{self, ModelType};
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]
@@ -70,9 +70,9 @@ fuzz_target!(|data: &[u8]| {
         .filter(|&&d| d > 0)
         .fold(1u64, |n, &d| n.saturating_mul(d as u64));
     assert!(per_frame <= MAX_INPUT_VALUES);
-    // What Detector::load does next.
+    // What Model::load does next.
     let shapes = model_shapes(input, &outputs);
-    match parsers::new_parser(ModelType::Yolox, &shapes, &Default::default()) {
+    match families::new_family(ModelType::Yolox, &shapes, &Default::default()) {
         Ok(parser) => {
             let spec = parser.input_spec();
             assert!(spec.width <= MAX_TENSOR_SIDE && spec.height <= MAX_TENSOR_SIDE);

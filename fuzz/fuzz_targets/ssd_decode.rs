@@ -10,9 +10,9 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{check_detections, output_values, CappedAlloc, Reader};
+use gstcudainfer::families::ssd::{Priors, SsdBoxes, SsdOptions};
+use gstcudainfer::families::{self, FamilyOptions, ModelOutput, ModelShapes, ModelType};
 use gstcudainfer::internals::ssd_prior_count;
-use gstcudainfer::parsers::ssd::{Priors, SsdBoxes, SsdOptions};
-use gstcudainfer::parsers::{self, FamilyOptions, ModelOutput, ModelShapes, ModelType};
 use gstcudainfer::spec::MAX_TENSOR_SIDE;
 
 #[global_allocator]
@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
         },
         ..Default::default()
     };
-    let Ok(parser) = parsers::new_parser(ModelType::Ssd, &shapes, &options) else {
+    let Ok(parser) = families::new_family(ModelType::Ssd, &shapes, &options) else {
         return;
     };
     // Scores then boxes, wherever they are among the model's outputs.

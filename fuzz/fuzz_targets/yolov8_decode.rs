@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 use gst_cudainfer_fuzz::{fuzz_grid_family, CappedAlloc, GridFamily};
-use gstcudainfer::parsers::ModelType;
+use gstcudainfer::families::ModelType;
 
 #[global_allocator]
 static ALLOC: CappedAlloc = CappedAlloc;

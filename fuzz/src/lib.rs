@@ -5,7 +5,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use gstcudainfer::parsers::{keep_most_confident, nms, Candidate};
+use gstcudainfer::families::{keep_most_confident, nms, Candidate};
 
 /// Largest single allocation a target may make: the parsers' biggest
 /// legitimate one (YOLOX anchors at 8192x8192) is 16 MiB.
@@ -193,7 +193,7 @@ pub fn check_detections(
 /// whose `anchor_axis` counts the anchors of the stride 8/16/32 grids and
 /// whose other axis holds `box_channels` values then one per class.
 pub struct GridFamily {
-    pub model_type: gstcudainfer::parsers::ModelType,
+    pub model_type: gstcudainfer::families::ModelType,
     pub output_name: &'static str,
     pub anchor_axis: usize,
     pub box_channels: i64,
@@ -245,7 +245,7 @@ fn grid_anchors(h: i64, w: i64) -> Option<i64> {
 /// Nothing may panic or allocate without bound, and each step keeps its
 /// invariants.
 pub fn fuzz_grid_family(family: &GridFamily, data: &[u8]) {
-    use gstcudainfer::parsers::{self, ModelOutput, ModelShapes};
+    use gstcudainfer::families::{self, ModelOutput, ModelShapes};
     let data = GridInput::read(data);
     let mut output = data.output;
     if data.matching_anchors && data.input.len() == 4 && output.len() == 3 {
@@ -260,7 +260,7 @@ pub fn fuzz_grid_family(family: &GridFamily, data: &[u8]) {
             shape: output.clone(),
         }],
     };
-    let Ok(parser) = parsers::new_parser(family.model_type, &shapes, &Default::default()) else {
+    let Ok(parser) = families::new_family(family.model_type, &shapes, &Default::default()) else {
         return;
     };
     let spec = parser.input_spec();

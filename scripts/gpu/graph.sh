@@ -2,7 +2,7 @@
 # CUDA graphs (trtinfer cuda-graph=true), under ../shared/gpu/run.sh
 # after scripts/gpu-stage.sh:
 #   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run graph
-# 1. GPU = CPU with the graph (tests/gpu.rs cuda_graph_detections_equal_cpu_detections).
+# 1. GPU = CPU with the graph (tests/pipeline_gpu.rs cuda_graph_detections_equal_cpu_detections).
 # 2. Inference alone per batch size, fp32 with and without the graph
 #    (infer_bench, YOLOX-nano dynamic batch).
 # 3. 16 streams as fast as they decode, with and without the graph, one run.

@@ -2,7 +2,7 @@
 # The model families' GPU check, run on the
 # GPU machine under ../shared/gpu/run.sh after scripts/gpu-stage.sh:
 #   bash .gpu-stage/run/run.sh bash /tmp/gpu/app/gpu-run models [STREAMS]
-# 1. GPU = CPU for the families and secondary inference (tests/gpu.rs):
+# 1. GPU = CPU for the families and secondary inference (tests/pipeline_gpu.rs):
 #    yolov8 (yolov12n, a fixed batch of 1: the default pool of 4 sessions on
 #    their own CUDA streams), whole-frame classifier, raw outputs, crops
 #    classified on the GPU.

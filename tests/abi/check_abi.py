@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The hand-written C layouts of plugins/cudainfer/src/analytics/ffi.rs
+"""The hand-written C layouts of plugins/cudainfer/src/meta/analytics/ffi.rs
 against GStreamer's own headers: size, alignment and every field's offset of
 each #[repr(C)] struct, the size of each documented type alias, and the
 value of each constant, as the C compiler
@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 TOP = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FFI = os.path.join(TOP, "plugins", "cudainfer", "src", "analytics", "ffi.rs")
+FFI = os.path.join(TOP, "plugins", "cudainfer", "src", "meta", "analytics", "ffi.rs")
 PKG = "gstreamer-analytics-1.0"
 HEADER = "gst/analytics/analytics.h"
 SKIP = 77

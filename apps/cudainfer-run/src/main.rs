@@ -80,7 +80,14 @@ fn run() -> Result<(), RunError> {
         );
     }
     let settings = pipeline::PipelineSettings::new(&config, gpu);
-    pipeline::check_inference(&settings).map_err(RunError::Inference)?;
+    pipeline::check_inference(&settings).map_err(|e| {
+        // trtinfer's advice names its ort-library property, which the
+        // service does not have: here the environment is the way.
+        RunError::Inference(e.replace(
+            "the ort-library property or ORT_DYLIB_PATH",
+            "ORT_DYLIB_PATH (cudainfer-run's environment)",
+        ))
+    })?;
     log::event(
         Level::Info,
         "service_starting",

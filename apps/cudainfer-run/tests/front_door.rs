@@ -1044,3 +1044,22 @@ fn sighup_does_not_open_a_fifo() {
     assert!(started.elapsed() < Duration::from_secs(10));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An ONNX Runtime that cannot be loaded stops the start with advice the
+/// service's user can follow: the environment, not trtinfer's property.
+#[test]
+fn a_missing_onnx_runtime_is_explained_for_the_service() {
+    let model = model();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cudainfer-run"))
+        .args(["--model", &model, "--http", "0"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ORT_DYLIB_PATH (cudainfer-run's environment)"),
+        "{err}"
+    );
+    assert!(!err.contains("ort-library"), "{err}");
+}

@@ -503,6 +503,26 @@ impl Drop for Prometheus {
 /// started again and its cameras publish again.
 #[test]
 fn three_shards_share_a_list() {
+    // Like the publisher's MQTT tests: where no broker is installed (the
+    // GStreamer 1.26 chroot), say so and pass on.
+    let missing: Vec<&str> = ["mosquitto", "mosquitto_sub"]
+        .into_iter()
+        .filter(|tool| {
+            Command::new(tool)
+                .arg("--help")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err()
+        })
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "SKIPPED: {} not installed (scripts/setup-deps.sh installs mosquitto and mosquitto-clients)",
+            missing.join(" and ")
+        );
+        return;
+    }
     let runner = Runner::from_env();
     let dir = temp_dir("shards");
     let token_file = write_token(&dir);

@@ -20,31 +20,25 @@ macro_rules! internal_modules {
         #[doc(hidden)]
         pub mod $name;
         #[cfg(not(feature = "internals"))]
-        mod $name;
+        pub(crate) mod $name;
     )*};
 }
 
-// What applications read: the metas and their readers.
-pub mod analytics;
-pub mod detections;
-pub mod raw_outputs;
+// What applications read: the metas and their readers (the modules stay
+// reachable at the crate root, where applications have used them).
+pub mod meta;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub use meta::tensor_meta;
+pub use meta::{analytics, detections, raw_outputs};
 
-internal_modules!(
-    cuda,
-    inference,
-    overlay,
-    parsers,
-    preprocess,
-    spec,
-    tensor,
-    tensor_meta
-);
+internal_modules!(cuda, families, inference, preprocess, spec, tensor);
 
 mod cudapreprocess;
-mod custom_meta;
 mod inferoverlay;
 mod inferpublish;
 mod infertrack;
+mod properties;
 mod trtinfer;
 
 pub use detections::{Classification, Detection, FrameDetections, Skip, Track, TrackState};
@@ -64,10 +58,11 @@ pub mod internals {
         check_input_size, check_model_io, model_shapes, parse_labels, LabelsError, ModelValue,
         ValueKind,
     };
+    pub use crate::inferoverlay::draw::class_colour;
 
     /// How many priors `priors` describes for a `width` x `height` input:
     /// the count an ssd model with raw boxes must have.
-    pub fn ssd_prior_count(priors: &crate::parsers::ssd::Priors, width: u32, height: u32) -> u64 {
+    pub fn ssd_prior_count(priors: &crate::families::ssd::Priors, width: u32, height: u32) -> u64 {
         priors.count(width, height)
     }
 }
@@ -120,34 +115,11 @@ fn pass_through_pad_templates(caps: &gst::Caps) -> Vec<gst::PadTemplate> {
     .collect()
 }
 
-/// Whether `pspec` may take a new value now. Settings read at start only
-/// (GST_PARAM_MUTABLE_READY) may not while the element is started: the new
-/// value would read back as set and change nothing. A refusal is logged.
-fn may_change_now(
-    element: &gst::Element,
-    cat: gst::DebugCategory,
-    pspec: &glib::ParamSpec,
-) -> bool {
-    use gst::prelude::*;
-    if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY)
-        && element.current_state() > gst::State::Ready
-    {
-        gst::warning!(
-            cat,
-            obj = element,
-            "cannot change {} while PLAYING/PAUSED: set it in NULL or READY",
-            pspec.name()
-        );
-        return false;
-    }
-    true
-}
-
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     spec::register_types();
-    tensor_meta::register();
-    detections::register();
-    raw_outputs::register();
+    meta::tensor_meta::register();
+    meta::detections::register();
+    meta::raw_outputs::register();
     cudapreprocess::register(plugin)?;
     trtinfer::register(plugin)?;
     inferoverlay::register(plugin)?;

@@ -241,6 +241,8 @@ pub struct LiveResult {
     /// has), decoder→sink last.
     pub stages: Vec<Stage>,
     pub batch: Option<BatchTiming>,
+    /// The host's CPU busy share (all cores) in the steady state.
+    pub host_cpu_percent: Option<f64>,
 }
 
 /// When the sinks came down to the sources' rate (`rate` frames a second),
@@ -388,17 +390,56 @@ fn feed(src: &gst_app::AppSrc, clip: Arc<Clip>, loops: usize, offset: gst::Clock
     );
 }
 
+/// The host's CPU time so far, from /proc/stat's first line: (busy,
+/// total) in clock ticks, all cores together; `None` where there is none.
+fn host_cpu_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Samples taken every 100 ms during a run: each device's decoder and SM
+/// percent, and the host's CPU ticks.
+#[derive(Default)]
+struct Samples {
+    gpu: Vec<(Instant, u32, u32, u32)>,
+    cpu: Vec<(Instant, u64, u64)>,
+}
+
+/// The host's busy share of all its cores from the first sample at or
+/// after `from` to the last.
+fn host_cpu_percent(cpu: &[(Instant, u64, u64)], from: Instant) -> Option<f64> {
+    let first = cpu.iter().find(|s| s.0 >= from)?;
+    let last = cpu.last()?;
+    let total = last.2.checked_sub(first.2).filter(|&t| t > 0)?;
+    Some(100.0 * last.1.saturating_sub(first.1) as f64 / total as f64)
+}
+
 fn sample_utilisation(
     nvml: Vec<(u32, Arc<Nvml>)>,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Vec<(Instant, u32, u32, u32)>> {
+) -> std::thread::JoinHandle<Samples> {
     std::thread::spawn(move || {
-        let mut samples = Vec::new();
+        let mut samples = Samples::default();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
             let at = Instant::now();
             for (device, n) in &nvml {
-                samples.push((at, *device, n.decoder_percent(), n.sm_percent()));
+                samples
+                    .gpu
+                    .push((at, *device, n.decoder_percent(), n.sm_percent()));
+            }
+            if let Some((busy, total)) = host_cpu_ticks() {
+                samples.cpu.push((at, busy, total));
             }
         }
         samples
@@ -670,6 +711,7 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
         r.p99_ms = percentile(&latencies, 0.99);
         r.max_ms = latencies.last().copied();
         let on: Vec<&(Instant, u32, u32, u32)> = samples
+            .gpu
             .iter()
             .filter(|s| s.0 >= steady_from && members.iter().any(|&i| setup.devices[i] == s.1))
             .collect();
@@ -704,6 +746,7 @@ pub fn run_live(setup: &LiveSetup) -> Result<LiveResult, String> {
         total,
         stages,
         batch,
+        host_cpu_percent: host_cpu_percent(&samples.cpu, steady_from),
     })
 }
 
@@ -817,10 +860,16 @@ pub fn print_table(streams: usize, result: &LiveResult, budget: Duration) {
             pct(r.sm_percent)
         );
     }
+    if let Some(cpu) = result.host_cpu_percent {
+        println!(
+            "host CPU busy in the steady state: {cpu:.0} % of {} cores",
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     let t = &result.total;
     // One line for scripts.
     println!(
-        "LIVE streams={streams} delivered={} lost={} late={} p99_ms={} startup_s={} catch_up_s={} kept_up={} skipped={} pass={}",
+        "LIVE streams={streams} delivered={} lost={} late={} p99_ms={} startup_s={} catch_up_s={} kept_up={} skipped={} cpu={} pass={}",
         t.delivered,
         t.lost,
         t.late,
@@ -833,6 +882,9 @@ pub fn print_table(streams: usize, result: &LiveResult, budget: Duration) {
             .map_or("none".into(), |c| format!("{:.1}", c.as_secs_f64())),
         t.kept_up.map_or("none".into(), |k| format!("{k:.3}")),
         t.skipped,
+        result
+            .host_cpu_percent
+            .map_or("none".into(), |c| format!("{c:.0}")),
         meets(result, budget)
     );
 }

@@ -6,165 +6,27 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::errors::{CudaInputError, FrameError, SettingsError};
+use super::error::FrameError;
 use super::objects::ObjectFilter;
+use super::settings::{Mode, Settings, DEFAULT_MAX_OBJECTS, DEFAULT_MIN_OBJECT_SIZE};
 use crate::cuda::gst_cuda::{self, CudaContext};
-use crate::cuda::{self as gpu_mod, CudaError, Gpu};
+use crate::cuda::{self as gpu_mod};
+use crate::meta::tensor_meta;
 use crate::preprocess::cpu::{self, CpuPreprocessor};
 use crate::preprocess::cuda::CudaPreprocessor;
 use crate::preprocess::{Plan, Region, SUPPORTED_FORMATS};
-use crate::spec::{self, ChannelOrder, ElementType, InputSpec, ResizeMode};
+use crate::properties::{may_change_now, MUTABLE_PLAYING, MUTABLE_READY};
+use crate::spec::{self, ChannelOrder, InputSpec, ResizeMode};
 use crate::tensor::{ObjectTensor, Tensor};
-use crate::tensor_meta;
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "cudapreprocess",
         gst::DebugColorFlags::empty(),
         Some("Frame to model tensor pre-processing"),
     )
 });
-
-/// Smallest |std| accepted.
-pub(super) const MIN_STD: f32 = 1e-6;
-
-const DEFAULT_MIN_OBJECT_SIZE: u32 = 16;
-const DEFAULT_MAX_OBJECTS: u32 = 32;
-
-/// Used where neither the model nor a property says otherwise.
-const FALLBACK_PAD_VALUE: f32 = 114.0;
-
-/// What a tensor is made of.
-#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstCudaPreprocessMode")]
-pub enum Mode {
-    #[default]
-    #[enum_value(name = "Frame: one tensor of the whole frame", nick = "frame")]
-    Frame = 0,
-    /// Secondary inference: the frame's objects, found by a trtinfer
-    /// detector upstream, each cropped into its own tensor.
-    #[enum_value(
-        name = "Objects: one tensor per object a detector upstream found (for a classifier)",
-        nick = "objects"
-    )]
-    Objects = 1,
-}
-
-/// Property values; "unset" (0, auto, empty, -1) means "as the model wants".
-#[derive(Debug, Clone)]
-struct Settings {
-    mode: Mode,
-    object_classes: String,
-    min_object_size: u32,
-    max_objects: u32,
-    width: u32,
-    height: u32,
-    resize_mode: ResizeMode,
-    channel_order: ChannelOrder,
-    pixel_scale: f64,
-    mean: Vec<f32>,
-    std: Vec<f32>,
-    pad_value: i32,
-    device_id: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            mode: Mode::Frame,
-            object_classes: String::new(),
-            min_object_size: DEFAULT_MIN_OBJECT_SIZE,
-            max_objects: DEFAULT_MAX_OBJECTS,
-            width: 0,
-            height: 0,
-            resize_mode: ResizeMode::Auto,
-            channel_order: ChannelOrder::Auto,
-            pixel_scale: 0.0,
-            mean: Vec::new(),
-            std: Vec::new(),
-            pad_value: -1,
-            device_id: 0,
-        }
-    }
-}
-
-impl Settings {
-    /// Merges the properties over what downstream said (if anything).
-    fn resolve(&self, learnt: Option<&InputSpec>) -> Result<InputSpec, SettingsError> {
-        let pick_u32 = |own: u32, from: Option<u32>| if own > 0 { Some(own) } else { from };
-        let (Some(width), Some(height)) = (
-            pick_u32(self.width, learnt.map(|s| s.width)),
-            pick_u32(self.height, learnt.map(|s| s.height)),
-        ) else {
-            return Err(SettingsError::UnknownSize);
-        };
-        let triple = |own: &[f32],
-                      from: Option<[f32; 3]>,
-                      default: f32|
-         -> Result<[f32; 3], SettingsError> {
-            match own.len() {
-                0 => Ok(from.unwrap_or([default; 3])),
-                1 => Ok([own[0]; 3]),
-                3 => Ok([own[0], own[1], own[2]]),
-                n => Err(SettingsError::ValueCount(n)),
-            }
-        };
-        let side = spec::MAX_TENSOR_SIDE;
-        if width > side || height > side {
-            return Err(SettingsError::TooLarge { width, height });
-        }
-        // The model downstream checks every tensor against its input: a
-        // different size can only fail there, frame after frame.
-        if let Some(l) = learnt.filter(|l| (l.width, l.height) != (width, height)) {
-            return Err(SettingsError::NotModelSize {
-                width,
-                height,
-                model_width: l.width,
-                model_height: l.height,
-            });
-        }
-        let mean = triple(&self.mean, learnt.map(|s| s.mean), 0.0)?;
-        let std = triple(&self.std, learnt.map(|s| s.std), 1.0)?;
-        // NaN or infinity would turn every tensor value into NaN, and a tiny
-        // std into infinities: the model would silently find nothing.
-        if mean.iter().chain(&std).any(|v| !v.is_finite()) {
-            return Err(SettingsError::NotFinite { mean, std });
-        }
-        if std.iter().any(|v| v.abs() < MIN_STD) {
-            return Err(SettingsError::TinyStd { std });
-        }
-        Ok(InputSpec {
-            width,
-            height,
-            channel_order: match (self.channel_order, learnt) {
-                (ChannelOrder::Auto, Some(l)) => l.channel_order,
-                (ChannelOrder::Auto, None) => ChannelOrder::Rgb,
-                (own, _) => own,
-            },
-            resize_mode: match (self.resize_mode, learnt) {
-                (ResizeMode::Auto, Some(l)) => l.resize_mode,
-                (ResizeMode::Auto, None) => ResizeMode::Letterbox,
-                (own, _) => own,
-            },
-            pixel_scale: if self.pixel_scale > 0.0 {
-                self.pixel_scale as f32
-            } else {
-                learnt.map_or(1.0, |l| l.pixel_scale)
-            },
-            mean,
-            std,
-            pad_value: if self.pad_value >= 0 {
-                self.pad_value as f32
-            } else {
-                learnt.map_or(FALLBACK_PAD_VALUE, |l| l.pad_value)
-            },
-            // No property: only the model knows what it takes.
-            element_type: learnt.map_or(ElementType::Float32, |l| l.element_type),
-        })
-    }
-}
 
 // One per element, made per caps: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -182,11 +44,11 @@ struct State {
 
 #[derive(Default)]
 pub struct CudaPreprocess {
-    settings: Mutex<Settings>,
+    pub(super) settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     /// The pipeline's `gst.cuda.context`: given to us, or made by us (the
     /// device's primary context) when a CUDA element first asks.
-    cuda_context: Mutex<Option<CudaContext>>,
+    pub(super) cuda_context: Mutex<Option<CudaContext>>,
 }
 
 #[glib::object_subclass]
@@ -213,31 +75,29 @@ fn float_array(value: &glib::Value) -> Vec<f32> {
 impl ObjectImpl for CudaPreprocess {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
             let float_spec = glib::ParamSpecDouble::builder("value").build();
             // mean and std validate laxly: GLib would drop a NaN or infinity
             // with a console warning and run on; set_caps refuses them with
             // an element error instead.
-            let mutable_playing = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING;
             vec![
                 glib::ParamSpecEnum::builder_with_default("mode", Mode::Frame)
                     .nick("Mode")
                     .blurb("frame: one tensor of the whole frame; objects: one tensor per object that a \
                             trtinfer detector upstream found (crops, for a trtinfer model-type=classifier \
                             downstream, which puts its classes on each object)")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("object-classes")
                     .nick("Object classes")
                     .blurb("mode=objects: the objects to crop, comma-separated labels or class ids \
                             (e.g. \"person,car\" or \"0,2\"); empty: every object")
-                    .flags(mutable_playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("min-object-size")
                     .nick("Minimum object size")
                     .blurb("mode=objects: objects narrower or lower than this many pixels are not cropped")
                     .default_value(DEFAULT_MIN_OBJECT_SIZE)
-                    .flags(mutable_playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("max-objects")
                     .nick("Maximum objects")
@@ -246,7 +106,7 @@ impl ObjectImpl for CudaPreprocess {
                     .minimum(1)
                     .maximum(4096)
                     .default_value(DEFAULT_MAX_OBJECTS)
-                    .flags(mutable_playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("width")
                     .nick("Tensor width")
@@ -254,7 +114,7 @@ impl ObjectImpl for CudaPreprocess {
                             0: as the model downstream wants")
                     .maximum(16384)
                     .default_value(0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("height")
                     .nick("Tensor height")
@@ -262,17 +122,17 @@ impl ObjectImpl for CudaPreprocess {
                             0: as the model downstream wants")
                     .maximum(16384)
                     .default_value(0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("resize-mode", ResizeMode::Auto)
                     .nick("Resize mode")
                     .blurb("How the frame is fitted into the tensor")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("channel-order", ChannelOrder::Auto)
                     .nick("Channel order")
                     .blurb("Order of the colour planes in the tensor")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecDouble::builder("pixel-scale")
                     .nick("Pixel scale")
@@ -281,20 +141,20 @@ impl ObjectImpl for CudaPreprocess {
                     .minimum(0.0)
                     .maximum(1000.0)
                     .default_value(0.0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 gst::ParamSpecArray::builder("mean")
                     .nick("Mean")
                     .blurb("Per-channel mean subtracted after scaling, 1 or 3 values in tensor channel order, \
                             e.g. \"<0.485, 0.456, 0.406>\"; empty: as the model downstream wants")
                     .element_spec(&float_spec)
-                    .flags(mutable_ready | glib::ParamFlags::LAX_VALIDATION)
+                    .flags(MUTABLE_READY | glib::ParamFlags::LAX_VALIDATION)
                     .build(),
                 gst::ParamSpecArray::builder("std")
                     .nick("Standard deviation")
                     .blurb("Per-channel divisor applied after the mean, 1 or 3 values; empty: as the model downstream wants")
                     .element_spec(&float_spec)
-                    .flags(mutable_ready | glib::ParamFlags::LAX_VALIDATION)
+                    .flags(MUTABLE_READY | glib::ParamFlags::LAX_VALIDATION)
                     .build(),
                 glib::ParamSpecInt::builder("pad-value")
                     .nick("Pad value")
@@ -302,14 +162,14 @@ impl ObjectImpl for CudaPreprocess {
                     .minimum(-1)
                     .maximum(255)
                     .default_value(-1)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("device-id")
                     .nick("CUDA device")
                     .blurb("GPU for CUDA-memory video. cudapreprocess gives the pipeline this device's primary \
                             CUDA context (shared with the decoder and ONNX Runtime)")
                     .default_value(0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
             ]
         });
@@ -317,7 +177,7 @@ impl ObjectImpl for CudaPreprocess {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if !crate::may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
+        if !may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
             return;
         }
         let mut s = self.settings.lock().unwrap();
@@ -395,8 +255,10 @@ impl ElementImpl for CudaPreprocess {
             gst::subclass::ElementMetadata::new(
                 "Model input pre-processing",
                 "Filter/Converter/Video",
-                "Attaches a model-ready NCHW float32 tensor (resized, letterboxed, normalised) to each \
-                 frame; learns the model's input from a downstream trtinfer",
+                "Attaches a model-ready NCHW tensor to each frame (resized, letterboxed or stretched, \
+                 normalised; float32, or float16 in CUDA memory for a float16 model), or with \
+                 mode=objects one per object a detector upstream found; learns the model's input \
+                 from a downstream trtinfer",
                 "gst-cudainfer developers",
             )
         });
@@ -410,30 +272,7 @@ impl ElementImpl for CudaPreprocess {
     }
 
     fn set_context(&self, context: &gst::Context) {
-        if context.context_type() == gst_cuda::CONTEXT_TYPE {
-            if let Some(given) = CudaContext::from_gst_context(self.obj().upcast_ref(), context) {
-                let device_id = self.settings.lock().unwrap().device_id;
-                if let Some(other) = given.device_id().filter(|&d| d != device_id) {
-                    // Its frames could not be read by our kernels, which
-                    // run on device-id's primary context.
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "ignoring the pipeline's CUDA context {:#x}: it is on CUDA device {other}, \
-                         but device-id is {device_id}. Set device-id to {other} to work in it",
-                        given.handle()
-                    );
-                    return self.parent_set_context(context);
-                }
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "using the pipeline's CUDA context {:#x}",
-                    given.handle()
-                );
-                *self.cuda_context.lock().unwrap() = Some(given);
-            }
-        }
+        self.take_pipeline_context(context);
         self.parent_set_context(context)
     }
 }
@@ -483,118 +322,6 @@ impl CudaPreprocess {
     ) -> gst::LoggableError {
         gst::element_imp_error!(self, domain, ("{}", e));
         gst::loggable_error!(CAT, "{}", e)
-    }
-
-    /// The nearest CUDA element upstream that says which device it is on
-    /// (`cuda-device-id`: nvcodec's decoders), through elements of one
-    /// input (queue, capsfilter, identity) and bins' ghost pads: its name
-    /// and device. `None` where nothing upstream says.
-    fn upstream_cuda_device(&self) -> Option<(String, u32)> {
-        // Deep enough for any chain of queues and filters in front of us.
-        const MAX_HOPS: usize = 16;
-        let mut pad = self.obj().sink_pad().peer();
-        for _ in 0..MAX_HOPS {
-            let mut src = pad?;
-            while let Some(target) = src.downcast_ref::<gst::GhostPad>().and_then(|g| g.target()) {
-                src = target;
-            }
-            let element = src.parent_element()?;
-            if let Some(device) = gpu_mod::placement::cuda_device_property(element.upcast_ref()) {
-                return Some((element.name().to_string(), device));
-            }
-            let mut inputs = element.sink_pads().into_iter();
-            pad = match (inputs.next(), inputs.next()) {
-                (Some(only), None) => only.peer(),
-                _ => return None,
-            };
-        }
-        None
-    }
-
-    /// An error when the decoder upstream is on another GPU than
-    /// `device_id`: its frames could not be read in our context.
-    fn check_upstream_device(&self, device_id: u32) -> Result<(), CudaInputError> {
-        match self.upstream_cuda_device() {
-            Some((decoder, other)) if other != device_id => Err(CudaInputError::UpstreamDevice {
-                decoder,
-                other,
-                device_id,
-                ours: gpu_mod::placement::conventional_decoder_name("h264", device_id),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// The GPU for CUDA-memory input, with the pipeline's context made if
-    /// no CUDA element has asked for it yet.
-    fn cuda_backend_gpu(&self, device_id: u32) -> Result<Arc<Gpu>, CudaInputError> {
-        let gpu = gpu_mod::gpu(device_id as usize)
-            .map_err(|source| CudaInputError::NoGpu { device_id, source })?;
-        self.check_upstream_device(device_id)?;
-        self.ensure_cuda_context(&gpu)?;
-        Ok(gpu)
-    }
-
-    /// Makes the pipeline's CUDA context from `gpu`'s primary context
-    /// unless one was given, and tells the pipeline about it.
-    fn ensure_cuda_context(&self, gpu: &Gpu) -> Result<(), CudaError> {
-        let mut guard = self.cuda_context.lock().unwrap();
-        if guard.is_some() {
-            return Ok(());
-        }
-        let context = CudaContext::wrap_primary(gpu)?;
-        gst::info!(
-            CAT,
-            imp = self,
-            "providing the primary context {:#x} of CUDA device {} as the pipeline's gst.cuda.context",
-            gpu.cu_context(),
-            gpu.ordinal()
-        );
-        let gst_context = context.to_gst_context();
-        *guard = Some(context);
-        drop(guard);
-        if let Some(c) = gst_context {
-            let _ = self.obj().post_message(
-                gst::message::HaveContext::builder(c)
-                    .src(&*self.obj())
-                    .build(),
-            );
-        }
-        Ok(())
-    }
-
-    /// Answers a `gst.cuda.context` query (a CUDA decoder asking, at its
-    /// NULL to READY), making the context on the first one. Without a GPU
-    /// it is not answered and the decoder works as it would without us;
-    /// nor is it when the decoder upstream is on another device (it would
-    /// refuse our context, and set_caps says what to change).
-    fn answer_cuda_context_query(&self, query: &mut gst::QueryRef) -> bool {
-        let device_id = self.settings.lock().unwrap().device_id;
-        if let Some((name, other)) = self
-            .upstream_cuda_device()
-            .filter(|&(_, other)| other != device_id)
-        {
-            gst::info!(
-                CAT,
-                imp = self,
-                "not offering the context of CUDA device {device_id} to {name}, which is on device {other}"
-            );
-            return false;
-        }
-        if self.cuda_context.lock().unwrap().is_none() {
-            if !gpu_mod::device::driver_present() {
-                return false;
-            }
-            let device_id = device_id as usize;
-            if let Err(e) = gpu_mod::gpu(device_id).and_then(|g| self.ensure_cuda_context(&g)) {
-                gst::warning!(CAT, imp = self, "cannot provide a CUDA context: {}", e);
-                return false;
-            }
-        }
-        let guard = self.cuda_context.lock().unwrap();
-        guard
-            .as_ref()
-            .is_some_and(|c| c.answer_query(self.obj().upcast_ref(), query))
     }
 }
 
@@ -778,89 +505,5 @@ impl BaseTransformImpl for CudaPreprocess {
         tensor_meta::remove_objects(buf);
         tensor_meta::attach(buf, Arc::new(tensor));
         Ok(gst::FlowSuccess::Ok)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_override_what_downstream_says() {
-        let learnt = InputSpec {
-            width: 416,
-            height: 416,
-            channel_order: ChannelOrder::Bgr,
-            resize_mode: ResizeMode::Letterbox,
-            pixel_scale: 1.0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            pad_value: 114.0,
-            element_type: ElementType::Float16,
-        };
-        let own = Settings {
-            channel_order: ChannelOrder::Rgb,
-            mean: vec![0.5],
-            ..Default::default()
-        };
-        let spec = own.resolve(Some(&learnt)).unwrap();
-        assert_eq!((spec.width, spec.height), (416, 416));
-        assert_eq!(spec.channel_order, ChannelOrder::Rgb);
-        assert_eq!(spec.mean, [0.5; 3]);
-        assert_eq!(spec.pad_value, 114.0);
-        assert_eq!(spec.element_type, ElementType::Float16);
-        let e = Settings::default().resolve(None).unwrap_err().to_string();
-        assert!(e.contains("set its width and height"), "{e}");
-        // Without a model downstream the size is the properties'.
-        let sized = Settings {
-            width: 320,
-            height: 240,
-            ..Default::default()
-        };
-        let spec = sized.resolve(None).unwrap();
-        assert_eq!((spec.width, spec.height), (320, 240));
-        let e = Settings {
-            width: 320,
-            ..Default::default()
-        }
-        .resolve(Some(&learnt))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("a 320x416 tensor but the model downstream wants 416x416"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn refuses_values_that_make_useless_tensors() {
-        let with = |mean: Vec<f32>, std: Vec<f32>| {
-            Settings {
-                width: 64,
-                height: 64,
-                mean,
-                std,
-                ..Default::default()
-            }
-            .resolve(None)
-        };
-        for bad in [f32::NAN, f32::INFINITY] {
-            let e = with(vec![bad], vec![]).unwrap_err().to_string();
-            assert!(e.contains("must be finite numbers"), "{e}");
-            let e = with(vec![], vec![1.0, bad, 1.0]).unwrap_err().to_string();
-            assert!(e.contains("must be finite numbers"), "{e}");
-        }
-        let e = with(vec![], vec![1e-7]).unwrap_err().to_string();
-        assert!(e.contains("std must be at least 1e-6"), "{e}");
-        assert!(with(vec![-1.0], vec![-0.5]).is_ok());
-        let e = Settings {
-            width: 16384,
-            height: 16384,
-            ..Default::default()
-        }
-        .resolve(None)
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("at most 8192 on a side"), "{e}");
     }
 }

@@ -1,5 +1,6 @@
 //! `cudapreprocess`: turns each video frame into a model-ready tensor
-//! (resize, letterbox, colour order, normalisation, NCHW float32) and
+//! (resize, letterbox, colour order, normalisation; NCHW float32, or
+//! float16 in CUDA memory for a float16 model) and
 //! attaches it as a meta; the frame itself passes through unchanged.
 //! The model's input spec is learnt from a downstream `trtinfer`;
 //! properties override it. With `mode=objects` it crops the objects a
@@ -8,9 +9,11 @@
 use gst::glib;
 use gst::prelude::*;
 
-mod errors;
+mod cuda_context;
+mod error;
 mod imp;
 mod objects;
+mod settings;
 
 glib::wrapper! {
     pub struct CudaPreprocess(ObjectSubclass<imp::CudaPreprocess>) @extends gst_base::BaseTransform, gst::Element, gst::Object;

@@ -2,7 +2,7 @@
 //! the chosen classes, at least the minimum size, the most confident first,
 //! at most a given number per frame.
 
-use crate::detections::Detection;
+use crate::meta::detections::Detection;
 
 /// One entry of `object-classes`: a class id or a label.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,9 +16,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{
-    same_memory, Detector, DetectorConfig, InferError, LoadError, SessionStream, Thresholds,
+    same_memory, Model, ModelConfig, InferError, LoadError, SessionStream, Thresholds,
 };
-use crate::detections::FrameDetections;
+use crate::meta::detections::FrameDetections;
 use crate::tensor::{Tensor, TensorStorage};
 
 static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
@@ -32,7 +32,7 @@ static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|
 /// What makes elements share a batcher.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BatchKey {
-    pub config: DetectorConfig,
+    pub config: ModelConfig,
     pub group: String,
 }
 
@@ -226,6 +226,15 @@ pub fn pool_sessions(
     }
 }
 
+/// The first session's stream: the GPU's shared one, or (measurement
+/// switch `CUDAINFER_SESSION_STREAM=own`) one of its own.
+fn first_session_stream() -> SessionStream {
+    match std::env::var("CUDAINFER_SESSION_STREAM").as_deref() {
+        Ok("own") => SessionStream::Own,
+        _ => SessionStream::Shared,
+    }
+}
+
 /// One key's batcher, or where it is being made: elements of the same key
 /// wait on the slot while the model loads; other keys are not held up (a
 /// TensorRT engine build takes minutes).
@@ -287,7 +296,7 @@ pub fn shared(
         }
         return Ok(existing);
     }
-    let mut detector = Detector::load(&key.config, &mut warn)?;
+    let mut detector = Model::load_on(&key.config, first_session_stream(), &mut warn)?;
     let model_limit = detector.max_batch();
     if model_limit < max_batch_size {
         let message = format!(
@@ -324,11 +333,11 @@ pub fn shared(
     // The pool's other sessions, loaded at once (their warnings are the
     // first's), each on a CUDA stream of its own.
     let mut detectors = vec![detector];
-    let others: Vec<Result<Detector, LoadError>> = std::thread::scope(|scope| {
+    let others: Vec<Result<Model, LoadError>> = std::thread::scope(|scope| {
         let loads: Vec<_> = (1..sessions)
             .map(|_| {
                 scope.spawn(|| {
-                    let mut d = Detector::load_on(&key.config, SessionStream::Own, |_| {})?;
+                    let mut d = Model::load_on(&key.config, SessionStream::Own, |_| {})?;
                     d.warm_up(info.max_batch_size).map_err(LoadError::WarmUp)?;
                     Ok(d)
                 })
@@ -641,7 +650,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Job>> {
     }
 }
 
-fn run_batches(mut detector: Detector, shared: &Shared) {
+fn run_batches(mut detector: Model, shared: &Shared) {
     let mut last_end: Option<Instant> = None;
     while let Some(batch) = next_batch(shared) {
         let size = batch.len();
@@ -662,7 +671,7 @@ fn run_batches(mut detector: Detector, shared: &Shared) {
         shared
             .most_running
             .fetch_max(now_running, Ordering::Relaxed);
-        let results = detector.detect_batch(&views, &thresholds);
+        let results = detector.run_batch(&views, &thresholds);
         shared.running.fetch_sub(1, Ordering::Relaxed);
         // Unmap the frames now rather than when the tensors' last holder
         // (a buffer's meta, downstream) drops them: their kernels ran before

@@ -3,89 +3,9 @@
 //! describes them, fit a family. Plain data in, a decision out, so that
 //! unit tests and fuzzers (`internals` feature) reach it without a session.
 
+pub use super::error::{CheckError, LabelsError, Role};
 use super::{MAX_INPUT_VALUES, MAX_LABELS_BYTES};
 use crate::spec::ElementType;
-
-/// Why a labels file's bytes are not a labels file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LabelsError {
-    /// More than [`MAX_LABELS_BYTES`].
-    TooLarge,
-    /// Not UTF-8 text; the reason.
-    NotUtf8(std::str::Utf8Error),
-}
-
-/// Whether a model value is the model's input or its output, as messages
-/// name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Input,
-    Output,
-}
-
-impl Role {
-    /// What a family does with a value of this role.
-    fn verb(self) -> &'static str {
-        match self {
-            Role::Input => "takes",
-            Role::Output => "needs",
-        }
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Input => "input",
-            Role::Output => "output",
-        })
-    }
-}
-
-/// Why a model's inputs and outputs do not fit what every family needs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CheckError {
-    #[error(
-        "the model has {count} inputs ({}) but model-type={family} takes exactly one, the image",
-        .names.join(", ")
-    )]
-    InputCount {
-        count: usize,
-        names: Vec<String>,
-        family: String,
-    },
-    #[error("the model has no output")]
-    NoOutput,
-    #[error(
-        "the model's {role} '{name}' is {element} but model-type={family} {} float32 or float16: \
-         export the model with a float32 {role}",
-        .role.verb()
-    )]
-    ElementType {
-        role: Role,
-        name: String,
-        element: String,
-        family: String,
-    },
-    #[error(
-        "the model's {role} '{name}' is {kind}, not a tensor: model-type={family} needs a float32 tensor"
-    )]
-    NotTensor {
-        role: Role,
-        name: String,
-        kind: String,
-        family: String,
-    },
-    #[error(
-        "the model's input is {height}x{width} (height x width): at most {} on a side is supported",
-        crate::spec::MAX_TENSOR_SIDE
-    )]
-    InputTooLarge { height: i64, width: i64 },
-    #[error(
-        "the model's input has {values} values per frame: at most {MAX_INPUT_VALUES} are supported"
-    )]
-    InputValues { values: u64 },
-}
 
 /// A labels file's contents: line `i` names class `i`; a blank line is an
 /// unnamed class (class-<id>), so it keeps its place. Blank lines at the end
@@ -183,12 +103,12 @@ pub fn check_model_io(
 /// the model and the pre-processing would allocate them before any error.
 /// The shapes a family is made from: the input's and every output's by
 /// name. A value that is not a tensor has no shape, which no family takes.
-pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::parsers::ModelShapes {
-    crate::parsers::ModelShapes {
+pub fn model_shapes(input: &[i64], outputs: &[ModelValue]) -> crate::families::ModelShapes {
+    crate::families::ModelShapes {
         input: input.to_vec(),
         outputs: outputs
             .iter()
-            .map(|o| crate::parsers::ModelOutput {
+            .map(|o| crate::families::ModelOutput {
                 name: o.name.clone(),
                 shape: o.tensor_shape().unwrap_or_default().to_vec(),
             })
@@ -253,47 +173,47 @@ mod tests {
     fn model_io_decisions() {
         let image = [tensor("images", "float32", &[1, 3, 416, 416])];
         let output = [tensor("output", "float32", &[1, 3549, 85])];
-        assert_eq!(check_model_io(&image, &output, "yolox"), Ok(()));
-        let e = check_model_io(&[], &output, "yolox")
+        assert_eq!(check_model_io(&image, &output, "somefamily"), Ok(()));
+        let e = check_model_io(&[], &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("has 0 inputs ()"), "{e}");
-        let e = check_model_io(&image, &[], "yolox")
+        let e = check_model_io(&image, &[], "somefamily")
             .unwrap_err()
             .to_string();
         assert_eq!(e, "the model has no output");
         let half = [tensor("output", "float16", &[1, 3549, 85])];
-        assert_eq!(check_model_io(&image, &half, "yolox"), Ok(()));
+        assert_eq!(check_model_io(&image, &half, "somefamily"), Ok(()));
         assert_eq!(
-            tensor_element(&half[0], Role::Output, "yolox"),
+            tensor_element(&half[0], Role::Output, "somefamily"),
             Ok(ElementType::Float16)
         );
         let bytes = [tensor("images", "uint8", &[1, 3, 416, 416])];
-        let e = check_model_io(&bytes, &output, "yolox")
+        let e = check_model_io(&bytes, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("'images' is uint8 but model-type=yolox takes float32 or float16"),
+            e.contains("'images' is uint8 but model-type=somefamily takes float32 or float16"),
             "{e}"
         );
         let doubles = [tensor("output", "float64", &[1, 3549, 85])];
-        let e = check_model_io(&image, &doubles, "yolox")
+        let e = check_model_io(&image, &doubles, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("'output' is float64 but model-type=yolox needs float32 or float16"),
+            e.contains("'output' is float64 but model-type=somefamily needs float32 or float16"),
             "{e}"
         );
         let seq = [ModelValue {
             name: "images".into(),
             kind: ValueKind::Other("Sequence".into()),
         }];
-        let e = check_model_io(&seq, &output, "yolox")
+        let e = check_model_io(&seq, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a tensor"), "{e}");
         let huge = [tensor("images", "float32", &[1, 3, 8192, 8192])];
-        let e = check_model_io(&huge, &output, "yolox")
+        let e = check_model_io(&huge, &output, "somefamily")
             .unwrap_err()
             .to_string();
         assert!(e.contains("201326592 values"), "{e}");

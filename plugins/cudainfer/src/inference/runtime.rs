@@ -11,7 +11,9 @@ use ort::logging::LogLevel;
 use ort::session::builder::SessionBuilder;
 use ort::session::Session;
 
-use super::placement::{NodePlacements, PlacementReader};
+use super::node_placement::{NodePlacements, PlacementReader};
+
+pub use super::error::{ProvidersError, RuntimeError};
 
 /// ONNX Runtime's own messages of the sessions whose log we read.
 static ORT_CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,15 +54,6 @@ impl Provider {
     }
 }
 
-/// Why a `providers` list cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProvidersError {
-    #[error("unknown execution provider '{0}': use a comma-separated list of tensorrt, cuda, cpu")]
-    Unknown(String),
-    #[error("the providers list is empty: set providers=cpu (or cuda, tensorrt)")]
-    Empty,
-}
-
 /// Parses a comma-separated, ordered provider list such as `cuda,cpu`.
 pub fn parse_providers(list: &str) -> Result<Vec<Provider>, ProvidersError> {
     let mut out = Vec::new();
@@ -80,26 +73,6 @@ pub fn parse_providers(list: &str) -> Result<Vec<Provider>, ProvidersError> {
     }
     Ok(out)
 }
-
-/// What went wrong, by what the user has to fix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeError {
-    Library(String),
-    Model(String),
-    Provider(String),
-}
-
-impl std::fmt::Display for RuntimeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuntimeError::Library(m) | RuntimeError::Model(m) | RuntimeError::Provider(m) => {
-                f.write_str(m)
-            }
-        }
-    }
-}
-
-impl std::error::Error for RuntimeError {}
 
 /// The library to load: the explicit path, else `ORT_DYLIB_PATH`, else the
 /// first of [`SEARCHED_LOCATIONS`] that exists (the bare name last).
@@ -168,15 +141,24 @@ pub struct TensorRtOptions {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CudaOptions {
     /// Convolutions and matrix products on TF32 tensor cores (10-bit
-    /// mantissa inputs) on Ampere and later: on the H100 YOLOX-nano runs
+    /// mantissa inputs) on Ampere and later: on the H100 a nano detector runs
     /// about a quarter faster at batch 32, with
     /// results that differ slightly from fp32 and the CPU path.
     pub tf32: bool,
     /// Capture the model's run as a CUDA graph once and replay it (ONNX
     /// Runtime's `enable_cuda_graph`): fewer kernel launches from the host.
     /// Needs fixed input and output addresses and one shape, which the
-    /// device runner gives (see `DeviceRunner::warm_up`).
+    /// device runner gives (see `GpuRunner::warm_up`).
     pub cuda_graph: bool,
+    /// cuDNN's NHWC convolutions (`prefer_nhwc`): ONNX Runtime moves the
+    /// graph's convolutions to channels-last layout, which tensor cores
+    /// read without transposes, at the cost of layout changes at the edges.
+    pub prefer_nhwc: bool,
+    /// cuDNN picks convolution algorithms by its heuristics instead of
+    /// timing every one at the first run (ONNX Runtime's default, exhaustive).
+    pub heuristic_conv_search: bool,
+    /// cuDNN's fused convolution and bias (`fuse_conv_bias`).
+    pub fuse_conv_bias: bool,
 }
 
 /// Session options that select one provider.
@@ -200,14 +182,19 @@ fn register(provider: Provider, options: &ProviderOptions) -> ep::ExecutionProvi
             // Full fp32 unless TF32 is asked for, so that by default the GPU
             // gives the CPU path's detections. cuDNN's exhaustive algorithm
             // search stays: it runs once, since GPU batches have one fixed
-            // size (see DeviceRunner::warm_up).
+            // size (see GpuRunner::warm_up).
             let mut cuda = ep::CUDA::default()
                 .with_device_id(options.device_id)
                 .with_tf32(options.cuda.tf32)
-                .with_cuda_graph(options.cuda.cuda_graph);
+                .with_cuda_graph(options.cuda.cuda_graph)
+                .with_prefer_nhwc(options.cuda.prefer_nhwc)
+                .with_fuse_conv_bias(options.cuda.fuse_conv_bias);
+            if options.cuda.heuristic_conv_search {
+                cuda = cuda.with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic);
+            }
             if let Some(stream) = stream {
                 // SAFETY: the stream is the process-wide Gpu's, never
-                // dropped, or a pool session's own, which its Detector drops
+                // dropped, or a pool session's own, which its Model drops
                 // after the session (field order).
                 cuda = unsafe { cuda.with_compute_stream(stream) };
             }

@@ -5,10 +5,11 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
+use super::draw::cuda::CudaOverlay;
+use super::draw::{self, OverlayError, Style, Target};
 use crate::cuda as gpu_mod;
 use crate::cuda::gst_cuda;
-use crate::overlay::cuda::CudaOverlay;
-use crate::overlay::{self, OverlayError, Style, Target};
+use crate::properties::{may_change_now, MUTABLE_PLAYING, MUTABLE_READY};
 use crate::{FrameDetections, CUDA_MEMORY_FEATURE};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -52,7 +53,6 @@ impl ObjectSubclass for InferOverlay {
 impl ObjectImpl for InferOverlay {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let playing = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING;
             let d = Style::default();
             vec![
                 glib::ParamSpecUInt::builder("line-thickness")
@@ -62,7 +62,7 @@ impl ObjectImpl for InferOverlay {
                     .minimum(1)
                     .maximum(64)
                     .default_value(d.thickness)
-                    .flags(playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("text-scale")
                     .nick("Text scale")
@@ -71,31 +71,31 @@ impl ObjectImpl for InferOverlay {
                     .minimum(1)
                     .maximum(16)
                     .default_value(d.text_scale)
-                    .flags(playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecBoolean::builder("show-labels")
                     .nick("Show labels")
                     .blurb("Write the class name (and the top class of a classifier run on the object) in the label")
                     .default_value(d.show_labels)
-                    .flags(playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecBoolean::builder("show-confidence")
                     .nick("Show confidence")
                     .blurb("Write the confidence (0.00-1.00) in the label")
                     .default_value(d.show_confidence)
-                    .flags(playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecBoolean::builder("show-track-id")
                     .nick("Show track id")
                     .blurb("Write the object's track id (#id) in the label, where a tracker has set one")
                     .default_value(d.show_track_id)
-                    .flags(playing)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("device-id")
                     .nick("CUDA device")
                     .blurb("GPU whose primary CUDA context the CUDA-memory frames are in (cudapreprocess's device-id)")
                     .default_value(0)
-                    .flags(glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY)
+                    .flags(MUTABLE_READY)
                     .build(),
             ]
         });
@@ -103,7 +103,7 @@ impl ObjectImpl for InferOverlay {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if !crate::may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
+        if !may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
             return;
         }
         let mut s = self.settings.lock().unwrap();
@@ -142,8 +142,9 @@ impl ElementImpl for InferOverlay {
             gst::subclass::ElementMetadata::new(
                 "Inference overlay",
                 "Filter/Effect/Video",
-                "Draws the boxes and labels of trtinfer's detections on the frame, in place, in system \
-                 memory or (with a CUDA kernel) in CUDA memory",
+                "Draws trtinfer's results on the frame, in place: each object's box and label (class, \
+                 confidence, track id, its crop's top class) and a whole-frame classifier's top class; \
+                 in system memory, or with a CUDA kernel in CUDA memory",
                 "gst-cudainfer developers",
             )
         });
@@ -238,7 +239,7 @@ impl BaseTransformImpl for InferOverlay {
         let Some(found) = FrameDetections::from_buffer(buf) else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        let drawing = overlay::layout(&found, &style, state.info.width(), state.info.height());
+        let drawing = draw::layout(&found, &style, state.info.width(), state.info.height());
         // A frame with nothing to draw is not mapped for writing at all, so
         // it passes bit for bit (and its memory is not copied).
         if drawing.is_empty() {
@@ -247,7 +248,7 @@ impl BaseTransformImpl for InferOverlay {
         let result = match &state.backend {
             Backend::Cpu => gst_video::VideoFrameRef::from_buffer_ref_writable(buf, &state.info)
                 .map_err(|_| OverlayError::MapFailed)
-                .and_then(|mut frame| overlay::cpu::draw(&mut frame, &state.target, &drawing)),
+                .and_then(|mut frame| draw::cpu::draw(&mut frame, &state.target, &drawing)),
             Backend::Cuda(cuda) => gst_cuda::device_frame_mut(buf, &state.info)
                 .map_err(OverlayError::Cuda)
                 .and_then(|frame| cuda.draw(frame, &state.target, &drawing)),

@@ -1,11 +1,12 @@
 //! `inferoverlay`: draws each object's box and label (class, confidence,
 //! track id, the top class of its crop) on the frame, in place, in system
 //! memory on the CPU or in CUDA memory with a CUDA kernel (see
-//! [`crate::overlay`]).
+//! [`draw`]).
 
 use gst::glib;
 use gst::prelude::*;
 
+pub(crate) mod draw;
 mod imp;
 
 glib::wrapper! {

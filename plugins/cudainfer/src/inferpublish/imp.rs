@@ -15,6 +15,7 @@ use super::location::{Location, MqttTarget};
 use super::mqtt::{Counts, Flushed, MqttConfig, MqttEvent, Publisher, Pushed};
 use super::record::{self, FrameInfo};
 use super::{credentials, tls};
+use crate::properties::{may_change_now, path_property, MUTABLE_READY};
 use crate::FrameDetections;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -111,14 +112,6 @@ impl ObjectSubclass for InferPublish {
     type ParentType = gst_base::BaseTransform;
 }
 
-fn path_property(value: &glib::Value) -> Option<PathBuf> {
-    value
-        .get::<Option<String>>()
-        .expect("type checked upstream")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-}
-
 impl ObjectImpl for InferPublish {
     fn constructed(&self) {
         self.parent_constructed();
@@ -143,7 +136,6 @@ impl ObjectImpl for InferPublish {
 
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
             vec![
                 glib::ParamSpecString::builder("location")
                     .nick("Location")
@@ -151,12 +143,12 @@ impl ObjectImpl for InferPublish {
                             'stdout', mqtt://host:port/topic, or mqtts://host:port/topic over TLS. No user \
                             name or password here: see credentials-file")
                     .default_value(Some(DEFAULT_LOCATION))
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("source")
                     .nick("Source name")
                     .blurb("The 'source' field of every line, naming the camera or stream; unset: the element's name")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("mqtt-qos")
                     .nick("MQTT QoS")
@@ -165,7 +157,7 @@ impl ObjectImpl for InferPublish {
                             (a message leaves the queue once written to the connection)")
                     .maximum(1)
                     .default_value(DEFAULT_MQTT_QOS)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("max-queued")
                     .nick("Maximum queued messages")
@@ -174,25 +166,25 @@ impl ObjectImpl for InferPublish {
                     .minimum(1)
                     .maximum(1_000_000)
                     .default_value(DEFAULT_MAX_QUEUED)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("credentials-file")
                     .nick("Credentials file")
                     .blurb("File whose first line is user:password for the MQTT broker; unset: the environment \
                             variables CUDAINFER_MQTT_USERNAME and CUDAINFER_MQTT_PASSWORD, else none. \
                             Never logged")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("ca-file")
                     .nick("CA file")
                     .blurb("PEM file of the CA certificate(s) that sign the broker's certificate (mqtts://); \
                             unset: the system's CA certificates")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("client-id")
                     .nick("MQTT client id")
                     .blurb("MQTT client identifier; unset: cudainfer-<host name>-<process id>-<element name>")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("flush-timeout")
                     .nick("Flush timeout (ms)")
@@ -208,7 +200,7 @@ impl ObjectImpl for InferPublish {
                             elements (cameras) and restarts write to one file; each line is one write, so \
                             lines of different elements do not interleave")
                     .default_value(false)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt64::builder("published")
                     .nick("Published")
@@ -228,7 +220,7 @@ impl ObjectImpl for InferPublish {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if !crate::may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
+        if !may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
             return;
         }
         let mut s = self.settings.lock().unwrap();

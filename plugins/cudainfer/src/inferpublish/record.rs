@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::detections::{Classification, Detection, FrameDetections};
+use crate::meta::detections::{Classification, Detection, FrameDetections};
 
 /// `schema_version` of every line.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -141,7 +141,7 @@ pub fn to_json_line(info: &FrameInfo, results: Option<&FrameDetections>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detections::{Track, TrackState};
+    use crate::meta::detections::{Track, TrackState};
 
     #[test]
     fn line_holds_every_field() {

@@ -6,6 +6,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::tracker::{Observation, Params, TrackBox, Tracker};
+use crate::properties::MUTABLE_PLAYING;
 use crate::{Detection, FrameDetections, TrackState};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -83,7 +84,6 @@ impl ObjectImpl for InferTrack {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = Params::default();
-            let rw = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_PLAYING;
             vec![
                 glib::ParamSpecDouble::builder("high-threshold")
                     .nick("High score threshold")
@@ -92,7 +92,7 @@ impl ObjectImpl for InferTrack {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(d.high_threshold as f64)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecDouble::builder("low-threshold")
                     .nick("Low score threshold")
@@ -102,7 +102,7 @@ impl ObjectImpl for InferTrack {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(d.low_threshold as f64)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecDouble::builder("match-iou-threshold")
                     .nick("Match IoU threshold")
@@ -111,7 +111,7 @@ impl ObjectImpl for InferTrack {
                     .minimum(0.0)
                     .maximum(1.0)
                     .default_value(d.match_iou as f64)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("min-hits")
                     .nick("Hits to confirm")
@@ -120,7 +120,7 @@ impl ObjectImpl for InferTrack {
                     .minimum(1)
                     .maximum(1000)
                     .default_value(d.min_hits)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecUInt::builder("max-lost")
                     .nick("Frames kept lost")
@@ -128,14 +128,14 @@ impl ObjectImpl for InferTrack {
                             matches it; it can take its id back in that time. Mutable while PLAYING")
                     .maximum(100_000)
                     .default_value(d.max_lost)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecBoolean::builder("class-aware")
                     .nick("Class-aware matching")
                     .blurb("Match a track only with detections of its own class; off, any class matches \
                             and the track takes the detection's class. Mutable while PLAYING")
                     .default_value(d.class_aware)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
                 glib::ParamSpecBoolean::builder("emit-lost")
                     .nick("Emit lost tracks")
@@ -143,7 +143,7 @@ impl ObjectImpl for InferTrack {
                             confidence of its last detection and state lost, after the frame's detections; \
                             off, only detected objects are output. Mutable while PLAYING")
                     .default_value(false)
-                    .flags(rw)
+                    .flags(MUTABLE_PLAYING)
                     .build(),
             ]
         });

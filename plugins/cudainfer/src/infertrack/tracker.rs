@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::assign::{assign, iou};
 use super::kalman::BoxFilter;
-use crate::detections::{Track, TrackState};
+use crate::meta::detections::{Track, TrackState};
 
 /// The next track id of the process; ids start at 1.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);

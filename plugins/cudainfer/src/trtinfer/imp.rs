@@ -9,16 +9,23 @@ use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::errors::load_error_message;
+use super::error_domains::load_error_message;
 use super::in_flight::{Deliver, InFlight, Outcome, Pending};
+use super::settings::{
+    Overload, Settings, DEFAULT_BATCH_TIMEOUT_MS, DEFAULT_CONFIDENCE, DEFAULT_IN_FLIGHT,
+    DEFAULT_LATENCY_BUDGET_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_DETECTIONS, DEFAULT_NMS,
+    DEFAULT_PROVIDERS,
+};
+use crate::families::classifier::{Activation, ClassifierOptions};
+use crate::families::ssd::SsdBoxes;
+use crate::families::{self, ModelType};
 use crate::inference::batcher::{self, BatchKey, Batcher, BatcherOptions, Membership};
-use crate::inference::runtime::{parse_providers, CudaOptions, Provider, TensorRtOptions};
-use crate::inference::{DetectorConfig, LoadError, Thresholds};
-use crate::parsers::classifier::{Activation, ClassifierOptions};
-use crate::parsers::ssd::{SsdBoxes, SsdOptions};
-use crate::parsers::{FamilyOptions, ModelType};
+use crate::inference::runtime::Provider;
+use crate::inference::LoadError;
+use crate::meta::tensor_meta;
+use crate::properties::{may_change_now, path_property, MUTABLE_READY};
 use crate::tensor::ObjectTensor;
-use crate::{spec, tensor_meta, FrameDetections, Skip};
+use crate::{spec, FrameDetections, Skip};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -28,14 +35,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_CONFIDENCE: f64 = 0.3;
-const DEFAULT_NMS: f64 = 0.45;
-const DEFAULT_PROVIDERS: &str = "cpu";
-const DEFAULT_MAX_BATCH: u32 = 32;
-const DEFAULT_BATCH_TIMEOUT_MS: u32 = 5;
-const DEFAULT_IN_FLIGHT: u32 = 8;
-const DEFAULT_MAX_DETECTIONS: u32 = 300;
-const DEFAULT_LATENCY_BUDGET_MS: u32 = 100;
 /// The share of `latency-budget` a frame's predicted latency may take:
 /// the rest is kept for what the prediction does not see (the wait for the
 /// stream's earlier frames, in order; the elements after trtinfer; threads
@@ -46,95 +45,11 @@ const BUSY_WINDOW: Duration = Duration::from_secs(5);
 /// Overload skips are reported (an element message) at most this often.
 const SKIP_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a stream does when inference cannot keep up with it.
-#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstCudaInferOverload")]
-pub enum Overload {
-    /// `skip` for a live stream (cameras: a late result is worth little),
-    /// `block` otherwise (files: every frame matters, nothing is late).
-    #[default]
-    #[enum_value(name = "skip when the stream is live, else block", nick = "auto")]
-    Auto = 0,
-    #[enum_value(
-        name = "pass on uninferred a frame whose result would come later than latency-budget",
-        nick = "skip"
-    )]
-    Skip = 1,
-    #[enum_value(
-        name = "every frame is inferred; upstream waits when inference falls behind",
-        nick = "block"
-    )]
-    Block = 2,
-}
-
 /// Whether the stream is live, as its upstream latency query says, kept in
 /// an atomic: unknown until the first frame asks.
 const LIVE_UNKNOWN: u8 = 0;
 const LIVE_YES: u8 = 1;
 const LIVE_NO: u8 = 2;
-
-#[derive(Debug, Clone)]
-struct Settings {
-    model: Option<PathBuf>,
-    model_type: ModelType,
-    ssd: SsdOptions,
-    classifier: ClassifierOptions,
-    labels: Option<PathBuf>,
-    confidence_threshold: f64,
-    nms_threshold: f64,
-    providers: String,
-    device_id: i32,
-    ort_library: Option<PathBuf>,
-    tf32: bool,
-    cuda_graph: bool,
-    tensorrt_cache_dir: Option<PathBuf>,
-    tensorrt_fp16: bool,
-    batch_group: String,
-    max_batch_size: u32,
-    /// max-batch-size was set (a fixed-batch model warns only then).
-    max_batch_size_set: bool,
-    sessions: u32,
-    batch_timeout_ms: u32,
-    max_frames_in_flight: u32,
-    max_detections: u32,
-    keep_tensor: bool,
-    interval: u32,
-    overload: Overload,
-    latency_budget_ms: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            model: None,
-            model_type: ModelType::default(),
-            ssd: SsdOptions::default(),
-            classifier: ClassifierOptions::default(),
-            labels: None,
-            confidence_threshold: DEFAULT_CONFIDENCE,
-            nms_threshold: DEFAULT_NMS,
-            providers: DEFAULT_PROVIDERS.into(),
-            device_id: 0,
-            ort_library: None,
-            tf32: false,
-            cuda_graph: false,
-            tensorrt_cache_dir: None,
-            tensorrt_fp16: false,
-            batch_group: String::new(),
-            max_batch_size: DEFAULT_MAX_BATCH,
-            max_batch_size_set: false,
-            sessions: 0,
-            batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
-            max_frames_in_flight: DEFAULT_IN_FLIGHT,
-            max_detections: DEFAULT_MAX_DETECTIONS,
-            keep_tensor: false,
-            interval: 0,
-            overload: Overload::Auto,
-            latency_budget_ms: DEFAULT_LATENCY_BUDGET_MS,
-        }
-    }
-}
 
 /// While started: the shared batcher and what this stream has in it.
 struct State {
@@ -152,18 +67,6 @@ struct State {
     reported_batch_time: Duration,
     /// Frames of the stream since start or the last flush, for `interval`.
     frame_index: u64,
-}
-
-impl Settings {
-    /// What a frame keeps of the model's output, read per frame: the
-    /// thresholds may change while playing.
-    fn thresholds(&self) -> Thresholds {
-        Thresholds {
-            confidence: self.confidence_threshold as f32,
-            max_detections: self.max_detections as usize,
-            nms: self.nms_threshold as f32,
-        }
-    }
 }
 
 /// A model load begun at NULL to READY. A bin starts its elements one after
@@ -230,28 +133,19 @@ impl ObjectSubclass for TrtInfer {
     type ParentType = gst_base::BaseTransform;
 }
 
-fn path_property(value: &glib::Value) -> Option<PathBuf> {
-    value
-        .get::<Option<String>>()
-        .expect("type checked upstream")
-        .filter(|s| !s.is_empty())
-        .map(PathBuf::from)
-}
-
 impl ObjectImpl for TrtInfer {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mutable_ready = glib::ParamFlags::READWRITE | gst::PARAM_FLAG_MUTABLE_READY;
             vec![
                 glib::ParamSpecString::builder("model")
                     .nick("Model")
                     .blurb("Path of the ONNX model file (required)")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("model-type", ModelType::default())
                     .nick("Model type")
                     .blurb("Model family: decides the input preset and how the output is decoded")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("ssd-boxes", SsdBoxes::default())
                     .nick("SSD boxes")
@@ -259,7 +153,7 @@ impl ObjectImpl for TrtInfer {
                         "model-type=ssd: whether the boxes output is decoded by the model (x1, y1, x2, y2 in 0..1) \
                          or raw regressions decoded against ssd-priors",
                     )
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("ssd-priors")
                     .nick("SSD priors")
@@ -268,7 +162,7 @@ impl ObjectImpl for TrtInfer {
                          strides=8,16,32,64;min-sizes=10,16,24/32,48/64,96/128,192,256;variances=0.1,0.2; \
                          keys left out (or all: unset) take these, UltraFace's, values",
                     )
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecEnum::builder_with_default(
                     "classifier-activation",
@@ -279,7 +173,7 @@ impl ObjectImpl for TrtInfer {
                     "model-type=classifier: how output rows become probabilities: auto softmaxes a row \
                      unless it already is a distribution (all in 0..1, summing to about 1)",
                 )
-                .flags(mutable_ready)
+                .flags(MUTABLE_READY)
                 .build(),
                 glib::ParamSpecUInt::builder("classifier-top-k")
                     .nick("Classifier top k")
@@ -290,12 +184,12 @@ impl ObjectImpl for TrtInfer {
                     .minimum(1)
                     .maximum(1000)
                     .default_value(ClassifierOptions::default().top_k)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("labels")
                     .nick("Labels")
                     .blurb("Text file with one class name per line, in class-id order; unset: class-<id>")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecDouble::builder("confidence-threshold")
                     .nick("Confidence threshold")
@@ -318,7 +212,7 @@ impl ObjectImpl for TrtInfer {
                     .blurb("Comma-separated ONNX Runtime execution providers to try in order: tensorrt, cuda, cpu. \
                             The first that works is used (see active-provider); a provider that fails is logged as a warning")
                     .default_value(Some(DEFAULT_PROVIDERS))
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecInt::builder("device-id")
                     .nick("Device ID")
@@ -326,22 +220,22 @@ impl ObjectImpl for TrtInfer {
                     .minimum(0)
                     .maximum(i32::MAX)
                     .default_value(0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("ort-library")
                     .nick("ONNX Runtime library")
                     .blurb("Path of libonnxruntime.so; unset: $ORT_DYLIB_PATH, then /usr/local/lib, \
                             /opt/onnxruntime/lib, then the dynamic linker's search. One library per process")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecBoolean::builder("cuda-graph")
                     .nick("CUDA graph")
-                    .blurb("cuda provider: capture the model's run as a CUDA graph at start and replay it for \
+                    .blurb(&format!("cuda provider: capture the model's run as a CUDA graph at start and replay it for \
                             every batch (fewer kernel launches from the host). Needs CUDA frames and a \
-                            family decoded on the GPU (yolox, yolov8, ssd), and every node of the model on \
-                            the cuda provider; its session is alone (sessions 1)")
+                            family decoded on the GPU ({}), and every node of the model on \
+                            the cuda provider; its session is alone (sessions 1)", families::gpu_decoded_families()))
                     .default_value(false)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecBoolean::builder("tf32")
                     .nick("TF32 on the CUDA provider")
@@ -349,26 +243,26 @@ impl ObjectImpl for TrtInfer {
                             about a quarter more throughput at batch 32 on the H100, detections differ slightly from the cpu provider's. \
                             Off: full fp32, the same detections as providers=cpu")
                     .default_value(false)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("tensorrt-cache-dir")
                     .nick("TensorRT cache directory")
                     .blurb("Directory for the tensorrt provider's engine and timing caches, so later starts \
                             skip the engine build; unset: no cache")
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecBoolean::builder("tensorrt-fp16")
                     .nick("TensorRT fp16")
                     .blurb("Let the tensorrt provider build fp16 engines (faster, slightly different results)")
                     .default_value(false)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecString::builder("batch-group")
                     .nick("Batch group")
                     .blurb("trtinfer elements with the same model, providers, GPU and batch-group share one \
                             session and batch their frames together; give groups different names to keep them apart")
                     .default_value(Some(""))
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("max-batch-size")
                     .nick("Maximum batch size")
@@ -379,7 +273,7 @@ impl ObjectImpl for TrtInfer {
                     .minimum(1)
                     .maximum(256)
                     .default_value(DEFAULT_MAX_BATCH)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("sessions")
                     .nick("Sessions")
@@ -389,7 +283,7 @@ impl ObjectImpl for TrtInfer {
                             else 1 (1 with cuda-graph, which refuses more). Each session holds its own copy of the model's weights and workspace")
                     .maximum(16)
                     .default_value(0)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("batch-timeout")
                     .nick("Batch timeout (ms)")
@@ -397,7 +291,7 @@ impl ObjectImpl for TrtInfer {
                             the latency budget batching adds")
                     .maximum(10_000)
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("max-frames-in-flight")
                     .nick("Maximum frames in flight")
@@ -406,7 +300,7 @@ impl ObjectImpl for TrtInfer {
                     .minimum(1)
                     .maximum(256)
                     .default_value(DEFAULT_IN_FLIGHT)
-                    .flags(mutable_ready)
+                    .flags(MUTABLE_READY)
                     .build(),
                 glib::ParamSpecUInt::builder("max-detections")
                     .nick("Maximum detections")
@@ -503,7 +397,7 @@ impl ObjectImpl for TrtInfer {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        if !crate::may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
+        if !may_change_now(self.obj().upcast_ref(), *CAT, pspec) {
             return;
         }
         let mut s = self.settings.lock().unwrap();
@@ -699,7 +593,7 @@ impl TrtInfer {
                     "the frame carries object crops (cudapreprocess mode=objects), which this trtinfer \
                      cannot use with model-type={}: crops are for classifiers. Set model-type=classifier \
                      and a classifier model, or set mode=frame on the cudapreprocess before it",
-                    glib::EnumValue::from_value(&model_type.to_value()).map_or("?", |(_, v)| v.nick())
+                    model_type.nick()
                 )
             );
             return Err(gst::FlowError::Error);
@@ -759,54 +653,11 @@ impl TrtInfer {
         self.update_latency();
     }
 
-    /// What makes this element share a batcher, and how one is made, from
-    /// its properties; an error names the property to fix.
-    fn batch_key(settings: &Settings) -> Result<(BatchKey, BatcherOptions), gst::ErrorMessage> {
-        let Some(model) = settings.model.clone() else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::NotFound,
-                ("no model set: set the model property to an ONNX file (for example model=yolox_nano.onnx)")
-            ));
-        };
-        let providers = parse_providers(&settings.providers)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{}", e)))?;
-        let config = DetectorConfig {
-            model,
-            model_type: settings.model_type,
-            family: FamilyOptions {
-                ssd: settings.ssd.clone(),
-                classifier: settings.classifier.clone(),
-            },
-            labels: settings.labels.clone(),
-            providers,
-            device_id: settings.device_id,
-            ort_library: settings.ort_library.clone(),
-            cuda: CudaOptions {
-                tf32: settings.tf32,
-                cuda_graph: settings.cuda_graph,
-            },
-            tensorrt: TensorRtOptions {
-                cache_dir: settings.tensorrt_cache_dir.clone(),
-                fp16: settings.tensorrt_fp16,
-            },
-        };
-        let key = BatchKey {
-            config,
-            group: settings.batch_group.clone(),
-        };
-        let options = BatcherOptions {
-            max_batch_size: settings.max_batch_size as usize,
-            max_batch_size_set: settings.max_batch_size_set,
-            sessions: settings.sessions as usize,
-        };
-        Ok((key, options))
-    }
-
     /// Begins loading the model in the background (NULL to READY); a
     /// setting that is wrong is left for `start` to report.
     fn begin_preload(&self) {
         let settings = self.settings.lock().unwrap().clone();
-        let Ok((key, options)) = Self::batch_key(&settings) else {
+        let Ok((key, options)) = settings.batch_key() else {
             return;
         };
         gst::debug!(
@@ -925,10 +776,13 @@ impl ElementImpl for TrtInfer {
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
-                "ONNX Runtime detector",
+                "ONNX Runtime inference",
                 "Filter/Analyzer/Video",
-                "Runs an ONNX detection model on the tensor attached by cudapreprocess and attaches \
-                 GstVideoRegionOfInterestMeta detections",
+                "Runs an ONNX model through ONNX Runtime (cpu, cuda or tensorrt provider) on the \
+                 tensor cudapreprocess attached, batching frames across streams, and attaches the \
+                 results: detections or classes (of the frame or of each object's crop) as \
+                 GstVideoRegionOfInterestMeta, GstAnalyticsRelationMeta (GStreamer 1.24 and later) \
+                 and the project's own meta, or with model-type=raw the model's outputs as they are",
                 "gst-cudainfer developers",
             )
         });
@@ -964,7 +818,7 @@ impl BaseTransformImpl for TrtInfer {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let (key, options) = Self::batch_key(&settings)?;
+        let (key, options) = settings.batch_key()?;
         let preloaded = self.preload.lock().unwrap().take();
         let batcher = match preloaded.filter(|p| p.key == key && p.options == options) {
             Some(preload) => {

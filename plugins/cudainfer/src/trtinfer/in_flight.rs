@@ -15,9 +15,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use crate::detections::FrameDetections;
 use crate::inference::batcher::Reply;
 use crate::inference::InferError;
+use crate::meta::detections::FrameDetections;
 
 /// Attaches a frame's result and pushes it downstream.
 pub type Deliver = Box<

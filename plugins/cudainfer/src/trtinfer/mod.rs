@@ -1,13 +1,14 @@
-//! `trtinfer`: runs an ONNX detection model on the tensor `cudapreprocess`
-//! attached to each frame and attaches the detections. The frame passes
-//! through unchanged.
+//! `trtinfer`: runs an ONNX model on the tensor `cudapreprocess` attached
+//! to each frame and attaches its results (detections, classes or, with
+//! `model-type=raw`, the raw outputs). The frame passes through unchanged.
 
 use gst::glib;
 use gst::prelude::*;
 
-mod errors;
+mod error_domains;
 mod imp;
 mod in_flight;
+mod settings;
 
 glib::wrapper! {
     pub struct TrtInfer(ObjectSubclass<imp::TrtInfer>) @extends gst_base::BaseTransform, gst::Element, gst::Object;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference classes of MobileNetV2 (ImageNet, 1001 classes,
-index 0 the background) on one picture, for tests/models.rs.
+index 0 the background) on one picture, for tests/families_others.rs.
 
 Written from the model facts alone (shared models README), with Pillow,
 numpy and onnxruntime, none of the plugin's code. The frame is the picture

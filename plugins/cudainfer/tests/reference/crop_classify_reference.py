@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent reference for secondary inference (tests/secondary.rs):
+"""Independent reference for secondary inference (tests/pipeline_secondary.rs):
 MobileNetV2 (ImageNet, 1001 classes) on the crop of each object that the
 independent yolov12n reference (yolov12n_dog.reference.json, made by
 yolov8_reference.py) found on dog.jpg.

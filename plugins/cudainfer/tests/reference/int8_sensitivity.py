@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Why tests/models.rs compares yolov8n_int8.onnx with a wider confidence
+"""Why tests/families_others.rs compares yolov8n_int8.onnx with a wider confidence
 bound than the float32 models: its activations are quantized dynamically
 (DynamicQuantizeLinear takes each tensor's scale from its range), so input
 differences at float rounding level move its marginal scores by several

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference detections of the Ultra-Light face detector (an
-SSD-style model) on one picture, for tests/models.rs.
+SSD-style model) on one picture, for tests/families_others.rs.
 
 Written from the model facts alone (shared models README), with Pillow,
 numpy and onnxruntime, none of the plugin's code. The frame is the picture

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference detections of an Ultralytics-layout model (YOLOv8,
-YOLO11, YOLOv12) on one image, for tests/models.rs.
+YOLO11, YOLOv12) on one image, for tests/families_others.rs.
 
 Written from the model facts alone (shared models README), with Pillow,
 numpy and onnxruntime, none of the plugin's code: letterbox centred

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Independent reference detections of an Ultralytics-layout model on every
-frame of a clip, for tests/models.rs: yolov8_reference.py's decoding (its
+frame of a clip, for tests/families_others.rs: yolov8_reference.py's decoding (its
 `detect`, written from the model facts alone) run on each frame as GStreamer
 decodes it (avdec_h264 ! videoconvert to RGB, the frames the plugin is given
 in the test).
