@@ -165,13 +165,8 @@ pub enum SessionStream {
 }
 
 impl Model {
-    /// Loads the model on the GPU's shared stream; `warn` receives
+    /// Loads the model with its GPU work on `stream`; `warn` receives
     /// non-fatal problems (a provider that was skipped, a short label file).
-    pub fn load(config: &ModelConfig, warn: impl FnMut(&str)) -> Result<Self, LoadError> {
-        Self::load_on(config, SessionStream::Shared, warn)
-    }
-
-    /// Loads the model with its GPU work on `stream`.
     pub fn load_on(
         config: &ModelConfig,
         stream: SessionStream,
