@@ -19,7 +19,7 @@ run() { # name decoder providers; the machine has no software H.264 decoder,
   # so the CPU path takes nvh264dec's frames downloaded to system memory.
   # shellcheck disable=SC2086
   timeout -k 10 120 gst-launch-1.0 -q filesrc location="$media/dog_1080p.mp4" ! qtdemux ! h264parse ! $2 \
-    ! cudapreprocess ! trtinfer model="$models/yolox_nano.onnx" labels="$models/coco-labels.txt" providers="$3" \
+    ! cudapreprocess ! trtinfer model="$models/yolox_nano.onnx" labels="$models/coco-labels.txt" providers="$3" tf32=false \
     ! inferpublish source="$1" location="$out/$1.jsonl" ! fakesink > "$out/$1.log" 2>&1
 }
 run gpu nvh264dec cuda; gpu_rc=$?

@@ -297,13 +297,20 @@ impl Worker {
     /// service from ending.
     fn tear_down(&self, p: gst::Pipeline) {
         let (tx, rx) = std::sync::mpsc::channel();
+        let here = p.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("teardown {}", self.id))
             .spawn(move || {
                 let _ = p.set_state(gst::State::Null);
                 let _ = tx.send(());
             });
-        if spawned.is_ok() && rx.recv_timeout(TEARDOWN_WAIT).is_err() {
+        if spawned.is_err() {
+            // No thread to spare (a limit on threads reached): tear down
+            // here, unbounded, rather than leave the pipeline playing.
+            let _ = here.set_state(gst::State::Null);
+            return;
+        }
+        if rx.recv_timeout(TEARDOWN_WAIT).is_err() {
             log::event(
                 Level::Warn,
                 "teardown_slow",
@@ -417,9 +424,14 @@ impl Worker {
                 // forever; EOS_TIMEOUT then ends the wait, and the teardown
                 // frees that thread.
                 let pipeline = p.clone();
-                let _ = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name(format!("eos {}", self.id))
                     .spawn(move || send_eos(&pipeline, ending));
+                if spawned.is_err() {
+                    // No thread to spare: drain from here (the service's
+                    // own deadline still bounds a stuck branch).
+                    send_eos(&p, ending);
+                }
                 stopping = Some(Instant::now());
             }
             if let Some(since) = stopping {

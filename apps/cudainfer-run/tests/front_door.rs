@@ -279,7 +279,8 @@ fn a_thread_limit_refuses_cameras_with_503() {
     while child.try_wait().unwrap().is_none() {
         assert!(
             start.elapsed() < Duration::from_secs(30),
-            "no exit on SIGTERM"
+            "no exit on SIGTERM:\n{}",
+            log.lock().unwrap()
         );
         std::thread::sleep(Duration::from_millis(100));
     }

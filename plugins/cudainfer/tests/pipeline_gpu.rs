@@ -249,7 +249,8 @@ fn yolox() -> String {
 }
 
 /// Runs dog_1080p.mp4 (its first `frames` if given) through `cudapreprocess
-/// ! trtinfer {model} {properties}` with `providers=cuda {cuda_properties}`
+/// ! trtinfer {model} {properties}` with `providers=cuda tf32=false
+/// {cuda_properties}` (full fp32 unless the caller asks for TF32)
 /// and with `providers=cpu`, and matches each frame's detections at
 /// `tolerance`. `model` sets the model (and its model-type).
 fn gpu_against_cpu_detections(
@@ -269,7 +270,7 @@ fn gpu_against_cpu_detections(
     let t = total.clone();
     on_both_paths(
         &cuda_frames("dog_1080p.mp4", frames),
-        &infer(&format!("providers=cuda {cuda_properties}")),
+        &infer(&format!("providers=cuda tf32=false {cuda_properties}")),
         &infer("providers=cpu"),
         |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries detections"),
         move |gpu, cpu| {
@@ -300,7 +301,7 @@ fn cuda_detections_equal_cpu_detections() {
 /// of dog_1080p.mp4, between the two elements.
 fn gpu_tensor_element(model: &str) -> Option<ElementType> {
     let pipeline = gst::parse::launch(&format!(
-        "{} ! cudapreprocess ! identity name=between ! trtinfer model={model} providers=cuda \
+        "{} ! cudapreprocess ! identity name=between ! trtinfer model={model} providers=cuda tf32=false \
          ! fakesink",
         cuda_frames("dog_1080p.mp4", Some(5))
     ))
@@ -416,7 +417,7 @@ fn ssd_cuda_detections_equal_cpu_detections() {
         let t = total.clone();
         on_both_paths(
             &source,
-            &infer("providers=cuda"),
+            &infer("providers=cuda tf32=false"),
             &infer("providers=cpu"),
             |buffer, _| {
                 FrameDetections::from_buffer(buffer).expect("every frame carries detections")
@@ -603,7 +604,7 @@ fn trtinfer_drops_the_tensor_unless_keep_tensor() {
         let s = seen.clone();
         let ended = run_inspecting(
             &format!(
-                "{} ! cudapreprocess ! trtinfer model={} providers=cuda keep-tensor={keep} \
+                "{} ! cudapreprocess ! trtinfer model={} providers=cuda tf32=false keep-tensor={keep} \
                  ! appsink name=sink",
                 cuda_frames("dog_1080p.mp4", Some(FRAMES)),
                 model()
@@ -663,7 +664,7 @@ fn batched_gpu_streams_equal_the_unbatched_cpu_path() {
     let mut description: Vec<String> = (0..STREAMS)
         .map(|i| {
             format!(
-                "{decode} ! cudapreprocess ! {infer} name=infer{i} providers=cuda max-batch-size=8 \
+                "{decode} ! cudapreprocess ! {infer} name=infer{i} providers=cuda tf32=false max-batch-size=8 \
                  ! appsink name=sink{i} sync=false"
             )
         })
@@ -743,7 +744,10 @@ fn classifier_on_gpu_tensors_equals_cpu() {
     let w = worst.clone();
     on_both_paths(
         &cuda_frames("dog_1080p.mp4", Some(60)),
-        &format!("cudapreprocess ! {}", mobilenet("providers=cuda")),
+        &format!(
+            "cudapreprocess ! {}",
+            mobilenet("providers=cuda tf32=false")
+        ),
         &format!("cudapreprocess ! {}", mobilenet("providers=cpu")),
         |buffer, _| FrameDetections::from_buffer(buffer).expect("every frame carries classes"),
         move |gpu, cpu| {
@@ -770,7 +774,7 @@ fn crops_classified_on_the_gpu_equal_cpu() {
         return;
     }
     let detector = format!(
-        "{} ! cudapreprocess ! trtinfer model={} labels={} providers=cuda",
+        "{} ! cudapreprocess ! trtinfer model={} labels={} providers=cuda tf32=false",
         cuda_frames("dog_1080p.mp4", Some(60)),
         model(),
         labels()
@@ -781,7 +785,7 @@ fn crops_classified_on_the_gpu_equal_cpu() {
         &detector,
         &format!(
             "cudapreprocess mode=objects ! {}",
-            mobilenet("providers=cuda")
+            mobilenet("providers=cuda tf32=false")
         ),
         &format!(
             "cudapreprocess mode=objects ! {}",

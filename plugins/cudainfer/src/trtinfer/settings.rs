@@ -87,7 +87,7 @@ impl Default for Settings {
             providers: DEFAULT_PROVIDERS.into(),
             device_id: 0,
             ort_library: None,
-            tf32: false,
+            tf32: true,
             cuda_graph: false,
             tensorrt_cache_dir: None,
             tensorrt_fp16: false,
