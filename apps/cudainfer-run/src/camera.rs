@@ -430,7 +430,7 @@ impl Worker {
                 if spawned.is_err() {
                     // No thread to spare: drain from here (the service's
                     // own deadline still bounds a stuck branch).
-                    send_eos(&p, ending);
+                    send_eos(p, ending);
                 }
                 stopping = Some(Instant::now());
             }

@@ -2,7 +2,7 @@
 //! the batcher's own work (gather, ONNX Runtime, output decoding, copying
 //! the candidates back) on tensors already in GPU memory.
 //!
-//!   infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32,tf32+graph,tf32+nhwc,...] [--sessions S]
+//!   infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32,tf32+graph,tf32+nhwc,...] [--sessions S] [--model-type yolox|yolov8|...]
 //!
 //! Each config loads its own session (cuda provider) and warms it up at
 //! each batch size, which is excluded from the timing; then K batches run
@@ -25,10 +25,11 @@ struct Args {
     runs: usize,
     configs: Vec<String>,
     sessions: usize,
+    model_type: ModelType,
 }
 
 fn parse_args() -> Args {
-    let usage = "usage: infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32,tf32+graph,tf32+nhwc,...] [--sessions S]";
+    let usage = "usage: infer_bench MODEL [--batches 1,8,16,32] [--runs K] [--configs fp32,tf32,tf32+graph,tf32+nhwc,...] [--sessions S] [--model-type yolox|yolov8|...]";
     let mut it = std::env::args().skip(1);
     let mut args = Args {
         model: it.next().expect(usage),
@@ -36,6 +37,7 @@ fn parse_args() -> Args {
         runs: 100,
         configs: vec!["fp32".into(), "tf32".into()],
         sessions: 1,
+        model_type: ModelType::default(),
     };
     while let Some(flag) = it.next() {
         let value = it.next().expect(usage);
@@ -46,6 +48,14 @@ fn parse_args() -> Args {
             "--runs" => args.runs = value.parse().expect(usage),
             "--configs" => args.configs = value.split(',').map(str::to_string).collect(),
             "--sessions" => args.sessions = value.parse::<usize>().expect(usage).max(1),
+            "--model-type" => {
+                use gst::glib::{self, prelude::*};
+                let class = glib::EnumClass::with_type(ModelType::static_type()).expect("an enum");
+                args.model_type = class
+                    .value_by_nick(&value)
+                    .and_then(|v| v.to_value(&class).get::<ModelType>().ok())
+                    .unwrap_or_else(|| panic!("unknown model type {value}: {usage}"));
+            }
             _ => panic!("{usage}"),
         }
     }
@@ -123,7 +133,7 @@ fn main() {
             let started = Instant::now();
             let model_config = ModelConfig {
                 model: args.model.clone().into(),
-                model_type: ModelType::default(),
+                model_type: args.model_type,
                 family: Default::default(),
                 labels: None,
                 providers: vec![Provider::Cuda],
