@@ -502,11 +502,14 @@ fn add_snapshot_branch(
     queue
         .static_pad("sink")
         .expect("queue has a sink")
-        .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if tap.pass() {
                 gst::PadProbeReturn::Ok
             } else {
-                gst::PadProbeReturn::Drop
+                // Taken and dropped here, so that GStreamer has nothing
+                // left to unref.
+                drop(info.take_buffer());
+                gst::PadProbeReturn::Handled
             }
         });
     Ok(())
