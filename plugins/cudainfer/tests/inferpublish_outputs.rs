@@ -616,9 +616,35 @@ fn broker_restart_loses_only_what_dropped_counts() {
         "dropped {dropped} must count what the subscriber did not get ({missing_count})"
     );
     assert!(dropped >= 10);
+    // The last results may also be lost at the end, where flush-timeout
+    // ran out before their acknowledgement came (seen once under load: the
+    // final frame), and then the element says so.
+    let last = FRAMES_IN_CLIP as u64 - 1;
+    let mut split = missing.len();
+    if missing.last() == Some(&last) {
+        split -= 1;
+        while split > 0 && missing[split - 1] + 1 == missing[split] {
+            split -= 1;
+        }
+        // A run that reaches back to the outage is the outage's.
+        if split == 0 {
+            split = missing.len();
+        }
+    }
+    let (outage, tail) = missing.split_at(split);
+    if !tail.is_empty() {
+        assert!(
+            warnings.iter().any(|w| w.contains("within flush-timeout")),
+            "results lost at the end without the flush-timeout warning: {missing:?} {warnings:?}"
+        );
+    }
+    let missing = outage.to_vec();
     // Drop-oldest: the lost ones are one run from the outage; the queue's
     // newest MAX_QUEUED and everything after arrived.
-    assert!(missing.windows(2).all(|w| w[1] == w[0] + 1), "{missing:?}");
+    assert!(
+        missing.windows(2).all(|w| w[1] == w[0] + 1),
+        "{missing:?} {warnings:?}"
+    );
     assert!(missing[0] >= 40 - 1);
     let last_missing = *missing.last().unwrap();
     assert!(
