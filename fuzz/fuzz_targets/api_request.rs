@@ -261,7 +261,12 @@ fn check_refusal(req: &Request, refusal: &Refusal) {
             let expected = match path {
                 "/metrics" => "GET",
                 "/cameras" => "GET, POST",
-                _ if path.ends_with("/snapshot.jpg") => {
+                // A camera's snapshot; `/cameras/snapshot.jpg` is the
+                // camera of that id.
+                _ if path
+                    .strip_prefix("/cameras/")
+                    .is_some_and(|p| p.ends_with("/snapshot.jpg")) =>
+                {
                     let id = path
                         .strip_prefix("/cameras/")
                         .and_then(|p| p.strip_suffix("/snapshot.jpg"));
