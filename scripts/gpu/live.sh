@@ -23,7 +23,8 @@
 #   cudapreprocess device-id=0 is refused naming both devices; throughput
 #   (non-live) 16 streams on GPU 0 against 32 on both, decode-only and full,
 #   one after the other, PASS when full on two >= 1.9 x full on one; and the
-#   live run at LIVE2_STREAMS (default 300) over both GPUs.
+#   live run at LIVE2_STREAMS (default 300) over both GPUs; then
+#   cudainfer-run --gpus with SERVICE2_CAMERAS (default 128) file cameras.
 # Every step is bounded by `timeout`; either branch fits in about 9 minutes.
 # Writes logs under $OUT (or /tmp/gpu-live) and prints verdicts and tables.
 set -u
@@ -142,6 +143,16 @@ else
   for n in $(echo "${LIVE2_STREAMS:-300}" | tr , ' '); do
     live_run "$n" "$gpus" two || true
   done
+  # The service with its cameras spread over the GPUs (--gpus), at
+  # SERVICE2_CAMERAS (default 128).
+  cams=${SERVICE2_CAMERAS:-128}
+  mkdir -p "$out/service-gpus"
+  OUT=$out/service-gpus SERVICE_FLAGS="--gpus $gpus" timeout -k 10 200 bash "$(gpu_script service)" "$cams" 60 \
+    > "$out/service-gpus.md" 2>&1
+  rc=$?
+  verdict "cudainfer-run --gpus $gpus, $cams cameras (see service-gpus.md)" \
+    "$(grep -q '| FAIL |' "$out/service-gpus.md" && echo FAIL || pass_fail $rc)" \
+    "$(grep -o 'p99_ms=[0-9.]*' "$out/service-gpus.md" | head -1); $(exit_note $rc 200)"
 fi
 
 echo
@@ -157,7 +168,7 @@ for f in "$out"/capacity-*.md; do
   echo "### $(basename "$f" .md) (${capacity_seconds} s runs, bounds ${LIVE_BOUNDS:-48,176})"
   awk '/^### capacity, mode / { on = 1 } /^CAPACITY ratio=/ { rest = 1 } on || rest { print } /^CAPACITY mode=/ { on = 0; print "" }' "$f"
 done
-for f in "$out"/live-*.md "$out/one-gpu.md" "$out/two-gpus.md"; do
+for f in "$out"/live-*.md "$out/one-gpu.md" "$out/two-gpus.md" "$out/service-gpus.md"; do
   [ -f "$f" ] || continue
   echo
   echo "### $(basename "$f" .md)"

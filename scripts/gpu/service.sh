@@ -11,6 +11,7 @@
 # counted as reconnecting and runs again once its file is back; the p99 added
 # latency is printed (the worst camera's); SIGTERM ends it with exit 0.
 # Prints a PASS/FAIL table; logs, metrics and JSON lines under $OUT.
+# SERVICE_FLAGS adds options (`--gpus 0,1` spreads the cameras over two GPUs).
 set -u
 # shellcheck source=scripts/gpu/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -32,7 +33,7 @@ uris=()
 for _ in $(seq "$cameras"); do uris+=("file://$media/dog_1080p.mp4"); done
 uris+=("file://$out/failing.mp4")
 "$app/cudainfer-run" --model "$models/${SERVICE_MODEL:-yolox_nano_dynbatch.onnx}" --labels "$models/coco-labels.txt" \
-  --decode gpu --providers cuda --json "$out/results.jsonl" --http "127.0.0.1:$port" --no-status \
+  --decode gpu --providers cuda ${SERVICE_FLAGS:-} --json "$out/results.jsonl" --http "127.0.0.1:$port" --no-status \
   "${uris[@]}" 2> "$out/service.log" &
 pid=$!
 

@@ -83,6 +83,8 @@ pub struct Camera {
     pub id: String,
     pub uri: CameraUri,
     pub loop_file: bool,
+    /// The GPU it decodes and infers on (on the GPU path).
+    device: u32,
     pub stats: Arc<CameraStats>,
     /// Its snapshots, kept across its pipelines' runs.
     pub snapshots: Arc<SnapshotTap>,
@@ -94,6 +96,11 @@ pub struct Camera {
 }
 
 impl Camera {
+    /// The GPU the camera decodes and infers on (on the GPU path).
+    pub fn device(&self) -> u32 {
+        self.device
+    }
+
     /// Longest wait for a camera's thread to end once asked to: a source
     /// stuck in a call that never returns must not hold a removal or the
     /// shutdown. Past it the thread is left to end on its own.
@@ -115,6 +122,7 @@ impl Camera {
             id,
             uri,
             loop_file,
+            device: settings.device_id,
             stats: Arc::default(),
             snapshots: Arc::default(),
             control: Arc::default(),

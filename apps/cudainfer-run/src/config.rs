@@ -36,6 +36,8 @@ options:
                         instance refuses POST /cameras (add cameras to the shared list instead)
   --decode auto|gpu|cpu hardware decoding when a GPU is there (auto, default), or forced
   --device-id N         GPU for decoding and inference (default 0)
+  --gpus LIST           spread the cameras over these GPUs (e.g. 0,1; instead of --device-id):
+                        each camera starts on the GPU with the fewest cameras, the first on ties
   --providers LIST      ONNX Runtime providers (default: cuda,cpu with a GPU, else cpu)
   --overload P          when inference cannot keep up: skip (frames whose result would be later
                         than --latency-budget pass on uninferred, with the tracker's boxes), block
@@ -135,6 +137,7 @@ struct FileConfig {
     decode: Option<Decode>,
     #[serde(alias = "device_id")]
     device_id: Option<u32>,
+    gpus: Option<Vec<u32>>,
     providers: Option<String>,
     overload: Option<String>,
     #[serde(alias = "latency_budget")]
@@ -186,7 +189,10 @@ pub struct Config {
     pub allow_dirs: Vec<PathBuf>,
     pub max_cameras: usize,
     pub decode: Decode,
+    /// The first of `gpus`.
     pub device_id: u32,
+    /// The GPUs the cameras are spread over (one: `--device-id`).
+    pub gpus: Vec<u32>,
     pub providers: Option<String>,
     pub overload: String,
     pub latency_budget: u32,
@@ -240,6 +246,17 @@ pub fn parse_args(
                 });
             }
             Long("device-id") => cli.device_id = Some(parser.value()?.parse()?),
+            Long("gpus") => {
+                let v = parser.value()?.string()?;
+                let list: Result<Vec<u32>, _> = v.split(',').map(|d| d.trim().parse()).collect();
+                cli.gpus = Some(list.map_err(|_| {
+                    ConfigError::Value(
+                        "gpus",
+                        v,
+                        "give device numbers separated by commas, e.g. 0,1",
+                    )
+                })?);
+            }
             Long("providers") => cli.providers = Some(parser.value()?.string()?),
             Long("overload") => cli.overload = Some(parser.value()?.string()?),
             Long("latency-budget") => cli.latency_budget = Some(parser.value()?.parse()?),
@@ -383,6 +400,7 @@ fn resolve(
             "give 1 to 4096, and at least as many as the cameras listed",
         ));
     }
+    let gpus = gpu_list(cli.gpus.or(file.gpus), cli.device_id.or(file.device_id))?;
     Ok(Config {
         model,
         model_type: cli
@@ -399,7 +417,8 @@ fn resolve(
         allow_dirs: cli.allow_dirs.or(file.allow_dirs).unwrap_or_default(),
         max_cameras,
         decode: cli.decode.or(file.decode).unwrap_or_default(),
-        device_id: cli.device_id.or(file.device_id).unwrap_or(0),
+        device_id: gpus[0],
+        gpus,
         providers: cli.providers.or(file.providers),
         overload,
         latency_budget,
@@ -414,6 +433,39 @@ fn resolve(
         listed,
         cameras,
     })
+}
+
+/// The GPUs cameras are spread over: `--gpus` (distinct devices, at most
+/// 16), or the one of `--device-id` (default 0); not both.
+fn gpu_list(gpus: Option<Vec<u32>>, device_id: Option<u32>) -> Result<Vec<u32>, ConfigError> {
+    const MOST: usize = 16;
+    let Some(gpus) = gpus else {
+        return Ok(vec![device_id.unwrap_or(0)]);
+    };
+    let shown = || {
+        gpus.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    if device_id.is_some() {
+        return Err(ConfigError::Value(
+            "gpus",
+            shown(),
+            "give --gpus or --device-id, not both",
+        ));
+    }
+    let mut seen = gpus.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if gpus.is_empty() || gpus.len() > MOST || seen.len() != gpus.len() {
+        return Err(ConfigError::Value(
+            "gpus",
+            shown(),
+            "give 1 to 16 distinct device numbers, e.g. 0,1",
+        ));
+    }
+    Ok(gpus)
 }
 
 /// The cameras of the whole list with their ids, then those of this shard;
@@ -552,6 +604,36 @@ mod tests {
         assert_eq!(parse_addr("8080").unwrap().to_string(), "127.0.0.1:8080");
         assert_eq!(parse_addr(":8080").unwrap().to_string(), "127.0.0.1:8080");
         assert!(parse_addr("nowhere").is_err());
+    }
+
+    #[test]
+    fn gpus_are_a_list_of_distinct_devices_or_one_device_id() {
+        let m = model();
+        let run = |extra: &[&str]| {
+            let mut list = vec!["x", "--model", &m];
+            list.extend_from_slice(extra);
+            match parse_args(args(&list)) {
+                Ok(Command::Run(c)) => Ok((c.gpus, c.device_id)),
+                Ok(Command::Help) => panic!("help"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(run(&[]), Ok((vec![0], 0)));
+        assert_eq!(run(&["--device-id", "1"]), Ok((vec![1], 1)));
+        assert_eq!(run(&["--gpus", "1,0"]), Ok((vec![1, 0], 1)));
+        assert_eq!(run(&["--gpus", "0, 1"]), Ok((vec![0, 1], 0)));
+        for (bad, why) in [
+            (&["--gpus", "0,0"][..], "distinct device numbers"),
+            (&["--gpus", "0,x"][..], "separated by commas"),
+            (&["--gpus", ""][..], "separated by commas"),
+            (&["--gpus", "0,1", "--device-id", "1"][..], "not both"),
+        ] {
+            let err = run(bad).unwrap_err();
+            assert!(
+                err.contains("--gpus") && err.contains(why),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

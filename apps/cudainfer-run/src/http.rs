@@ -604,7 +604,11 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             headers: Vec::new(),
         },
         Route::ListCameras => {
-            let list: Vec<_> = service.list().iter().map(|c| metrics::view(c)).collect();
+            let list: Vec<_> = service
+                .list()
+                .iter()
+                .map(|c| metrics::view(c, service.settings.gpu))
+                .collect();
             Reply::json(200, &list)
         }
         Route::Health => Reply::json(200, &serde_json::json!({ "status": "ok" })),
@@ -616,7 +620,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             ),
         },
         Route::GetCamera(id) => match service.get(&id) {
-            Some(c) => Reply::json(200, &metrics::view(&c)),
+            Some(c) => Reply::json(200, &metrics::view(&c, service.settings.gpu)),
             None => no_camera(),
         },
         Route::DeleteCamera(_) | Route::Snapshot(..) => {
@@ -629,7 +633,7 @@ fn execute(service: &Service, route: Route, add: Option<AddCamera>) -> Reply {
             };
             match service.add_requested(uri, loop_file) {
                 Ok(camera) => {
-                    let mut reply = Reply::json(201, &metrics::view(&camera));
+                    let mut reply = Reply::json(201, &metrics::view(&camera, service.settings.gpu));
                     reply
                         .headers
                         .push(("Location", format!("/cameras/{}", camera.id)));

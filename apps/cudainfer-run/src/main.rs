@@ -71,23 +71,42 @@ fn run() -> Result<(), RunError> {
     }
     gst::init()?;
     gstcudainfer::plugin_register_static()?;
-    let gpu = pipeline::rank_decoders(config.decode, config.device_id);
+    let gpu = pipeline::rank_decoders(config.decode, &config.gpus);
+    let gpus = config
+        .gpus
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     if config.decode == config::Decode::Gpu && !gpu {
         log::event(
             Level::Warn,
             "no_gpu_decoder",
-            &[("device_id", &config.device_id), ("using", &"cpu decoding")],
+            &[("gpus", &gpus), ("using", &"cpu decoding")],
         );
     }
     let settings = pipeline::PipelineSettings::new(&config, gpu);
-    pipeline::check_inference(&settings).map_err(|e| {
-        // trtinfer's advice names its ort-library property, which the
-        // service does not have: here the environment is the way.
-        RunError::Inference(e.replace(
-            "the ort-library property or ORT_DYLIB_PATH",
-            "ORT_DYLIB_PATH (cudainfer-run's environment)",
-        ))
-    })?;
+    // Each GPU's session, once: a device without the model's provider
+    // stops the start as one GPU would.
+    let devices = if gpu {
+        config.gpus.clone()
+    } else {
+        vec![config.device_id]
+    };
+    for device in devices {
+        let on = pipeline::PipelineSettings {
+            device_id: device,
+            ..settings.clone()
+        };
+        pipeline::check_inference(&on).map_err(|e| {
+            // trtinfer's advice names its ort-library property, which the
+            // service does not have: here the environment is the way.
+            RunError::Inference(e.replace(
+                "the ort-library property or ORT_DYLIB_PATH",
+                "ORT_DYLIB_PATH (cudainfer-run's environment)",
+            ))
+        })?;
+    }
     log::event(
         Level::Info,
         "service_starting",
@@ -95,6 +114,7 @@ fn run() -> Result<(), RunError> {
             ("model", &settings.model),
             ("decode", &if gpu { "gpu" } else { "cpu" }),
             ("providers", &settings.providers),
+            ("gpus", &if gpu { gpus.as_str() } else { "none" }),
             ("cameras", &config.cameras.len()),
             ("listed", &config.listed),
             (

@@ -1,8 +1,9 @@
 //! `/metrics` in Prometheus' text format and the cameras as JSON for the
 //! API; both show camera URIs redacted only.
 
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::Serialize;
 
@@ -31,9 +32,11 @@ pub struct CameraView {
     pub objects: std::collections::BTreeMap<String, u32>,
     /// Frames this camera encoded as snapshots.
     pub snapshots_encoded: u64,
+    /// The GPU it decodes and infers on; null on the CPU path.
+    pub gpu: Option<u32>,
 }
 
-pub fn view(camera: &Camera) -> CameraView {
+pub fn view(camera: &Camera, on_gpu: bool) -> CameraView {
     let s = camera.stats.snapshot();
     let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     CameraView {
@@ -52,6 +55,7 @@ pub fn view(camera: &Camera) -> CameraView {
         last_error: s.last_error,
         objects: s.objects,
         snapshots_encoded: camera.snapshots.encoded(),
+        gpu: on_gpu.then(|| camera.device()),
     }
 }
 
@@ -160,10 +164,18 @@ pub fn render(service: &Service) -> String {
         "gauge",
         "most frames the camera's shared inference session ran at once",
     );
-    let mut largest = 0;
+    // On the GPU path, per GPU of the service; on the CPU, one device.
+    let devices: Vec<u32> = if service.settings.gpu {
+        service.settings.gpus.clone()
+    } else {
+        vec![service.settings.device_id]
+    };
+    let mut largest = vec![0u32; devices.len()];
     for c in &cameras {
         if let Some(b) = c.infer_property::<u32>("largest-batch") {
-            largest = largest.max(b);
+            if let Some(i) = devices.iter().position(|&d| d == c.device()) {
+                largest[i] = largest[i].max(b);
+            }
             let _ = writeln!(
                 out,
                 "cudainfer_trtinfer_largest_batch{{camera=\"{}\"}} {b}",
@@ -171,7 +183,6 @@ pub fn render(service: &Service) -> String {
             );
         }
     }
-    let device = service.settings.device_id;
     let processor = if service.settings.gpu { "gpu" } else { "cpu" };
     header(
         &mut out,
@@ -179,29 +190,41 @@ pub fn render(service: &Service) -> String {
         "gauge",
         "most frames one inference run held, over the running cameras of the device",
     );
-    let _ = writeln!(
-        out,
-        "cudainfer_device_largest_batch{{device=\"{processor}{device}\"}} {largest}"
-    );
-    if service.settings.gpu {
-        if let Some((free, total)) = gpu_memory(device) {
-            header(
-                &mut out,
-                "cudainfer_gpu_memory_used_bytes",
-                "gauge",
-                "GPU memory in use (all processes)",
-            );
+    for (device, largest) in devices.iter().zip(&largest) {
+        let _ = writeln!(
+            out,
+            "cudainfer_device_largest_batch{{device=\"{processor}{device}\"}} {largest}"
+        );
+    }
+    let memory: Vec<(u32, (usize, usize))> = if service.settings.gpu {
+        devices
+            .iter()
+            .filter_map(|&d| gpu_memory(d).map(|m| (d, m)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if !memory.is_empty() {
+        header(
+            &mut out,
+            "cudainfer_gpu_memory_used_bytes",
+            "gauge",
+            "GPU memory in use (all processes)",
+        );
+        for (device, (free, total)) in &memory {
             let _ = writeln!(
                 out,
                 "cudainfer_gpu_memory_used_bytes{{gpu=\"{device}\"}} {}",
                 total - free
             );
-            header(
-                &mut out,
-                "cudainfer_gpu_memory_total_bytes",
-                "gauge",
-                "GPU memory",
-            );
+        }
+        header(
+            &mut out,
+            "cudainfer_gpu_memory_total_bytes",
+            "gauge",
+            "GPU memory",
+        );
+        for (device, (_, total)) in &memory {
             let _ = writeln!(
                 out,
                 "cudainfer_gpu_memory_total_bytes{{gpu=\"{device}\"}} {total}"
@@ -304,9 +327,15 @@ pub fn render(service: &Service) -> String {
 /// Free and total memory of GPU `device`, through the driver (the context
 /// is the device's primary one, which the pipelines use already).
 fn gpu_memory(device: u32) -> Option<(usize, usize)> {
-    static CONTEXT: OnceLock<Option<Arc<cudarc::driver::CudaContext>>> = OnceLock::new();
-    let ctx = CONTEXT
-        .get_or_init(|| {
+    type Contexts = Mutex<HashMap<u32, Option<Arc<cudarc::driver::CudaContext>>>>;
+    static CONTEXTS: OnceLock<Contexts> = OnceLock::new();
+    let mut contexts = CONTEXTS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let ctx = contexts
+        .entry(device)
+        .or_insert_with(|| {
             std::panic::catch_unwind(|| cudarc::driver::CudaContext::new(device as usize).ok())
                 .ok()
                 .flatten()

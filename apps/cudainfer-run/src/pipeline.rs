@@ -38,7 +38,10 @@ pub struct PipelineSettings {
     pub providers: String,
     pub overload: String,
     pub latency_budget: u32,
+    /// This camera's GPU (of `gpus`).
     pub device_id: u32,
+    /// The service's GPUs.
+    pub gpus: Vec<u32>,
     pub json: Option<String>,
     pub mqtt: Option<String>,
     pub record: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl PipelineSettings {
             overload: config.overload.clone(),
             latency_budget: config.latency_budget,
             device_id: config.device_id,
+            gpus: config.gpus.clone(),
             // Without any output the results go to stdout: a detector whose
             // results go nowhere is a mistake.
             json: if default_json {
@@ -136,34 +140,50 @@ pub fn check_inference(settings: &PipelineSettings) -> Result<(), String> {
     }
 }
 
-/// Ranks the decoders for the whole process: with a GPU, NVIDIA's decoder of
-/// `device_id` first (`nvh264dec` is device 0, `nvh264device1dec` device 1, …;
-/// H.265 likewise) and the other GPUs' not at all; without, no NVIDIA decoder,
-/// so the CPU's (`avdec_h264`) decodes. Returns whether the GPU path is on.
-pub fn rank_decoders(decode: Decode, device_id: u32) -> bool {
+/// The GPU an NVIDIA decoder factory decodes on (`nvh264dec` device 0,
+/// `nvh264device1dec` device 1, `nvh265device2dec` device 2, …); `None`
+/// for any other factory.
+pub fn decoder_device(factory: &str) -> Option<u32> {
+    let inner = factory.strip_prefix("nv")?.strip_suffix("dec")?;
+    match inner.split_once("device") {
+        Some((codec, n)) if !codec.is_empty() => n.parse().ok(),
+        Some(_) => None,
+        None if !inner.is_empty() && inner.chars().all(|c| c.is_ascii_alphanumeric()) => Some(0),
+        None => None,
+    }
+}
+
+/// Ranks the decoders for the whole process: with a GPU, NVIDIA's H.264 and
+/// H.265 decoders of `devices` first and the other GPUs' not at all
+/// (each camera then keeps to its own GPU's, see [`build`]); without, no
+/// NVIDIA decoder, so the CPU's (`avdec_h264`) decodes. Returns whether the
+/// GPU path is on: every device listed has its decoders.
+pub fn rank_decoders(decode: Decode, devices: &[u32]) -> bool {
     let registry = gst::Registry::get();
     let nv_decoders: Vec<gst::ElementFactory> = registry
         .features(gst::ElementFactory::static_type())
         .into_iter()
         .filter_map(|f| f.downcast::<gst::ElementFactory>().ok())
         .filter(|f| {
-            let n = f.name();
-            n.starts_with("nv")
-                && n.ends_with("dec")
-                && f.has_type(gst::ElementFactoryType::DECODER)
+            decoder_device(&f.name()).is_some() && f.has_type(gst::ElementFactoryType::DECODER)
         })
         .collect();
-    let ours = |codec: &str| {
-        if device_id == 0 {
+    let ours = |device: u32, codec: &str| {
+        if device == 0 {
             format!("nv{codec}dec")
         } else {
-            format!("nv{codec}device{device_id}dec")
+            format!("nv{codec}device{device}dec")
         }
     };
-    let wanted = [ours("h264"), ours("h265")];
-    let have_gpu = nv_decoders
+    let wanted: Vec<String> = devices
         .iter()
-        .any(|f| wanted.contains(&f.name().to_string()));
+        .flat_map(|&d| [ours(d, "h264"), ours(d, "h265")])
+        .collect();
+    let have_gpu = devices.iter().all(|&d| {
+        nv_decoders
+            .iter()
+            .any(|f| f.name() == ours(d, "h264") || f.name() == ours(d, "h265"))
+    });
     let gpu = match decode {
         Decode::Cpu => false,
         Decode::Gpu | Decode::Auto => have_gpu,
@@ -177,6 +197,26 @@ pub fn rank_decoders(decode: Decode, device_id: u32) -> bool {
         f.set_rank(rank);
     }
     gpu
+}
+
+/// Keeps `uridecodebin` from plugging another GPU's NVIDIA decoder than
+/// `device`'s: with several GPUs every one's decoders rank alike.
+fn keep_to_device(src: &gst::Element, device: u32) {
+    // The signal's result type exists once uridecodebin's class does.
+    let Some(results) = glib::Type::from_name("GstAutoplugSelectResult") else {
+        return;
+    };
+    let answer = move |nick: &str| {
+        let class = glib::EnumClass::with_type(results)?;
+        Some(class.value_by_nick(nick)?.to_value(&class))
+    };
+    src.connect("autoplug-select", false, move |args| {
+        let factory = args.get(3)?.get::<gst::ElementFactory>().ok()?;
+        match decoder_device(&factory.name()) {
+            Some(d) if d != device => answer("skip"),
+            _ => answer("try"),
+        }
+    });
 }
 
 fn make(factory: &'static str) -> Result<gst::Element, BuildError> {
@@ -223,6 +263,9 @@ pub fn build(
     let pipeline = gst::Pipeline::with_name(id);
     let src = make("uridecodebin")?;
     src.set_property("uri", source);
+    if settings.gpu {
+        keep_to_device(&src, settings.device_id);
+    }
     connect_source_setup(&src, uri);
     refuse_playlists(&src);
 
@@ -234,6 +277,7 @@ pub fn build(
     queue.set_property("max-size-bytes", 0u32);
     queue.set_property("max-size-time", 0u64);
     let pre = make("cudapreprocess")?;
+    pre.set_property("device-id", settings.device_id);
     let infer = make_infer(settings)?;
     let track = make("infertrack")?;
     let mut chain = vec![queue.clone(), pre.clone(), infer, track];
@@ -565,4 +609,82 @@ fn add_probes(
             gst::PadProbeReturn::Ok
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decoder_device, keep_to_device};
+    use gst::prelude::*;
+
+    /// The camera's decoder choice answers uridecodebin with the signal's
+    /// own result type: a CPU decoder (of no GPU) is tried, and the clip
+    /// decodes as without the handler.
+    #[test]
+    fn keeping_to_a_gpu_lets_a_cpu_decoder_decode() {
+        gst::init().unwrap();
+        // Where the integration tests find the shared data.
+        let clip = [
+            std::env::var_os("CUDAINFER_SHARED_DIR").map(std::path::PathBuf::from),
+            Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")),
+            Some("/work/shared".into()),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("media/dog_1080p.mp4"))
+        .find(|c| c.exists())
+        .expect("test data not found: set CUDAINFER_SHARED_DIR to the folder holding media/");
+        let clip =
+            std::fs::canonicalize(&clip).unwrap_or_else(|e| panic!("{}: {e}", clip.display()));
+        let pipeline = gst::parse::launch(&format!(
+            "uridecodebin name=src uri=file://{} caps=video/x-raw ! identity eos-after=5 ! fakesink name=sink",
+            clip.display()
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline.by_name("src").unwrap();
+        keep_to_device(&src, 1);
+        let frames = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let f = frames.clone();
+        pipeline
+            .by_name("sink")
+            .unwrap()
+            .static_pad("sink")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                f.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let bus = pipeline.bus().unwrap();
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(60),
+                &[gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("EOS or an error within a minute");
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+        assert!(frames.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+    }
+
+    #[test]
+    fn an_nvidia_decoder_names_its_gpu() {
+        for (name, device) in [
+            ("nvh264dec", Some(0)),
+            ("nvh265dec", Some(0)),
+            ("nvav1dec", Some(0)),
+            ("nvh264device1dec", Some(1)),
+            ("nvh265device12dec", Some(12)),
+            ("nvjpegdevice3dec", Some(3)),
+            ("avdec_h264", None),
+            ("nvdec", None),
+            ("nvdevice1dec", None),
+            ("nvh264devicexdec", None),
+            ("nvh264enc", None),
+            ("nv_h264dec", None),
+        ] {
+            assert_eq!(decoder_device(name), device, "{name}");
+        }
+    }
 }

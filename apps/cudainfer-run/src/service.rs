@@ -47,6 +47,20 @@ pub struct Service {
     ending: AtomicBool,
 }
 
+/// The GPU of `gpus` that the fewest of the running cameras (`in_use`,
+/// their GPUs) are on, the first listed on ties: cameras listed in order
+/// go round the GPUs, and one added later fills the emptiest.
+pub fn least_used(gpus: &[u32], in_use: impl Iterator<Item = u32>) -> u32 {
+    let mut counts = vec![0usize; gpus.len()];
+    for d in in_use {
+        if let Some(i) = gpus.iter().position(|&g| g == d) {
+            counts[i] += 1;
+        }
+    }
+    let least = (0..gpus.len()).min_by_key(|&i| (counts[i], i)).unwrap_or(0);
+    gpus.get(least).copied().unwrap_or(0)
+}
+
 impl Service {
     pub fn new(
         settings: PipelineSettings,
@@ -120,12 +134,21 @@ impl Service {
         });
         let mut next = self.next.locked();
         let n = *next;
+        let device = least_used(&self.settings.gpus, cameras.values().map(|c| c.device()));
+        let settings = if device == self.settings.device_id {
+            self.settings.clone()
+        } else {
+            Arc::new(PipelineSettings {
+                device_id: device,
+                ..(*self.settings).clone()
+            })
+        };
         let camera = Camera::start(
             id,
             uri,
             allowed,
             loop_file.unwrap_or(self.loop_files),
-            self.settings.clone(),
+            settings,
         )
         .map_err(AddError::Resources)?;
         *next += 1;
@@ -230,5 +253,27 @@ impl Service {
         for c in cameras.iter().filter(|c| !c.ended()) {
             c.report_stuck();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_used;
+
+    #[test]
+    fn cameras_go_to_the_least_used_gpu() {
+        let gpus = [0, 1];
+        // Listed in order: round the GPUs.
+        let mut on = Vec::new();
+        for _ in 0..5 {
+            on.push(least_used(&gpus, on.iter().copied()));
+        }
+        assert_eq!(on, [0, 1, 0, 1, 0]);
+        // Removals leave a gap that the next camera fills.
+        assert_eq!(least_used(&gpus, [0, 0, 0, 1].into_iter()), 1);
+        assert_eq!(least_used(&[1, 0], [].into_iter()), 1);
+        assert_eq!(least_used(&[2], [2, 2].into_iter()), 2);
+        // A GPU no longer listed counts for none.
+        assert_eq!(least_used(&gpus, [3, 3, 0].into_iter()), 1);
     }
 }
