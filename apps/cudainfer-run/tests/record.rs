@@ -14,28 +14,7 @@ use gst::prelude::*;
 /// cheap to decode and encode on a 2-core machine.
 fn still_clip(dir: &Path, frames: u32) -> PathBuf {
     let path = dir.join(format!("dog-{frames}.mkv"));
-    let (image, frames) = (
-        format!("location={}", shared_dir().join("media/dog.jpg").display()),
-        format!("num-buffers={frames}"),
-    );
-    let source = [
-        "filesrc",
-        &image,
-        "!",
-        "jpegdec",
-        "!",
-        "videoconvert",
-        "!",
-        "videoscale",
-        "!",
-        "video/x-raw,width=384,height=288",
-        "!",
-        "imagefreeze",
-        &frames,
-        "!",
-        "video/x-raw,framerate=5/1",
-    ];
-    mjpeg_clip(&path, &source);
+    still_dog_clip(&path, 384, 288, frames);
     path
 }
 

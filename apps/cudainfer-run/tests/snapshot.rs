@@ -80,27 +80,7 @@ fn class_colour(class_id: u64) -> Option<[u8; 3]> {
 
 fn clip_of_dog(dir: &Path, name: &str) -> std::path::PathBuf {
     let path = dir.join(name);
-    let location = format!("location={}", shared_dir().join("media/dog.jpg").display());
-    mjpeg_clip(
-        &path,
-        &[
-            "filesrc",
-            &location,
-            "!",
-            "jpegdec",
-            "!",
-            "videoconvert",
-            "!",
-            "videoscale",
-            "!",
-            "video/x-raw,width=640,height=480",
-            "!",
-            "imagefreeze",
-            "num-buffers=25",
-            "!",
-            "video/x-raw,framerate=5/1",
-        ],
-    );
+    still_dog_clip(&path, 640, 480, 25);
     path
 }
 

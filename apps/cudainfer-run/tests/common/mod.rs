@@ -71,6 +71,33 @@ pub fn small_clip(dir: &Path, frames: u32) -> PathBuf {
     path
 }
 
+/// Writes `path`: the shared dog.jpg scaled to `width`x`height`, repeated
+/// for `frames` frames at 5 fps, as MJPEG in Matroska (a still camera whose
+/// objects are known).
+pub fn still_dog_clip(path: &Path, width: u32, height: u32, frames: u32) {
+    let image = format!("location={}", shared_dir().join("media/dog.jpg").display());
+    let size = format!("video/x-raw,width={width},height={height}");
+    let frames = format!("num-buffers={frames}");
+    let source = [
+        "filesrc",
+        &image,
+        "!",
+        "jpegdec",
+        "!",
+        "videoconvert",
+        "!",
+        "videoscale",
+        "!",
+        &size,
+        "!",
+        "imagefreeze",
+        &frames,
+        "!",
+        "video/x-raw,framerate=5/1",
+    ];
+    mjpeg_clip(path, &source);
+}
+
 /// Writes `path`: the raw video of the gst-launch elements `source` as MJPEG
 /// in Matroska.
 pub fn mjpeg_clip(path: &Path, source: &[&str]) {
