@@ -40,8 +40,23 @@ case $mode in
     export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$src/.ort/libonnxruntime.so}"
     # One stream, so that a failure's message sits beside cargo's summary in
     # meson's log; every test binary runs even after one fails.
-    exec "$cargo" test --release --workspace --no-fail-fast --manifest-path "$src/Cargo.toml" \
-      --target-dir "$target_dir" "$@" 2>&1
+    log=$(mktemp)
+    trap 'rm -f "$log"' EXIT
+    set +e
+    "$cargo" test --release --workspace --no-fail-fast --manifest-path "$src/Cargo.toml" \
+      --target-dir "$target_dir" "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    if [ "$rc" -ne 0 ]; then
+      # The failures again at the end: a CI log that keeps only its tail
+      # still names them and where they panicked.
+      echo "==== failed tests (their messages are above) ===="
+      awk '/^---- .* std(out|err) ----$/ { print; n = 0; next }
+           /panicked at/ { n = 8 }
+           n > 0 { print; n-- }
+           /^test .* FAILED$/ { print }' "$log" | cut -c1-300
+    fi
+    exit "$rc"
     ;;
   *)
     echo "$0: unknown mode '$mode' (build or test)" >&2

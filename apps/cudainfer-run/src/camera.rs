@@ -309,25 +309,48 @@ impl Worker {
         let spawned = std::thread::Builder::new()
             .name(format!("teardown {}", self.id))
             .spawn(move || {
-                let _ = p.set_state(gst::State::Null);
-                let _ = tx.send(());
+                let _ = tx.send(stop_every_element(&p));
             });
-        if spawned.is_err() {
+        let left = if spawned.is_err() {
             // No thread to spare (a limit on threads reached): tear down
             // here, unbounded, rather than leave the pipeline playing.
-            let _ = here.set_state(gst::State::Null);
+            Some(stop_every_element(&here))
+        } else {
+            rx.recv_timeout(TEARDOWN_WAIT).ok()
+        };
+        if let Some(left) = left {
+            if !left.forced.is_empty() {
+                log::event(
+                    Level::Warn,
+                    "teardown_forced",
+                    &[("camera", &self.id), ("elements", &left.forced.join(","))],
+                );
+            }
+            if !left.tasks.is_empty() {
+                log::event(
+                    Level::Warn,
+                    "pipeline_kept",
+                    &[
+                        ("camera", &self.id),
+                        ("tasks", &left.tasks.join(",")),
+                        (
+                            "reason",
+                            &"streaming tasks that never got a thread; freeing the pipeline \
+                              would wait for them forever",
+                        ),
+                    ],
+                );
+            }
             return;
         }
-        if rx.recv_timeout(TEARDOWN_WAIT).is_err() {
-            log::event(
-                Level::Warn,
-                "teardown_slow",
-                &[
-                    ("camera", &self.id),
-                    ("waited_ms", &TEARDOWN_WAIT.as_millis()),
-                ],
-            );
-        }
+        log::event(
+            Level::Warn,
+            "teardown_slow",
+            &[
+                ("camera", &self.id),
+                ("waited_ms", &TEARDOWN_WAIT.as_millis()),
+            ],
+        );
     }
 
     fn redact(&self, text: &str) -> String {
@@ -470,6 +493,42 @@ impl Worker {
             }
         }
     }
+}
+
+/// What a teardown left behind.
+#[derive(Default)]
+struct Leftovers {
+    /// Elements still above NULL after the pipeline's change to NULL.
+    forced: Vec<String>,
+    /// Pads whose streaming task is not stopped at NULL.
+    tasks: Vec<String>,
+}
+
+/// Sets the pipeline to NULL, then every element it holds that is still
+/// above NULL. A start that failed half way (a thread the limit refused)
+/// can leave elements the bin's change skips, and pads whose task never
+/// got its thread: GStreamer 1.22 marks such a task running, and the pad's
+/// last unref then joins it forever. A pipeline with such pads is kept
+/// alive (never unreffed): a small leak, where the unref would hang the
+/// thread that dropped it (the service's shutdown, a removal).
+fn stop_every_element(p: &gst::Pipeline) -> Leftovers {
+    let _ = p.set_state(gst::State::Null);
+    let mut left = Leftovers::default();
+    for e in p.iterate_recurse().into_iter().flatten() {
+        if e.current_state() != gst::State::Null || e.pending_state() != gst::State::VoidPending {
+            left.forced.push(e.name().to_string());
+            let _ = e.set_state(gst::State::Null);
+        }
+        for pad in e.pads() {
+            if pad.task_state() != gst::TaskState::Stopped {
+                left.tasks.push(format!("{}:{}", e.name(), pad.name()));
+            }
+        }
+    }
+    if !left.tasks.is_empty() {
+        std::mem::forget(p.clone());
+    }
+    left
 }
 
 /// Plays a file camera again from its start, at its real rate.

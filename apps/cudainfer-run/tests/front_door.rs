@@ -193,7 +193,7 @@ fn a_thread_limit_refuses_cameras_with_503() {
         dir.display().to_string(),
         port.to_string(),
     );
-    let mut child = std::process::Command::new("setpriv")
+    let child = std::process::Command::new("setpriv")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -216,6 +216,9 @@ fn a_thread_limit_refuses_cameras_with_503() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Killed however the test ends: a service that hangs must not outlive it.
+    let mut child = KilledOnDrop(child);
+    let child = &mut child.0;
     let stderr = child.stderr.take().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let store = log.clone();
@@ -285,6 +288,15 @@ fn a_thread_limit_refuses_cameras_with_503() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Whether this test can run the service as `nobody` (uid 65534): it is
