@@ -198,6 +198,19 @@ bind_same() {
 bound=()
 # Sets up the mounts; the rest of the script runs with them.
 mount_all() {
+  # One run at a time on a chroot; mounts found under it then were left by
+  # a run that was killed before its cleanup (they would fail the binds).
+  exec 9>"$root.lock"
+  flock 9
+  local stale
+  stale=$(findmnt -rn -o TARGET | awk -v d="$root" 'index($0, d "/") == 1' | sort -r)
+  if [ -n "$stale" ]; then
+    log "unmounting what an interrupted run left under $root"
+    while read -r m; do
+      $sudo umount -R "$m" 2>/dev/null || $sudo umount -R -l "$m" 2>/dev/null || true
+    done <<<"$stale"
+    no_mounts_under "$root"
+  fi
   mount_in proc /proc -t proc proc
   mount_in /sys /sys --rbind /sys
   $sudo mount --make-rslave "$root/sys"
