@@ -236,15 +236,19 @@ impl Service {
     }
 
     /// Ends every camera at once (EOS each, every decoded frame published,
-    /// outputs flushed) and waits.
+    /// outputs flushed) and waits, for those removed and still stopping
+    /// too.
     pub fn shutdown(&self) {
         self.ending.store(true, Ordering::Relaxed);
-        let cameras: Vec<_> = std::mem::take(&mut *self.cameras.locked())
+        let mut cameras: Vec<_> = std::mem::take(&mut *self.cameras.locked())
             .into_values()
             .collect();
         for c in &cameras {
             c.request_stop(Ending::Drain);
         }
+        // Removed cameras still stopping are waited for too: the process
+        // ending under them would leave their recordings unfinalised.
+        cameras.extend(self.stopping.locked().iter().cloned());
         // One deadline for all: stuck cameras do not add up their waits.
         let waited = std::time::Instant::now();
         while !cameras.iter().all(|c| c.ended()) && waited.elapsed() < Camera::STOP_WAIT {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -316,6 +317,45 @@ fn removal_finalises_the_recording() {
         frames <= published && frames + 1 >= published,
         "{frames} frames recorded, {published} published"
     );
+    run.remove();
+}
+
+/// SIGTERM right after a removal, before the removed camera has stopped:
+/// the service waits for it too, so its recording is finalised (before,
+/// the process ended under it and left segments without their index).
+#[test]
+fn sigterm_during_a_removal_finalises_the_recording() {
+    let mut run = Recorded::start("record-delete-term", 50, &["--http", "0"]);
+    run.wait_for_results(15);
+    // The DELETE is sent, not waited for.
+    let addr = run.service.addr.unwrap();
+    let mut delete = std::net::TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "DELETE /cameras/{} HTTP/1.1\r\nHost: {addr}\r\n\r\n",
+        run.id
+    );
+    delete.write_all(request.as_bytes()).unwrap();
+    // SIGTERM as soon as the camera is off the list, while it stops.
+    let asked = std::time::Instant::now();
+    while run
+        .service
+        .request("GET", "/cameras", None, None)
+        .1
+        .contains(&run.id)
+    {
+        assert!(asked.elapsed() < Duration::from_secs(10), "not removed");
+    }
+    run.terminate();
+    let published = run.published();
+    let recorded = run.recorded_frames();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let frames = recorded[0].1;
+    println!("{published} results");
+    assert!(
+        frames <= published && frames + 1 >= published,
+        "{frames} frames recorded, {published} published"
+    );
+    drop(delete);
     run.remove();
 }
 
