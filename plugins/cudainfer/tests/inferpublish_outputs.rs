@@ -310,6 +310,39 @@ fn bad_locations_and_failed_writes_are_errors_naming_the_problem() {
         .contains("cannot use the CA file '/nonexistent/ca.pem'"));
 }
 
+/// A FIFO as the results file: without a reader the start fails at once
+/// with an error that says so (a plain open waited for a reader for ever,
+/// holding the pipeline's start); with one, the lines flow to it.
+#[test]
+fn a_fifo_needs_its_reader() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("results.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let e = pattern_run(&format!("location={}", fifo.display()));
+    let msg = e.error.expect("an error");
+    assert!(
+        msg.contains("cannot open the results file") && msg.contains("a FIFO with no reader"),
+        "{msg}"
+    );
+    let out = dir.join("read.jsonl");
+    let reader = Command::new("sh")
+        .arg("-c")
+        .arg(format!("cat '{}' > '{}'", fifo.display(), out.display()))
+        .spawn()
+        .unwrap();
+    // The reader waits in its open, which counts for the writer's.
+    std::thread::sleep(Duration::from_millis(300));
+    let e = pattern_run(&format!("location={}", fifo.display()));
+    assert!(e.error.is_none(), "{:?}", e.error);
+    assert!(reader.wait_with_output().unwrap().status.success());
+    assert_eq!(read_lines(&out).len(), 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 // --- MQTT ---
 
 /// A mosquitto of the test's own on 127.0.0.1, stopped when dropped.

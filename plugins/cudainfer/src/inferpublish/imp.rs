@@ -363,12 +363,7 @@ impl InferPublish {
                 path: None,
             }),
             Location::File(path) => {
-                let file = if settings.append {
-                    File::options().append(true).create(true).open(&path)
-                } else {
-                    File::create(&path)
-                };
-                let file = file.map_err(|e| {
+                let file = open_for_writing(&path, settings.append).map_err(|e| {
                     gst::error_msg!(
                         gst::ResourceError::OpenWrite,
                         (
@@ -751,6 +746,39 @@ impl InferPublish {
             ),
         }
     }
+}
+
+/// Opens `path` for writing (made if missing; appended to or truncated)
+/// without waiting: a FIFO must already have its reader (else an error that
+/// says so), where a plain open would block its caller until one came. The
+/// file's writes then block as usual.
+fn open_for_writing(path: &Path, append: bool) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ENXIO) {
+                std::io::Error::other("a FIFO with no reader: start its reader first")
+            } else {
+                e
+            }
+        })?;
+    // SAFETY: fcntl on a descriptor this function owns and keeps open; it
+    // only changes the file status flags.
+    let cleared = unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 /// Opens `path` for appending (made if missing) without blocking, and only
