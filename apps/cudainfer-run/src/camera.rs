@@ -260,6 +260,11 @@ impl Worker {
                     self.tear_down(p);
                     outcome
                 }
+                // An element that cannot be loaded for want of descriptors
+                // reads as a missing plugin: say what is really missing.
+                Err(e) if descriptors_exhausted() => {
+                    Outcome::Failed(format!("{NO_DESCRIPTORS} ({e})"))
+                }
                 Err(e) => Outcome::Failed(e),
             };
             match outcome {
@@ -382,7 +387,17 @@ impl Worker {
         let mut seen_frame = false;
         let out_at_start = self.stats.frames_out.load(Ordering::Relaxed);
         loop {
-            if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            let asked = Instant::now();
+            let popped = bus.timed_pop(gst::ClockTime::from_mseconds(100));
+            if popped.is_none() && asked.elapsed() < Duration::from_millis(50) {
+                // A bus made when no descriptor was left cannot wait: its
+                // pop returns at once (a loop that would spin) and nothing
+                // posted on it arrives.
+                return Outcome::Failed(format!(
+                    "the pipeline's message bus cannot wait for messages: {NO_DESCRIPTORS}"
+                ));
+            }
+            if let Some(msg) = popped {
                 match msg.view() {
                     gst::MessageView::Error(e) => {
                         if stopping.is_some() {
@@ -492,6 +507,17 @@ impl Worker {
                 return Outcome::Failed(format!("no frame for {} s", limit.as_secs()));
             }
         }
+    }
+}
+
+const NO_DESCRIPTORS: &str = "no file descriptor was left (the process's limit on open files is \
+     reached): remove cameras or raise the limit (ulimit -n, systemd's LimitNOFILE=)";
+
+/// Whether the process has no file descriptor left to open.
+fn descriptors_exhausted() -> bool {
+    match std::fs::File::open("/dev/null") {
+        Ok(_) => false,
+        Err(e) => e.raw_os_error() == Some(libc::EMFILE),
     }
 }
 

@@ -9,8 +9,10 @@
 //!   [`BODY_TIMEOUT`]; a declared length is never allocated; a refused
 //!   request's body is read and dropped (1 MiB, 2 s at most) before the
 //!   refusal, so that the client gets it rather than a reset;
-//! - at most [`MAX_CONNECTIONS`] connections at once, each a task, not a
-//!   thread: a stalled client holds no worker;
+//! - at most [`MAX_CONNECTIONS`] connections at once, and never more than a
+//!   quarter of the process's file descriptors (see [`connection_slots`]),
+//!   each a task, not a thread: a stalled client holds no worker, and
+//!   clients cannot take the descriptors the cameras' pipelines need;
 //! - a write that cannot go on for [`WRITE_TIMEOUT`] (a client that sends
 //!   requests and never reads the answers) closes the connection, and each
 //!   connection's kernel send buffer is [`SEND_BUFFER`];
@@ -46,6 +48,20 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 512;
+/// The fewest connections served at once, however low the descriptor
+/// limit.
+const MIN_CONNECTIONS: usize = 4;
+
+/// Connections served at once under a limit of `fds` file descriptors: a
+/// quarter of them at most, the rest left to the cameras (each pipeline
+/// holds about ten, and one that cannot get them cannot even wait for its
+/// messages).
+pub fn connection_slots(fds: u64) -> usize {
+    usize::try_from(fds / 4)
+        .unwrap_or(usize::MAX)
+        .clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
 /// Longest a write may wait for the client to read.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kernel send buffer per connection: a client that does not read holds
@@ -141,6 +157,7 @@ pub fn serve(
     token: Option<String>,
     open_metrics: bool,
     service: Arc<Service>,
+    fd_limit: u64,
 ) -> Result<Api, HttpError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
@@ -161,15 +178,18 @@ pub fn serve(
         service,
         refusals: std::sync::Mutex::default(),
     });
-    runtime.spawn(accept(listener, context));
+    runtime.spawn(accept(listener, context, connection_slots(fd_limit)));
     Ok(Api {
         runtime: Some(runtime),
         addr: bound,
     })
 }
 
-async fn accept(listener: TcpListener, context: Arc<Context>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+async fn accept(listener: TcpListener, context: Arc<Context>, connections: usize) {
+    let slots = Arc::new(Semaphore::new(connections));
+    // Failures are logged once a second at most, with how many were not.
+    let mut failures = 0u64;
+    let mut logged: Option<std::time::Instant> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -179,7 +199,16 @@ async fn accept(listener: TcpListener, context: Arc<Context>) {
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it
                 // was taken: try again shortly, the API goes on.
-                log::event(Level::Warn, "api_accept_failed", &[("error", &e)]);
+                failures += 1;
+                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    logged = Some(std::time::Instant::now());
+                    log::event(
+                        Level::Warn,
+                        "api_accept_failed",
+                        &[("error", &e), ("failures", &failures)],
+                    );
+                    failures = 0;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -664,5 +693,14 @@ mod tests {
         log.second = Some(std::time::Instant::now() - Duration::from_secs(1));
         assert_eq!(log.admit(), Some(100 - REFUSALS_LOGGED_PER_SECOND as u64));
         assert_eq!(log.admit(), Some(0));
+    }
+
+    #[test]
+    fn connections_leave_three_quarters_of_the_descriptors() {
+        assert_eq!(connection_slots(64), 16);
+        assert_eq!(connection_slots(1024), 256);
+        assert_eq!(connection_slots(1 << 20), MAX_CONNECTIONS);
+        assert_eq!(connection_slots(8), MIN_CONNECTIONS);
+        assert_eq!(connection_slots(u64::MAX), MAX_CONNECTIONS);
     }
 }

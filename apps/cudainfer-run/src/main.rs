@@ -107,6 +107,7 @@ fn run() -> Result<(), RunError> {
             ))
         })?;
     }
+    let fd_limit = raise_fd_limit();
     log::event(
         Level::Info,
         "service_starting",
@@ -117,6 +118,7 @@ fn run() -> Result<(), RunError> {
             ("gpus", &if gpu { gpus.as_str() } else { "none" }),
             ("cameras", &config.cameras.len()),
             ("listed", &config.listed),
+            ("open_files", &fd_limit),
             (
                 "shard",
                 &config
@@ -159,6 +161,7 @@ fn run() -> Result<(), RunError> {
             config.token.clone(),
             config.metrics_without_token,
             service.clone(),
+            fd_limit,
         ) {
             Ok(api) => {
                 log::event(
@@ -218,4 +221,29 @@ fn run() -> Result<(), RunError> {
     service.shutdown();
     log::event(Level::Info, "service_stopped", &[]);
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard one (as Go's runtime
+/// does: the soft default of 1,024 is for programs that `select()`), and
+/// returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, which lives here.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given, which lives here.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    limit.rlim_cur
 }

@@ -299,6 +299,57 @@ impl Drop for KilledOnDrop {
     }
 }
 
+/// Under a low limit on open files, idle connections no longer take the
+/// descriptors a camera needs: a camera restarting while 100 connections
+/// are held builds its pipeline and publishes. Before, the connections took
+/// every descriptor; the camera's next pipeline could not load its
+/// elements ("uridecodebin is missing") or got a bus that could not wait,
+/// and its loop spun on both cores, logging a GStreamer-CRITICAL each turn.
+#[test]
+fn held_connections_leave_the_cameras_their_descriptors() {
+    let dir = temp_dir("nofile");
+    let allowed = dir.join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    let good = small_clip(&dir, 100);
+    let camera = allowed.join("camera.mkv");
+    broken_clip(&camera);
+    let json = dir.join("results.jsonl");
+    let (model, json_s) = (model(), json.display().to_string());
+    let uri = format!("file://{}", camera.display());
+    let mut service = Service::start_with(
+        &["--nofile=64"],
+        &["--model", &model, "--json", &json_s, "--http", "0", &uri],
+        &[],
+    );
+    let addr = service.addr.unwrap();
+    assert!(service.log_text().contains("open_files=64"));
+    let id = ids_for(&[uri.as_str()]).remove(0);
+    wait_until("the camera failing", Duration::from_secs(30), || {
+        !last_error(&service, &id).is_empty()
+    });
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    // Its next try (within a second of backoff) finds a clip that plays.
+    std::fs::rename(&good, &camera).unwrap();
+    let held_since = Instant::now();
+    while read_lines(&json).is_empty() {
+        assert!(
+            held_since.elapsed() < Duration::from_secs(8),
+            "no results while the connections were held:\n{}",
+            service.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+    let log = service.log_text();
+    assert!(!log.contains("CRITICAL"), "{log}");
+    alive(&mut service);
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Whether this test can run the service as `nobody` (uid 65534): it is
 /// root, and nobody can reach the binary, the model and ONNX Runtime (a
 /// checkout under a private home directory is out of nobody's reach).

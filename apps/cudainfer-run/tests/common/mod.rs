@@ -138,8 +138,21 @@ pub struct Service {
 
 impl Service {
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Service {
+        Service::start_with(&[], args, envs)
+    }
+
+    /// Started by `prlimit` with these `limits` (`--nofile=64`), which then
+    /// runs the service in its own process.
+    pub fn start_with(limits: &[&str], args: &[&str], envs: &[(&str, &str)]) -> Service {
         let (k, v) = ort_env();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cudainfer-run"));
+        let binary = env!("CARGO_BIN_EXE_cudainfer-run");
+        let mut cmd = if limits.is_empty() {
+            Command::new(binary)
+        } else {
+            let mut cmd = Command::new("prlimit");
+            cmd.args(limits).arg(binary);
+            cmd
+        };
         cmd.args(args)
             .env(k, v)
             .stdin(Stdio::null())
