@@ -267,7 +267,7 @@ pub fn build(
         keep_to_device(&src, settings.device_id);
     }
     connect_source_setup(&src, uri);
-    refuse_playlists(&src);
+    refuse_streams(&src);
 
     let queue = make("queue")?;
     queue.set_property("name", "infer-queue");
@@ -352,25 +352,42 @@ const PLAYLIST_CAPS: &[&str] = &[
     "application/vnd.ms-sstr+xml",
 ];
 
-/// Fails the camera when its stream turns out to be a playlist, before a
-/// demuxer for it is made.
-fn refuse_playlists(src: &gst::Element) {
+/// Most pixels a camera's frame may have: 8192 × 4320 (DCI 8K). A larger
+/// frame costs the decoder hundreds of megabytes per buffer, so a small file
+/// or stream that declares one could take the memory of every camera.
+pub const MAX_FRAME_PIXELS: u64 = 8192 * 4320;
+/// Longest side of a camera's frame.
+pub const MAX_FRAME_SIDE: u64 = 8192;
+
+/// Why a stream of these caps is no camera's, if it is not: a playlist, or
+/// frames over [`MAX_FRAME_PIXELS`] or [`MAX_FRAME_SIDE`].
+pub fn refusal(caps: &gst::CapsRef) -> Option<String> {
+    let s = caps.structure(0)?;
+    if PLAYLIST_CAPS.contains(&s.name().as_str()) {
+        return Some(format!(
+            "the camera's stream is a playlist ({}): playlists (HLS, DASH) are not camera \
+             sources, since their demuxers fetch the addresses they list, local files included; \
+             give the camera's video stream itself",
+            s.name()
+        ));
+    }
+    let side = |f: &str| s.get::<i32>(f).ok().map(|v| u64::from(v.unsigned_abs()));
+    let (w, h) = (side("width")?, side("height")?);
+    (w * h > MAX_FRAME_PIXELS || w.max(h) > MAX_FRAME_SIDE).then(|| {
+        format!(
+            "the camera's frames are {w}x{h}, over the {MAX_FRAME_SIDE}x4320 (8K) a camera may \
+             have: give a smaller stream (most cameras offer a sub-stream)"
+        )
+    })
+}
+
+/// Fails the camera when its stream turns out to be a playlist or its
+/// frames too large, before a demuxer or decoder for it is made.
+fn refuse_streams(src: &gst::Element) {
     src.connect("autoplug-continue", false, |args| {
         let caps = args[2].get::<gst::Caps>().ok()?;
-        let playlist = caps
-            .structure(0)
-            .map(|s| s.name().to_string())
-            .filter(|name| PLAYLIST_CAPS.contains(&name.as_str()));
-        if let (Some(kind), Ok(bin)) = (playlist, args[0].get::<gst::Element>()) {
-            gst::element_error!(
-                bin,
-                gst::StreamError::WrongType,
-                (
-                    "the camera's stream is a playlist ({kind}): playlists (HLS, DASH) are not camera \
-                     sources, since their demuxers fetch the addresses they list, local files included; \
-                     give the camera's video stream itself"
-                )
-            );
+        if let (Some(why), Ok(bin)) = (refusal(&caps), args[0].get::<gst::Element>()) {
+            gst::element_error!(bin, gst::StreamError::WrongType, ("{why}"));
             return Some(false.to_value());
         }
         Some(true.to_value())
@@ -613,8 +630,39 @@ fn add_probes(
 
 #[cfg(test)]
 mod tests {
-    use super::{decoder_device, keep_to_device};
+    use super::{decoder_device, keep_to_device, refusal};
     use gst::prelude::*;
+
+    #[test]
+    fn playlists_and_frames_over_8k_are_refused() {
+        gst::init().unwrap();
+        let video = |w: i32, h: i32| {
+            gst::Caps::builder("video/x-h264")
+                .field("width", w)
+                .field("height", h)
+                .build()
+        };
+        for (w, h) in [
+            (1920, 1080),
+            (7680, 4320),
+            (8192, 4320),
+            (4320, 8192),
+            (32, 2048),
+        ] {
+            assert_eq!(refusal(&video(w, h)), None, "{w}x{h}");
+        }
+        for (w, h) in [(8193, 16), (16, 8193), (8000, 4500), (16000, 16000)] {
+            let why = refusal(&video(w, h)).unwrap_or_default();
+            assert!(
+                why.contains(&format!("frames are {w}x{h}, over the 8192x4320")),
+                "{why}"
+            );
+        }
+        // No size yet (a demuxer's pad before its parser): decided later.
+        assert_eq!(refusal(&gst::Caps::builder("video/x-h264").build()), None);
+        let hls = gst::Caps::builder("application/x-hls").build();
+        assert!(refusal(&hls).unwrap_or_default().contains("is a playlist"));
+    }
 
     /// The camera's decoder choice answers uridecodebin with the signal's
     /// own result type: a CPU decoder (of no GPU) is tried, and the clip

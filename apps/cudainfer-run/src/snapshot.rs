@@ -72,11 +72,14 @@ impl SnapshotTap {
     }
 
     /// The caps of the branch's scaled frames for `width` (the height
-    /// follows the frame's aspect, square pixels).
+    /// follows the frame's aspect, square pixels, up to the widest snapshot:
+    /// a very tall source gave 1920x32767 JPEGs of 1.5 MB).
     pub fn caps(width: u32) -> gst::Caps {
+        let tallest = *cudainfer_run::request::SNAPSHOT_WIDTHS.end() as i32;
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
             .field("width", width as i32)
+            .field("height", gst::IntRange::new(1, tallest))
             .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
             .build()
     }

@@ -350,6 +350,38 @@ fn held_connections_leave_the_cameras_their_descriptors() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A camera whose frames are over 8K is refused before a decoder is made,
+/// with the reason: a small file declaring 16000x16000 frames took 3.3 GB.
+#[test]
+fn frames_over_8k_are_refused() {
+    let dir = temp_dir("huge");
+    let clip = dir.join("wide.mkv");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=3", "!"])
+        .args([
+            "video/x-raw,width=8200,height=16,framerate=5/1",
+            "!",
+            "jpegenc",
+            "!",
+        ])
+        .args(["matroskamux", "!", "filesink"])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let model = model();
+    let uri = format!("file://{}", clip.display());
+    let mut service = Service::start(&["--model", &model, "--http", "0", &uri], &[]);
+    let id = ids_for(&[uri.as_str()]).remove(0);
+    wait_until("the camera refused", Duration::from_secs(30), || {
+        last_error(&service, &id).contains("frames are 8200x16, over the 8192x4320")
+    });
+    alive(&mut service);
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Whether this test can run the service as `nobody` (uid 65534): it is
 /// root, and nobody can reach the binary, the model and ONNX Runtime (a
 /// checkout under a private home directory is out of nobody's reach).
