@@ -322,12 +322,14 @@ fn a_fifo_needs_its_reader() {
         .status()
         .unwrap()
         .success());
-    let e = pattern_run(&format!("location={}", fifo.display()));
-    let msg = e.error.expect("an error");
-    assert!(
-        msg.contains("cannot open the results file") && msg.contains("a FIFO with no reader"),
-        "{msg}"
-    );
+    for append in ["false", "true"] {
+        let e = pattern_run(&format!("location={} append={append}", fifo.display()));
+        let msg = e.error.expect("an error");
+        assert!(
+            msg.contains("cannot open the results file") && msg.contains("a FIFO with no reader"),
+            "{msg}"
+        );
+    }
     let out = dir.join("read.jsonl");
     let reader = Command::new("sh")
         .arg("-c")
@@ -340,6 +342,27 @@ fn a_fifo_needs_its_reader() {
     assert!(e.error.is_none(), "{:?}", e.error);
     assert!(reader.wait_with_output().unwrap().status.success());
     assert_eq!(read_lines(&out).len(), 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Appending to a file whose last line was cut short (a full disk, a
+/// crash): the fragment is ended first, so every new record is a line of
+/// its own (before, the first one was glued to the fragment).
+#[test]
+fn appending_after_a_cut_line_starts_a_new_line() {
+    let dir = scratch("cut-line");
+    let file = dir.join("results.jsonl");
+    std::fs::write(&file, "{\"schema_version\":1,\"seq\":0}\n{\"schema_ver").unwrap();
+    let e = pattern_run(&format!("location={} append=true", file.display()));
+    assert!(e.error.is_none(), "{:?}", e.error);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 7, "{text}");
+    assert_eq!(lines[1], "{\"schema_ver");
+    for line in &lines[2..] {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["schema_version"], 1);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

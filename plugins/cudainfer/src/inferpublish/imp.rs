@@ -755,7 +755,7 @@ impl InferPublish {
 fn open_for_writing(path: &Path, append: bool) -> std::io::Result<File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let file = File::options()
+    let mut file = File::options()
         .write(true)
         .append(append)
         .truncate(!append)
@@ -778,7 +778,32 @@ fn open_for_writing(path: &Path, append: bool) -> std::io::Result<File> {
     if !cleared {
         return Err(std::io::Error::last_os_error());
     }
+    if append {
+        end_the_last_line(&mut file)?;
+    }
     Ok(file)
+}
+
+/// Ends a regular file's last line if it has no newline (a write cut short
+/// by a full disk or a crash): the next record then starts a line of its
+/// own instead of being glued to the fragment.
+fn end_the_last_line(file: &mut File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(());
+    }
+    // Read through a descriptor of its own: the file is opened write-only,
+    // since a FIFO opened for reading too would need no reader and then
+    // fill and block.
+    use std::os::fd::AsRawFd;
+    let reader = File::open(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let mut last = [0u8];
+    reader.read_exact_at(&mut last, meta.len() - 1)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
 }
 
 /// Opens `path` for appending (made if missing) without blocking, and only
@@ -787,7 +812,7 @@ fn open_regular_for_append(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     // O_NONBLOCK: opening a FIFO for writing with no reader fails (ENXIO)
     // instead of waiting for one; on a regular file it changes nothing.
-    let file = File::options()
+    let mut file = File::options()
         .append(true)
         .create(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -797,5 +822,6 @@ fn open_regular_for_append(path: &Path) -> std::io::Result<File> {
             "not a regular file (a FIFO, device or directory)",
         ));
     }
+    end_the_last_line(&mut file)?;
     Ok(file)
 }
