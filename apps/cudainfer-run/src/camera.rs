@@ -382,7 +382,8 @@ impl Worker {
             return Outcome::Failed(reason);
         }
         let mut stopping: Option<Instant> = None;
-        let mut last_in = self.stats.frames_in.load(Ordering::Relaxed);
+        let in_at_start = self.stats.frames_in.load(Ordering::Relaxed);
+        let mut last_in = in_at_start;
         let mut progress = Instant::now();
         let mut seen_frame = false;
         let out_at_start = self.stats.frames_out.load(Ordering::Relaxed);
@@ -463,6 +464,12 @@ impl Worker {
             }
             if let (None, Some(ending)) = (stopping, self.control.ending()) {
                 self.stats.set_state(CameraState::Stopping);
+                if self.stats.frames_in.load(Ordering::Relaxed) == in_at_start {
+                    // No frame came in: nothing to publish or record, and
+                    // an EOS would wait out EOS_TIMEOUT for a source that
+                    // never started.
+                    return Outcome::Stopped;
+                }
                 // EOS from the sources: the results elements write (and
                 // MQTT delivers) what they have, recordings are finalised.
                 // Sent from a thread of its own: a serialized event waits for

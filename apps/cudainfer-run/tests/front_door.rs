@@ -382,6 +382,31 @@ fn frames_over_8k_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A camera whose source never sends a frame (a server that takes the
+/// connection and never answers) is removed at once: there is nothing to
+/// drain (before, the removal waited the 5 s EOS timeout).
+#[test]
+fn removing_a_camera_that_never_started_is_prompt() {
+    // Connections complete in the backlog; nothing is ever answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let uri = format!("http://{}/camera.mkv", silent.local_addr().unwrap());
+    let model = model();
+    let mut service = Service::start(&["--model", &model, "--http", "0", &uri], &[]);
+    let id = ids_for(&[uri.as_str()]).remove(0);
+    std::thread::sleep(Duration::from_secs(2));
+    let cameras = cameras_json(&service, None);
+    assert_eq!(cameras[0]["state"], "connecting", "{cameras:?}");
+    let asked = Instant::now();
+    let (status, _) = service.request("DELETE", &format!("/cameras/{id}"), None, None);
+    assert_eq!(status, 204);
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(2), "the removal took {took:?}");
+    alive(&mut service);
+    let status = service.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit {status}");
+    drop(silent);
+}
+
 /// Whether this test can run the service as `nobody` (uid 65534): it is
 /// root, and nobody can reach the binary, the model and ONNX Runtime (a
 /// checkout under a private home directory is out of nobody's reach).
