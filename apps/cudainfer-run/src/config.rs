@@ -435,6 +435,14 @@ fn resolve(
     })
 }
 
+/// GPUs as `--gpus` takes them: `0,1`.
+pub fn device_list(gpus: &[u32]) -> String {
+    gpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The GPUs cameras are spread over: `--gpus` (distinct devices, at most
 /// 16), or the one of `--device-id` (default 0); not both.
 fn gpu_list(gpus: Option<Vec<u32>>, device_id: Option<u32>) -> Result<Vec<u32>, ConfigError> {
@@ -442,12 +450,7 @@ fn gpu_list(gpus: Option<Vec<u32>>, device_id: Option<u32>) -> Result<Vec<u32>, 
     let Some(gpus) = gpus else {
         return Ok(vec![device_id.unwrap_or(0)]);
     };
-    let shown = || {
-        gpus.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let shown = || device_list(&gpus);
     if device_id.is_some() {
         return Err(ConfigError::Value(
             "gpus",

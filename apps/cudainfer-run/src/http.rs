@@ -124,15 +124,33 @@ struct Context {
 /// refused requests as fast as it can does not flood the log.
 const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
 
-#[derive(Default)]
+/// A log of repeated events (refused requests, failed accepts) that keeps
+/// to a number of lines a second.
 struct RefusalLog {
+    /// Lines logged per second at most.
+    per_second: u32,
     second: Option<std::time::Instant>,
     logged: u32,
     suppressed: u64,
 }
 
+impl Default for RefusalLog {
+    fn default() -> Self {
+        RefusalLog::per_second(REFUSALS_LOGGED_PER_SECOND)
+    }
+}
+
 impl RefusalLog {
-    /// Whether to log this refusal, and how many were left out before it.
+    fn per_second(per_second: u32) -> Self {
+        RefusalLog {
+            per_second,
+            second: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this one, and how many were left out before it.
     fn admit(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
         if self
@@ -142,7 +160,7 @@ impl RefusalLog {
             self.second = Some(now);
             self.logged = 0;
         }
-        if self.logged >= REFUSALS_LOGGED_PER_SECOND {
+        if self.logged >= self.per_second {
             self.suppressed += 1;
             return None;
         }
@@ -188,8 +206,7 @@ pub fn serve(
 async fn accept(listener: TcpListener, context: Arc<Context>, connections: usize) {
     let slots = Arc::new(Semaphore::new(connections));
     // Failures are logged once a second at most, with how many were not.
-    let mut failures = 0u64;
-    let mut logged: Option<std::time::Instant> = None;
+    let mut failures = RefusalLog::per_second(1);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
@@ -199,15 +216,12 @@ async fn accept(listener: TcpListener, context: Arc<Context>, connections: usize
             Err(e) => {
                 // Out of file descriptors, or a connection reset before it
                 // was taken: try again shortly, the API goes on.
-                failures += 1;
-                if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    logged = Some(std::time::Instant::now());
+                if let Some(left_out) = failures.admit() {
                     log::event(
                         Level::Warn,
                         "api_accept_failed",
-                        &[("error", &e), ("failures", &failures)],
+                        &[("error", &e), ("not_logged_before", &left_out)],
                     );
-                    failures = 0;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

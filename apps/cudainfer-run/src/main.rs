@@ -72,12 +72,7 @@ fn run() -> Result<(), RunError> {
     gst::init()?;
     gstcudainfer::plugin_register_static()?;
     let gpu = pipeline::rank_decoders(config.decode, &config.gpus);
-    let gpus = config
-        .gpus
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let gpus = config::device_list(&config.gpus);
     if config.decode == config::Decode::Gpu && !gpu {
         log::event(
             Level::Warn,

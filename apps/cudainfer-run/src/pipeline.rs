@@ -175,21 +175,21 @@ pub fn rank_decoders(decode: Decode, devices: &[u32]) -> bool {
             format!("nv{codec}device{device}dec")
         }
     };
-    let wanted: Vec<String> = devices
+    let wanted: Vec<[String; 2]> = devices
         .iter()
-        .flat_map(|&d| [ours(d, "h264"), ours(d, "h265")])
+        .map(|&d| [ours(d, "h264"), ours(d, "h265")])
         .collect();
-    let have_gpu = devices.iter().all(|&d| {
+    let have_gpu = wanted.iter().all(|names| {
         nv_decoders
             .iter()
-            .any(|f| f.name() == ours(d, "h264") || f.name() == ours(d, "h265"))
+            .any(|f| names.contains(&f.name().to_string()))
     });
     let gpu = match decode {
         Decode::Cpu => false,
         Decode::Gpu | Decode::Auto => have_gpu,
     };
     for f in &nv_decoders {
-        let rank = if gpu && wanted.contains(&f.name().to_string()) {
+        let rank = if gpu && wanted.iter().flatten().any(|n| *n == f.name()) {
             gst::Rank::PRIMARY + 10
         } else {
             gst::Rank::NONE
@@ -352,15 +352,14 @@ const PLAYLIST_CAPS: &[&str] = &[
     "application/vnd.ms-sstr+xml",
 ];
 
-/// Most pixels a camera's frame may have: 8192 × 4320 (DCI 8K). A larger
-/// frame costs the decoder hundreds of megabytes per buffer, so a small file
-/// or stream that declares one could take the memory of every camera.
-pub const MAX_FRAME_PIXELS: u64 = 8192 * 4320;
-/// Longest side of a camera's frame.
-pub const MAX_FRAME_SIDE: u64 = 8192;
+/// The largest frame a camera may have, 8192 × 4320 (DCI 8K), as its
+/// pixels and its longest side (either way round). A larger frame costs the
+/// decoder hundreds of megabytes per buffer, so a small file or stream that
+/// declares one could take the memory of every camera.
+pub const MAX_FRAME: (u64, u64) = (8192, 4320);
 
 /// Why a stream of these caps is no camera's, if it is not: a playlist, or
-/// frames over [`MAX_FRAME_PIXELS`] or [`MAX_FRAME_SIDE`].
+/// frames over [`MAX_FRAME`].
 pub fn refusal(caps: &gst::CapsRef) -> Option<String> {
     let s = caps.structure(0)?;
     if PLAYLIST_CAPS.contains(&s.name().as_str()) {
@@ -373,9 +372,10 @@ pub fn refusal(caps: &gst::CapsRef) -> Option<String> {
     }
     let side = |f: &str| s.get::<i32>(f).ok().map(|v| u64::from(v.unsigned_abs()));
     let (w, h) = (side("width")?, side("height")?);
-    (w * h > MAX_FRAME_PIXELS || w.max(h) > MAX_FRAME_SIDE).then(|| {
+    let (most_w, most_h) = MAX_FRAME;
+    (w * h > most_w * most_h || w.max(h) > most_w).then(|| {
         format!(
-            "the camera's frames are {w}x{h}, over the {MAX_FRAME_SIDE}x4320 (8K) a camera may \
+            "the camera's frames are {w}x{h}, over the {most_w}x{most_h} (8K) a camera may \
              have: give a smaller stream (most cameras offer a sub-stream)"
         )
     })

@@ -809,19 +809,11 @@ fn end_the_last_line(file: &mut File) -> std::io::Result<()> {
 /// Opens `path` for appending (made if missing) without blocking, and only
 /// if it is a regular file.
 fn open_regular_for_append(path: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK: opening a FIFO for writing with no reader fails (ENXIO)
-    // instead of waiting for one; on a regular file it changes nothing.
-    let mut file = File::options()
-        .append(true)
-        .create(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
+    let file = open_for_writing(path, true)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other(
             "not a regular file (a FIFO, device or directory)",
         ));
     }
-    end_the_last_line(&mut file)?;
     Ok(file)
 }
